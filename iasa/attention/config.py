@@ -1,0 +1,30 @@
+"""Configuration of input-aware sparse attention (paper section 3.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SparseAttentionConfig:
+    # How many pose-similar frames each latent query frame attends to across frames (the paper's K).
+    top_k: int = 4
+    # "past": only earlier latent frames (causal student); "both": any other frame (bidirectional teacher).
+    direction: str = "past"
+    # Latent frame 0 holds the reference image: keep it visible to every frame on top of the K chosen.
+    keep_first_frame: bool = True
+    # Allow a scale in the rigid alignment of two poses (similarity instead of rotation + translation).
+    align_scale: bool = False
+    # Keypoints with a confidence below this are left out of both sides of a pose comparison.
+    min_keypoint_confidence: float = 0.3
+    # Region labels; the first listed wins where regions overlap. Any of: face, hands (or left_hand and
+    # right_hand), arms, torso.
+    regions: tuple[str, ...] = ("face", "left_hand", "right_hand", "arms")
+    # Grow every region by this many tokens, to tolerate keypoint jitter.
+    dilation_tokens: int = 1
+    # Pixels per token side: VAE stride 8 x patch size 2.
+    token_stride: int = 16
+    # Block size of block-sparse kernels.
+    block_size: int = 128
+    # Kernel: "reference" (SDPA with a dense mask), "flex" (FlexAttention), "fast" (structured kernel).
+    backend: str = "reference"

@@ -1,0 +1,47 @@
+"""The sparse layout of one clip: which keys every query token may see.
+
+Rule (paper section 3.2): query token q in latent frame fq and key token k in frame fk may meet when
+    fq == fk                                                   (dense within a frame), or
+    frame_selection[fq, fk] and region(q) == region(k) != 0    (region to region on chosen frames).
+Background tokens (region 0) therefore never cross frames. Tokens are in Wan's (f h w) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+BACKGROUND = 0
+
+
+@dataclass(frozen=True)
+class SparseLayout:
+    """frame_selection: (T, T) bool, [tq, tk] True when frame tk is chosen for query frame tq; the
+    diagonal is True. token_regions: (T, N) int64 region id of every token (0 = background), N = h * w.
+    grid_size: (h, w) of the token grid of one latent frame."""
+
+    frame_selection: torch.Tensor
+    token_regions: torch.Tensor
+    grid_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        frames, tokens = self.token_regions.shape
+        if self.frame_selection.shape != (frames, frames):
+            raise ValueError(
+                f"frame_selection has shape {tuple(self.frame_selection.shape)}, expected ({frames}, {frames})"
+            )
+        if self.grid_size[0] * self.grid_size[1] != tokens:
+            raise ValueError(f"grid {self.grid_size} does not hold {tokens} tokens per frame")
+
+    @property
+    def num_frames(self) -> int:
+        return self.token_regions.shape[0]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.token_regions.shape[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_regions.numel()

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+requirements = [
+    line.strip()
+    for line in Path(__file__).with_name("requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="iasa",
+    version="0.1.0",
+    description="Input-aware sparse attention for real-time co-speech video generation",
+    packages=find_packages(include=["iasa", "iasa.*"]),
+    python_requires=">=3.10",
+    install_requires=requirements,
+    extras_require={"dev": ["pytest>=7", "hypothesis"]},
+)
