@@ -1,0 +1,1 @@
+"""Audio to SMPL-X motion: the EMAGE model, a procedural fallback, audio loading and the motion file format."""
