@@ -15,11 +15,19 @@ class SparseAttentionConfig:
     keep_first_frame: bool = True
     # Allow a scale in the rigid alignment of two poses (similarity instead of rotation + translation).
     align_scale: bool = False
-    # Keypoints with a confidence below this are left out of both sides of a pose comparison.
+    # Keypoints with a confidence below this are left out of both sides of a pose comparison, and out of
+    # the region polygons.
     min_keypoint_confidence: float = 0.3
+    # Compare the centroid of each hand on top of the 12 head and upper-body points (see pose_distance.py).
+    pose_hand_centroids: bool = True
     # Region labels; the first listed wins where regions overlap. Any of: face, hands (or left_hand and
     # right_hand), arms, torso.
     regions: tuple[str, ...] = ("face", "left_hand", "right_hand", "arms")
+    # Width of the arm and shoulder limbs of the "arms" region, as a fraction of the shoulder width.
+    limb_width: float = 0.2
+    # A token belongs to a region when at least this fraction of its pixels lies inside the region's
+    # polygon in some video frame of its latent frame.
+    min_token_coverage: float = 0.25
     # Grow every region by this many tokens, to tolerate keypoint jitter.
     dilation_tokens: int = 1
     # Pixels per token side: VAE stride 8 x patch size 2.

@@ -15,15 +15,20 @@ import torch
 BACKGROUND = 0
 
 
-@dataclass(frozen=True)
+# eq=False: layouts compare and hash by identity, so kernels can cache per layout (a block mask built
+# once serves all 40 layers and every denoising step).
+@dataclass(frozen=True, eq=False)
 class SparseLayout:
     """frame_selection: (T, T) bool, [tq, tk] True when frame tk is chosen for query frame tq; the
     diagonal is True. token_regions: (T, N) int64 region id of every token (0 = background), N = h * w.
-    grid_size: (h, w) of the token grid of one latent frame."""
+    grid_size: (h, w) of the token grid of one latent frame. block_size: tile size of block-sparse
+    kernels. region_names: the name of region id i + 1 at index i (config.regions)."""
 
     frame_selection: torch.Tensor
     token_regions: torch.Tensor
     grid_size: tuple[int, int]
+    block_size: int = 128
+    region_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         frames, tokens = self.token_regions.shape

@@ -1,0 +1,175 @@
+"""The fast path's plan of one clip: which tokens cross frames, grouped so a kernel can walk them.
+
+The sparse rule splits into two parts that never overlap:
+- own frame: every token attends to its whole latent frame (dense, run as a batch of frames);
+- cross region: a region token of frame t attends to the tokens of the same region in every frame chosen
+  for t other than t itself.
+Only region tokens (not background) take part in the second part. They are gathered into a compact
+sequence sorted by (frame, region), so each (frame, region) pair is one contiguous *segment*; a query
+segment's keys are a short list of other segments. Kernels walk query tiles (fixed-size pieces of one
+segment) over their key segments, and key tiles over the query segments that read them (for dK, dV).
+
+The plan is built once per layout (per clip) and reused by every layer and step; a small cache keyed by
+the layout object makes repeated calls free. Everything depends only on the layout's values, never on a
+compiled shape, so new poses never trigger a recompilation.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from iasa.attention.layout import BACKGROUND, SparseLayout
+
+# Rows of one kernel tile; segments are cut into tiles of at most this many compact tokens.
+TILE_TOKENS = 64
+# How many prepared plans to keep (one per live layout; layers of one clip share one).
+PLAN_CACHE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class CrossRegionPlan:
+    """Index tables of one clip on one device. M = number of region tokens, S = segments, E = edges
+    (query segment, key segment) pairs; every table is int32 unless said otherwise.
+
+    token_frame, token_position: (M,) int64 latent frame and position in that frame of every compact
+        token, in (frame, region) order.
+    token_region: (M,) int64 region id of every compact token.
+    query_tile_start, query_tile_end, query_tile_segment: (tiles,) compact row range of each query tile
+        and the segment it lies in.
+    key_segments_ptr: (S + 1,) CSR offsets into key_segment_start/end: the key segments of each segment.
+    key_segment_start, key_segment_end: (E,) compact row range of each key segment.
+    key_tile_start, key_tile_end, key_tile_segment: (tiles,) the same tiling, read as key tiles.
+    query_segments_ptr: (S + 1,) CSR offsets: the query segments that read each segment as keys.
+    query_segment_start, query_segment_end: (E,) compact row range of those query segments.
+    cross_pairs: number of allowed (query, key) token pairs across frames, for density statistics.
+    """
+
+    num_frames: int
+    tokens_per_frame: int
+    frame_selection: torch.Tensor
+    token_frame: torch.Tensor
+    token_position: torch.Tensor
+    token_region: torch.Tensor
+    query_tile_start: torch.Tensor
+    query_tile_end: torch.Tensor
+    query_tile_segment: torch.Tensor
+    key_segments_ptr: torch.Tensor
+    key_segment_start: torch.Tensor
+    key_segment_end: torch.Tensor
+    query_segments_ptr: torch.Tensor
+    query_segment_start: torch.Tensor
+    query_segment_end: torch.Tensor
+    cross_pairs: int
+
+    @property
+    def num_region_tokens(self) -> int:
+        return self.token_frame.numel()
+
+    @property
+    def num_tiles(self) -> int:
+        return self.query_tile_start.numel()
+
+
+def _csr(lists: list[list[int]], starts: list[int], ends: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Per-segment lists of segment ids -> (offsets, range starts, range ends)."""
+    pointer, range_start, range_end = [0], [], []
+    for neighbours in lists:
+        range_start.extend(starts[s] for s in neighbours)
+        range_end.extend(ends[s] for s in neighbours)
+        pointer.append(len(range_start))
+    return pointer, range_start, range_end
+
+
+def build_cross_region_plan(layout: SparseLayout, device: torch.device | str) -> CrossRegionPlan:
+    """Group a layout's region tokens by (frame, region) and list which segments meet across frames.
+
+    Runs on the CPU (a few thousand segments at most) and moves the small tables to `device` once.
+    """
+    regions = layout.token_regions.detach().to("cpu", torch.int64)
+    selection = layout.frame_selection.detach().to("cpu", torch.bool)
+    frames, tokens_per_frame = regions.shape
+
+    flat = regions.reshape(-1)
+    region_token = torch.nonzero(flat != BACKGROUND).squeeze(1)
+    region_of = flat[region_token]
+    frame_of = region_token // tokens_per_frame
+    num_regions = int(region_of.max()) + 1 if region_of.numel() else 1
+    order = torch.argsort(frame_of * num_regions + region_of, stable=True)
+    region_token, region_of, frame_of = region_token[order], region_of[order], frame_of[order]
+
+    counts = torch.bincount(frame_of * num_regions + region_of, minlength=frames * num_regions)
+    present = torch.nonzero(counts).squeeze(1)
+    sizes = counts[present]
+    ends = torch.cumsum(sizes, 0)
+    starts = ends - sizes
+    seg_frame = (present // num_regions).tolist()
+    seg_region = (present % num_regions).tolist()
+    seg_start, seg_end, seg_size = starts.tolist(), ends.tolist(), sizes.tolist()
+    segment_of = {(f, r): s for s, (f, r) in enumerate(zip(seg_frame, seg_region))}
+
+    chosen = [torch.nonzero(selection[f]).squeeze(1).tolist() for f in range(frames)]
+    key_lists: list[list[int]] = [[] for _ in seg_frame]
+    query_lists: list[list[int]] = [[] for _ in seg_frame]
+    cross_pairs = 0
+    for s, (f, r) in enumerate(zip(seg_frame, seg_region)):
+        for other in chosen[f]:
+            k = segment_of.get((other, r))
+            if other == f or k is None:
+                continue
+            key_lists[s].append(k)
+            query_lists[k].append(s)
+            cross_pairs += seg_size[s] * seg_size[k]
+
+    tile_start, tile_end, tile_segment = [], [], []
+    for s, (a, b) in enumerate(zip(seg_start, seg_end)):
+        for row in range(a, b, TILE_TOKENS):
+            tile_start.append(row)
+            tile_end.append(min(row + TILE_TOKENS, b))
+            tile_segment.append(s)
+    key_ptr, key_start, key_end = _csr(key_lists, seg_start, seg_end)
+    query_ptr, query_start, query_end = _csr(query_lists, seg_start, seg_end)
+
+    def table(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int32).to(device, non_blocking=True)
+
+    return CrossRegionPlan(
+        num_frames=frames,
+        tokens_per_frame=tokens_per_frame,
+        frame_selection=selection.to(device),
+        token_frame=frame_of.to(device),
+        token_position=(region_token % tokens_per_frame).to(device),
+        token_region=region_of.to(device),
+        query_tile_start=table(tile_start),
+        query_tile_end=table(tile_end),
+        query_tile_segment=table(tile_segment),
+        key_segments_ptr=table(key_ptr),
+        key_segment_start=table(key_start),
+        key_segment_end=table(key_end),
+        query_segments_ptr=table(query_ptr),
+        query_segment_start=table(query_start),
+        query_segment_end=table(query_end),
+        cross_pairs=cross_pairs,
+    )
+
+
+_plan_cache: dict[tuple[int, str], tuple[weakref.ref, CrossRegionPlan]] = {}
+
+
+def prepare_fast_layout(layout: SparseLayout, device: torch.device | str) -> CrossRegionPlan:
+    """The plan of `layout` on `device`, built on first use and cached while the layout object lives.
+
+    Call it once per clip to pay the build cost up front; later calls with the same layout object are a
+    dictionary look-up. A new layout object (new poses) gets a new plan; nothing is compiled.
+    """
+    key = (id(layout), str(torch.device(device)))
+    cached = _plan_cache.get(key)
+    if cached is not None and cached[0]() is layout:
+        return cached[1]
+    plan = build_cross_region_plan(layout, device)
+    while len(_plan_cache) >= PLAN_CACHE_SIZE:
+        _plan_cache.pop(next(iter(_plan_cache)))
+    _plan_cache[key] = (weakref.ref(layout), plan)
+    return plan
