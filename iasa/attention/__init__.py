@@ -1,0 +1,30 @@
+"""Input-aware sparse attention (paper section 3.2): layouts from keypoints, and the kernels that use them."""
+
+from iasa.attention.block_layout import (
+    BlockLayout,
+    block_layout,
+    density_statistics,
+    frame_region_order,
+    inverse_permutation,
+)
+from iasa.attention.build import build_sparse_layout, token_grid
+from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.layout import BACKGROUND, SparseLayout
+from iasa.attention.masks import dense_mask
+from iasa.attention.sparse_attention import BACKENDS, sparse_attention
+
+__all__ = [
+    "BACKENDS",
+    "BACKGROUND",
+    "BlockLayout",
+    "SparseAttentionConfig",
+    "SparseLayout",
+    "block_layout",
+    "build_sparse_layout",
+    "dense_mask",
+    "density_statistics",
+    "frame_region_order",
+    "inverse_permutation",
+    "sparse_attention",
+    "token_grid",
+]

@@ -1,0 +1,112 @@
+"""FlexAttention kernel: tokens reordered by (frame, region), a BlockMask from the block layout.
+
+The block mask comes from exact tile counts (block_layout.py): full tiles skip the mask function,
+partial ones evaluate the IASA mask_mod on per-token tensors, empty ones are never visited. The dense
+mask is never built. Every layout gets its plan once (permutation, block mask), reused by all layers
+and steps. The mask_mod reads tensors whose shapes depend only on (T, S, block size), so a new clip of
+the same shape reuses the compiled kernel. On CUDA the kernel is compiled; elsewhere FlexAttention runs
+its eager reference (forward only: it has no CPU backward).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from iasa.attention.block_layout import block_layout, frame_region_order, inverse_permutation
+from iasa.attention.layout import BACKGROUND, SparseLayout
+from iasa.attention.masks import input_aware_mask, token_frames_and_regions
+
+
+@dataclass(frozen=True)
+class FlexPlan:
+    """permutation (S,): reordered position i holds token permutation[i]; inverse (S,) undoes it."""
+
+    permutation: torch.Tensor
+    inverse: torch.Tensor
+    block_mask: BlockMask
+
+
+def _partial_then_rest(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Bq, Bk) bool -> count (1, 1, Bq) int32 and key-block indices (1, 1, Bq, Bk) int32 with the
+    selected tiles first, in increasing order (the layout BlockMask.from_kv_blocks expects)."""
+    count = tiles.sum(-1, dtype=torch.int32)
+    indices = torch.argsort((~tiles).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+    return count[None, None], indices[None, None]
+
+
+def build_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
+    block_size = layout.block_size
+    permutation = frame_region_order(layout)
+    tiles = block_layout(layout, block_size, permutation)
+    full = tiles.full.clone()
+    # A tile running past the end of the sequence keeps its mask_mod: the kernel masks the overhang.
+    if layout.num_tokens % block_size:
+        full[-1, :] = False
+        full[:, -1] = False
+    partial = tiles.nonempty & ~full
+    kv_num_blocks, kv_indices = _partial_then_rest(partial)
+    full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
+
+    # Per-token tensors in the reordered sequence, padded to whole blocks: padding tokens get frame T
+    # (a padded row and column of the selection, never chosen) and background.
+    frames = layout.num_frames
+    padded = full.shape[0] * block_size
+    token_frame, token_region = token_frames_and_regions(layout)
+    frame_of = torch.full((padded,), frames, dtype=torch.long)
+    region_of = torch.full((padded,), BACKGROUND, dtype=torch.long)
+    frame_of[: layout.num_tokens] = token_frame.cpu()[permutation]
+    region_of[: layout.num_tokens] = token_region.cpu()[permutation]
+    selection = torch.zeros(frames + 1, frames + 1, dtype=torch.bool)
+    selection[:frames, :frames] = layout.frame_selection.cpu()
+    mask_mod = input_aware_mask(frame_of.to(device), region_of.to(device), selection.to(device))
+
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num_blocks.to(device),
+        kv_indices.to(device),
+        full_kv_num_blocks.to(device),
+        full_kv_indices.to(device),
+        BLOCK_SIZE=block_size,
+        mask_mod=mask_mod,
+        seq_lengths=(layout.num_tokens, layout.num_tokens),
+    )
+    return FlexPlan(permutation.to(device), inverse_permutation(permutation).to(device), block_mask)
+
+
+_PLANS: "weakref.WeakKeyDictionary[SparseLayout, dict[torch.device, FlexPlan]]" = weakref.WeakKeyDictionary()
+
+
+def cached_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
+    per_device = _PLANS.setdefault(layout, {})
+    if device not in per_device:
+        per_device[device] = build_flex_plan(layout, device)
+    return per_device[device]
+
+
+@functools.cache
+def _compiled_flex_attention():
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_sparse_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SparseLayout
+) -> torch.Tensor:
+    """query, key, value (B, H, S, D) -> (B, H, S, D)."""
+    plan = cached_flex_plan(layout, query.device)
+    query, key, value = (x.index_select(-2, plan.permutation) for x in (query, key, value))
+    if query.is_cuda:
+        output = _compiled_flex_attention()(query, key, value, block_mask=plan.block_mask)
+    else:
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value)):
+            raise NotImplementedError(
+                "FlexAttention has no backward off CUDA; use backend='reference' to train on CPU"
+            )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            output = flex_attention(query, key, value, block_mask=plan.block_mask)
+    return output.index_select(-2, plan.inverse)

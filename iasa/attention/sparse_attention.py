@@ -1,0 +1,41 @@
+"""One entry point for input-aware sparse attention, whatever the kernel."""
+
+from __future__ import annotations
+
+import torch
+
+from iasa.attention.flex import flex_sparse_attention
+from iasa.attention.layout import SparseLayout
+from iasa.attention.reference import reference_sparse_attention
+
+BACKENDS = ("reference", "flex", "fast")
+
+
+def sparse_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SparseLayout, backend: str = "reference"
+) -> torch.Tensor:
+    """Attention of query (B, H, S, D) over key, value (B, H, S, D) where layout allows: (B, H, S, D).
+
+    Tokens are in Wan's (f h w) order, S = layout.num_tokens. backend: "reference" (SDPA with the
+    dense mask; any device, differentiable), "flex" (FlexAttention; compiled on CUDA, forward only
+    elsewhere), "fast" (iasa.attention.fast, imported only when asked for).
+    """
+    if query.dim() != 4 or key.shape != value.shape or key.shape[:2] != query.shape[:2]:
+        raise ValueError(
+            f"expected query, key, value as (batch, heads, tokens, head_dim) with matching batch and heads, "
+            f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    if query.shape[-2] != layout.num_tokens or key.shape[-2] != layout.num_tokens:
+        raise ValueError(
+            f"the layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x {layout.grid_size}), "
+            f"got {query.shape[-2]} queries and {key.shape[-2]} keys"
+        )
+    if backend == "reference":
+        return reference_sparse_attention(query, key, value, layout)
+    if backend == "flex":
+        return flex_sparse_attention(query, key, value, layout)
+    if backend == "fast":
+        from iasa.attention.fast import fast_sparse_attention
+
+        return fast_sparse_attention(query, key, value, layout)
+    raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
