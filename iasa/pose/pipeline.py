@@ -1,0 +1,102 @@
+"""SMPL-X motion -> 2D whole-body keypoints in the DWPose layout, for a front camera on a talking person."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from iasa.motion.motion_file import SmplxMotion
+from iasa.pose.alignment import Similarity2D, fit_similarity
+from iasa.pose.camera import framing_camera
+from iasa.pose.config import PoseConfig
+from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
+from iasa.pose.skeleton import builtin_skeleton_points
+from iasa.pose.wholebody import coco_wholebody_to_dwpose, smplx_to_coco_wholebody
+
+PELVIS = 0
+
+
+def motion_points(motion: SmplxMotion, config: PoseConfig, smplx_dir: str | Path | None = None) -> np.ndarray:
+    """(T, 144, 3) points in the smplx joint layout: from the SMPL-X model when a model folder is given
+    (argument or ``config.smplx_dir``), else from the built-in skeleton."""
+    smplx_dir = smplx_dir or config.smplx_dir
+    if not smplx_dir:
+        return builtin_skeleton_points(motion)
+    from iasa.pose.smplx_model import smplx_points
+
+    return smplx_points(motion, smplx_dir, config.smplx_flat_hand_mean, config.smplx_chunk_frames)
+
+
+def turn_to_face_camera(points: np.ndarray, motion: SmplxMotion) -> np.ndarray:
+    """Rotate (T, P, 3) points about the vertical axis through the mean pelvis so that the root's mean
+    forward direction (its local +Z) points at +Z, the camera."""
+    from iasa.pose.skeleton import axis_angle_to_matrix
+
+    forward = axis_angle_to_matrix(motion.poses[:, :3].astype(np.float64))[:, :, 2].mean(axis=0)
+    if np.hypot(forward[0], forward[2]) < 1e-6:  # facing straight up or down: no meaningful yaw
+        return points
+    yaw = np.arctan2(forward[0], forward[2])
+    cos, sin = np.cos(-yaw), np.sin(-yaw)
+    about_y = np.array([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]])
+    centre = points[:, PELVIS].mean(axis=0)
+    return ((points - centre) @ about_y.T + centre).astype(np.float32)
+
+
+def align_to_reference(
+    body_pixels: np.ndarray, body_valid: np.ndarray, reference: WholeBodyKeypoints, config: PoseConfig
+) -> Similarity2D | None:
+    """The similarity taking this clip's first-frame body (18, 2) pixels onto the reference's first frame,
+    fitted on ``config.align_body_points``; None (with a warning) when fewer than two points are shared."""
+    height, width = reference.image_size
+    target = reference.body[0] * np.array([width, height])
+    chosen = np.isin(np.array(BODY_NAMES), config.align_body_points)
+    shared = chosen & body_valid & (reference.body_score[0] >= config.align_min_score)
+    if shared.sum() < 2:
+        warnings.warn(
+            f"reference keypoints share only {int(shared.sum())} confident body points with the skeleton "
+            f"(of {list(config.align_body_points)}); keeping the default framing",
+            stacklevel=3,
+        )
+        return None
+    return fit_similarity(body_pixels[shared], target[shared])
+
+
+def motion_to_keypoints(
+    motion: SmplxMotion,
+    config: PoseConfig | None = None,
+    smplx_dir: str | Path | None = None,
+    reference: WholeBodyKeypoints | None = None,
+) -> WholeBodyKeypoints:
+    """The DWPose keypoints (T frames) of ``motion`` seen by the upper-body camera of ``config``.
+
+    With ``reference`` (keypoints of the reference image; frame 0 is used) the image size is the
+    reference's and the whole clip is moved by the similarity that best lays its first frame onto the
+    reference pose. Points outside the image or behind the camera get score 0 and are clipped to [0, 1].
+    """
+    config = config or PoseConfig()
+    points = motion_points(motion, config, smplx_dir)
+    if config.face_camera and motion.num_frames:
+        points = turn_to_face_camera(points, motion)
+    image_size = reference.image_size if reference is not None else (config.image_height, config.image_width)
+    anchor = points[:, PELVIS].mean(axis=0) if motion.num_frames else np.zeros(3)
+    camera = framing_camera(config, anchor, image_size)
+    pixels, in_front = camera.project(smplx_to_coco_wholebody(points).astype(np.float64))
+
+    if reference is not None and motion.num_frames:
+        body_pixels, body_valid = coco_wholebody_to_dwpose(pixels[0], in_front[0].astype(np.float32))[:2]
+        similarity = align_to_reference(body_pixels, body_valid > 0, reference, config)
+        if similarity is not None:
+            pixels = similarity.apply(pixels)
+
+    height, width = image_size
+    normalized = pixels / np.array([width, height])
+    inside = in_front & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
+    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(
+        np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
+    )
+    return WholeBodyKeypoints(
+        body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,
+        face_score=face_score, image_size=(int(height), int(width)),
+    )  # fmt: skip
