@@ -1,0 +1,9 @@
+"""Pose-driven Wan2.1-I2V-14B with UniAnimate's pose guider and input-aware sparse self-attention.
+
+Reusable pieces (also for training, iasa/train):
+    load_wan_components(VideoModelConfig)            networks from a model folder or random (assembly.py)
+    apply_unianimate_checkpoint / inject_lora / save_lora / load_lora                     (lora.py)
+    patch_self_attention(dit, backend) / set_attention_layout(dit, layout)       (attention_patch.py)
+    WanPoseBackbone(dit, pose_nets).predict_flow(...)                                  (backbone.py)
+    VideoGenerator.from_config(...).generate(...)                                      (pipeline.py)
+"""

@@ -1,0 +1,118 @@
+"""Configuration of the pose-driven Wan2.1-I2V video model: sizes, files, attention, sampling, windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from iasa.attention.config import SparseAttentionConfig
+
+# The DiT's CLIP projection (img_emb) takes ViT-H features of this width whatever the model size.
+CLIP_FEATURE_DIM = 1280
+# The DiT's image cross-attention reads the first 257 context tokens as CLIP tokens (16 x 16 patches + class).
+CLIP_TOKENS = 257
+# Channels of the I2V condition y: 4 first-frame mask channels + 16 VAE latent channels.
+CONDITION_CHANNELS = 20
+LATENT_CHANNELS = 16
+# Pixels per latent cell (VAE) and per token side (VAE x patch 2x2).
+VAE_STRIDE = 8
+TOKEN_STRIDE = 16
+
+
+@dataclass
+class WanArchitecture:
+    """Sizes of every network of Wan2.1-I2V-14B; a tiny preset shares all code paths with the real one."""
+
+    # DiT (WanModel): width, feed-forward width, heads (head dim = dim / heads), blocks, timestep embedding.
+    dim: int = 5120
+    ffn_dim: int = 13824
+    num_heads: int = 40
+    num_layers: int = 40
+    freq_dim: int = 256
+    # umt5-xxl encoder (WanTextEncoder); text_dim is also the DiT's text input width.
+    text_vocab: int = 256384
+    text_dim: int = 4096
+    text_attn_dim: int = 4096
+    text_ffn_dim: int = 10240
+    text_heads: int = 64
+    text_layers: int = 24
+    text_buckets: int = 32
+    # Prompt tokens after padding (Wan pads every prompt to 512).
+    text_length: int = 512
+    # open-clip xlm-roberta ViT-H/14 vision tower (width fixed at CLIP_FEATURE_DIM).
+    clip_image_size: int = 224
+    clip_patch_size: int = 14
+    clip_layers: int = 32
+    clip_heads: int = 16
+    clip_mlp_ratio: float = 4.0
+    # Wan VAE base channel count.
+    vae_base_dim: int = 96
+    # UniAnimate pose nets hidden channels (their concat_dim * 4).
+    pose_hidden_channels: int = 16
+
+
+ARCHITECTURES: dict[str, WanArchitecture] = {
+    "14b": WanArchitecture(),
+    # CPU-sized: seconds per clip; the CLIP width and token count stay (the DiT hard-codes them).
+    "tiny": WanArchitecture(
+        dim=64, ffn_dim=128, num_heads=2, num_layers=2, freq_dim=32,
+        text_vocab=256, text_dim=32, text_attn_dim=32, text_ffn_dim=64, text_heads=2, text_layers=1,
+        text_buckets=8, text_length=16,
+        clip_image_size=32, clip_patch_size=2, clip_layers=1, clip_heads=16, clip_mlp_ratio=0.25,
+        vae_base_dim=8, pose_hidden_channels=16,
+    ),
+}  # fmt: skip
+
+
+def architecture(model_size: str) -> WanArchitecture:
+    if model_size not in ARCHITECTURES:
+        raise ValueError(f"unknown model_size {model_size!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[model_size]
+
+
+@dataclass
+class VideoModelConfig:
+    # Network sizes: "14b" (Wan2.1-I2V-14B) or "tiny" (CPU tests and smoke runs).
+    model_size: str = "14b"
+    # Folder in the Wan2.1-I2V-14B-720P layout; null = random weights (benchmarks, tiny smoke runs).
+    model_dir: Optional[str] = "checkpoints/Wan2.1-I2V-14B-720P"
+    # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + pose nets); null = none.
+    unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-DiT/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
+    # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
+    unianimate_lora_strength: float = 1.0
+    # This project's LoRA (.safetensors written by iasa.video.lora.save_lora); null = none.
+    lora_path: Optional[str] = None
+    # Compute dtype of every network.
+    dtype: str = "bfloat16"
+    # Torch device; "auto" = cuda when available, else cpu.
+    device: str = "auto"
+
+
+@dataclass
+class AttentionPatchConfig:
+    # "dense": full self-attention (fastest SDPA kernel); "iasa": input-aware sparse attention.
+    attention: str = "dense"
+    # The sparse layout rule and kernel (used when attention is "iasa").
+    sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
+
+
+@dataclass
+class SamplerConfig:
+    # Denoising steps: 50 for the teacher, 1-4 for the distilled student.
+    num_steps: int = 50
+    # Classifier-free guidance on the prompt: 5.0 for the teacher, 1.0 (one pass per step) for the student.
+    cfg_scale: float = 5.0
+    # Flow-matching timestep shift (Wan uses 5.0).
+    shift: float = 5.0
+    # Noise seed.
+    seed: int = 0
+    prompt: str = "a person is talking and gesturing"
+    negative_prompt: str = "blurry, distorted hands, deformed face, low quality, static"
+
+
+@dataclass
+class LongVideoConfig:
+    # Latent frames per window (21 = 81 video frames, the clip length Wan was trained on).
+    window_latent_frames: int = 21
+    # Latent frames shared by neighbouring windows, blended at every denoising step.
+    overlap_latent_frames: int = 4

@@ -1,0 +1,156 @@
+"""LoRA on the Wan DiT: peft injection, this project's LoRA files, and UniAnimate's checkpoint.
+
+This project's LoRA file: safetensors with peft's key names without the adapter name
+(``blocks.0.self_attn.q.lora_A.weight``, what `get_peft_model_state_dict` gives) and the LoRA shape in the
+metadata (rank, alpha, target modules), so a file alone is enough to rebuild the adapter.
+
+UniAnimate-Wan2.1-14B-Lora-12000.ckpt (a torch pickle of a flat dict) holds
+``pipe.dit.<module>.lora_A.default.weight`` / ``lora_B`` (rank 128, alpha 128: update = B A) and the pose nets
+``dwpose_embedding.*`` and ``randomref_embedding_pose.*``. Its LoRA is merged into the DiT's weights, so the
+UniAnimate model becomes the base that this project's adapters train on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from diffsynth.core.loader.file import load_state_dict
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from iasa.video.assembly import CheckpointKeyError, load_strict
+from iasa.video.pose_guider import UniAnimatePoseNets
+
+# The linear layers UniAnimate and the IASA reference trainer adapt (q/k/v/o match self- and cross-attention).
+DEFAULT_LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+UNIANIMATE_DIT_PREFIX = "pipe.dit."
+UNIANIMATE_POSE_PREFIXES = ("dwpose_embedding.", "randomref_embedding_pose.")
+LORA_FILE_FORMAT = "iasa-lora-v1"
+
+
+def inject_lora(
+    dit: nn.Module,
+    rank: int,
+    alpha: float,
+    target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
+    adapter_name: str = "default",
+) -> nn.Module:
+    """Add a trainable LoRA adapter (B initialised to zero: the model is unchanged until trained). LoRA
+    weights are float32 for stable optimisation; the frozen base keeps its dtype."""
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), init_lora_weights=True)
+    dit = inject_adapter_in_model(config, dit, adapter_name=adapter_name)
+    for name, parameter in dit.named_parameters():
+        if "lora_" in name:
+            parameter.data = parameter.data.float()
+    return dit
+
+
+def lora_state_dict(dit: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's key names (no adapter name in the keys)."""
+    return get_peft_model_state_dict(dit, adapter_name=adapter_name)
+
+
+def save_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -> None:
+    """Write the adapter to a .safetensors file atomically (temporary file, then rename)."""
+    path = Path(path)
+    config = dit.peft_config[adapter_name]
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in lora_state_dict(dit, adapter_name).items()}
+    metadata = {
+        "format": LORA_FILE_FORMAT,
+        "rank": str(config.r),
+        "alpha": str(config.lora_alpha),
+        "target_modules": json.dumps(sorted(config.target_modules)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(suffix=".safetensors", dir=path.parent, prefix=f".{path.stem}-")
+    os.close(descriptor)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -> nn.Module:
+    """Load a file written by save_lora, injecting the adapter first when the DiT has none. Every key of
+    the file must land in the adapter and every adapter weight must come from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA file {path} does not exist; train one (issue 6) or set model.lora_path=null")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    if metadata.get("format") != LORA_FILE_FORMAT:
+        raise CheckpointKeyError(f"{path} is not an IASA LoRA file (metadata format {metadata.get('format')!r})")
+    if adapter_name not in getattr(dit, "peft_config", {}):
+        dit = inject_lora(
+            dit, int(metadata["rank"]), float(metadata["alpha"]), json.loads(metadata["target_modules"]), adapter_name
+        )
+    expected = set(lora_state_dict(dit, adapter_name))
+    if set(tensors) != expected:
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise CheckpointKeyError(
+            f"{path} does not fit the adapter: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)}); was it trained for this model_size?"
+        )
+    set_peft_model_state_dict(dit, tensors, adapter_name=adapter_name)
+    return dit
+
+
+def merge_lora_pairs(dit: nn.Module, pairs: dict[str, dict[str, torch.Tensor]], strength: float, origin: str) -> None:
+    """W += strength * B A for every module name -> {"A": (r, in), "B": (out, r)} (base weight of peft layers)."""
+    for module_name, pair in pairs.items():
+        if set(pair) != {"A", "B"}:
+            raise CheckpointKeyError(f"{origin}: {module_name} has LoRA parts {sorted(pair)}, expected A and B")
+        try:
+            module = dit.get_submodule(module_name)
+        except AttributeError as error:
+            raise CheckpointKeyError(f"{origin}: LoRA for {module_name}, which the DiT does not have") from error
+        linear = getattr(module, "base_layer", module)
+        update = pair["B"].float().to(linear.weight.device) @ pair["A"].float().to(linear.weight.device)
+        if update.shape != linear.weight.shape:
+            raise CheckpointKeyError(
+                f"{origin}: LoRA for {module_name} gives {tuple(update.shape)}, weight is {tuple(linear.weight.shape)}"
+            )
+        with torch.no_grad():
+            linear.weight.copy_((linear.weight.float() + strength * update).to(linear.weight.dtype))
+
+
+def apply_unianimate_checkpoint(
+    path: str | Path, dit: nn.Module, pose_nets: UniAnimatePoseNets, lora_strength: float = 1.0
+) -> None:
+    """Merge UniAnimate's LoRA into the DiT and load both pose nets strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"UniAnimate checkpoint {path} does not exist; download UniAnimate-Wan2.1-14B-Lora-12000.ckpt "
+            "(ZheWang123/UniAnimate-DiT on Hugging Face) there, or set model.unianimate_checkpoint"
+        )
+    state_dict = load_state_dict(str(path), device="cpu")
+    pairs: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    pose_state, unknown = {}, []
+    for key, tensor in state_dict.items():
+        if key.startswith(UNIANIMATE_POSE_PREFIXES):
+            pose_state[key] = tensor
+        elif key.startswith(UNIANIMATE_DIT_PREFIX) and (".lora_A." in key or ".lora_B." in key):
+            module_name, part = key[len(UNIANIMATE_DIT_PREFIX) :].split(".lora_")
+            pairs[module_name][part[0]] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointKeyError(f"{path}: keys that are neither DiT LoRA nor pose nets: {unknown[:5]} ({len(unknown)})")
+    if not pairs:
+        raise CheckpointKeyError(f"{path}: no '{UNIANIMATE_DIT_PREFIX}*.lora_A/B' keys; not a UniAnimate LoRA checkpoint")
+    merge_lora_pairs(dit, pairs, lora_strength, origin=str(path))
+    reference = next(pose_nets.parameters())
+    pose_state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in pose_state.items()}
+    load_strict(pose_nets, pose_state, origin=str(path))

@@ -1,0 +1,83 @@
+"""Where the Wan2.1-I2V-14B-720P files live in a model folder, and a clear error when some are missing.
+
+Layout (as published on Hugging Face, Wan-AI/Wan2.1-I2V-14B-720P):
+    diffusion_pytorch_model-0000{1..7}-of-00007.safetensors + diffusion_pytorch_model.safetensors.index.json
+    models_t5_umt5-xxl-enc-bf16.pth
+    Wan2.1_VAE.pth
+    models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth
+    google/umt5-xxl/            (tokenizer files)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+DIT_SHARD = re.compile(r"diffusion_pytorch_model-(\d{5})-of-(\d{5})\.safetensors")
+TEXT_ENCODER = "models_t5_umt5-xxl-enc-bf16.pth"
+VAE = "Wan2.1_VAE.pth"
+IMAGE_ENCODER = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+TOKENIZER = "google/umt5-xxl"
+DOWNLOAD_HINT = (
+    "download Wan-AI/Wan2.1-I2V-14B-720P (e.g. `huggingface-cli download Wan-AI/Wan2.1-I2V-14B-720P "
+    "--local-dir {folder}`) or set model.model_dir to the folder that holds it"
+)
+
+
+class ModelFilesError(FileNotFoundError):
+    """Model files that are missing or inconsistent; the message lists them and where they were looked for."""
+
+
+@dataclass(frozen=True)
+class WanModelFiles:
+    dit_shards: tuple[Path, ...]
+    text_encoder: Path
+    vae: Path
+    image_encoder: Path
+    tokenizer: Path
+
+
+def dit_shard_name(index: int, total: int) -> str:
+    return f"diffusion_pytorch_model-{index:05d}-of-{total:05d}.safetensors"
+
+
+def _expected_dit_shards(folder: Path) -> list[str]:
+    """Shard names from the index json (its weight_map), else from the shard names' "-of-N" count."""
+    index = folder / DIT_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as error:
+            raise ModelFilesError(f"{index} is not a safetensors index (no weight_map): {error}") from error
+        return sorted(set(weight_map.values()))
+    found = [match for path in folder.glob("diffusion_pytorch_model-*.safetensors") if (match := DIT_SHARD.fullmatch(path.name))]
+    if not found:
+        return [DIT_INDEX]
+    total = int(found[0].group(2))
+    return [dit_shard_name(i, total) for i in range(1, total + 1)]
+
+
+def locate_model_files(folder: str | Path) -> WanModelFiles:
+    """Every file of the model folder, or ModelFilesError listing all missing ones."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFilesError(f"model folder {folder.resolve()} does not exist; " + DOWNLOAD_HINT.format(folder=folder))
+    shards = _expected_dit_shards(folder)
+    wanted = [*shards, TEXT_ENCODER, VAE, IMAGE_ENCODER]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if not (folder / TOKENIZER).is_dir():
+        missing.append(TOKENIZER + "/")
+    if missing:
+        raise ModelFilesError(
+            f"missing in model folder {folder.resolve()}: {', '.join(missing)}; " + DOWNLOAD_HINT.format(folder=folder)
+        )
+    return WanModelFiles(
+        dit_shards=tuple(folder / name for name in shards),
+        text_encoder=folder / TEXT_ENCODER,
+        vae=folder / VAE,
+        image_encoder=folder / IMAGE_ENCODER,
+        tokenizer=folder / TOKENIZER,
+    )

@@ -1,0 +1,161 @@
+"""Reference image + pose video (+ keypoints for the sparse layout) -> video frames.
+
+`VideoGenerator` assembles the networks once (`from_config`), then `generate` makes one clip: prompt,
+CLIP and first-frame conditions once per clip, pose features and the sparse layout once per window,
+flow-matching sampling with window fusion, VAE decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from iasa.attention.latent_frames import TEMPORAL_STRIDE
+from iasa.attention.layout import SparseLayout
+from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.video.assembly import WanComponents, load_wan_components
+from iasa.video.attention_patch import ATTENTION_MODES
+from iasa.video.backbone import WanPoseBackbone
+from iasa.video.conditioning import (
+    encode_clip_feature,
+    encode_first_frame_condition,
+    encode_prompt,
+    image_to_tensor,
+)
+from iasa.video.config import (
+    TOKEN_STRIDE,
+    VAE_STRIDE,
+    AttentionPatchConfig,
+    LongVideoConfig,
+    SamplerConfig,
+    VideoModelConfig,
+)
+from iasa.video.lora import apply_unianimate_checkpoint, load_lora
+from iasa.video.sampler import WindowInputs, sample_latents
+from iasa.video.windows import plan_windows
+
+
+def padded_frame_count(num_frames: int) -> int:
+    """The smallest 4n + 1 >= num_frames (the Wan VAE's clip lengths)."""
+    return num_frames + (-(num_frames - 1)) % TEMPORAL_STRIDE
+
+
+def pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
+    """Repeat the last frame (axis 0) up to `count` frames."""
+    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), axis=0)])
+
+
+def pad_keypoints(keypoints: WholeBodyKeypoints, count: int) -> WholeBodyKeypoints:
+    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
+    return WholeBodyKeypoints(
+        **{name: pad_frames(getattr(keypoints, name), count) for name in fields}, image_size=keypoints.image_size
+    )
+
+
+@dataclass
+class VideoGenerator:
+    components: WanComponents
+    backbone: WanPoseBackbone
+    attention: AttentionPatchConfig
+    long_video: LongVideoConfig
+
+    @classmethod
+    def from_config(
+        cls, model: VideoModelConfig, attention: AttentionPatchConfig, long_video: LongVideoConfig
+    ) -> "VideoGenerator":
+        if attention.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
+        components = load_wan_components(model)
+        if model.unianimate_checkpoint is not None:
+            apply_unianimate_checkpoint(
+                model.unianimate_checkpoint, components.dit, components.pose_nets, model.unianimate_lora_strength
+            )
+        if model.lora_path is not None:
+            components.dit = load_lora(model.lora_path, components.dit)
+            components.dit.to(device=components.device, dtype=components.dtype)
+        backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
+        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video)
+
+    def window_inputs(
+        self, pose: torch.Tensor, y: torch.Tensor, keypoints: WholeBodyKeypoints | None, num_latent_frames: int
+    ) -> list[WindowInputs]:
+        """Pose features and layout per window; pose (1, 3, F, H, W) in [0, 1] for the padded clip."""
+        windows = plan_windows(
+            num_latent_frames, self.long_video.window_latent_frames, self.long_video.overlap_latent_frames
+        )
+        height, width = pose.shape[-2:]
+        inputs = []
+        for window in windows:
+            layout = None
+            if self.attention.attention == "iasa":
+                from iasa.attention import build_sparse_layout
+
+                frames = window.video_frames
+                layout = build_sparse_layout(
+                    keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
+                    grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
+                )  # fmt: skip
+                layout = SparseLayout(
+                    frame_selection=layout.frame_selection.to(pose.device),
+                    token_regions=layout.token_regions.to(pose.device),
+                    grid_size=layout.grid_size,
+                )
+            features = self.components.pose_nets.pose_features(pose[:, :, window.video_frames])
+            inputs.append(WindowInputs(window, features, y[:, :, : window.length], layout))
+        return inputs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        image: np.ndarray,
+        pose_video: np.ndarray,
+        reference_pose: np.ndarray,
+        keypoints: WholeBodyKeypoints | None,
+        sampler: SamplerConfig,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """image (H, W, 3) uint8, pose_video (F, H, W, 3) uint8, reference_pose (H, W, 3) uint8 (the pose
+        image of the reference frame), keypoints of the F frames (needed for attention "iasa")
+        -> video (F, H, W, 3) uint8. H and W must be multiples of 16."""
+        c = self.components
+        num_frames, height, width, _ = pose_video.shape
+        if image.shape[:2] != (height, width) or height % TOKEN_STRIDE or width % TOKEN_STRIDE:
+            raise ValueError(
+                f"image {image.shape[:2]} and pose video {(height, width)} must share one size, a multiple of {TOKEN_STRIDE}"
+            )
+        if self.attention.attention == "iasa" and (keypoints is None or keypoints.num_frames != num_frames):
+            raise ValueError("attention 'iasa' needs the keypoints of every frame of the pose video")
+        padded = padded_frame_count(num_frames)
+        latent_frames = (padded - 1) // TEMPORAL_STRIDE + 1
+        window_frames = TEMPORAL_STRIDE * (min(latent_frames, self.long_video.window_latent_frames) - 1) + 1
+
+        context = encode_prompt(c.tokenizer, c.text_encoder, sampler.prompt, c.device)
+        negative = (
+            encode_prompt(c.tokenizer, c.text_encoder, sampler.negative_prompt, c.device)
+            if sampler.cfg_scale != 1.0
+            else None
+        )
+        reference = image_to_tensor(image, c.device, c.dtype)
+        clip_feature = encode_clip_feature(c.image_encoder, reference).to(c.dtype)
+        y = encode_first_frame_condition(c.vae, reference, window_frames)
+        reference_pose_tensor = rearrange(
+            torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0, "h w c -> 1 c h w"
+        )
+        y = y + c.pose_nets.reference_condition(reference_pose_tensor)
+
+        pose = rearrange(
+            torch.from_numpy(pad_frames(pose_video, padded)).to(c.device, c.dtype) / 255.0, "f h w c -> 1 c f h w"
+        )
+        keypoints = pad_keypoints(keypoints, padded) if keypoints is not None else None
+        windows = self.window_inputs(pose, y, keypoints, latent_frames)
+        latents = sample_latents(
+            self.backbone, windows, context, negative, clip_feature,
+            (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
+            overlap=self.long_video.overlap_latent_frames, progress=progress,
+        )  # fmt: skip
+        video = c.vae.decode(latents, device=c.device)[0]
+        video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
+        return video[:num_frames].to(torch.uint8).cpu().numpy()
