@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+_FILE_MODE = 0o644
+
 NUM_JOINTS = 55
 POSE_DIMS = NUM_JOINTS * 3
 NUM_EXPRESSIONS = 100
@@ -111,6 +113,7 @@ class SmplxMotion:
                     gender=np.array(self.gender),
                     mocap_frame_rate=np.array(self.fps),
                 )
+            os.chmod(temporary, _FILE_MODE)  # mkstemp creates 0600; outputs are shared like any file
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

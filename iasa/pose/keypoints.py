@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+_FILE_MODE = 0o644
+
 BODY_POINTS = 18
 HAND_POINTS = 21
 FACE_POINTS = 68
@@ -95,6 +97,7 @@ class WholeBodyKeypoints:
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 np.savez(handle, image_size=np.asarray(self.image_size, dtype=np.int64), **arrays)
+            os.chmod(temporary, _FILE_MODE)  # mkstemp creates 0600; outputs are shared like any file
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
