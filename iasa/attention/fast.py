@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from iasa.attention.fast_math import masked_attention_backward, masked_attention_with_lse
+from iasa.attention import fast_math
 from iasa.attention.fast_plan import CrossRegionPlan, prepare_fast_layout
 from iasa.attention.layout import SparseLayout
 
@@ -73,7 +73,7 @@ def _own_frame_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
             q, k, v, None, True, 0.0, False, False, scale=scale
         )
         return out, lse.squeeze(-1), (lse, seed, offset)
-    out, lse = masked_attention_with_lse(q, k, v, None, scale)
+    out, lse = fast_math.masked_attention_with_lse(q, k, v, None, scale)
     return out, lse, None
 
 
@@ -88,30 +88,16 @@ def _own_frame_backward(grad_out, q, k, v, out, lse, state, scale: float):
             grad_out, q, k, v, out, cudnn_lse, seed, offset, None, None, None, tokens, tokens, 0.0, False,
             scale=scale,
         )
-    return masked_attention_backward(grad_out, q, k, v, out, lse, None, scale)
+    return fast_math.masked_attention_backward(grad_out, q, k, v, out, lse, None, scale)
 
 
-def _cross_region_allowed(plan: CrossRegionPlan) -> torch.Tensor:
-    """(M, M) bool: the cross-region part's mask on the compact sequence (plain-PyTorch kernels only)."""
-    frame, region = plan.token_frame, plan.token_region
-    chosen = plan.frame_selection[frame[:, None], frame[None, :]]
-    return chosen & (frame[:, None] != frame[None, :]) & (region[:, None] == region[None, :])
+def _cross_region_kernels(x: torch.Tensor):
+    """The cross-region part's (forward_merge, backward_accumulate) for this tensor's device and dtype."""
+    if x.is_cuda and x.dtype in _KERNEL_DTYPES:
+        from iasa.attention import fast_triton
 
-
-def _cross_region_forward(q, k, v, plan: CrossRegionPlan, scale: float):
-    if q.is_cuda and q.dtype in _KERNEL_DTYPES:
-        from iasa.attention.fast_triton import cross_region_forward
-
-        return cross_region_forward(q, k, v, plan, scale)
-    return masked_attention_with_lse(q, k, v, _cross_region_allowed(plan), scale)
-
-
-def _cross_region_backward(grad_out, q, k, v, out, lse, plan: CrossRegionPlan, scale: float):
-    if q.is_cuda and q.dtype in _KERNEL_DTYPES:
-        from iasa.attention.fast_triton import cross_region_backward
-
-        return cross_region_backward(grad_out, q, k, v, out, lse, plan, scale)
-    return masked_attention_backward(grad_out, q, k, v, out, lse, _cross_region_allowed(plan), scale)
+        return fast_triton.cross_region_forward_merge, fast_triton.cross_region_backward_accumulate
+    return fast_math.cross_region_forward_merge, fast_math.cross_region_backward_accumulate
 
 
 class _FastSparseAttention(torch.autograd.Function):
@@ -121,47 +107,31 @@ class _FastSparseAttention(torch.autograd.Function):
         own_out, own_lse, own_state = _own_frame_forward(
             framing.to_frames(query), framing.to_frames(key), framing.to_frames(value), scale
         )
+        # Part A's buffers take the merged output and lse in place; the backward reads them from there.
         out_tokens = framing.to_tokens(own_out)  # (batch, heads, T, N, d) view
-        lse_tokens = framing.to_tokens(own_lse)  # (batch, heads, T, N) view
-        frame, position = plan.token_frame, plan.token_position
-        token_index = frame * plan.tokens_per_frame + position
+        forward_merge, _ = _cross_region_kernels(query)
+        forward_merge(query, key, value, out_tokens, framing.to_tokens(own_lse), plan, scale)
 
-        compact = [x.index_select(2, token_index) for x in (query, key, value)]
-        cross_out, cross_lse = _cross_region_forward(*compact, plan, scale)
-        own_out_compact = out_tokens[:, :, frame, position]
-        own_lse_compact = lse_tokens[:, :, frame, position]
-        merged_lse = torch.logaddexp(own_lse_compact, cross_lse)
-        merged_out = (
-            torch.exp(own_lse_compact - merged_lse).unsqueeze(-1) * own_out_compact
-            + torch.exp(cross_lse - merged_lse).unsqueeze(-1) * cross_out
-        ).to(query.dtype)
-        # Written into part A's buffers, which then hold the merged output and lse for the backward.
-        out_tokens[:, :, frame, position] = merged_out
-        lse_tokens[:, :, frame, position] = merged_lse
-
-        ctx.save_for_backward(query, key, value, own_out, own_lse, merged_out, merged_lse, *compact)
+        ctx.save_for_backward(query, key, value, own_out, own_lse)
         ctx.plan, ctx.scale, ctx.framing, ctx.own_state = plan, scale, framing, own_state
         return rearrange(out_tokens, "b h t n d -> b h (t n) d")
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, own_out, own_lse, merged_out, merged_lse, *compact = ctx.saved_tensors
-        plan, scale, framing = ctx.plan, ctx.scale, ctx.framing
+        query, key, value, own_out, own_lse = ctx.saved_tensors
+        framing = ctx.framing
         grads = _own_frame_backward(
             framing.to_frames(grad_out),
             framing.to_frames(query), framing.to_frames(key), framing.to_frames(value),
-            own_out, own_lse, ctx.own_state, scale,
+            own_out, own_lse, ctx.own_state, ctx.scale,
         )
-        frame, position = plan.token_frame, plan.token_position
-        token_index = frame * plan.tokens_per_frame + position
-        cross_grads = _cross_region_backward(
-            grad_out.index_select(2, token_index).contiguous(), *compact, merged_out, merged_lse, plan, scale
+        grad_tokens = tuple(framing.to_tokens(grad) for grad in grads)
+        _, backward_accumulate = _cross_region_kernels(query)
+        backward_accumulate(
+            grad_out, query, key, value, framing.to_tokens(own_out), framing.to_tokens(own_lse),
+            grad_tokens, ctx.plan, ctx.scale,
         )
-        results = []
-        for grad, cross_grad in zip(grads, cross_grads):
-            grad_tokens = framing.to_tokens(grad)
-            grad_tokens[:, :, frame, position] += cross_grad
-            results.append(rearrange(grad_tokens, "b h t n d -> b h (t n) d"))
+        results = [rearrange(grad, "b h t n d -> b h (t n) d") for grad in grad_tokens]
         return (*results, None, None)
 
 
@@ -184,6 +154,9 @@ def fast_sparse_attention(
         )
     if not (query.shape == key.shape == value.shape):
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
+    if not (query.stride() == key.stride() == value.stride()):
+        # The kernels read query, key and value with one stride pattern.
+        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
     plan = prepare_fast_layout(layout, query.device)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     return _FastSparseAttention.apply(query, key, value, plan, scale)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from iasa.attention.fast_plan import CrossRegionPlan
+
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -58,3 +60,64 @@ def masked_attention_backward(
     d_key = torch.matmul(d_scores.transpose(-1, -2), q)
     d_value = torch.matmul(probabilities.transpose(-1, -2), d_out)
     return d_query.to(query.dtype), d_key.to(key.dtype), d_value.to(value.dtype)
+
+
+def cross_region_allowed(plan: CrossRegionPlan) -> torch.Tensor:
+    """(M, M) bool: which compact region tokens meet across frames (same region, chosen other frame)."""
+    frame, region = plan.token_frame, plan.token_region
+    chosen = plan.frame_selection[frame[:, None], frame[None, :]]
+    return chosen & (frame[:, None] != frame[None, :]) & (region[:, None] == region[None, :])
+
+
+def _compact(x: torch.Tensor, plan: CrossRegionPlan) -> torch.Tensor:
+    """(batch, heads, T * N, d) -> (batch, heads, M, d): the region tokens in the plan's order."""
+    return x.index_select(2, plan.token_frame * plan.tokens_per_frame + plan.token_position)
+
+
+def cross_region_forward_merge(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    out_tokens: torch.Tensor,
+    lse_tokens: torch.Tensor,
+    plan: CrossRegionPlan,
+    scale: float,
+) -> None:
+    """Same contract as fast_triton.cross_region_forward_merge: merge the cross-region part in place
+    into out_tokens (batch, heads, T, N, d) and lse_tokens (batch, heads, T, N)."""
+    frame, position = plan.token_frame, plan.token_position
+    cross_out, cross_lse = masked_attention_with_lse(
+        _compact(query, plan), _compact(key, plan), _compact(value, plan), cross_region_allowed(plan), scale
+    )
+    own_out, own_lse = out_tokens[:, :, frame, position], lse_tokens[:, :, frame, position]
+    lse = torch.logaddexp(own_lse, cross_lse)
+    out = (
+        torch.exp(own_lse - lse).unsqueeze(-1) * own_out.to(lse.dtype)
+        + torch.exp(cross_lse - lse).unsqueeze(-1) * cross_out.to(lse.dtype)
+    )
+    out_tokens[:, :, frame, position] = out.to(out_tokens.dtype)
+    lse_tokens[:, :, frame, position] = lse.to(lse_tokens.dtype)
+
+
+def cross_region_backward_accumulate(
+    grad_out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    out_tokens: torch.Tensor,
+    lse_tokens: torch.Tensor,
+    grad_tokens: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    plan: CrossRegionPlan,
+    scale: float,
+) -> None:
+    """Same contract as fast_triton.cross_region_backward_accumulate: add the cross-region part's
+    gradients (from the MERGED output and lse) into the (batch, heads, T, N, d) gradient views."""
+    frame, position = plan.token_frame, plan.token_position
+    cross_grads = masked_attention_backward(
+        _compact(grad_out, plan),
+        _compact(query, plan), _compact(key, plan), _compact(value, plan),
+        out_tokens[:, :, frame, position], lse_tokens[:, :, frame, position],
+        cross_region_allowed(plan), scale,
+    )
+    for grad, cross_grad in zip(grad_tokens, cross_grads):
+        grad[:, :, frame, position] += cross_grad

@@ -37,6 +37,7 @@ class CrossRegionPlan:
     token_frame, token_position: (M,) int64 latent frame and position in that frame of every compact
         token, in (frame, region) order.
     token_region: (M,) int64 region id of every compact token.
+    token_frame32, token_position32: the same as int32, for the Triton kernels.
     query_tile_start, query_tile_end, query_tile_segment: (tiles,) compact row range of each query tile
         and the segment it lies in.
     key_segments_ptr: (S + 1,) CSR offsets into key_segment_start/end: the key segments of each segment.
@@ -53,6 +54,8 @@ class CrossRegionPlan:
     token_frame: torch.Tensor
     token_position: torch.Tensor
     token_region: torch.Tensor
+    token_frame32: torch.Tensor
+    token_position32: torch.Tensor
     query_tile_start: torch.Tensor
     query_tile_end: torch.Tensor
     query_tile_segment: torch.Tensor
@@ -135,13 +138,16 @@ def build_cross_region_plan(layout: SparseLayout, device: torch.device | str) ->
     def table(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.int32).to(device, non_blocking=True)
 
+    position_of = region_token % tokens_per_frame
     return CrossRegionPlan(
         num_frames=frames,
         tokens_per_frame=tokens_per_frame,
         frame_selection=selection.to(device),
         token_frame=frame_of.to(device),
-        token_position=(region_token % tokens_per_frame).to(device),
+        token_position=position_of.to(device),
         token_region=region_of.to(device),
+        token_frame32=frame_of.to(device, torch.int32),
+        token_position32=position_of.to(device, torch.int32),
         query_tile_start=table(tile_start),
         query_tile_end=table(tile_end),
         query_tile_segment=table(tile_segment),
