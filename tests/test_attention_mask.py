@@ -1,0 +1,225 @@
+"""The combined rule, its block layout and the attention kernels against brute-force references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iasa.attention import (
+    SparseAttentionConfig,
+    SparseLayout,
+    block_layout,
+    build_sparse_layout,
+    dense_mask,
+    density_statistics,
+    frame_region_order,
+    inverse_permutation,
+    sparse_attention,
+)
+from iasa.attention.flex import cached_flex_plan
+from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+
+
+def brute_force_mask(selection: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """The paper's rule, token by token: same frame, or chosen frame and same non-background region."""
+    frames, tokens = regions.shape
+    size = frames * tokens
+    mask = np.zeros((size, size), dtype=bool)
+    for q in range(size):
+        fq, iq = divmod(q, tokens)
+        for k in range(size):
+            fk, ik = divmod(k, tokens)
+            same_region = regions[fq, iq] == regions[fk, ik] and regions[fq, iq] != 0
+            mask[q, k] = fq == fk or (selection[fq, fk] and same_region)
+    return mask
+
+
+@st.composite
+def layouts(draw, max_frames=5, max_side=4):
+    frames = draw(st.integers(1, max_frames))
+    grid = (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
+    seed = draw(st.integers(0, 2**31))
+    generator = torch.Generator().manual_seed(seed)
+    selection = torch.rand(frames, frames, generator=generator) < 0.5
+    selection |= torch.eye(frames, dtype=torch.bool)
+    regions = torch.randint(0, 4, (frames, grid[0] * grid[1]), generator=generator)
+    block_size = draw(st.sampled_from([1, 3, 4, 8, 16]))
+    return SparseLayout(selection, regions, grid, block_size=block_size, region_names=("a", "b", "c"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(layout=layouts())
+def test_dense_mask_equals_brute_force(layout):
+    expected = brute_force_mask(layout.frame_selection.numpy(), layout.token_regions.numpy())
+    assert np.array_equal(dense_mask(layout).numpy(), expected)
+
+
+def test_dense_mask_of_a_real_layout_equals_brute_force():
+    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=2)
+    layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2))
+    expected = brute_force_mask(layout.frame_selection.numpy(), layout.token_regions.numpy())
+    assert np.array_equal(dense_mask(layout).numpy(), expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(top_k=st.integers(0, 6), direction=st.sampled_from(["past", "both"]), seed=st.integers(0, 50))
+def test_rule_properties_on_real_layouts(top_k, direction, seed):
+    keypoints = synthetic_talking_upper_body(25, (64, 64), seed=seed)
+    layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, direction=direction))
+    mask = dense_mask(layout)
+    frames, tokens = layout.token_regions.shape
+    token_frame = torch.arange(frames).repeat_interleave(tokens)
+    region = layout.token_regions.reshape(-1)
+    same_frame = token_frame[:, None] == token_frame[None, :]
+    assert mask[same_frame].all()  # dense within the own frame
+    background = region == 0
+    assert not (mask & ~same_frame)[background].any() and not (mask & ~same_frame)[:, background].any()
+    if direction == "past":
+        assert not (mask & (token_frame[None, :] > token_frame[:, None])).any()  # no future frame
+
+
+@settings(max_examples=40, deadline=None)
+@given(layout=layouts())
+def test_block_layout_covers_exactly_the_dense_mask_after_permutation(layout):
+    permutation = frame_region_order(layout)
+    inverse = inverse_permutation(permutation)
+    assert torch.equal(permutation[inverse], torch.arange(layout.num_tokens))  # round trip
+    assert torch.equal(inverse[permutation], torch.arange(layout.num_tokens))
+    mask = dense_mask(layout)[permutation][:, permutation]
+    blocks = block_layout(layout, permutation=permutation)
+    size = layout.block_size
+    for qb in range(blocks.pair_counts.shape[0]):
+        for kb in range(blocks.pair_counts.shape[1]):
+            tile = mask[qb * size : (qb + 1) * size, kb * size : (kb + 1) * size]
+            assert blocks.pair_counts[qb, kb] == tile.sum()
+            assert bool(blocks.full[qb, kb]) == bool(tile.all())
+            assert bool(blocks.nonempty[qb, kb]) == bool(tile.any())
+
+
+def test_reordering_groups_frames_then_regions():
+    regions = torch.tensor([[2, 0, 1, 2], [1, 1, 0, 2]])
+    layout = SparseLayout(torch.eye(2, dtype=torch.bool), regions, (2, 2))
+    assert frame_region_order(layout).tolist() == [1, 2, 0, 3, 6, 4, 5, 7]
+
+
+def test_density_statistics_match_the_dense_mask():
+    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=3)
+    layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2, block_size=8))
+    statistics = density_statistics(layout)
+    mask = dense_mask(layout)
+    assert statistics["token_density"] == pytest.approx(mask.float().mean().item())
+    tiles = mask.reshape(layout.num_tokens // 8, 8, layout.num_tokens // 8, 8).any(-1).any(1)
+    assert statistics["block_density"] == pytest.approx(tiles.float().mean().item())
+    assert statistics["reordered_full_block_fraction"] >= statistics["full_block_fraction"]
+
+
+def brute_force_attention(query, key, value, mask):
+    scores = torch.einsum("bhqd,bhkd->bhqk", query.double(), key.double()) / math.sqrt(query.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), value.double())
+
+
+def small_layout(seed=0, top_k=2, block_size=16):
+    keypoints = synthetic_talking_upper_body(13, (64, 80), seed=seed)
+    return build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, block_size=block_size, direction="both"))
+
+
+def test_reference_equals_brute_force_masked_softmax():
+    layout = small_layout()
+    query, key, value = torch.randn(3, 2, 3, layout.num_tokens, 8).unbind(0)
+    output = sparse_attention(query, key, value, layout, backend="reference")
+    expected = brute_force_attention(query, key, value, dense_mask(layout))
+    assert torch.allclose(output.double(), expected, atol=1e-5)
+
+
+def test_reference_backward_equals_brute_force():
+    layout = small_layout(seed=1)
+    inputs = [x.requires_grad_() for x in torch.randn(3, 1, 2, layout.num_tokens, 8, dtype=torch.float64).unbind(0)]
+    weights = torch.randn(1, 2, layout.num_tokens, 8, dtype=torch.float64)
+    grads = torch.autograd.grad((sparse_attention(*inputs, layout) * weights).sum(), inputs)
+    expected = torch.autograd.grad((brute_force_attention(*inputs, dense_mask(layout)) * weights).sum(), inputs)
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("block_size", [16, 128])
+def test_flex_forward_on_cpu_equals_reference(block_size):
+    layout = small_layout(seed=2, block_size=block_size)
+    query, key, value = torch.randn(3, 1, 2, layout.num_tokens, 16).unbind(0)
+    flex = sparse_attention(query, key, value, layout, backend="flex")
+    reference = sparse_attention(query, key, value, layout, backend="reference")
+    assert torch.allclose(flex, reference, atol=1e-5)
+
+
+def test_flex_block_mask_tiles_reproduce_the_dense_mask():
+    """What the GPU kernel computes: full tiles all allowed, partial tiles the mask_mod, the rest none."""
+    layout = small_layout(seed=3, block_size=16)
+    plan = cached_flex_plan(layout, torch.device("cpu"))
+    block_mask = plan.block_mask
+    size, tokens = layout.block_size, layout.num_tokens
+    index = torch.arange(tokens)
+    zero = torch.zeros((), dtype=torch.long)
+    mask_mod_values = block_mask.mask_mod(zero, zero, index[:, None], index[None, :])
+    emulated = torch.zeros(tokens, tokens, dtype=torch.bool)
+    for qb in range(block_mask.kv_num_blocks.shape[-1]):
+        rows = slice(qb * size, (qb + 1) * size)
+        for kb in block_mask.full_kv_indices[0, 0, qb, : block_mask.full_kv_num_blocks[0, 0, qb]].tolist():
+            emulated[rows, kb * size : (kb + 1) * size] = True
+        for kb in block_mask.kv_indices[0, 0, qb, : block_mask.kv_num_blocks[0, 0, qb]].tolist():
+            columns = slice(kb * size, (kb + 1) * size)
+            emulated[rows, columns] = mask_mod_values[rows, columns]
+    expected = dense_mask(layout)[plan.permutation][:, plan.permutation]
+    assert torch.equal(emulated, expected)
+
+
+def test_flex_on_cpu_refuses_gradients_with_a_clear_error():
+    layout = small_layout()
+    query = torch.randn(1, 1, layout.num_tokens, 8, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="reference"):
+        sparse_attention(query, query, query, layout, backend="flex")
+
+
+def test_bad_shapes_and_backends_are_errors():
+    layout = small_layout()
+    query = torch.randn(1, 1, layout.num_tokens + 1, 8)
+    with pytest.raises(ValueError, match="covers"):
+        sparse_attention(query, query, query, layout)
+    query = torch.randn(1, 1, layout.num_tokens, 8)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        sparse_attention(query, query, query, layout, backend="magic")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("resolution", [(64, 96), (128, 128)])
+def test_flex_forward_and_backward_on_gpu_match_reference_in_bf16(resolution):
+    keypoints = synthetic_talking_upper_body(21, resolution, seed=4)
+    layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2))
+    tensors = torch.randn(3, 1, 4, layout.num_tokens, 64, device="cuda", dtype=torch.bfloat16).unbind(0)
+    weights = torch.randn_like(tensors[0])
+    results = {}
+    for backend in ("reference", "flex"):
+        inputs = [x.clone().requires_grad_() for x in tensors]
+        output = sparse_attention(*inputs, layout, backend=backend)
+        results[backend] = [output, *torch.autograd.grad((output.float() * weights).sum(), inputs)]
+    for got, want in zip(results["flex"], results["reference"]):
+        assert (got.float() - want.float()).abs().max() < 2e-2 * want.float().abs().max().clamp(min=1)
+
+
+@pytest.mark.gpu
+def test_flex_does_not_recompile_when_only_poses_change():
+    from torch._dynamo.utils import counters
+
+    config = SparseAttentionConfig(top_k=3)
+    first = build_sparse_layout(synthetic_talking_upper_body(21, (128, 128), seed=5), config)
+    second = build_sparse_layout(synthetic_talking_upper_body(21, (128, 128), seed=6), config)
+    assert not torch.equal(first.token_regions, second.token_regions)
+    query = torch.randn(1, 4, first.num_tokens, 64, device="cuda", dtype=torch.bfloat16)
+    sparse_attention(query, query, query, first, backend="flex")
+    graphs = counters["stats"]["unique_graphs"]
+    output = sparse_attention(query, query, query, second, backend="flex")
+    assert counters["stats"]["unique_graphs"] == graphs
+    reference = sparse_attention(query, query, query, second, backend="reference")
+    assert (output.float() - reference.float()).abs().max() < 2e-2
