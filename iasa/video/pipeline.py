@@ -7,14 +7,13 @@ flow-matching sampling with window fusion, VAE decode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from einops import rearrange
 
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
-from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
 from iasa.video.attention_patch import ATTENTION_MODES
@@ -98,10 +97,10 @@ class VideoGenerator:
                     keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
                     grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
                 )  # fmt: skip
-                layout = SparseLayout(
+                layout = replace(
+                    layout,
                     frame_selection=layout.frame_selection.to(pose.device),
                     token_regions=layout.token_regions.to(pose.device),
-                    grid_size=layout.grid_size,
                 )
             features = self.components.pose_nets.pose_features(pose[:, :, window.video_frames])
             inputs.append(WindowInputs(window, features, y[:, :, : window.length], layout))

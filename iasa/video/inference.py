@@ -1,0 +1,151 @@
+"""Speech + reference image -> talking, gesturing video: the end-to-end path of scripts/generate.py.
+
+audio -> motion (EMAGE, or procedural without a checkpoint) -> keypoints (aligned to the reference
+image's keypoints when given) -> pose video -> pose-driven Wan2.1-I2V -> mp4 with the audio muxed in.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from iasa.pose.config import PoseConfig
+from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.video.config import (
+    TOKEN_STRIDE,
+    AttentionPatchConfig,
+    LongVideoConfig,
+    SamplerConfig,
+    VideoModelConfig,
+)
+
+
+@dataclass
+class InferenceConfig:
+    # Speech file (any format ffmpeg reads).
+    audio: str = ""
+    # Reference image of the person (png/jpg); center-cropped and resized to the pose image size.
+    image: str = ""
+    # Output mp4.
+    out: str = "outputs/video.mp4"
+    # DWPose keypoints (.npz, iasa.pose.keypoints) of the reference image: the motion is aligned to them and
+    # their pose image conditions UniAnimate's reference embedding; null = default framing.
+    reference_keypoints: Optional[str] = None
+    # EMAGE checkpoint folder (H-Liu1997/emage_audio layout); null = procedural talking motion.
+    emage_dir: Optional[str] = None
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    attention: AttentionPatchConfig = field(default_factory=AttentionPatchConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
+
+
+class StageTimer:
+    """Wall time of named stages, printed as a summary table."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        print(f"[iasa] {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def summary(self) -> str:
+        width = max(map(len, self.seconds), default=0)
+        lines = [f"  {name:<{width}}  {seconds:8.2f} s" for name, seconds in self.seconds.items()]
+        lines.append(f"  {'total':<{width}}  {sum(self.seconds.values()):8.2f} s")
+        return "stage timings:\n" + "\n".join(lines)
+
+
+def center_crop_box(source: tuple[int, int], target: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(top, left, height, width) of the largest centred crop of `source` (h, w) with `target`'s aspect."""
+    source_height, source_width = source
+    target_height, target_width = target
+    if source_width * target_height > target_width * source_height:  # source wider: crop the sides
+        width = source_height * target_width / target_height
+        return 0.0, (source_width - width) / 2, float(source_height), width
+    height = source_width * target_height / target_width
+    return (source_height - height) / 2, 0.0, height, float(source_width)
+
+
+def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image center-cropped to size's aspect and resized to size (h, w): ((h, w, 3) uint8, original size)."""
+    import cv2
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference image {path} does not exist; pass image=<png or jpg of the person>")
+    image = np.asarray(imageio.imread(path))
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = image[..., :3].astype(np.uint8)
+    top, left, height, width = (int(round(v)) for v in center_crop_box(image.shape[:2], size))
+    crop = image[top : top + height, left : left + width]
+    return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA), image.shape[:2]
+
+
+def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size: tuple[int, int]) -> WholeBodyKeypoints:
+    """Keypoints of an image of `source` size mapped through center_crop_box onto an image of `size`;
+    points that fall outside get score 0."""
+    top, left, height, width = center_crop_box(source, size)
+    scale = np.array([source[1] / width, source[0] / height], np.float32)
+    offset = np.array([left / width, top / height], np.float32)
+    mapped = {}
+    for name in ("body", "hands", "face"):
+        points = getattr(keypoints, name) * scale - offset
+        inside = ((points >= 0) & (points <= 1)).all(axis=-1)
+        mapped[name] = np.clip(points, 0, 1).astype(np.float32)
+        mapped[f"{name}_score"] = np.where(inside, getattr(keypoints, f"{name}_score"), 0).astype(np.float32)
+    return WholeBodyKeypoints(**mapped, image_size=size)
+
+
+def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
+    """Write config.out; returns the stage timings."""
+    from iasa.motion.audio import load_audio
+    from iasa.pose import draw_pose_frames, motion_to_keypoints
+    from iasa.video.pipeline import VideoGenerator
+    from iasa.video.video_io import write_video
+
+    if not config.audio or not config.image:
+        raise ValueError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
+    size = (config.pose.image_height, config.pose.image_width)
+    if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
+        raise ValueError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
+    timer = StageTimer()
+    with timer.stage("load video model"):
+        generator = VideoGenerator.from_config(config.model, config.attention, config.long_video)
+    with timer.stage("audio -> motion"):
+        waveform = load_audio(config.audio)
+        if config.emage_dir is not None:
+            from iasa.motion.emage_inference import EmageMotionGenerator
+
+            motion = EmageMotionGenerator.from_pretrained(config.emage_dir, device=generator.components.device)(waveform)
+        else:
+            from iasa.motion.procedural import ProceduralMotionGenerator
+
+            motion = ProceduralMotionGenerator()(waveform)
+    with timer.stage("motion -> keypoints"):
+        image, source_size = load_reference_image(config.image, size)
+        reference = None
+        if config.reference_keypoints is not None:
+            reference = crop_keypoints(WholeBodyKeypoints.load(config.reference_keypoints), source_size, size)
+        keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
+    with timer.stage("pose video"):
+        pose_video = draw_pose_frames(keypoints)
+        reference_pose = draw_pose_frames(reference.slice_frames(0, 1))[0] if reference is not None else pose_video[0]
+    with timer.stage("video generation"):
+        video = generator.generate(image, pose_video, reference_pose, keypoints, config.sampler, progress=progress)
+    with timer.stage("write video"):
+        write_video(config.out, video, fps=motion.fps, audio=config.audio)
+    return timer
