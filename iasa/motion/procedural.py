@@ -81,12 +81,12 @@ class ProceduralMotionGenerator:
         time_s = np.arange(frames) / config.fps
 
         loudness = frame_loudness(waveform, frames, config)
-        smooth = _smooth(loudness, sigma_frames=2.0)
+        smooth = smooth_envelope(loudness, sigma_frames=2.0)
         onsets = detect_onsets(smooth, config)
         beats = _thin_onsets(onsets, int(round(config.beat_min_gap_s * config.fps)))
 
         rotations = np.zeros((frames, NUM_JOINTS, 3))
-        rotations[:, JAW] = X_AXIS * (config.jaw_open_max_rad * _smooth(loudness, sigma_frames=0.7))[:, None]
+        rotations[:, JAW] = X_AXIS * (config.jaw_open_max_rad * smooth_envelope(loudness, sigma_frames=0.7))[:, None]
         self._head_and_spine(rotations, time_s, onsets, smooth, rng)
         self._arms(rotations, beats, rng)
 
@@ -221,7 +221,7 @@ def _thin_onsets(onsets: np.ndarray, min_gap_frames: int) -> np.ndarray:
     return np.array(kept, dtype=np.int64)
 
 
-def _smooth(signal: np.ndarray, sigma_frames: float) -> np.ndarray:
+def smooth_envelope(signal: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Gaussian smoothing of a (T,) signal with edge values held."""
     from scipy.ndimage import gaussian_filter1d
 
