@@ -71,7 +71,6 @@ def test_silence_gives_idle_motion_without_speech_gestures() -> None:
 def test_onsets_are_found_at_the_syllables() -> None:
     onsets_s = [0.4, 1.1, 1.9, 2.5]
     config = ProceduralMotionConfig()
-    from iasa.motion.procedural import _smooth
 
     frames = 90
     loudness = smooth_envelope(frame_loudness(syllables(3.0, onsets_s), frames, config), 2.0)
