@@ -1,0 +1,17 @@
+"""Train IASA: cache a dataset, fine-tune the sparse-attention LoRA, distil a few-step student.
+
+    python examples/IASA/train_iasa.py --config config/data_process.yaml
+    python examples/IASA/train_iasa.py --config config/train_sparseattn_lora.yaml [key=value ...]
+    python examples/IASA/train_iasa.py --config config/distill_dmd.yaml teacher_lora=outputs/train/lora.safetensors
+Multi-GPU: accelerate launch --config_file <accelerate.yaml> examples/IASA/train_iasa.py --config ...
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from iasa.train.tasks import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

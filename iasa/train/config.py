@@ -1,0 +1,188 @@
+"""Configs of the three training stages: data_process, train (sparse-attention LoRA fine-tune), distill (DMD).
+
+Every stage has its own dataclass; `task` picks which one a YAML file is read with. Defaults live here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iasa.attention.config import SparseAttentionConfig
+from iasa.video.config import AttentionPatchConfig, VideoModelConfig
+
+TASKS = ("data_process", "train", "distill")
+
+
+@dataclass
+class DataConfig:
+    # Dataset folder: videos/<name>.mp4, keypoints/<name>.npz (or keypoints/<name>/ with one DWPose dict
+    # per frame as .json or .npy), optional prompts/<name>.txt and audio/<name>.wav.
+    dataset_dir: str = "data/train"
+    # Where data_process writes one folder of cached tensors per training window.
+    cache_dir: str = "data/train_cache"
+    # Training resolution; source frames are resized (aspect kept) and centre-cropped to it.
+    height: int = 512
+    width: int = 512
+    # Video frames per training window; must be 4k + 1 for the Wan VAE (81 -> 21 latent frames).
+    num_frames: int = 81
+    # Take every n-th source frame (e.g. 2 turns 30 fps footage into 15 fps windows).
+    frame_stride: int = 1
+    # Cut at most this many consecutive non-overlapping windows from each video.
+    max_windows_per_video: int = 4
+    # Prompt for clips without prompts/<name>.txt.
+    default_prompt: str = "a person talking and gesturing with their hands"
+    # Prompt of the unconditional branch for classifier-free guidance (Wan's usual negative prompt idea).
+    negative_prompt: str = "blurry, distorted hands, deformed face, static, low quality"
+
+
+def sparse_attention_patch() -> AttentionPatchConfig:
+    return AttentionPatchConfig(attention="iasa", sparse=SparseAttentionConfig(direction="both"))
+
+
+@dataclass
+class LoraConfig:
+    # LoRA rank and scale numerator (scale = alpha / rank), as in the reference repo.
+    rank: int = 128
+    alpha: int = 128
+    # Linear layers of every DiT block that get LoRA (matched by name suffix, peft style).
+    targets: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+    # A LoRA file (safetensors, peft key layout) to start from; empty = fresh LoRA (B = 0).
+    init_path: str = ""
+
+
+@dataclass
+class OptimConfig:
+    # AdamW, as the reference repo.
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    # Linear warm-up from 0 over this many optimiser steps, then constant.
+    warmup_steps: int = 0
+    # Gradient clipping by global norm; 0 disables it.
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class FlowConfig:
+    # Wan's timestep shift of the flow-matching schedule.
+    shift: float = 5.0
+    # Discrete training timesteps.
+    num_train_timesteps: int = 1000
+    # Sample training timesteps from this fraction range of the schedule (0 = pure noise end).
+    min_timestep_fraction: float = 0.0
+    max_timestep_fraction: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    # Run folder: checkpoints/, logs/, the final LoRA and the resolved config.
+    output_dir: str = "outputs/train"
+    # Optimiser steps (generator steps for distill).
+    max_steps: int = 1000
+    # Micro-batches per optimiser step (one clip per micro-batch and device).
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+    # Write a resumable checkpoint every N optimiser steps (and at the end); keep the newest K.
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    # "auto" resumes from the newest checkpoint in output_dir, a path resumes from it, "none" starts fresh.
+    resume: str = "auto"
+    log_every: int = 10
+    # Autocast precision: "bf16", "fp16" or "fp32" (no autocast).
+    mixed_precision: str = "bf16"
+    # Recompute DiT blocks in the backward pass; offload keeps the saved block inputs in CPU memory.
+    gradient_checkpointing: bool = True
+    gradient_checkpointing_offload: bool = False
+    # "tensorboard", "wandb" (when installed) or "none".
+    report_to: str = "tensorboard"
+
+
+@dataclass
+class DataProcessConfig:
+    task: str = "data_process"
+    data: DataConfig = field(default_factory=DataConfig)
+    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
+    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    # Build and cache a layout for each of these attention directions ("both" teacher, "past" student).
+    layout_directions: tuple[str, ...] = ("both", "past")
+
+
+@dataclass
+class ConditionDropoutConfig:
+    # UniAnimate's training: zero the pose inputs in 5% of steps, CLIP features and y in 10%.
+    pose: float = 0.05
+    image: float = 0.10
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "train"
+    data: DataConfig = field(default_factory=DataConfig)
+    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
+    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # Train the pose guider together with the LoRA.
+    train_pose_guider: bool = True
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    dropout: ConditionDropoutConfig = field(default_factory=ConditionDropoutConfig)
+    # Which cached layout the sparse attention uses: "both" (bidirectional teacher) or "past".
+    attention_direction: str = "both"
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class RegionLossConfig:
+    # lambda_region: weight of the region loss next to the DMD loss; 0 switches decoding off.
+    weight: float = 1.0
+    # Per-region weights lambda_r of the pixel and LPIPS terms. Regions are drawn by iasa/attention's
+    # rasteriser (face, hands, left_hand, right_hand, arms, torso); where they overlap the one listed first
+    # wins; "background" is every pixel outside them.
+    region_weights: dict[str, float] = field(
+        default_factory=lambda: {"face": 2.0, "hands": 2.0, "arms": 1.0, "torso": 0.5, "background": 0.1}
+    )
+    # Latent frames decoded for the loss (a random contiguous run); decoding all 21 with gradients is costly.
+    latent_frames: int = 2
+    # Region-weighted mean absolute pixel error: needs no model file.
+    pixel_weight: float = 1.0
+    # LPIPS as a TorchScript file taking two (N, 3, H, W) images in [-1, 1] -> (N,) distances.
+    lpips_weight: float = 0.0
+    lpips_path: str = ""
+    # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D).
+    face_id_weight: float = 0.0
+    face_id_path: str = ""
+
+
+@dataclass
+class DistillConfig:
+    task: str = "distill"
+    data: DataConfig = field(default_factory=DataConfig)
+    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
+    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    # Teacher: the fine-tuned LoRA (and pose guider) from the train stage, frozen.
+    teacher_lora: str = ""
+    teacher_pose_guider: str = ""
+    # The student (generator) and fake-score critic adapters copy the teacher LoRA's rank, targets and weights.
+    # Few-step generator noise levels, noisiest first (1 step = [1.0]).
+    generator_sigmas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    # Attention direction of the student ("past": causal sparse) and of teacher and critic ("both").
+    student_direction: str = "past"
+    teacher_direction: str = "both"
+    # Classifier-free guidance of the teacher's score (1 = off, saves a forward).
+    teacher_cfg_scale: float = 5.0
+    # Critic (fake score) updates per generator update.
+    critic_steps_per_generator_step: int = 5
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    critic_learning_rate: float = 1e-4
+    flow: FlowConfig = field(default_factory=lambda: FlowConfig(min_timestep_fraction=0.02, max_timestep_fraction=0.98))
+    region: RegionLossConfig = field(default_factory=RegionLossConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/distill"))
+
+
+SCHEMAS = {"data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig}

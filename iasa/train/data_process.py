@@ -1,0 +1,94 @@
+"""The data_process task: cache VAE latents, CLIP and text embeddings, pose images and sparse layouts of
+every training window, so training never runs the VAE encoder, T5 or CLIP. Finished windows are skipped,
+so an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from tqdm import tqdm
+
+from iasa.train.backbone import VideoBackbone
+from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_negative_context, write_window
+from iasa.train.config import DataProcessConfig
+from iasa.train.dataset import (
+    CropTransform,
+    DatasetError,
+    list_clips,
+    load_clip_keypoints,
+    plan_windows,
+    read_frames,
+    read_prompt,
+    select_keypoint_frames,
+    video_frame_count,
+    window_indices,
+)
+
+VAE_STRIDE = 8
+PATCH = 2
+
+
+def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: int = 0, world_size: int = 1) -> int:
+    """Cache every window not cached yet (this process's share of them); returns how many were written."""
+    data = config.data
+    if (data.num_frames - 1) % 4:
+        raise ValueError(f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is 4)")
+    if data.height % (VAE_STRIDE * PATCH) or data.width % (VAE_STRIDE * PATCH):
+        raise ValueError(f"data.height and data.width must be multiples of {VAE_STRIDE * PATCH}")
+    dataset_dir, cache_dir = Path(data.dataset_dir), Path(data.cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    grid = (data.height // (VAE_STRIDE * PATCH), data.width // (VAE_STRIDE * PATCH))
+
+    with torch.no_grad():
+        if rank == 0 and not (cache_dir / NEGATIVE_CONTEXT_FILE).is_file():
+            write_negative_context(cache_dir, backbone.encode_prompt(data.negative_prompt))
+
+        clips = list_clips(dataset_dir)
+        plans = []
+        for name in tqdm(clips, desc="scanning videos", disable=rank != 0):
+            frame_count, size = video_frame_count(dataset_dir / "videos" / f"{name}.mp4")
+            windows = plan_windows(frame_count, name, data)
+            if not windows:
+                tqdm.write(f"skipping {name}: {frame_count} frames, shorter than one window")
+            plans.extend((window, size) for window in windows)
+        pending = [(window, size) for window, size in plans[rank::world_size] if not is_cached(cache_dir, window.key)]
+
+        written = 0
+        prompts: dict[str, torch.Tensor] = {}
+        for window, size in tqdm(pending, desc="caching windows", disable=rank != 0):
+            video_path = dataset_dir / "videos" / f"{window.name}.mp4"
+            indices = window_indices(window, data)
+            keypoints = load_clip_keypoints(dataset_dir, window.name, size)
+            if keypoints.num_frames <= indices[-1]:
+                raise DatasetError(
+                    f"keypoints of '{window.name}' cover {keypoints.num_frames} frames, the video has more; "
+                    "extract keypoints for every video frame"
+                )
+            crop = CropTransform.centre(size, data.height, data.width)
+            frames = crop.frames(read_frames(video_path, indices))
+            window_keypoints = crop.keypoints(select_keypoint_frames(keypoints, indices))
+
+            video = rearrange(torch.from_numpy(frames), "f h w c -> 1 c f h w").float() / 127.5 - 1
+            reference = video[:, :, 0]
+            prompt = read_prompt(dataset_dir, window.name, data.default_prompt)
+            if prompt not in prompts:
+                prompts[prompt] = backbone.encode_prompt(prompt)[0]
+            pose = backbone.render_pose(window_keypoints, data.height, data.width)
+            pose_uint8 = rearrange((pose * 255).round().clamp(0, 255).to(torch.uint8), "f c h w -> c f h w")
+            tensors = {
+                "latents": backbone.encode_video(video)[0],
+                "y": backbone.image_condition(reference, data.num_frames)[0],
+                "clip_feature": backbone.encode_image(reference)[0],
+                "context": prompts[prompt],
+                "pose_video": pose_uint8,
+                "reference_pose": pose_uint8[:, 0],
+            }
+            layouts = {
+                direction: backbone.build_layout(window_keypoints, direction, grid)
+                for direction in config.layout_directions
+            }
+            write_window(cache_dir, window.key, tensors, layouts, window_keypoints, prompt)
+            written += 1
+    return written

@@ -1,0 +1,166 @@
+"""The raw dataset folder (videos + keypoints + prompts) and the cached training windows.
+
+Raw layout, one name per clip:
+    videos/<name>.mp4
+    keypoints/<name>.npz            WholeBodyKeypoints of every video frame (what infer_motion writes), or
+    keypoints/<name>/<frame>.json   one DWPose dict per video frame (.json or pickled .npy), sorted by name
+    prompts/<name>.txt              optional text prompt
+    audio/<name>.wav                optional, not read by training (pose-driven)
+
+A training window is `num_frames` frames taken every `frame_stride` source frames, resized (aspect kept)
+and centre-cropped to height x width; its keypoints get the same crop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
+from iasa.train.config import DataConfig
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not follow the layout above."""
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window `index` of video `name`: source frames start, start + stride, ... (num_frames of them)."""
+
+    name: str
+    index: int
+    start: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}_w{self.index:03d}"
+
+
+def video_frame_count(path: Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (height, width)) of a video, counted by decoding (container counts can be wrong)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DatasetError(f"cannot open video {path}; is it a readable mp4?")
+    count, size = 0, (0, 0)
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        size = frame.shape[:2]
+        count += 1
+    capture.release()
+    return count, size
+
+
+def read_frames(path: Path, indices: list[int]) -> np.ndarray:
+    """The listed frames (sorted, increasing) as RGB uint8 (F, H, W, 3)."""
+    capture = cv2.VideoCapture(str(path))
+    wanted, frames, position = set(indices), {}, 0
+    while position <= indices[-1]:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if position in wanted:
+            frames[position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        position += 1
+    capture.release()
+    if len(frames) != len(wanted):
+        raise DatasetError(f"{path} ended at frame {position}, before frame {indices[-1]} of the window")
+    return np.stack([frames[index] for index in indices])
+
+
+def load_clip_keypoints(dataset_dir: Path, name: str, image_size: tuple[int, int]) -> WholeBodyKeypoints:
+    """Keypoints of every video frame of clip `name`, from an .npz or a folder of DWPose dicts."""
+    npz = dataset_dir / "keypoints" / f"{name}.npz"
+    folder = dataset_dir / "keypoints" / name
+    if npz.is_file():
+        return WholeBodyKeypoints.load(npz)
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".npy"))
+        if not files:
+            raise DatasetError(f"{folder} holds no .json or .npy DWPose frames")
+        frames = []
+        for file in files:
+            if file.suffix == ".json":
+                frames.append(json.loads(file.read_text()))
+            else:
+                frames.append(np.load(file, allow_pickle=True).item())
+        try:
+            return WholeBodyKeypoints.from_dwpose_dicts(frames, image_size)
+        except KeypointFileError as error:
+            raise DatasetError(f"{folder}: {error}") from error
+    raise DatasetError(f"no keypoints for clip '{name}': expected {npz} or a folder {folder} of DWPose dicts")
+
+
+def list_clips(dataset_dir: Path) -> list[str]:
+    videos = sorted((dataset_dir / "videos").glob("*.mp4"))
+    if not videos:
+        raise DatasetError(f"no videos in {dataset_dir / 'videos'}; expected <name>.mp4 files (scripts/prepare_dataset.py writes them)")
+    return [video.stem for video in videos]
+
+
+def plan_windows(frame_count: int, name: str, config: DataConfig) -> list[WindowSpec]:
+    """Consecutive non-overlapping windows that fit in the video."""
+    span = (config.num_frames - 1) * config.frame_stride + 1
+    step = config.num_frames * config.frame_stride
+    fitting = (frame_count - span) // step + 1 if frame_count >= span else 0
+    count = min(fitting, config.max_windows_per_video)
+    return [WindowSpec(name=name, index=index, start=index * step) for index in range(count)]
+
+
+def window_indices(window: WindowSpec, config: DataConfig) -> list[int]:
+    return [window.start + i * config.frame_stride for i in range(config.num_frames)]
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """Resize by `scale` then crop the (height, width) box at (top, left), in source pixels x scale."""
+
+    scale: float
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @classmethod
+    def centre(cls, source: tuple[int, int], height: int, width: int) -> "CropTransform":
+        scale = max(height / source[0], width / source[1])
+        resized = (round(source[0] * scale), round(source[1] * scale))
+        return cls(scale, (resized[0] - height) // 2, (resized[1] - width) // 2, height, width)
+
+    def frames(self, frames: np.ndarray) -> np.ndarray:
+        """(F, H0, W0, 3) -> (F, height, width, 3)."""
+        size = (round(frames.shape[2] * self.scale), round(frames.shape[1] * self.scale))
+        resized = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames]
+        return np.stack([frame[self.top : self.top + self.height, self.left : self.left + self.width] for frame in resized])
+
+    def keypoints(self, keypoints: WholeBodyKeypoints) -> WholeBodyKeypoints:
+        """Map [0, 1] coordinates of the source image into the crop; points that leave it lose their score."""
+        source_h, source_w = keypoints.image_size
+
+        def move(points: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = (points[..., 0] * source_w * self.scale - self.left) / self.width
+            y = (points[..., 1] * source_h * self.scale - self.top) / self.height
+            moved = np.stack([x, y], axis=-1).astype(np.float32)
+            inside = ((moved >= 0) & (moved <= 1)).all(axis=-1)
+            return np.clip(moved, 0, 1), np.where(inside, scores, 0).astype(np.float32)
+
+        body, body_score = move(keypoints.body, keypoints.body_score)
+        hands, hands_score = move(keypoints.hands, keypoints.hands_score)
+        face, face_score = move(keypoints.face, keypoints.face_score)
+        return WholeBodyKeypoints(body, body_score, hands, hands_score, face, face_score, (self.height, self.width))
+
+
+def select_keypoint_frames(keypoints: WholeBodyKeypoints, indices: list[int]) -> WholeBodyKeypoints:
+    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
+    return WholeBodyKeypoints(**{name: getattr(keypoints, name)[indices] for name in fields}, image_size=keypoints.image_size)
+
+
+def read_prompt(dataset_dir: Path, name: str, default: str) -> str:
+    path = dataset_dir / "prompts" / f"{name}.txt"
+    return path.read_text().strip() if path.is_file() else default

@@ -1,0 +1,194 @@
+"""The distill task: DMD (distribution matching distillation) of the fine-tuned teacher into a few-step,
+causal sparse-attention student, with the region-weighted loss on decoded frames (paper section 3.3).
+
+One DiT holds three LoRA adapters on the same frozen base weights:
+    teacher    the fine-tuned LoRA, frozen: the real score s_real (bidirectional attention, optional cfg)
+    generator  the student: few-step sampler with causal ("past") sparse attention, trained by DMD + region
+    critic     the fake score s_fake: trained with the flow-matching loss on generator samples
+Both trained adapters start as copies of the teacher. The pose guider is the teacher's, frozen.
+
+Generator loss (DMD2's normalisation): with x0 the generator's sample, x_t its noised copy and
+x0_real / x0_fake the teacher's and critic's clean predictions from x_t, the DMD gradient direction is
+g = (x0_fake - x0_real) / mean|x0 - x0_real|, applied through 0.5 ||x0 - sg(x0 - g)||^2, whose gradient
+with respect to x0 is g / numel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm import tqdm
+
+from iasa.train.adapters import adapter_parameters, copy_adapter, load_safetensors, set_trainable, use_adapter
+from iasa.train.backbone import ClipBatch, VideoBackbone
+from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.config import DistillConfig
+from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
+from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
+from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
+from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.train.runtime import (
+    Checkpointer,
+    average_gradients,
+    clip_and_step,
+    make_accelerator,
+    make_optimizer,
+    start_run,
+)
+
+TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
+
+
+class Distiller:
+    """The three roles on one backbone, and the two losses."""
+
+    def __init__(self, config: DistillConfig, backbone: VideoBackbone) -> None:
+        self.config, self.backbone = config, backbone
+        self.schedule = TrainingSchedule.from_config(config.flow)
+        self.sigmas = list(config.generator_sigmas)
+        if not self.sigmas or any(b >= a for a, b in zip(self.sigmas, self.sigmas[1:])) or not 0 < self.sigmas[-1] <= 1:
+            raise ValueError(f"generator_sigmas must decrease within (0, 1], got {self.sigmas}")
+        self.region_loss = RegionLoss(config.region) if config.region.weight > 0 else None
+
+    def predict(self, adapter: str, noisy: torch.Tensor, sigma: float, batch: ClipBatch, direction: str, context=None) -> torch.Tensor:
+        """x0 prediction of one adapter; noisy (1, 16, T, h, w) at noise level sigma."""
+        use_adapter(self.backbone.dit, adapter)
+        timestep = torch.full((1,), sigma * self.config.flow.num_train_timesteps, device=noisy.device)
+        layout = layout_for(batch, self.config.attention.attention, direction)
+        flow = self.backbone.predict_flow(noisy, timestep, batch, layout, context=context)
+        return flow_to_clean(noisy, flow, sigma)
+
+    def teacher_clean(self, noisy: torch.Tensor, sigma: float, batch: ClipBatch) -> torch.Tensor:
+        direction, scale = self.config.teacher_direction, self.config.teacher_cfg_scale
+        positive = self.predict(TEACHER, noisy, sigma, batch, direction)
+        if scale == 1.0:
+            return positive
+        negative = self.predict(TEACHER, noisy, sigma, batch, direction, context=batch.negative_context)
+        return negative + scale * (positive - negative)
+
+    def generate(self, batch: ClipBatch, with_grad: bool) -> torch.Tensor:
+        """A generator sample x0 (1, 16, T, h, w): from pure noise, a random number k of the few-step
+        sampler's Euler steps run without gradients, then one x0 prediction (with gradients if asked)."""
+        last = int(torch.randint(len(self.sigmas), (1,)).item())
+        noisy = torch.randn_like(batch.latents)
+        with torch.no_grad():
+            for index in range(last):
+                clean = self.predict(GENERATOR, noisy, self.sigmas[index], batch, self.config.student_direction)
+                following = self.sigmas[index + 1]
+                noisy = add_noise(clean, (noisy - (1 - self.sigmas[index]) * clean) / self.sigmas[index], following)
+        with torch.set_grad_enabled(with_grad):
+            return self.predict(GENERATOR, noisy, self.sigmas[last], batch, self.config.student_direction)
+
+    def critic_loss(self, batch: ClipBatch) -> torch.Tensor:
+        """Flow matching of the critic on a generator sample (the fake distribution)."""
+        with torch.no_grad():
+            sample = self.generate(batch, with_grad=False)
+        use_adapter(self.backbone.dit, CRITIC)
+        layout = layout_for(batch, self.config.attention.attention, self.config.teacher_direction)
+        return flow_matching_loss(self.backbone, sample, batch, layout, self.schedule, self.config.flow)
+
+    def generator_loss(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
+        sample = self.generate(batch, with_grad=True)
+        index = self.schedule.sample_index(self.config.flow.min_timestep_fraction, self.config.flow.max_timestep_fraction)
+        sigma = self.schedule.sigmas[index].item()
+        with torch.no_grad():
+            noisy = add_noise(sample.detach(), torch.randn_like(sample), sigma)
+            real = self.teacher_clean(noisy, sigma, batch)
+            fake = self.predict(CRITIC, noisy, sigma, batch, self.config.teacher_direction)
+            normaliser = (sample.detach().float() - real.float()).abs().mean().clamp_min(1e-6)
+            target = sample.detach().float() - (fake.float() - real.float()) / normaliser
+        losses = {"dmd": 0.5 * F.mse_loss(sample.float(), target)}
+        if self.region_loss is not None:
+            losses["region"] = self.region_term(sample, batch)
+        losses["total"] = losses["dmd"] + self.config.region.weight * losses.get("region", 0.0)
+        return losses
+
+    def region_term(self, sample: torch.Tensor, batch: ClipBatch) -> torch.Tensor:
+        """Region loss between decoded generator frames and decoded ground-truth frames of a random run of
+        region.latent_frames latent frames."""
+        latent_frames = sample.shape[2]
+        run = min(self.config.region.latent_frames, latent_frames)
+        first = int(torch.randint(latent_frames - run + 1, (1,)).item())
+        decoded = self.backbone.decode_latents(sample[:, :, first : first + run])
+        with torch.no_grad():
+            reference = self.backbone.decode_latents(batch.latents[:, :, first : first + run])
+        frames = decoded_frame_indices(first, run)
+        height, width = decoded.shape[-2:]
+        keypoints = batch.keypoints.slice_frames(frames[0], frames[-1] + 1)
+        masks = region_masks(keypoints, self.region_loss.regions, (height, width), self.config.attention.sparse)
+        to_frames = "1 c f h w -> f c h w"
+        return self.region_loss(rearrange(reference.float(), to_frames), rearrange(decoded.float(), to_frames), masks.to(sample.device))
+
+
+def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
+    run = config.run
+    accelerator = make_accelerator(run)
+    start_run(accelerator, config, run, project="iasa-distill")
+    device = accelerator.device
+    dit = backbone.dit
+
+    if not config.teacher_lora:
+        raise ValueError("teacher_lora is empty: set it to the lora.safetensors the train task wrote")
+    load_lora(config.teacher_lora, dit, TEACHER)
+    teacher = dit.peft_config[TEACHER]
+    for name in (GENERATOR, CRITIC):
+        inject_lora(dit, teacher.r, teacher.lora_alpha, sorted(teacher.target_modules), name)
+    copy_adapter(dit, TEACHER, GENERATOR)
+    copy_adapter(dit, TEACHER, CRITIC)
+    if config.teacher_pose_guider:
+        guider = load_safetensors(config.teacher_pose_guider, "teacher_pose_guider")
+        backbone.pose_guider.load_state_dict(guider)
+    generator_params = adapter_parameters(dit, GENERATOR)
+    critic_params = adapter_parameters(dit, CRITIC)
+    backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
+
+    distiller = Distiller(config, backbone)
+    if distiller.region_loss is not None:
+        distiller.region_loss.to(device)
+    generator_optimizer, generator_scheduler = make_optimizer(list(generator_params.values()), config.optim, config.optim.learning_rate)
+    critic_optimizer, critic_scheduler = make_optimizer(list(critic_params.values()), config.optim, config.critic_learning_rate)
+    named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
+    optimizers = {
+        "generator_optimizer": generator_optimizer, "generator_scheduler": generator_scheduler,
+        "critic_optimizer": critic_optimizer, "critic_scheduler": critic_scheduler,
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, optimizers)
+    start = checkpointer.resume()
+
+    cache_dir = Path(config.data.cache_dir)
+    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    accumulation = run.gradient_accumulation_steps
+    phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
+    micro_batches_per_step = len(phases) * accumulation
+    progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="distill", disable=not accelerator.is_main_process)
+    for step in progress:
+        logs = {}
+        for phase_index, phase in enumerate(phases):
+            trained = list((critic_params if phase == CRITIC else generator_params).values())
+            set_trainable([dit, backbone.pose_guider], trained)
+            totals: dict[str, float] = {}
+            for micro in range(accumulation):
+                key = order.key(step * micro_batches_per_step + phase_index * accumulation + micro)
+                batch = read_window(cache_dir, key).to(device)
+                with accelerator.autocast():
+                    losses = {"total": distiller.critic_loss(batch)} if phase == CRITIC else distiller.generator_loss(batch)
+                (losses["total"] / accumulation).backward()
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + float(value) / accumulation
+            average_gradients(accelerator, trained)
+            optimizer, scheduler = optimizers[f"{phase}_optimizer"], optimizers[f"{phase}_scheduler"]
+            totals["grad_norm"] = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
+            logs.update({f"{phase}/{name}": value for name, value in totals.items()})
+        progress.set_postfix(dmd=f"{logs[f'{GENERATOR}/dmd']:.4f}", critic=f"{logs[f'{CRITIC}/total']:.4f}" if config.critic_steps_per_generator_step else "-")
+        if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
+            accelerator.log(logs, step=step + 1)
+        checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
+
+    output_dir = Path(run.output_dir)
+    if accelerator.is_main_process:
+        save_lora(output_dir / LORA_FILE, dit, GENERATOR)
+    accelerator.end_training()
+    return output_dir

@@ -1,0 +1,130 @@
+"""The train task: sparse-attention LoRA fine-tune of the pose-driven Wan2.1-I2V with the flow-matching loss.
+
+Trained: one LoRA adapter ("default") on the DiT's q, k, v, o, ffn.0, ffn.2 layers and, optionally, the
+pose guider. Every step reads one cached window per micro-batch, drops conditions as UniAnimate does and
+regresses the flow at a random noise level of Wan's training schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from iasa.attention.layout import SparseLayout
+from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
+from iasa.train.backbone import ClipBatch, VideoBackbone
+from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
+from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
+from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.train.runtime import (
+    Checkpointer,
+    average_gradients,
+    clip_and_step,
+    make_accelerator,
+    make_optimizer,
+    start_run,
+)
+
+ADAPTER = "default"
+LORA_FILE = "lora.safetensors"
+POSE_GUIDER_FILE = "pose_guider.safetensors"
+
+
+def drop_conditions(batch: ClipBatch, config: ConditionDropoutConfig) -> ClipBatch:
+    """UniAnimate's condition dropout: zero both pose inputs with probability config.pose, and the CLIP
+    tokens and I2V condition y with probability config.image (independent draws from the torch RNG)."""
+    drop_pose = bool(torch.rand(()) < config.pose)
+    drop_image = bool(torch.rand(()) < config.image)
+    changes = {}
+    if drop_pose:
+        changes.update(pose_video=torch.zeros_like(batch.pose_video), reference_pose=torch.zeros_like(batch.reference_pose))
+    if drop_image:
+        changes.update(clip_feature=torch.zeros_like(batch.clip_feature), y=torch.zeros_like(batch.y))
+    return replace(batch, **changes)
+
+
+def flow_matching_loss(
+    backbone: VideoBackbone,
+    clean: torch.Tensor,
+    batch: ClipBatch,
+    layout: SparseLayout | None,
+    schedule: TrainingSchedule,
+    flow: FlowConfig,
+) -> torch.Tensor:
+    """Weighted MSE between the predicted and true flow at a random noise level; clean (1, 16, T, h, w)."""
+    index = schedule.sample_index(flow.min_timestep_fraction, flow.max_timestep_fraction)
+    sigma = schedule.sigmas[index].item()
+    noise = torch.randn_like(clean)
+    noisy = add_noise(clean, noise, sigma)
+    timestep = schedule.timesteps[index : index + 1].to(clean.device)
+    prediction = backbone.predict_flow(noisy, timestep, batch, layout)
+    return F.mse_loss(prediction.float(), flow_target(clean, noise).float()) * schedule.weights[index].item()
+
+
+def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout | None:
+    if attention == "dense":
+        return None
+    if direction not in batch.layouts:
+        raise ValueError(
+            f"window {batch.name} has no cached '{direction}' layout (cached: {sorted(batch.layouts)}); "
+            "add it to layout_directions of the data_process config and rerun data_process"
+        )
+    return batch.layouts[direction]
+
+
+def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
+    """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA."""
+    run = config.run
+    accelerator = make_accelerator(run)
+    start_run(accelerator, config, run, project="iasa-finetune")
+    device = accelerator.device
+
+    inject_lora(backbone.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
+    if config.lora.init_path:
+        load_lora(config.lora.init_path, backbone.dit, ADAPTER)
+    use_adapter(backbone.dit, ADAPTER)
+    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(backbone.dit, ADAPTER).items()}
+    if config.train_pose_guider:
+        named.update({f"pose_guider.{key}": parameter for key, parameter in backbone.pose_guider.named_parameters()})
+    trained = list(named.values())
+    set_trainable([backbone.dit, backbone.pose_guider], trained)
+    backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
+
+    optimizer, scheduler = make_optimizer(trained, config.optim, config.optim.learning_rate)
+    checkpointer = Checkpointer(accelerator, run, named, {"optimizer": optimizer, "scheduler": scheduler})
+    start = checkpointer.resume()
+
+    schedule = TrainingSchedule.from_config(config.flow)
+    cache_dir = Path(config.data.cache_dir)
+    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    accumulation = run.gradient_accumulation_steps
+    progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)
+    for step in progress:
+        total = 0.0
+        for micro in range(accumulation):
+            batch = read_window(cache_dir, order.key(step * accumulation + micro)).to(device)
+            batch = drop_conditions(batch, config.dropout)
+            layout = layout_for(batch, config.attention.attention, config.attention_direction)
+            with accelerator.autocast():
+                loss = flow_matching_loss(backbone, batch.latents, batch, layout, schedule, config.flow)
+            (loss / accumulation).backward()
+            total += loss.item() / accumulation
+        average_gradients(accelerator, trained)
+        grad_norm = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
+        progress.set_postfix(loss=f"{total:.4f}")
+        if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
+            accelerator.log({"loss": total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}, step=step + 1)
+        checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
+
+    output_dir = Path(run.output_dir)
+    if accelerator.is_main_process:
+        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER)
+        if config.train_pose_guider:
+            save_safetensors_atomic({k: v.detach().cpu() for k, v in backbone.pose_guider.state_dict().items()}, output_dir / POSE_GUIDER_FILE)
+    accelerator.end_training()
+    return output_dir

@@ -1,0 +1,101 @@
+"""What both training loops share: accelerate set-up, logging, data-parallel gradient averaging, the
+optimiser and its warm-up schedule, and resumable checkpoints of the trained tensors.
+
+Data parallelism averages the trained gradients across processes with one all-reduce per step, instead of
+wrapping the model in DDP: distillation switches which adapter is trained between phases, which DDP's
+fixed parameter set cannot follow, and the frozen 14B base needs no synchronisation at all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from iasa.config import config_to_yaml
+from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from iasa.train.config import OptimConfig, RunConfig
+
+# Config names -> accelerate's ("no" would read as a boolean in YAML).
+MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+def make_accelerator(run: RunConfig) -> Accelerator:
+    if run.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ValueError("run.report_to=wandb but wandb is not installed; pip install wandb or use tensorboard")
+    if run.report_to not in ("tensorboard", "wandb", "none"):
+        raise ValueError(f"run.report_to must be tensorboard, wandb or none, got {run.report_to!r}")
+    if run.mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
+    output_dir = Path(run.output_dir)
+    return Accelerator(
+        mixed_precision=MIXED_PRECISION[run.mixed_precision],
+        log_with=None if run.report_to == "none" else run.report_to,
+        project_dir=str(output_dir),
+    )
+
+
+def start_run(accelerator: Accelerator, config, run: RunConfig, project: str) -> None:
+    """Seed every generator, save the resolved config and open the loggers."""
+    set_seed(run.seed + accelerator.process_index)
+    output_dir = Path(run.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(config_to_yaml(config))
+    if run.report_to != "none":
+        accelerator.init_trackers(project)
+
+
+def make_optimizer(parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float):
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+    warmup = max(optim.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)) if warmup else 1.0)
+    return optimizer, scheduler
+
+
+def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parameter]) -> None:
+    """Mean of every trained gradient over the processes (no-op on one process)."""
+    if accelerator.num_processes == 1:
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.AVG)
+
+
+def clip_and_step(parameters: list[torch.nn.Parameter], optimizer, scheduler, max_grad_norm: float) -> float:
+    """Clip by global norm (when max_grad_norm > 0), step, zero the gradients; returns the norm before clipping."""
+    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros(())
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+class Checkpointer:
+    """Saves and restores the named trained tensors plus optimiser, scheduler and RNG states."""
+
+    def __init__(self, accelerator: Accelerator, run: RunConfig, tensors: dict[str, torch.Tensor], optimizers: dict) -> None:
+        self.accelerator, self.run, self.tensors, self.optimizers = accelerator, run, tensors, optimizers
+
+    def resume(self) -> int:
+        """The step to continue from (0 for a fresh run)."""
+        path = find_resume_checkpoint(Path(self.run.output_dir), self.run.resume)
+        if path is None:
+            return 0
+        step = load_checkpoint(path, self.tensors, self.optimizers, rank=self.accelerator.process_index)
+        self.accelerator.print(f"resumed from {path} at step {step}")
+        return step
+
+    def maybe_save(self, step: int, final: bool = False) -> None:
+        if not (final or step % self.run.checkpoint_every == 0):
+            return
+        save_checkpoint(
+            Path(self.run.output_dir), step, self.tensors, self.optimizers, self.run.keep_checkpoints,
+            rank=self.accelerator.process_index, barrier=self.accelerator.wait_for_everyone,
+        )  # fmt: skip

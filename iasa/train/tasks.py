@@ -1,0 +1,61 @@
+"""Command line of examples/IASA/train_iasa.py: read `task` from the config, load that stage's schema,
+build the video model and run the stage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+from omegaconf import OmegaConf
+
+from iasa.config import ConfigError, load_config, split_config_args
+from iasa.train.backbone import VideoBackbone
+from iasa.train.config import SCHEMAS, TASKS, DataProcessConfig, DistillConfig, FinetuneConfig
+
+BackboneFactory = Callable[[DataProcessConfig | FinetuneConfig | DistillConfig], VideoBackbone]
+
+
+def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
+    """The `task` key, from the overrides if given there, else from the YAML file."""
+    for item in overrides:
+        if item.startswith("task="):
+            task = item.split("=", 1)[1]
+            break
+    else:
+        if config_path is None or not Path(config_path).is_file():
+            raise ConfigError(f"config file {config_path} does not exist; pass --config config/<stage>.yaml")
+        task = OmegaConf.load(config_path).get("task")
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r} (set `task:` in the config or task=... on the command line)")
+    return task
+
+
+def default_backbone(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> VideoBackbone:
+    from iasa.train.wan_backbone import WanTrainingBackbone
+
+    return WanTrainingBackbone.from_config(config.model, config.attention)
+
+
+def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = default_backbone) -> Path | int:
+    parser = argparse.ArgumentParser(description="IASA training: data_process | train | distill (key=value overrides)")
+    parser.add_argument("--config", required=True, help="YAML config of one stage (config/*.yaml)")
+    overrides, rest = split_config_args(list(argv) if argv is not None else __import__("sys").argv[1:])
+    args = parser.parse_args(rest)
+    task = read_task(args.config, overrides)
+    config = load_config(SCHEMAS[task], args.config, overrides)
+    backbone = backbone_factory(config)
+    if task == "data_process":
+        from accelerate import PartialState
+
+        from iasa.train.data_process import process_dataset
+
+        state = PartialState()
+        return process_dataset(config, backbone, rank=state.process_index, world_size=state.num_processes)
+    if task == "train":
+        from iasa.train.finetune import run_finetune
+
+        return run_finetune(config, backbone)
+    from iasa.train.distill import run_distill
+
+    return run_distill(config, backbone)
