@@ -45,11 +45,13 @@ class CrossRegionPlan:
     key_tile_start, key_tile_end, key_tile_segment: (tiles,) the same tiling, read as key tiles.
     query_segments_ptr: (S + 1,) CSR offsets: the query segments that read each segment as keys.
     query_segment_start, query_segment_end: (E,) compact row range of those query segments.
+    tile_tokens: the most rows of one tile.
     cross_pairs: number of allowed (query, key) token pairs across frames, for density statistics.
     """
 
     num_frames: int
     tokens_per_frame: int
+    tile_tokens: int
     frame_selection: torch.Tensor
     token_frame: torch.Tensor
     token_position: torch.Tensor
@@ -86,7 +88,9 @@ def _csr(lists: list[list[int]], starts: list[int], ends: list[int]) -> tuple[li
     return pointer, range_start, range_end
 
 
-def build_cross_region_plan(layout: SparseLayout, device: torch.device | str) -> CrossRegionPlan:
+def build_cross_region_plan(
+    layout: SparseLayout, device: torch.device | str, tile_tokens: int = TILE_TOKENS
+) -> CrossRegionPlan:
     """Group a layout's region tokens by (frame, region) and list which segments meet across frames.
 
     Runs on the CPU (a few thousand segments at most) and moves the small tables to `device` once.
@@ -128,9 +132,9 @@ def build_cross_region_plan(layout: SparseLayout, device: torch.device | str) ->
 
     tile_start, tile_end, tile_segment = [], [], []
     for s, (a, b) in enumerate(zip(seg_start, seg_end)):
-        for row in range(a, b, TILE_TOKENS):
+        for row in range(a, b, tile_tokens):
             tile_start.append(row)
-            tile_end.append(min(row + TILE_TOKENS, b))
+            tile_end.append(min(row + tile_tokens, b))
             tile_segment.append(s)
     key_ptr, key_start, key_end = _csr(key_lists, seg_start, seg_end)
     query_ptr, query_start, query_end = _csr(query_lists, seg_start, seg_end)
@@ -142,6 +146,7 @@ def build_cross_region_plan(layout: SparseLayout, device: torch.device | str) ->
     return CrossRegionPlan(
         num_frames=frames,
         tokens_per_frame=tokens_per_frame,
+        tile_tokens=tile_tokens,
         frame_selection=selection.to(device),
         token_frame=frame_of.to(device),
         token_position=position_of.to(device),

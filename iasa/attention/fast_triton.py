@@ -21,11 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
-from iasa.attention.fast_plan import TILE_TOKENS, CrossRegionPlan
+from iasa.attention.fast_plan import CrossRegionPlan
 
 LOG2_E = 1.4426950408889634
-# Inner tile over the rows a tile walks (keys in forward and dQ, queries in dK/dV).
-INNER_TOKENS = 64
+# Inner tile over the rows a tile walks (keys in forward and dQ, queries in dK/dV), and launch settings.
+FORWARD_INNER_TOKENS = 64
+BACKWARD_INNER_TOKENS = 64
 NUM_WARPS = 4
 NUM_STAGES = 2
 
@@ -265,7 +266,7 @@ def cross_region_forward_merge(
         heads, plan.tokens_per_frame,
         *query.stride(), *out_tokens.stride(), *lse_tokens.stride(),
         scale * LOG2_E,
-        HEAD_DIM=head_dim, BLOCK_M=TILE_TOKENS, BLOCK_N=INNER_TOKENS,
+        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, BLOCK_N=FORWARD_INNER_TOKENS,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
 
@@ -294,10 +295,10 @@ def cross_region_backward_accumulate(
     if d_key.stride() != d_value.stride():
         raise ValueError(f"dK and dV must share strides, got {d_key.stride()} and {d_value.stride()}")
     row_dot = torch.empty(batch * heads, rows, device=query.device, dtype=torch.float32)
-    _row_dot[(triton.cdiv(rows, TILE_TOKENS), batch * heads)](
+    _row_dot[(triton.cdiv(rows, plan.tile_tokens), batch * heads)](
         grad_out, out_tokens, row_dot, plan.token_frame32, plan.token_position32, rows, heads,
         plan.tokens_per_frame, *grad_out.stride(), *out_tokens.stride(),
-        HEAD_DIM=head_dim, BLOCK_M=TILE_TOKENS, num_warps=NUM_WARPS,
+        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, num_warps=NUM_WARPS,
     )
     shared = (
         plan.token_frame32, plan.token_position32,
@@ -308,13 +309,13 @@ def cross_region_backward_accumulate(
         query, key, value, grad_out, lse_tokens, row_dot, d_query, *shared,
         plan.key_segments_ptr, plan.key_segment_start, plan.key_segment_end,
         rows, heads, plan.tokens_per_frame, *strides, *d_query.stride(), scale,
-        HEAD_DIM=head_dim, BLOCK_M=TILE_TOKENS, BLOCK_N=INNER_TOKENS,
+        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, BLOCK_N=BACKWARD_INNER_TOKENS,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     _cross_region_backward_key[(plan.num_tiles, batch * heads)](
         query, key, value, grad_out, lse_tokens, row_dot, d_key, d_value, *shared,
         plan.query_segments_ptr, plan.query_segment_start, plan.query_segment_end,
         rows, heads, plan.tokens_per_frame, *strides, *d_key.stride(), scale,
-        HEAD_DIM=head_dim, BLOCK_M=INNER_TOKENS, BLOCK_N=TILE_TOKENS,
+        HEAD_DIM=head_dim, BLOCK_M=BACKWARD_INNER_TOKENS, BLOCK_N=plan.tile_tokens,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )

@@ -1,0 +1,255 @@
+"""The fast sparse-attention path against a brute-force per-token implementation of the rule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from iasa.attention.fast import fast_sparse_attention, prepare_fast_layout
+from iasa.attention.fast_plan import build_cross_region_plan
+from iasa.attention.layout import SparseLayout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def random_layout(seed: int, frames: int = 4, grid: tuple[int, int] = (3, 4), regions: int = 3) -> SparseLayout:
+    """Random frame selection (some frames choose nothing but themselves) and random region labels
+    (some regions missing from some frames, one frame all background)."""
+    generator = torch.Generator().manual_seed(seed)
+    selection = torch.rand(frames, frames, generator=generator) < 0.5
+    selection[0] = False  # frame 0 sees only itself
+    selection.fill_diagonal_(True)
+    labels = torch.randint(0, regions + 1, (frames, grid[0] * grid[1]), generator=generator)
+    labels[1] = 0  # an all-background frame
+    labels[2][labels[2] == 1] = 0  # region 1 absent from frame 2
+    return SparseLayout(selection, labels, grid)
+
+
+def brute_force_allowed(layout: SparseLayout) -> torch.Tensor:
+    """(L, L) bool, token by token from the rule's text."""
+    frames, per_frame = layout.token_regions.shape
+    total = frames * per_frame
+    allowed = torch.zeros(total, total, dtype=torch.bool)
+    for q in range(total):
+        fq, rq = divmod(q, per_frame)
+        region_q = int(layout.token_regions[fq, rq])
+        for k in range(total):
+            fk, rk = divmod(k, per_frame)
+            region_k = int(layout.token_regions[fk, rk])
+            same_frame = fq == fk
+            region_link = bool(layout.frame_selection[fq, fk]) and region_q == region_k != 0
+            allowed[q, k] = same_frame or region_link
+    return allowed
+
+
+def brute_force_attention(q, k, v, allowed):
+    scores = (q.double() @ k.double().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return weights @ v.double()
+
+
+def qkv(shape, dtype=torch.float64, seed=0, device="cpu"):
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return [torch.randn(shape, generator=generator, dtype=dtype, device=device).requires_grad_() for _ in range(3)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_and_backward_match_brute_force_float64(seed):
+    layout = random_layout(seed)
+    allowed = brute_force_allowed(layout)
+    q, k, v = qkv((2, 3, layout.num_tokens, 64), seed=seed)
+    grad = torch.randn(2, 3, layout.num_tokens, 64, dtype=torch.float64)
+
+    expected = brute_force_attention(q, k, v, allowed)
+    actual = fast_sparse_attention(q, k, v, layout)
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+    expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
+    actual_grads = torch.autograd.grad(actual, (q, k, v), grad)
+    for name, a, e in zip("qkv", actual_grads, expected_grads):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+def test_float32_and_token_major_inputs():
+    """(batch, tokens, heads, d) memory seen as (batch, heads, tokens, d), as Wan hands it over."""
+    layout = random_layout(3, frames=5, grid=(4, 4), regions=4)
+    allowed = brute_force_allowed(layout)
+    generator = torch.Generator().manual_seed(3)
+    base = [torch.randn(2, layout.num_tokens, 2, 64, generator=generator) for _ in range(3)]
+    q, k, v = [x.transpose(1, 2).requires_grad_() for x in base]
+    out = fast_sparse_attention(q, k, v, layout)
+    expected = brute_force_attention(q, k, v, allowed)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    for a, e in zip(grads, expected_grads):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4)
+
+
+def test_single_batch_mixed_strides_and_custom_scale():
+    layout = random_layout(4)
+    allowed = brute_force_allowed(layout)
+    q, k, v = qkv((1, 2, layout.num_tokens, 64), seed=4)
+    k_strided = k.detach().transpose(1, 2).contiguous().transpose(1, 2)
+    out = fast_sparse_attention(q, k_strided, v, layout, scale=0.3)
+    scores = (q @ k.transpose(-1, -2)) * 0.3
+    expected = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_all_background_is_attention_within_frames():
+    frames, grid = 3, (2, 5)
+    layout = SparseLayout(torch.ones(frames, frames, dtype=torch.bool), torch.zeros(frames, 10, dtype=torch.long), grid)
+    q, k, v = qkv((1, 2, 30, 64), seed=5)
+    out = fast_sparse_attention(q, k, v, layout)
+    per_frame = torch.nn.functional.scaled_dot_product_attention(
+        *[x.unflatten(2, (frames, 10)).transpose(1, 2) for x in (q, k, v)]
+    ).transpose(1, 2).flatten(2, 3)
+    torch.testing.assert_close(out, per_frame, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_plan_lists_exactly_the_cross_frame_pairs(seed):
+    layout = random_layout(seed, frames=5, grid=(3, 3))
+    plan = build_cross_region_plan(layout, "cpu", tile_tokens=2)
+    allowed = brute_force_allowed(layout)
+    frame_of = torch.arange(layout.num_tokens) // layout.tokens_per_frame
+    cross = allowed & (frame_of[:, None] != frame_of[None, :])
+    assert plan.cross_pairs == int(cross.sum())
+
+    # Expand the tables back into token pairs and compare with the brute force.
+    token = plan.token_frame * layout.tokens_per_frame + plan.token_position
+    listed = torch.zeros_like(cross)
+    for tile in range(plan.num_tiles):
+        rows = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
+        assert len(rows) <= 2
+        segment = int(plan.query_tile_segment[tile])
+        for edge in range(int(plan.key_segments_ptr[segment]), int(plan.key_segments_ptr[segment + 1])):
+            cols = range(int(plan.key_segment_start[edge]), int(plan.key_segment_end[edge]))
+            for r in rows:
+                for c in cols:
+                    listed[token[r], token[c]] = True
+    assert torch.equal(listed, cross)
+
+    # The transposed lists name the same pairs, seen from the keys.
+    listed_from_keys = torch.zeros_like(cross)
+    for tile in range(plan.num_tiles):
+        cols = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
+        segment = int(plan.query_tile_segment[tile])
+        for edge in range(int(plan.query_segments_ptr[segment]), int(plan.query_segments_ptr[segment + 1])):
+            for r in range(int(plan.query_segment_start[edge]), int(plan.query_segment_end[edge])):
+                for c in cols:
+                    listed_from_keys[token[r], token[c]] = True
+    assert torch.equal(listed_from_keys, cross)
+
+
+def test_plan_is_cached_per_layout_object():
+    layout = random_layout(0)
+    assert prepare_fast_layout(layout, "cpu") is prepare_fast_layout(layout, "cpu")
+    same_values = SparseLayout(layout.frame_selection.clone(), layout.token_regions.clone(), layout.grid_size)
+    assert prepare_fast_layout(same_values, "cpu") is not prepare_fast_layout(layout, "cpu")
+
+
+def test_wrong_token_count_is_a_clear_error():
+    layout = random_layout(0)
+    q, k, v = qkv((1, 1, layout.num_tokens + 1, 64))
+    with pytest.raises(ValueError, match="layout describes"):
+        fast_sparse_attention(q, k, v, layout)
+
+
+TRITON_CHECK = """
+import torch
+from iasa.attention import fast_math, fast_triton
+from iasa.attention.fast_plan import build_cross_region_plan
+from tests.test_attention_fast import random_layout
+
+layout = random_layout(7, frames=4, grid=(6, 6), regions=2)
+plan = build_cross_region_plan(layout, "cpu", tile_tokens=16)
+frames, per_frame = layout.token_regions.shape
+batch, heads, dim = 2, 2, 64
+g = torch.Generator().manual_seed(0)
+q, k, v = [torch.randn(batch, frames * per_frame, heads, dim, generator=g).half().transpose(1, 2) for _ in range(3)]
+own_out = torch.randn(batch, frames, heads, per_frame, dim, generator=g).half()
+own_lse = torch.randn(batch, frames, heads, per_frame, generator=g)
+fast_out, fast_lse = own_out.clone(), own_lse.clone()
+fast_triton.cross_region_forward_merge(q, k, v, fast_out.movedim(1, 2), fast_lse.movedim(1, 2), plan, 0.125)
+math_out, math_lse = own_out.float(), own_lse.clone()
+fast_math.cross_region_forward_merge(
+    q.float(), k.float(), v.float(), math_out.movedim(1, 2), math_lse.movedim(1, 2), plan, 0.125)
+assert not torch.equal(fast_out, own_out)
+torch.testing.assert_close(fast_out.float(), math_out, rtol=0, atol=2e-3)
+torch.testing.assert_close(fast_lse, math_lse, rtol=0, atol=1e-5)
+
+grad_out = torch.randn(batch, heads, frames * per_frame, dim, generator=g).half()
+own_grads = [torch.randn(batch, frames, heads, per_frame, dim, generator=g).half() for _ in range(3)]
+fast_grads = [x.clone() for x in own_grads]
+math_grads = [x.float() for x in own_grads]
+fast_triton.cross_region_backward_accumulate(
+    grad_out, q, k, v, fast_out.movedim(1, 2), fast_lse.movedim(1, 2),
+    tuple(x.movedim(1, 2) for x in fast_grads), plan, 0.125)
+fast_math.cross_region_backward_accumulate(
+    grad_out.float(), q.float(), k.float(), v.float(), fast_out.float().movedim(1, 2), fast_lse.movedim(1, 2),
+    tuple(x.movedim(1, 2) for x in math_grads), plan, 0.125)
+for fast, math, own in zip(fast_grads, math_grads, own_grads):
+    assert not torch.equal(fast, own)
+    torch.testing.assert_close(fast.float(), math, rtol=0, atol=4e-3)
+print("ok")
+"""
+
+
+def test_triton_kernels_match_plain_pytorch_in_the_interpreter():
+    """The CUDA kernels' logic, run by Triton's CPU interpreter on a small strided case."""
+    pytest.importorskip("triton")
+    environment = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TRITON_CHECK)],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("token_major", [False, True])
+def test_gpu_kernels_match_brute_force(dtype, head_dim, token_major):
+    frames, grid = 5, (16, 24)
+    generator = torch.Generator().manual_seed(11)
+    selection = torch.rand(frames, frames, generator=generator) < 0.6
+    selection.fill_diagonal_(True)
+    labels = torch.randint(0, 4, (frames, 1, 4, 6), generator=generator)
+    labels = labels.repeat_interleave(4, 2).repeat_interleave(4, 3).reshape(frames, -1)  # blobs of 4x4 tokens
+    layout = SparseLayout(selection, labels, grid)
+    tokens = layout.num_tokens
+    frame_of = torch.arange(tokens) // layout.tokens_per_frame
+    region = labels.reshape(-1)
+    allowed = (frame_of[:, None] == frame_of[None, :]) | (
+        selection[frame_of[:, None], frame_of[None, :]] & (region[:, None] == region[None, :]) & (region[:, None] != 0)
+    )
+    allowed = allowed.cuda()
+    batch, heads = 2, 3
+    shape = (batch, tokens, heads, head_dim) if token_major else (batch, heads, tokens, head_dim)
+    inputs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(3)]
+    if token_major:
+        inputs = [x.transpose(1, 2) for x in inputs]
+    q, k, v = [x.requires_grad_() for x in inputs]
+    grad = torch.randn(batch, heads, tokens, head_dim, device="cuda").to(dtype)
+
+    out = fast_sparse_attention(q, k, v, layout)
+    grads = torch.autograd.grad(out, (q, k, v), grad)
+    reference_inputs = [x.detach().float().requires_grad_() for x in (q, k, v)]
+    expected = brute_force_attention(*reference_inputs, allowed)
+    expected_grads = torch.autograd.grad(expected, reference_inputs, grad.double())
+
+    def relative_error(a, e):
+        return ((a.double() - e).abs().max() / e.abs().max()).item()
+
+    assert relative_error(out, expected) < 2e-2
+    for a, e in zip(grads, expected_grads):
+        assert relative_error(a, e) < 3e-2
