@@ -89,7 +89,7 @@ def test_float32_and_token_major_inputs():
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
     for a, e in zip(grads, expected_grads):
-        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.double(), e.double(), rtol=1e-4, atol=1e-4)
 
 
 def test_single_batch_mixed_strides_and_custom_scale():
