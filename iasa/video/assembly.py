@@ -170,12 +170,12 @@ class ByteTokenizer:
     def __init__(self, vocab_size: int, length: int) -> None:
         self.vocab_size, self.length = vocab_size, length
 
-    def __call__(self, prompt: str, return_mask: bool = True, add_special_tokens: bool = True):
+    def __call__(self, prompt: str, return_mask: bool = False, add_special_tokens: bool = True):
         ids = [1 + byte % (self.vocab_size - 1) for byte in prompt.encode("utf-8")][: self.length]
         padded = torch.zeros(1, self.length, dtype=torch.long)
         padded[0, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask = (torch.arange(self.length) < len(ids)).long()[None]
-        return padded, mask
+        return (padded, mask) if return_mask else padded
 
 
 def load_tokenizer(folder: Path, length: int):
