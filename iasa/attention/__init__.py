@@ -11,7 +11,7 @@ from iasa.attention.build import build_sparse_layout, token_grid
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.layout import BACKGROUND, SparseLayout
 from iasa.attention.masks import dense_mask
-from iasa.attention.sparse_attention import BACKENDS, sparse_attention
+from iasa.attention.dispatch import BACKENDS, sparse_attention
 
 __all__ = [
     "BACKENDS",

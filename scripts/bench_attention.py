@@ -1,0 +1,279 @@
+"""Input-aware sparse attention against dense attention at Wan2.1-14B shapes (GPU).
+
+    python scripts/bench_attention.py            # 512x512, 480x832, 720x1280 at 81 frames, K in {2, 4, 8}
+    python scripts/bench_attention.py --quick    # 512x512, K = 4: a smoke run
+    python scripts/bench_attention.py --check    # flex and fast against reference on a small shape
+
+Shapes: batch 1, 40 heads, head dim 128, bf16. Layouts come from a synthetic talking upper body
+(iasa/attention/synthetic_motion.py) with the default SparseAttentionConfig but K. For every
+resolution: dense cuDNN SDPA and dense flash SDPA (K-independent), then per K the sparse paths:
+reference (SDPA + dense mask; only up to REFERENCE_MAX_TOKENS tokens, else a record saying it was
+skipped), flex (FlexAttention, compiled) and fast (iasa.attention.fast, when it imports).
+
+Effective TFLOP/s = 4 S^2 D H x density / time (forward); forward+backward counts 3.5x the forward
+FLOPs. speedup and efficiency compare with dense cuDNN SDPA of the same run; efficiency = effective
+TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms: build_sparse_layout on the CPU after
+a warm-up call. first_call_ms: the first forward call (compilation, plan building). Results go to
+benchmarks/results/attention.json, rewritten after every record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics, sparse_attention  # noqa: E402
+from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "attention.json"
+HEADS, HEAD_DIM, DTYPE = 40, 128, torch.bfloat16
+VIDEO_FRAMES = 81
+RESOLUTIONS = ((512, 512), (480, 832), (720, 1280))
+TOP_KS = (2, 4, 8)
+# The dense (S, S) bool mask of the reference path: 21,504 tokens -> 0.46 GB; larger clips are skipped.
+REFERENCE_MAX_TOKENS = 24_000
+BACKWARD_FLOP_FACTOR = 3.5
+FORWARD_ITERATIONS, BACKWARD_ITERATIONS, WARMUP = 10, 5, 2
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def write_results(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def median_cuda_ms(step: Callable[[], None], iterations: int, warmup: int = WARMUP) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def time_path(attention: AttentionFn, inputs: tuple[torch.Tensor, ...]) -> dict:
+    """first_call_ms, fwd_ms (no grad) and fwd_bwd_ms of one attention function."""
+    query, key, value = inputs
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        attention(query, key, value)
+    torch.cuda.synchronize()
+    first_call_ms = 1000 * (time.perf_counter() - start)
+
+    def forward() -> None:
+        with torch.no_grad():
+            attention(query, key, value)
+
+    fwd_ms = median_cuda_ms(forward, FORWARD_ITERATIONS)
+    leaves = [x.detach().requires_grad_() for x in inputs]
+    grad_output = torch.randn_like(query)
+
+    def forward_backward() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        attention(*leaves).backward(grad_output)
+
+    fwd_bwd_ms = median_cuda_ms(forward_backward, BACKWARD_ITERATIONS)
+    return {"first_call_ms": round(first_call_ms, 1), "fwd_ms": round(fwd_ms, 3), "fwd_bwd_ms": round(fwd_bwd_ms, 3)}
+
+
+def dense_sdpa(backend: SDPBackend) -> AttentionFn:
+    def attention(query, key, value):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(query, key, value)
+
+    return attention
+
+
+def add_rates(record: dict, tokens: int, dense_cudnn: dict | None) -> dict:
+    flops = 4 * tokens**2 * HEAD_DIM * HEADS * record["density"]
+    if record.get("fwd_ms"):
+        record["effective_tflops"] = round(flops / record["fwd_ms"] / 1e9, 1)
+    if record.get("fwd_bwd_ms"):
+        record["effective_tflops_fwd_bwd"] = round(BACKWARD_FLOP_FACTOR * flops / record["fwd_bwd_ms"] / 1e9, 1)
+    if dense_cudnn and record.get("fwd_ms"):
+        dense_tflops = 4 * tokens**2 * HEAD_DIM * HEADS / dense_cudnn["fwd_ms"] / 1e9
+        record["speedup_vs_dense_cudnn"] = round(dense_cudnn["fwd_ms"] / record["fwd_ms"], 3)
+        record["efficiency_vs_dense_cudnn"] = round(record["effective_tflops"] / dense_tflops, 3)
+    if dense_cudnn and record.get("fwd_bwd_ms") and dense_cudnn.get("fwd_bwd_ms"):
+        dense_tflops = BACKWARD_FLOP_FACTOR * 4 * tokens**2 * HEAD_DIM * HEADS / dense_cudnn["fwd_bwd_ms"] / 1e9
+        record["speedup_fwd_bwd_vs_dense_cudnn"] = round(dense_cudnn["fwd_bwd_ms"] / record["fwd_bwd_ms"], 3)
+        record["efficiency_fwd_bwd_vs_dense_cudnn"] = round(record["effective_tflops_fwd_bwd"] / dense_tflops, 3)
+    return record
+
+
+def fast_available() -> str | None:
+    """None when iasa.attention.fast imports, else why not."""
+    try:
+        import iasa.attention.fast  # noqa: F401
+    except Exception as error:  # any import failure means: no fast path in this run
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def measure(record: dict, attention: AttentionFn, inputs, tokens: int, dense_cudnn: dict | None) -> dict:
+    try:
+        record.update(time_path(attention, inputs))
+    except Exception as error:  # keep the run going: one path failing must not lose the others
+        record["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        traceback.print_exc()
+    finally:
+        torch.cuda.empty_cache()
+    return add_rates(record, tokens, dense_cudnn)
+
+
+def layout_build_ms(keypoints, config: SparseAttentionConfig, repeats: int = 3) -> tuple[float, object]:
+    layout = build_sparse_layout(keypoints, config)  # warm-up (imports, allocator)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        layout = build_sparse_layout(keypoints, config)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times), layout
+
+
+def run_benchmark(resolutions, top_ks, output: Path) -> None:
+    payload = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "records": []}
+    fast_problem = fast_available()
+    if fast_problem:
+        print(f"fast path skipped: iasa.attention.fast does not import ({fast_problem})")
+
+    def emit(record: dict) -> None:
+        payload["records"].append(record)
+        write_results(output, payload)
+        shown = {k: record.get(k) for k in ("resolution", "K", "path", "density", "fwd_ms", "fwd_bwd_ms",
+                                            "effective_tflops", "speedup_vs_dense_cudnn", "error", "note")}  # fmt: skip
+        print(json.dumps({k: v for k, v in shown.items() if v is not None}), flush=True)
+
+    for height, width in resolutions:
+        resolution = f"{height}x{width}"
+        keypoints = synthetic_talking_upper_body(VIDEO_FRAMES, (height, width), seed=0)
+        base = {"resolution": resolution}
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        probe = build_sparse_layout(keypoints, SparseAttentionConfig())
+        tokens = probe.num_tokens
+        inputs = tuple(
+            torch.randn(1, HEADS, tokens, HEAD_DIM, device="cuda", dtype=DTYPE, generator=generator) for _ in range(3)
+        )
+        dense_cudnn = None
+        for path, backend in (("dense_cudnn", SDPBackend.CUDNN_ATTENTION), ("dense_flash", SDPBackend.FLASH_ATTENTION)):
+            record = measure({**base, "tokens": tokens, "K": None, "density": 1.0, "path": path},
+                             dense_sdpa(backend), inputs, tokens, dense_cudnn)  # fmt: skip
+            if path == "dense_cudnn" and "fwd_ms" in record:
+                dense_cudnn = record
+                add_rates(record, tokens, dense_cudnn)
+            emit(record)
+        for top_k in top_ks:
+            config = SparseAttentionConfig(top_k=top_k)
+            build_ms, layout = layout_build_ms(keypoints, config)
+            stats = density_statistics(layout)
+            common = {
+                **base, "tokens": tokens, "K": top_k, "density": round(stats["token_density"], 5),
+                "block_density": round(stats["reordered_block_density"], 5),
+                "full_block_fraction": round(stats["reordered_full_block_fraction"], 4),
+                "direction": config.direction, "layout_build_ms": round(build_ms, 2),
+            }  # fmt: skip
+            for path in ("reference", "flex", "fast"):
+                record = {**common, "path": path}
+                if path == "reference" and tokens > REFERENCE_MAX_TOKENS:
+                    record["note"] = f"skipped: the dense {tokens}x{tokens} mask is only built up to {REFERENCE_MAX_TOKENS} tokens"
+                    emit(record)
+                    continue
+                if path == "fast" and fast_problem:
+                    record["note"] = f"skipped: iasa.attention.fast does not import ({fast_problem})"
+                    emit(record)
+                    continue
+                if path == "reference":
+                    record["note"] = f"measured only up to {REFERENCE_MAX_TOKENS} tokens (dense S x S mask)"
+
+                def attention(query, key, value, layout=layout, path=path):
+                    return sparse_attention(query, key, value, layout, backend=path)
+
+                emit(measure(record, attention, inputs, tokens, dense_cudnn))
+        del inputs
+        torch.cuda.empty_cache()
+    print(f"wrote {output}")
+
+
+def run_check(output: Path | None) -> bool:
+    """flex and fast against the reference (fp32 ground truth) on a small clip, forward and backward."""
+    heads, height, width = 8, 256, 256
+    keypoints = synthetic_talking_upper_body(VIDEO_FRAMES, (height, width), seed=1)
+    fast_problem = fast_available()
+    paths = ["flex"] + ([] if fast_problem else ["fast"])
+    if fast_problem:
+        print(f"fast path not checked: iasa.attention.fast does not import ({fast_problem})")
+    passed = True
+    results = []
+    for direction, top_k in (("past", 4), ("both", 2)):
+        layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, direction=direction))
+        generator = torch.Generator(device="cuda").manual_seed(2)
+        tensors = [torch.randn(1, heads, layout.num_tokens, HEAD_DIM, device="cuda", generator=generator) for _ in range(4)]
+        query, key, value, grad_output = tensors
+        leaves = [x.clone().requires_grad_() for x in (query, key, value)]
+        truth = sparse_attention(*leaves, layout, backend="reference")
+        truth_grads = torch.autograd.grad(truth, leaves, grad_output)
+        for path in paths:
+            low = [x.to(DTYPE).requires_grad_() for x in (query, key, value)]
+            result = sparse_attention(*low, layout, backend=path)
+            grads = torch.autograd.grad(result, low, grad_output.to(DTYPE))
+            errors = {"out": (result.float() - truth).abs().max().item() / truth.abs().max().item()}
+            for name, got, want in zip(("dq", "dk", "dv"), grads, truth_grads):
+                errors[name] = (got.float() - want).abs().max().item() / want.abs().max().item()
+            ok = all(error < 2e-2 for error in errors.values())
+            passed &= ok
+            results.append({"path": path, "direction": direction, "K": top_k, "tokens": layout.num_tokens,
+                            "max_error_relative_to_max": errors, "ok": ok})  # fmt: skip
+            print(json.dumps(results[-1]), flush=True)
+    if output is not None:
+        write_results(output, {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "checks": results})
+    print("check passed" if passed else "check FAILED")
+    return passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one resolution (512x512) and one K (4)")
+    parser.add_argument("--check", action="store_true", help="compare flex and fast with reference, then exit")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON to write (default {RESULTS}; --check: none)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_attention.py needs a CUDA GPU (run it on the GPU machine)")
+    if args.check:
+        sys.exit(0 if run_check(args.out) else 1)
+    resolutions, top_ks = ((RESOLUTIONS[0],), (4,)) if args.quick else (RESOLUTIONS, TOP_KS)
+    run_benchmark(resolutions, top_ks, args.out or RESULTS)
+
+
+if __name__ == "__main__":
+    main()
