@@ -1,0 +1,126 @@
+"""infer_motion.py end to end on generated audio (procedural model, and EMAGE with a tiny checkpoint)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from iasa.motion.motion_file import SmplxMotion
+from iasa.pose.keypoints import WholeBodyKeypoints
+
+SR = 16000
+# infer_motion.py is a script at the repository root, not part of the installed package.
+_SPEC = importlib.util.spec_from_file_location("infer_motion", Path(__file__).resolve().parents[1] / "infer_motion.py")
+infer_motion = sys.modules.setdefault("infer_motion", importlib.util.module_from_spec(_SPEC))
+_SPEC.loader.exec_module(infer_motion)
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """A 140 Hz buzz in syllable-rate (4 Hz) bursts with a little noise."""
+    time = np.arange(int(round(seconds * SR))) / SR
+    envelope = np.clip(np.sin(2 * np.pi * 4 * time), 0, None)
+    noise = np.random.default_rng(seed).normal(scale=0.01, size=time.shape)
+    return (0.4 * envelope * np.sign(np.sin(2 * np.pi * 140 * time)) + noise).astype(np.float32)
+
+
+@pytest.fixture()
+def audio_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "speech.wav", speech_like(2.13), SR)
+    soundfile.write(folder / "short.flac", speech_like(0.1), SR)
+    soundfile.write(folder / "quiet.wav", np.zeros(SR), SR)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt definitely not audio" * 4)
+    (folder / "notes.txt").write_text("not an audio file and not picked up")
+    return folder
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
+    code = infer_motion.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_procedural_folder_with_a_corrupt_file(audio_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", "procedural", "--audio_folder", str(audio_folder), "--save_folder", str(out))
+    assert code == infer_motion.EXIT_SOME_FILES_FAILED
+    assert "broken.wav" in err and "skipped" in err
+    assert "very short audio (0.10 s)" in err and "quiet.wav: the audio is silent" in err
+    expected_frames = {"speech": 64, "short": 3, "quiet": 30}  # round(seconds * 30)
+    for name, frames in expected_frames.items():
+        motion = SmplxMotion.load(out / f"{name}_output.npz")
+        keypoints = WholeBodyKeypoints.load(out / f"{name}_keypoints.npz")
+        assert motion.num_frames == frames and keypoints.num_frames == frames
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{name}_{kind}.npz" for name in expected_frames for kind in ("output", "keypoints")
+    )  # nothing for broken.wav, no temporaries
+
+
+def test_visualization_writes_a_video_with_audio(tmp_path: Path, capsys) -> None:
+    import imageio.v2 as imageio
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "clip.wav", speech_like(1.0), SR)
+    out = tmp_path / "out"
+    code, _ = run(
+        capsys, "--model", "procedural", "--audio_folder", str(folder), "--save_folder", str(out), "--visualization",
+        "pose.image_height=256", "pose.image_width=160",
+    )  # fmt: skip
+    assert code == 0
+    reader = imageio.get_reader(out / "clip_skeleton.mp4")
+    meta = reader.get_meta_data()
+    frames = [frame for frame in reader]
+    assert meta["audio_codec"] == "aac" and meta["fps"] == 30.0
+    assert len(frames) == 30 and frames[0].shape == (256, 160, 3)
+    assert frames[10].max() > 200 and frames[10].mean() < 60  # a bright skeleton on black
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_without_model_or_checkpoint_says_what_to_download(audio_folder: Path, tmp_path: Path, capsys) -> None:
+    code, err = run(capsys, "--audio_folder", str(audio_folder), "--save_folder", str(tmp_path / "out"))
+    assert code == infer_motion.EXIT_USAGE
+    assert "huggingface.co/H-Liu1997/emage_audio" in err and "smpl-x.is.tue.mpg.de" in err
+    assert "--model procedural" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_emage_with_a_missing_checkpoint_is_an_error(audio_folder: Path, tmp_path: Path, capsys) -> None:
+    code, err = run(
+        capsys, "--model", "emage", "--ckpt", str(tmp_path / "absent"), "--audio_folder", str(audio_folder),
+        "--save_folder", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == infer_motion.EXIT_USAGE and "does not exist" in err and "H-Liu1997/emage_audio" in err
+
+
+def test_missing_smplx_model_is_an_error_before_any_work(audio_folder: Path, tmp_path: Path, capsys) -> None:
+    code, err = run(
+        capsys, "--model", "procedural", "--smplx_dir", str(tmp_path), "--audio_folder", str(audio_folder),
+        "--save_folder", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == infer_motion.EXIT_USAGE and "SMPLX_NEUTRAL_2020.npz" in err and "smpl-x.is.tue.mpg.de" in err
+
+
+def test_unknown_config_key_is_an_error(audio_folder: Path, tmp_path: Path, capsys) -> None:
+    code, err = run(
+        capsys, "--model", "procedural", "--audio_folder", str(audio_folder), "--save_folder", str(tmp_path / "o"),
+        "pose.image_heigth=10",
+    )  # fmt: skip
+    assert code == infer_motion.EXIT_USAGE and "image_heigth" in err
+
+
+def test_emage_checkpoint_runs_through_the_cli(tmp_path: Path, capsys) -> None:
+    emage_tests = pytest.importorskip("test_emage", reason="EMAGE test helpers not available")
+    checkpoint = tmp_path / "emage_audio"
+    emage_tests.write_official_layout(checkpoint, emage_tests.tiny_config())
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "speech.wav", speech_like(2.13), SR)
+    out = tmp_path / "out"
+    code, _ = run(capsys, "--ckpt", str(checkpoint), "--device", "cpu", "--audio_folder", str(folder), "--save_folder", str(out))
+    assert code == 0
+    motion = SmplxMotion.load(out / "speech_output.npz")
+    assert motion.num_frames == 64 and WholeBodyKeypoints.load(out / "speech_keypoints.npz").num_frames == 64
