@@ -223,3 +223,10 @@ def test_flex_does_not_recompile_when_only_poses_change():
     assert counters["stats"]["unique_graphs"] == graphs
     reference = sparse_attention(query, query, query, second, backend="reference")
     assert (output.float() - reference.float()).abs().max() < 2e-2
+
+
+def test_moving_a_layout_keeps_every_field():
+    layout = small_layout(block_size=32)
+    moved = layout.to("meta")
+    assert moved.token_regions.device.type == "meta" and moved.frame_selection.device.type == "meta"
+    assert (moved.grid_size, moved.block_size, moved.region_names) == (layout.grid_size, 32, layout.region_names)

@@ -23,14 +23,15 @@ def num_region_ids(layout: SparseLayout) -> int:
 
 
 def token_classes(layout: SparseLayout) -> tuple[torch.Tensor, int]:
-    """(frame, region) class id of every token in (f h w) order: (S,) int64 = frame * R + region; and R."""
+    """(frame, region) class id of every token in (f h w) order, on the CPU: (S,) int64 = frame * R +
+    region; and R. Block planning is small integer work, done on the CPU whatever the layout's device."""
     regions = num_region_ids(layout)
     token_frame, token_region = token_frames_and_regions(layout)
-    return token_frame * regions + token_region, regions
+    return (token_frame * regions + token_region).cpu(), regions
 
 
 def frame_region_order(layout: SparseLayout) -> torch.Tensor:
-    """Permutation (S,) int64: position i of the reordered sequence holds token perm[i]."""
+    """Permutation (S,) int64 on the CPU: position i of the reordered sequence holds token perm[i]."""
     classes, _ = token_classes(layout)
     return torch.sort(classes, stable=True).indices
 

@@ -8,7 +8,7 @@ Background tokens (region 0) therefore never cross frames. Tokens are in Wan's (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -50,3 +50,10 @@ class SparseLayout:
     @property
     def num_tokens(self) -> int:
         return self.token_regions.numel()
+
+    def to(self, device: torch.device | str) -> "SparseLayout":
+        """The same layout with its tensors on ``device`` (block_size and region_names kept). Kernels cache
+        per layout object: move a layout once, not at every step."""
+        return replace(
+            self, frame_selection=self.frame_selection.to(device), token_regions=self.token_regions.to(device)
+        )
