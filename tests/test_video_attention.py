@@ -1,0 +1,161 @@
+"""The routed self-attention: dense equals diffsynth's, an all-allowing sparse layout equals dense, a
+restrictive layout applies exactly the IASA rule, and it all survives peft LoRA and checkpointing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from diffsynth.pipelines.wan_video import model_fn_wan_video
+
+from iasa.attention.layout import SparseLayout
+from iasa.video.assembly import build_random
+from iasa.video.attention_patch import RoutedAttention, patch_self_attention, set_attention_layout
+from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
+from iasa.video.denoiser import predict_flow
+from iasa.video.lora import inject_lora
+
+TINY = ARCHITECTURES["tiny"]
+FRAMES, HEIGHT, WIDTH = 3, 8, 12  # latent grid -> 3 x 4 x 6 = 72 tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _base_dit():
+    torch.manual_seed(0)
+    return build_random("dit", TINY, torch.device("cpu"), torch.float32)
+
+
+def tiny_dit():
+    """A fresh copy of one random tiny DiT (building is slower than copying)."""
+    return copy.deepcopy(_base_dit())
+
+
+def inputs(seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    return {
+        "latents": randn(1, 16, FRAMES, HEIGHT, WIDTH),
+        "timestep": torch.tensor([700.0]),
+        "context": randn(1, TINY.text_length, TINY.text_dim),
+        "clip_feature": randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM),
+        "y": randn(1, CONDITION_CHANNELS, FRAMES, HEIGHT, WIDTH),
+    }
+
+
+def flow(dit, pose_features=None, **kwargs) -> torch.Tensor:
+    return predict_flow(dit, **inputs(), pose_features=pose_features, **kwargs)
+
+
+def layout(frame_selection: torch.Tensor, regions: torch.Tensor) -> SparseLayout:
+    return SparseLayout(frame_selection=frame_selection, token_regions=regions, grid_size=(HEIGHT // 2, WIDTH // 2))
+
+
+def test_own_forward_equals_diffsynth_model_fn():
+    dit = tiny_dit()
+    with torch.no_grad():
+        expected = model_fn_wan_video(dit=dit, **inputs())
+        torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pose_features_are_added_to_patch_embeddings():
+    dit = tiny_dit()
+    features = torch.randn(1, TINY.dim, FRAMES, HEIGHT // 2, WIDTH // 2)
+    with torch.no_grad():
+        shifted = copy.deepcopy(dit)
+        # Folding constant features into the patch-embedding bias is the same as adding them: check with
+        # features constant over tokens.
+        constant = features[:, :, :1, :1, :1].expand_as(features)
+        shifted.patch_embedding.bias += constant[0, :, 0, 0, 0]
+        torch.testing.assert_close(flow(dit, pose_features=constant), flow(shifted), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(flow(dit, pose_features=features), flow(dit))
+
+
+def test_patched_dense_equals_unpatched():
+    dit = tiny_dit()
+    with torch.no_grad():
+        expected = flow(dit)
+        patch_self_attention(dit)
+        assert all(isinstance(block.self_attn.attn, RoutedAttention) for block in dit.blocks)
+        assert not any(isinstance(block.cross_attn.attn, RoutedAttention) for block in dit.blocks)
+        torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_all_allowing_sparse_layout_equals_dense():
+    dit = tiny_dit()
+    tokens = (HEIGHT // 2) * (WIDTH // 2)
+    with torch.no_grad():
+        expected = flow(dit)
+        patch_self_attention(dit, backend="reference")
+        set_attention_layout(dit, layout(torch.ones(FRAMES, FRAMES, dtype=torch.bool), torch.ones(FRAMES, tokens, dtype=torch.long)))
+        torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
+
+
+def brute_force_masked_attention(q, k, v, frame_selection, regions):
+    """SDPA with the IASA rule written out token by token: same frame, or chosen frame and same region."""
+    frames, tokens = regions.shape
+    frame_of = torch.arange(frames).repeat_interleave(tokens)
+    region_of = regions.flatten()
+    allowed = torch.zeros(frames * tokens, frames * tokens, dtype=torch.bool)
+    for i in range(frames * tokens):
+        for j in range(frames * tokens):
+            same_frame = frame_of[i] == frame_of[j]
+            chosen = frame_selection[frame_of[i], frame_of[j]] and region_of[i] == region_of[j] and region_of[i] != 0
+            allowed[i, j] = bool(same_frame or chosen)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
+def test_restrictive_layout_applies_the_iasa_rule():
+    heads, head_dim = TINY.num_heads, TINY.dim // TINY.num_heads
+    tokens = (HEIGHT // 2) * (WIDTH // 2)
+    generator = torch.Generator().manual_seed(3)
+    selection = torch.eye(FRAMES, dtype=torch.bool)
+    selection[2, 0] = selection[1, 0] = True
+    regions = torch.randint(0, 3, (FRAMES, tokens), generator=generator)
+    route = patch_self_attention(tiny_dit(), backend="reference")
+    attention = RoutedAttention(heads, route)
+    q, k, v = (torch.randn(1, FRAMES * tokens, heads * head_dim, generator=generator) for _ in range(3))
+    route.layout = layout(selection, regions)
+    split = lambda t: t.view(1, -1, heads, head_dim).transpose(1, 2)  # noqa: E731
+    expected = brute_force_masked_attention(split(q), split(k), split(v), selection, regions)
+    torch.testing.assert_close(attention(q, k, v), expected.transpose(1, 2).reshape(1, -1, heads * head_dim), rtol=1e-5, atol=1e-5)
+    route.layout = None
+    assert not torch.allclose(attention(q, k, v), expected.transpose(1, 2).reshape(1, -1, heads * head_dim), atol=1e-3)
+
+
+def test_layout_of_the_wrong_size_is_an_error():
+    dit = tiny_dit()
+    patch_self_attention(dit)
+    set_attention_layout(dit, layout(torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 24, dtype=torch.long)))
+    with pytest.raises(ValueError, match="tokens"):
+        flow(dit)
+
+
+@pytest.mark.parametrize("attention", ["dense", "iasa"])
+def test_lora_and_gradient_checkpointing_keep_the_patch(attention):
+    dit = tiny_dit()
+    patch_self_attention(dit, backend="reference")
+    dit = inject_lora(dit, rank=2, alpha=2)
+    assert all(isinstance(block.self_attn.attn, RoutedAttention) for block in dit.blocks)
+    for name, parameter in dit.named_parameters():
+        parameter.requires_grad_("lora_" in name)
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.1)
+    tokens = (HEIGHT // 2) * (WIDTH // 2)
+    selection = torch.eye(FRAMES, dtype=torch.bool) | torch.ones(FRAMES, FRAMES, dtype=torch.bool).tril()
+    regions = (torch.arange(FRAMES * tokens).view(FRAMES, tokens) % 3)
+    set_attention_layout(dit, layout(selection, regions) if attention == "iasa" else None)
+    dit.train()
+    gradients = []
+    for checkpointing in (False, True):
+        dit.zero_grad()
+        flow(dit, use_gradient_checkpointing=checkpointing).square().mean().backward()
+        gradients.append({n: p.grad.clone() for n, p in dit.named_parameters() if p.requires_grad})
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 0
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[1][name], gradients[0][name], rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for n, g in gradients[0].items() if "self_attn" in n and "lora_A" in n)
