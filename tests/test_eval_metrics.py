@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import linalg
 
 from iasa.eval.beat_consistency import (
     audio_onsets,
@@ -54,20 +55,17 @@ def test_frechet_distance_of_diagonal_gaussians_has_the_closed_form() -> None:
     assert distance == pytest.approx(expected, abs=1e-9)
 
 
-def test_frechet_distance_matches_the_symmetric_formula_for_any_covariances() -> None:
+def test_frechet_distance_matches_scipy_sqrtm_for_any_covariances() -> None:
     rng = np.random.default_rng(1)
-    left, right = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
-    cov_a, cov_b = left @ left.T + np.eye(5), right @ right.T + 0.5 * np.eye(5)
-    mean_a, mean_b = rng.standard_normal(5), rng.standard_normal(5)
-
-    def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-        values, vectors = np.linalg.eigh(matrix)
-        return vectors @ np.diag(np.sqrt(np.clip(values, 0, None))) @ vectors.T
-
-    root_a = psd_sqrt(cov_a)
-    expected = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2 * psd_sqrt(root_a @ cov_b @ root_a))
-    distance = frechet_distance_from_statistics(mean_a, cov_a, mean_b, cov_b, eps=0.0)
-    assert distance == pytest.approx(expected, rel=1e-9)
+    for dims, eps in ((5, 0.0), (40, 1e-6)):
+        left, right = rng.standard_normal((dims, dims)), rng.standard_normal((dims, dims // 2))
+        cov_a, cov_b = left @ left.T + np.eye(dims), right @ right.T  # cov_b is rank-deficient
+        mean_a, mean_b = rng.standard_normal(dims), rng.standard_normal(dims)
+        ridge = np.eye(dims) * eps
+        root = np.real(linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge)))  # emage_evaltools' formula
+        expected = np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)
+        distance = frechet_distance_from_statistics(mean_a, cov_a, mean_b, cov_b, eps=eps)
+        assert distance == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_gaussian_statistics_are_sample_mean_and_unbiased_covariance() -> None:

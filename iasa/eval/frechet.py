@@ -3,12 +3,15 @@
 d^2 = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), with sample means and unbiased
 covariances. As in EMAGE's FGD, a small ridge ``eps`` is added to both covariances inside the
 matrix square root (only there), which keeps it defined for rank-deficient features.
+
+tr((S_a S_b)^(1/2)) equals tr((R S_b R)^(1/2)) with R = S_a^(1/2): the same eigenvalues, but from a
+symmetric matrix, so two symmetric eigendecompositions replace scipy's general matrix square root
+(several times faster at FGD's 240 dimensions, and never complex).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 COVARIANCE_RIDGE = 1e-6
 
@@ -28,9 +31,16 @@ def frechet_distance_from_statistics(
     if mean_a.shape != mean_b.shape or cov_a.shape != cov_b.shape:
         raise ValueError(f"feature sizes differ: {mean_a.shape} vs {mean_b.shape}")
     ridge = np.eye(cov_a.shape[0]) * eps
-    root = linalg.sqrtm((cov_a + ridge) @ (cov_b + ridge))
+    root_a = symmetric_sqrt(cov_a + ridge)
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ (cov_b + ridge) @ root_a), 0, None)).sum()
     difference = mean_a - mean_b
-    return float(difference @ difference + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(np.real(root)))
+    return float(difference @ difference + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (negative rounding noise clipped)."""
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, eps: float = COVARIANCE_RIDGE) -> float:
