@@ -1,0 +1,123 @@
+"""LoRA files round trip, UniAnimate's checkpoint (LoRA merged + pose nets), pose-net key names and shapes."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from safetensors import safe_open
+
+from iasa.video.assembly import CheckpointKeyError, build_random
+from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
+from iasa.video.denoiser import predict_flow
+from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
+from iasa.video.pose_guider import UniAnimatePoseNets
+
+TINY = ARCHITECTURES["tiny"]
+
+
+@functools.lru_cache(maxsize=1)
+def _base_dit():
+    torch.manual_seed(0)
+    return build_random("dit", TINY, torch.device("cpu"), torch.float32)
+
+
+def tiny_dit():
+    return copy.deepcopy(_base_dit())
+
+
+def flow(dit) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        return predict_flow(
+            dit,
+            latents=torch.randn(1, 16, 2, 4, 4, generator=generator),
+            timestep=torch.tensor([500.0]),
+            context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator),
+            clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator),
+            y=torch.randn(1, CONDITION_CHANNELS, 2, 4, 4, generator=generator),
+            pose_features=None,
+        )
+
+
+def randomize_lora(dit, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in dit.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
+def test_lora_file_round_trip(tmp_path):
+    trained = inject_lora(tiny_dit(), rank=3, alpha=6)
+    randomize_lora(trained, seed=1)
+    path = tmp_path / "lora" / "student.safetensors"
+    save_lora(path, trained)
+    with safe_open(str(path), framework="pt") as handle:
+        keys, metadata = set(handle.keys()), handle.metadata()
+    assert "blocks.0.self_attn.q.lora_A.weight" in keys and "blocks.1.ffn.2.lora_B.weight" in keys
+    assert metadata["rank"] == "3" and float(metadata["alpha"]) == 6
+    loaded = load_lora(path, tiny_dit())
+    torch.testing.assert_close(flow(loaded), flow(trained), rtol=0, atol=0)
+    assert not torch.allclose(flow(loaded), flow(tiny_dit()), atol=1e-4)
+    assert not list(tmp_path.glob("lora/.*")), "temporary files left behind"
+
+
+def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path):
+    path = tmp_path / "narrow.safetensors"
+    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)))
+    with pytest.raises(CheckpointKeyError, match="does not fit"):
+        load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2))
+
+
+def test_pose_net_keys_are_unianimates():
+    keys = set(UniAnimatePoseNets(dit_dim=TINY.dim).state_dict())
+    expected = {f"dwpose_embedding.{i}.{p}" for i in range(0, 13, 2) for p in ("weight", "bias")}
+    expected |= {f"randomref_embedding_pose.{i}.{p}" for i in range(0, 11, 2) for p in ("weight", "bias")}
+    assert keys == expected
+
+
+def test_pose_nets_map_to_the_token_grid():
+    nets = UniAnimatePoseNets(dit_dim=TINY.dim)
+    with torch.no_grad():
+        features = nets.pose_features(torch.rand(1, 3, 81, 64, 96))
+        reference = nets.reference_condition(torch.rand(1, 3, 64, 96))
+    assert features.shape == (1, TINY.dim, 21, 4, 6)  # 21 latent frames, H/16 x W/16 tokens
+    assert reference.shape == (1, CONDITION_CHANNELS, 1, 8, 12)  # H/8 x W/8, broadcast over frames
+
+
+def write_unianimate_checkpoint(path, dit_lora: dict[str, torch.Tensor], pose_nets: UniAnimatePoseNets) -> None:
+    """UniAnimate's Lightning checkpoint: a flat dict of the trainable weights, peft adapter "default"."""
+    state = {f"pipe.dit.{key.replace('.weight', '.default.weight')}": value for key, value in dit_lora.items()}
+    state.update(pose_nets.state_dict())
+    torch.save(state, path)
+
+
+def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path):
+    rank = 4
+    # The expected model: peft's own forward with UniAnimate's adapter (alpha = rank -> update = B A).
+    with_adapter = inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=["q", "k", "v", "o", "ffn.0", "ffn.2"]), tiny_dit()
+    )
+    randomize_lora(with_adapter, seed=2)
+    adapter = get_peft_model_state_dict(with_adapter)
+    torch.manual_seed(3)
+    source_nets = UniAnimatePoseNets(dit_dim=TINY.dim)
+    path = tmp_path / "UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
+    write_unianimate_checkpoint(path, adapter, source_nets)
+
+    merged, nets = tiny_dit(), UniAnimatePoseNets(dit_dim=TINY.dim)
+    apply_unianimate_checkpoint(path, merged, nets, lora_strength=1.0)
+    torch.testing.assert_close(flow(merged), flow(with_adapter), rtol=1e-4, atol=1e-5)
+    for name, value in nets.state_dict().items():
+        torch.testing.assert_close(value, source_nets.state_dict()[name], rtol=0, atol=0)
+
+
+def test_unianimate_checkpoint_with_unknown_keys_is_rejected(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"model.blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(CheckpointKeyError, match="neither DiT LoRA nor pose nets"):
+        apply_unianimate_checkpoint(path, tiny_dit(), UniAnimatePoseNets(dit_dim=TINY.dim))
