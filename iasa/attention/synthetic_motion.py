@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iasa.pose.keypoints import BODY_POINTS, FACE_POINTS, HAND_POINTS, WholeBodyKeypoints
+from iasa.pose.keypoints import BODY_POINTS, FACE_POINTS, WholeBodyKeypoints
 
 # Sizes in units of L = sqrt(height * width).
 NECK_HEIGHT = 0.5  # neck at this fraction of the image height
