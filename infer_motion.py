@@ -64,7 +64,11 @@ class InferMotionConfig:
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     overrides, rest = split_config_args(argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="key=value arguments override InferMotionConfig keys, e.g. pose.image_height=512 procedural.seed=3 "
+        "reference_keypoints=ref_keypoints.npz (align the skeleton to a reference image's DWPose keypoints)",
+    )
     parser.add_argument("--audio_folder", required=True, type=Path, help="folder of wav/mp3/flac/m4a/ogg files")
     parser.add_argument("--save_folder", required=True, type=Path, help="where the outputs go (created)")
     parser.add_argument("--visualization", action="store_true", help="also write <name>_skeleton.mp4 with audio")
