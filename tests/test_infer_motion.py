@@ -124,3 +124,39 @@ def test_emage_checkpoint_runs_through_the_cli(tmp_path: Path, capsys) -> None:
     assert code == 0
     motion = SmplxMotion.load(out / "speech_output.npz")
     assert motion.num_frames == 64 and WholeBodyKeypoints.load(out / "speech_keypoints.npz").num_frames == 64
+
+
+def test_reference_keypoints_set_the_image_size_and_alignment(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    soundfile.write(folder / "clip.wav", speech_like(0.5), SR)
+    first = tmp_path / "first"
+    assert run(capsys, "--model", "procedural", "--audio_folder", str(folder), "--save_folder", str(first))[0] == 0
+    default = WholeBodyKeypoints.load(first / "clip_keypoints.npz")
+    # A reference: the first frame shifted right by 10% of a 600x600 image.
+    reference = default.slice_frames(0, 1)
+    scale = np.array(default.image_size[::-1]) / 600.0
+    reference = WholeBodyKeypoints(
+        body=reference.body * scale + [0.1, 0.0], body_score=reference.body_score, hands=reference.hands * scale,
+        hands_score=reference.hands_score, face=reference.face * scale, face_score=reference.face_score,
+        image_size=(600, 600),
+    )  # fmt: skip
+    reference.save(tmp_path / "reference.npz")
+    second = tmp_path / "second"
+    code, _ = run(
+        capsys, "--model", "procedural", "--audio_folder", str(folder), "--save_folder", str(second),
+        f"reference_keypoints={tmp_path / 'reference.npz'}",
+    )  # fmt: skip
+    assert code == 0
+    aligned = WholeBodyKeypoints.load(second / "clip_keypoints.npz")
+    assert aligned.image_size == (600, 600)
+    nose_and_shoulders = [0, 2, 5]
+    np.testing.assert_allclose(aligned.body[0, nose_and_shoulders], reference.body[0, nose_and_shoulders], atol=1e-3)
+
+
+def test_pose_package_exports_the_video_stage_calls() -> None:
+    import iasa.pose
+    from iasa.pose.drawing import draw_pose_frames
+    from iasa.pose.pipeline import motion_to_keypoints
+
+    assert iasa.pose.motion_to_keypoints is motion_to_keypoints and iasa.pose.draw_pose_frames is draw_pose_frames
