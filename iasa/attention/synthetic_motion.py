@@ -96,8 +96,8 @@ def synthetic_talking_upper_body(
     rng = np.random.default_rng(seed)
     height, width = image_size
     scale = float(np.sqrt(height * width))
-    time = np.arange(num_frames) / fps
     frames = num_frames
+    time = np.arange(frames) / fps
 
     # Torso: sway, roll and a slight bob.
     neck = np.stack(
@@ -149,7 +149,7 @@ def synthetic_talking_upper_body(
         flex = np.deg2rad(25) * _smooth_noise(rng, time, (0.5, 0.9))
         pointing = _rotate(forearm / np.linalg.norm(forearm, axis=-1, keepdims=True), flex)
         curl = np.clip(0.35 + 0.4 * _smooth_noise(rng, time, (0.45, 0.8)), 0, 1)
-        # Palms face the camera: the thumb is on the inner side (towards the body's middle).
+        # The two hands mirror each other: the thumb's side flips with the body side.
         hands[side] = _hand_points(wrists[side], pointing, side, curl, scale)
 
     body = np.zeros((frames, BODY_POINTS, 2))
