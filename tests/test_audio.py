@@ -32,16 +32,18 @@ def test_44k_stereo_is_mixed_down_and_resampled(tmp_path: Path) -> None:
     assert np.abs(middle).max() == pytest.approx(0.3, abs=0.01)  # the mean of the two channels
 
 
-def test_m4a_is_decoded_by_ffmpeg(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("extension", "codec"), [("m4a", "aac"), ("mp3", "libmp3lame"), ("ogg", "libvorbis"), ("flac", "flac")])
+def test_compressed_formats_decode(tmp_path: Path, extension: str, codec: str) -> None:
     import imageio_ffmpeg
 
     time = np.arange(16000) / 16000
     soundfile.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 300 * time), 16000)
+    encoded = tmp_path / f"tone.{extension}"
     subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "tone.wav"), "-c:a", "aac", str(tmp_path / "tone.m4a")],
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "tone.wav"), "-c:a", codec, str(encoded)],
         check=True,
     )  # fmt: skip
-    waveform = load_audio(tmp_path / "tone.m4a")
+    waveform = load_audio(encoded)
     assert abs(len(waveform) - 16000) < 2048  # aac pads by up to a couple of frames
     assert dominant_frequency(waveform, 16000) == pytest.approx(300, abs=2.0)
 
