@@ -49,6 +49,12 @@ REFERENCE_MAX_TOKENS = 24_000
 BACKWARD_FLOP_FACTOR = 3.5
 FORWARD_ITERATIONS, BACKWARD_ITERATIONS, WARMUP = 10, 5, 2
 
+# Every record carries these keys (None where they do not apply, e.g. K of a dense path).
+RECORD_KEYS = (
+    "resolution", "tokens", "K", "density", "path", "fwd_ms", "fwd_bwd_ms", "effective_tflops",
+    "speedup_vs_dense_cudnn", "efficiency_vs_dense_cudnn", "layout_build_ms",
+)  # fmt: skip
+
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -168,7 +174,7 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
         print(f"fast path skipped: iasa.attention.fast does not import ({fast_problem})")
 
     def emit(record: dict) -> None:
-        payload["records"].append(record)
+        payload["records"].append({**{key: None for key in RECORD_KEYS}, **record})
         write_results(output, payload)
         shown = {k: record.get(k) for k in ("resolution", "K", "path", "density", "fwd_ms", "fwd_bwd_ms",
                                             "effective_tflops", "speedup_vs_dense_cudnn", "error", "note")}  # fmt: skip
