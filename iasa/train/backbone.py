@@ -79,6 +79,11 @@ class VideoBackbone(Protocol):
 
     def set_gradient_checkpointing(self, enabled: bool, offload: bool) -> None: ...
 
+    def set_attention_layout(self, layout: SparseLayout | None) -> None:
+        """Make `layout` the current one again: gradient checkpointing re-runs blocks in backward with the
+        model's current state, which must be the state of the forward pass being differentiated."""
+        ...
+
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """(1, 3, F, H, W) in [-1, 1] -> latents (1, 16, T, H/8, W/8), T = (F - 1) / 4 + 1."""
         ...

@@ -6,6 +6,7 @@ Every stage has its own dataclass; `task` picks which one a YAML file is read wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from iasa.attention.config import SparseAttentionConfig
 from iasa.video.config import AttentionPatchConfig, VideoModelConfig
@@ -46,8 +47,8 @@ class LoraConfig:
     alpha: int = 128
     # Linear layers of every DiT block that get LoRA (matched by name suffix, peft style).
     targets: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
-    # A LoRA file (safetensors, peft key layout) to start from; empty = fresh LoRA (B = 0).
-    init_path: str = ""
+    # A LoRA file (iasa.video.lora format, e.g. a train run's lora.safetensors) to start from; null = fresh (B = 0).
+    init_path: Optional[str] = None
 
 
 @dataclass
@@ -151,10 +152,10 @@ class RegionLossConfig:
     pixel_weight: float = 1.0
     # LPIPS as a TorchScript file taking two (N, 3, H, W) images in [-1, 1] -> (N,) distances.
     lpips_weight: float = 0.0
-    lpips_path: str = ""
+    lpips_path: Optional[str] = None
     # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D).
     face_id_weight: float = 0.0
-    face_id_path: str = ""
+    face_id_path: Optional[str] = None
 
 
 @dataclass
@@ -165,9 +166,9 @@ class DistillConfig:
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
     # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
     attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
-    # Teacher: the fine-tuned LoRA (and pose guider) from the train stage, frozen.
-    teacher_lora: str = ""
-    teacher_pose_guider: str = ""
+    # Teacher: the fine-tuned LoRA (and pose guider; null = UniAnimate's) from the train stage, frozen.
+    teacher_lora: Optional[str] = None
+    teacher_pose_guider: Optional[str] = None
     # The student (generator) and fake-score critic adapters copy the teacher LoRA's rank, targets and weights.
     # Few-step generator noise levels, noisiest first (1 step = [1.0]).
     generator_sigmas: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)

@@ -42,6 +42,15 @@ from iasa.train.runtime import (
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 
 
+def dmd_loss(sample: torch.Tensor, real_clean: torch.Tensor, fake_clean: torch.Tensor) -> torch.Tensor:
+    """0.5 ||x0 - sg(x0 - g)||^2 (mean) with g = (fake - real) / mean|x0 - real|: its gradient with respect
+    to the sample x0 is g / x0.numel(), the DMD direction -(s_real - s_fake) in x0 space."""
+    with torch.no_grad():
+        normaliser = (sample.float() - real_clean.float()).abs().mean().clamp_min(1e-6)
+        target = sample.float() - (fake_clean.float() - real_clean.float()) / normaliser
+    return 0.5 * F.mse_loss(sample.float(), target)
+
+
 class Distiller:
     """The three roles on one backbone, and the two losses."""
 
@@ -98,9 +107,10 @@ class Distiller:
             noisy = add_noise(sample.detach(), torch.randn_like(sample), sigma)
             real = self.teacher_clean(noisy, sigma, batch)
             fake = self.predict(CRITIC, noisy, sigma, batch, self.config.teacher_direction)
-            normaliser = (sample.detach().float() - real.float()).abs().mean().clamp_min(1e-6)
-            target = sample.detach().float() - (fake.float() - real.float()) / normaliser
-        losses = {"dmd": 0.5 * F.mse_loss(sample.float(), target)}
+        # Checkpointed generator blocks are recomputed in backward: give them back the generator's state.
+        use_adapter(self.backbone.dit, GENERATOR)
+        self.backbone.set_attention_layout(layout_for(batch, self.config.attention.attention, self.config.student_direction))
+        losses = {"dmd": dmd_loss(sample, real, fake)}
         if self.region_loss is not None:
             losses["region"] = self.region_term(sample, batch)
         losses["total"] = losses["dmd"] + self.config.region.weight * losses.get("region", 0.0)
@@ -177,7 +187,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
                     losses = {"total": distiller.critic_loss(batch)} if phase == CRITIC else distiller.generator_loss(batch)
                 (losses["total"] / accumulation).backward()
                 for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value) / accumulation
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) / accumulation
             average_gradients(accelerator, trained)
             optimizer, scheduler = optimizers[f"{phase}_optimizer"], optimizers[f"{phase}_scheduler"]
             totals["grad_norm"] = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)

@@ -56,7 +56,7 @@ def decoded_frame_indices(first_latent: int, num_latents: int) -> list[int]:
     return list(range(start, start + 1 + 4 * (num_latents - 1)))
 
 
-def _load_torchscript(path: str, what: str, key: str) -> torch.jit.ScriptModule:
+def _load_torchscript(path: str | None, what: str, key: str) -> torch.jit.ScriptModule:
     if not path or not Path(path).is_file():
         raise FileNotFoundError(
             f"region.{key}_weight > 0 needs a {what} TorchScript model, but region.{key}_path={path!r} is not a file; "

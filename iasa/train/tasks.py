@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
 from omegaconf import OmegaConf
 
 from iasa.config import ConfigError, load_config, split_config_args
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = 
     args = parser.parse_args(rest)
     task = read_task(args.config, overrides)
     config = load_config(SCHEMAS[task], args.config, overrides)
+    if task != "data_process":
+        # Random base weights (model_dir null) must be the same in an interrupted and a resumed run.
+        torch.manual_seed(config.run.seed)
     backbone = backbone_factory(config)
     if task == "data_process":
         from accelerate import PartialState

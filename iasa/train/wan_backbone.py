@@ -13,6 +13,7 @@ from iasa.attention.layout import SparseLayout
 from iasa.pose.drawing import draw_pose_frames
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
+from iasa.video.attention_patch import set_attention_layout
 from iasa.video.backbone import WanPoseBackbone
 from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt
 from iasa.video.config import AttentionPatchConfig, VideoModelConfig
@@ -52,6 +53,9 @@ class WanTrainingBackbone:
 
     def set_gradient_checkpointing(self, enabled: bool, offload: bool) -> None:
         self.pose_backbone.set_gradient_checkpointing(enabled, offload)
+
+    def set_attention_layout(self, layout: SparseLayout | None) -> None:
+        set_attention_layout(self.dit, layout)
 
     def predict_flow(self, noisy_latents, timestep, batch, layout: SparseLayout | None, context=None) -> torch.Tensor:
         dtype = self.components.dtype
