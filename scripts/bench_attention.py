@@ -85,21 +85,22 @@ def median_cuda_ms(step: Callable[[], None], iterations: int, warmup: int = WARM
     return statistics.median(times)
 
 
-def time_path(attention: AttentionFn, inputs: tuple[torch.Tensor, ...]) -> dict:
-    """first_call_ms, fwd_ms (no grad) and fwd_bwd_ms of one attention function."""
+def time_path(record: dict, attention: AttentionFn, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Set first_call_ms, fwd_ms (no grad) and fwd_bwd_ms of one attention function in ``record``, each
+    as soon as it is known (a failing backward keeps the forward numbers)."""
     query, key, value = inputs
     torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.no_grad():
         attention(query, key, value)
     torch.cuda.synchronize()
-    first_call_ms = 1000 * (time.perf_counter() - start)
+    record["first_call_ms"] = round(1000 * (time.perf_counter() - start), 1)
 
     def forward() -> None:
         with torch.no_grad():
             attention(query, key, value)
 
-    fwd_ms = median_cuda_ms(forward, FORWARD_ITERATIONS)
+    record["fwd_ms"] = round(median_cuda_ms(forward, FORWARD_ITERATIONS), 3)
     leaves = [x.detach().requires_grad_() for x in inputs]
     grad_output = torch.randn_like(query)
 
@@ -108,8 +109,7 @@ def time_path(attention: AttentionFn, inputs: tuple[torch.Tensor, ...]) -> dict:
             leaf.grad = None
         attention(*leaves).backward(grad_output)
 
-    fwd_bwd_ms = median_cuda_ms(forward_backward, BACKWARD_ITERATIONS)
-    return {"first_call_ms": round(first_call_ms, 1), "fwd_ms": round(fwd_ms, 3), "fwd_bwd_ms": round(fwd_bwd_ms, 3)}
+    record["fwd_bwd_ms"] = round(median_cuda_ms(forward_backward, BACKWARD_ITERATIONS), 3)
 
 
 def dense_sdpa(backend: SDPBackend) -> AttentionFn:
@@ -148,7 +148,7 @@ def fast_available() -> str | None:
 
 def measure(record: dict, attention: AttentionFn, inputs, tokens: int, dense_cudnn: dict | None) -> dict:
     try:
-        record.update(time_path(attention, inputs))
+        time_path(record, attention, inputs)
     except Exception as error:  # keep the run going: one path failing must not lose the others
         record["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         traceback.print_exc()
