@@ -271,3 +271,16 @@ def test_random_init_reads_the_config_files_only(checkpoint) -> None:
     assert random.config == tiny_config()
     loaded = checkpoint[1].state_dict()
     assert not torch.equal(random.audio_model.state_dict()["moton_proj.weight"], loaded["moton_proj.weight"])
+
+
+@pytest.mark.gpu
+def test_cuda_inference_matches_cpu(checkpoint, generator) -> None:
+    on_gpu = EmageMotionGenerator.from_pretrained(checkpoint[0], device="cuda")
+    waveform = speech_like(7.0, seed=5)
+    # TF32 convolutions could flip an argmax between near-equal codebook logits.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        gpu_motion = on_gpu(waveform)
+    cpu_motion = generator(waveform)
+    assert gpu_motion.poses.shape == cpu_motion.poses.shape == (210, 165)
+    np.testing.assert_allclose(gpu_motion.poses, cpu_motion.poses, atol=1e-3)
+    np.testing.assert_allclose(gpu_motion.trans, cpu_motion.trans, atol=1e-3)
