@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from einops import rearrange
+from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
 from iasa.motion.motion_file import NUM_BETAS, NUM_EXPRESSIONS, NUM_JOINTS, SmplxMotion
@@ -223,6 +224,4 @@ def _thin_onsets(onsets: np.ndarray, min_gap_frames: int) -> np.ndarray:
 
 def smooth_envelope(signal: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Gaussian smoothing of a (T,) signal with edge values held."""
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(signal.astype(np.float64), sigma_frames, mode="nearest")

@@ -12,7 +12,7 @@ from iasa.pose.alignment import Similarity2D, fit_similarity
 from iasa.pose.camera import framing_camera
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
-from iasa.pose.skeleton import builtin_skeleton_points
+from iasa.pose.skeleton import axis_angle_to_matrix, builtin_skeleton_points
 from iasa.pose.wholebody import coco_wholebody_to_dwpose, smplx_to_coco_wholebody
 
 PELVIS = 0
@@ -32,8 +32,6 @@ def motion_points(motion: SmplxMotion, config: PoseConfig, smplx_dir: str | Path
 def turn_to_face_camera(points: np.ndarray, motion: SmplxMotion) -> np.ndarray:
     """Rotate (T, P, 3) points about the vertical axis through the mean pelvis so that the root's mean
     forward direction (its local +Z) points at +Z, the camera."""
-    from iasa.pose.skeleton import axis_angle_to_matrix
-
     forward = axis_angle_to_matrix(motion.poses[:, :3].astype(np.float64))[:, :, 2].mean(axis=0)
     if np.hypot(forward[0], forward[2]) < 1e-6:  # facing straight up or down: no meaningful yaw
         return points
