@@ -24,7 +24,7 @@ ROT6D_DIMS = 6
 ConfigT = TypeVar("ConfigT")
 
 
-class EmageCheckpointError(FileNotFoundError):
+class EmageCheckpointError(ValueError):
     """An EMAGE checkpoint folder, config or weight file that is missing or does not match the model."""
 
 
