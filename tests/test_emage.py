@@ -161,6 +161,9 @@ def test_config_missing_an_architecture_key_is_an_error(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(values))
     with pytest.raises(EmageCheckpointError, match=r"lacks the keys \['hidden_size'\]"):
         EmageMotionGenerator.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**values, "hidden_size": "16"}))
+    with pytest.raises(EmageCheckpointError, match=r"must be integers: \{'hidden_size': '16'\}"):
+        EmageMotionGenerator.from_pretrained(folder)
 
 
 def test_full_size_model_has_the_official_keys_and_size() -> None:

@@ -156,6 +156,10 @@ def read_config(schema: type[ConfigT], path: Path) -> ConfigT:
     missing = [name for name in names if name not in values]
     if missing:
         raise EmageCheckpointError(f"{path} lacks the keys {missing}; {DOWNLOAD_HINT}")
+    # Every EMAGE setting is a whole number (sizes, counts, rates, flags).
+    not_integers = {name: values[name] for name in names if type(values[name]) is not int}
+    if not_integers:
+        raise EmageCheckpointError(f"{path}: these keys must be integers: {not_integers}")
     return schema(**{name: values[name] for name in names})
 
 
