@@ -124,28 +124,24 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     assert plan.cross_pairs == int(cross.sum())
 
     # Expand the tables back into token pairs and compare with the brute force.
-    token = plan.token_frame * layout.tokens_per_frame + plan.token_position
+    token = plan.token_index32.long()
+    assert torch.equal(token, plan.token_frame * layout.tokens_per_frame + plan.token_position)
     listed = torch.zeros_like(cross)
-    for tile in range(plan.num_tiles):
-        rows = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
-        assert len(rows) <= 2
-        segment = int(plan.query_tile_segment[tile])
-        for edge in range(int(plan.key_segments_ptr[segment]), int(plan.key_segments_ptr[segment + 1])):
-            cols = range(int(plan.key_segment_start[edge]), int(plan.key_segment_end[edge]))
-            for r in rows:
-                for c in cols:
-                    listed[token[r], token[c]] = True
-    assert torch.equal(listed, cross)
-
-    # The transposed lists name the same pairs, seen from the keys.
     listed_from_keys = torch.zeros_like(cross)
     for tile in range(plan.num_tiles):
-        cols = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
+        rows = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
+        assert 0 < len(rows) <= 2
         segment = int(plan.query_tile_segment[tile])
-        for edge in range(int(plan.query_segments_ptr[segment]), int(plan.query_segments_ptr[segment + 1])):
-            for r in range(int(plan.query_segment_start[edge]), int(plan.query_segment_end[edge])):
-                for c in cols:
-                    listed_from_keys[token[r], token[c]] = True
+        keys = plan.key_list_token[plan.key_list_ptr[segment] : plan.key_list_ptr[segment + 1]].long()
+        queries = plan.query_list_token[plan.query_list_ptr[segment] : plan.query_list_ptr[segment + 1]].long()
+        query_rows = plan.query_list[plan.query_list_ptr[segment] : plan.query_list_ptr[segment + 1]].long()
+        assert torch.equal(token[query_rows], queries)
+        for r in rows:
+            assert not listed[token[r], keys].any()  # every key once
+            listed[token[r], keys] = True
+            listed_from_keys[queries, token[r]] = True
+    assert torch.equal(listed, cross)
+    # The query lists name the same pairs, seen from the keys.
     assert torch.equal(listed_from_keys, cross)
 
 

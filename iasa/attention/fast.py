@@ -120,6 +120,8 @@ class _FastSparseAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         query, key, value, own_out, own_lse = ctx.saved_tensors
         framing = ctx.framing
+        if grad_out.stride(-1) != 1:
+            grad_out = grad_out.contiguous()
         grads = _own_frame_backward(
             framing.to_frames(grad_out),
             framing.to_frames(query), framing.to_frames(key), framing.to_frames(value),
@@ -154,8 +156,8 @@ def fast_sparse_attention(
         )
     if not (query.shape == key.shape == value.shape):
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
-    if not (query.stride() == key.stride() == value.stride()):
-        # The kernels read query, key and value with one stride pattern.
+    if not (query.stride() == key.stride() == value.stride()) or query.stride(-1) != 1:
+        # The kernels read query, key and value with one stride pattern and contiguous rows.
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
     plan = prepare_fast_layout(layout, query.device)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale

@@ -4,10 +4,10 @@ The sparse rule splits into two parts that never overlap:
 - own frame: every token attends to its whole latent frame (dense, run as a batch of frames);
 - cross region: a region token of frame t attends to the tokens of the same region in every frame chosen
   for t other than t itself.
-Only region tokens (not background) take part in the second part. They are gathered into a compact
-sequence sorted by (frame, region), so each (frame, region) pair is one contiguous *segment*; a query
-segment's keys are a short list of other segments. Kernels walk query tiles (fixed-size pieces of one
-segment) over their key segments, and key tiles over the query segments that read them (for dK, dV).
+Only region tokens (not background) take part in the second part. They are numbered in a compact
+order sorted by (frame, region), so each (frame, region) pair is one contiguous *segment*; a segment's
+keys are a few other segments, listed back to back. Kernels walk query tiles (fixed-size pieces of one
+segment) over their key list, and key tiles over the list of queries that read them (for dK, dV).
 
 The plan is built once per layout (per clip) and reused by every layer and step; a small cache keyed by
 the layout object makes repeated calls free. Everything depends only on the layout's values, never on a
@@ -31,21 +31,21 @@ PLAN_CACHE_SIZE = 8
 
 @dataclass(frozen=True)
 class CrossRegionPlan:
-    """Index tables of one clip on one device. M = number of region tokens, S = segments, E = edges
-    (query segment, key segment) pairs; every table is int32 unless said otherwise.
+    """Index tables of one clip on one device. M = number of region tokens, S = segments. Tables are
+    int32 unless said otherwise; "compact row" = index into the (frame, region)-sorted region tokens.
 
-    token_frame, token_position: (M,) int64 latent frame and position in that frame of every compact
-        token, in (frame, region) order.
-    token_region: (M,) int64 region id of every compact token.
-    token_frame32, token_position32: the same as int32, for the Triton kernels.
-    query_tile_start, query_tile_end, query_tile_segment: (tiles,) compact row range of each query tile
-        and the segment it lies in.
-    key_segments_ptr: (S + 1,) CSR offsets into key_segment_start/end: the key segments of each segment.
-    key_segment_start, key_segment_end: (E,) compact row range of each key segment.
-    key_tile_start, key_tile_end, key_tile_segment: (tiles,) the same tiling, read as key tiles.
-    query_segments_ptr: (S + 1,) CSR offsets: the query segments that read each segment as keys.
-    query_segment_start, query_segment_end: (E,) compact row range of those query segments.
-    tile_tokens: the most rows of one tile.
+    token_frame, token_position, token_region: (M,) int64 latent frame, position in that frame and
+        region id of every compact row.
+    token_index32: (M,) the token (frame * N + position) of every compact row.
+    query_tile_start, query_tile_end, query_tile_segment: (tiles,) compact row range of each tile (a
+        piece of one segment of at most tile_tokens rows) and its segment. Tiles serve as query tiles
+        (forward, dQ) and as key tiles (dK, dV).
+    key_list_ptr: (S + 1,) offsets into key_list_token: the keys of each segment, all key segments
+        concatenated, so a kernel walks them in full inner tiles.
+    key_list_token: the tokens of those keys.
+    query_list_ptr: (S + 1,) offsets into query_list / query_list_token: the queries that read each
+        segment as keys, concatenated.
+    query_list, query_list_token: their compact rows and tokens.
     cross_pairs: number of allowed (query, key) token pairs across frames, for density statistics.
     """
 
@@ -56,17 +56,15 @@ class CrossRegionPlan:
     token_frame: torch.Tensor
     token_position: torch.Tensor
     token_region: torch.Tensor
-    token_frame32: torch.Tensor
-    token_position32: torch.Tensor
+    token_index32: torch.Tensor
     query_tile_start: torch.Tensor
     query_tile_end: torch.Tensor
     query_tile_segment: torch.Tensor
-    key_segments_ptr: torch.Tensor
-    key_segment_start: torch.Tensor
-    key_segment_end: torch.Tensor
-    query_segments_ptr: torch.Tensor
-    query_segment_start: torch.Tensor
-    query_segment_end: torch.Tensor
+    key_list_ptr: torch.Tensor
+    key_list_token: torch.Tensor
+    query_list_ptr: torch.Tensor
+    query_list: torch.Tensor
+    query_list_token: torch.Tensor
     cross_pairs: int
 
     @property
@@ -78,14 +76,15 @@ class CrossRegionPlan:
         return self.query_tile_start.numel()
 
 
-def _csr(lists: list[list[int]], starts: list[int], ends: list[int]) -> tuple[list[int], list[int], list[int]]:
-    """Per-segment lists of segment ids -> (offsets, range starts, range ends)."""
-    pointer, range_start, range_end = [0], [], []
-    for neighbours in lists:
-        range_start.extend(starts[s] for s in neighbours)
-        range_end.extend(ends[s] for s in neighbours)
-        pointer.append(len(range_start))
-    return pointer, range_start, range_end
+def _concatenated_rows(
+    lists: list[list[int]], starts: list[int], ends: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment lists of segment ids -> (offsets (S + 1,), compact rows of the listed segments, concatenated)."""
+    pieces = [torch.arange(starts[k], ends[k]) for neighbours in lists for k in neighbours]
+    sizes = torch.tensor([sum(ends[k] - starts[k] for k in neighbours) for neighbours in lists], dtype=torch.long)
+    pointer = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
+    rows = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+    return pointer, rows
 
 
 def build_cross_region_plan(
@@ -93,7 +92,7 @@ def build_cross_region_plan(
 ) -> CrossRegionPlan:
     """Group a layout's region tokens by (frame, region) and list which segments meet across frames.
 
-    Runs on the CPU (a few thousand segments at most) and moves the small tables to `device` once.
+    Runs on the CPU (a few hundred segments) and moves the small tables to `device` once.
     """
     regions = layout.token_regions.detach().to("cpu", torch.int64)
     selection = layout.frame_selection.detach().to("cpu", torch.bool)
@@ -136,11 +135,11 @@ def build_cross_region_plan(
             tile_start.append(row)
             tile_end.append(min(row + tile_tokens, b))
             tile_segment.append(s)
-    key_ptr, key_start, key_end = _csr(key_lists, seg_start, seg_end)
-    query_ptr, query_start, query_end = _csr(query_lists, seg_start, seg_end)
+    key_ptr, key_rows = _concatenated_rows(key_lists, seg_start, seg_end)
+    query_ptr, query_rows = _concatenated_rows(query_lists, seg_start, seg_end)
 
-    def table(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int32).to(device, non_blocking=True)
+    def table(values: list[int] | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=torch.int32).to(device, non_blocking=True)
 
     position_of = region_token % tokens_per_frame
     return CrossRegionPlan(
@@ -151,17 +150,15 @@ def build_cross_region_plan(
         token_frame=frame_of.to(device),
         token_position=position_of.to(device),
         token_region=region_of.to(device),
-        token_frame32=frame_of.to(device, torch.int32),
-        token_position32=position_of.to(device, torch.int32),
+        token_index32=table(region_token),
         query_tile_start=table(tile_start),
         query_tile_end=table(tile_end),
         query_tile_segment=table(tile_segment),
-        key_segments_ptr=table(key_ptr),
-        key_segment_start=table(key_start),
-        key_segment_end=table(key_end),
-        query_segments_ptr=table(query_ptr),
-        query_segment_start=table(query_start),
-        query_segment_end=table(query_end),
+        key_list_ptr=table(key_ptr),
+        key_list_token=table(region_token[key_rows]),
+        query_list_ptr=table(query_ptr),
+        query_list=table(query_rows),
+        query_list_token=table(region_token[query_rows]),
         cross_pairs=cross_pairs,
     )
 
@@ -179,7 +176,7 @@ def prepare_fast_layout(layout: SparseLayout, device: torch.device | str) -> Cro
     cached = _plan_cache.get(key)
     if cached is not None and cached[0]() is layout:
         return cached[1]
-    plan = build_cross_region_plan(layout, device)
+    plan = build_cross_region_plan(layout, device, TILE_TOKENS)
     while len(_plan_cache) >= PLAN_CACHE_SIZE:
         _plan_cache.pop(next(iter(_plan_cache)))
     _plan_cache[key] = (weakref.ref(layout), plan)
