@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange, repeat
 
 from iasa.attention.layout import BACKGROUND, SparseLayout
 from iasa.attention.masks import token_frames_and_regions
@@ -46,8 +47,8 @@ def class_allowed(layout: SparseLayout) -> torch.Tensor:
     """(C, C) bool, C = T * R: whether a token of class cq may attend to a token of class ck."""
     regions = num_region_ids(layout)
     frames = layout.num_frames
-    frame = torch.arange(frames).repeat_interleave(regions)
-    region = torch.arange(regions).repeat(frames)
+    frame = repeat(torch.arange(frames), "t -> (t r)", r=regions)
+    region = repeat(torch.arange(regions), "r -> (t r)", t=frames)
     selected = layout.frame_selection.cpu()[frame[:, None], frame[None, :]]
     same_region = (region[:, None] == region[None, :]) & (region[:, None] != BACKGROUND)
     return (frame[:, None] == frame[None, :]) | (selected & same_region)
@@ -89,7 +90,7 @@ def block_layout(layout: SparseLayout, block_size: int | None = None, permutatio
     num_blocks = -(-layout.num_tokens // block_size)
     block = torch.arange(layout.num_tokens) // block_size
     histogram = torch.bincount(block * num_classes + classes, minlength=num_blocks * num_classes)
-    histogram = histogram.reshape(num_blocks, num_classes).double()
+    histogram = rearrange(histogram, "(b c) -> b c", c=num_classes).double()
     # Counts stay below 2^53, so float64 products are exact integers.
     counts = histogram @ class_allowed(layout).double() @ histogram.T
     return BlockLayout(

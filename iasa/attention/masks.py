@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from einops import rearrange, repeat
 from torch.nn.attention.flex_attention import and_masks, or_masks
 
 from iasa.attention.layout import BACKGROUND, SparseLayout
@@ -58,8 +59,8 @@ def input_aware_mask(token_frame: torch.Tensor, token_region: torch.Tensor, fram
 def token_frames_and_regions(layout: SparseLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame and region of every token in Wan's (f h w) order: two (S,) int64 tensors."""
     frames, tokens = layout.token_regions.shape
-    token_frame = torch.arange(frames, device=layout.token_regions.device).repeat_interleave(tokens)
-    return token_frame, layout.token_regions.reshape(-1).long()
+    token_frame = repeat(torch.arange(frames, device=layout.token_regions.device), "t -> (t n)", n=tokens)
+    return token_frame, rearrange(layout.token_regions.long(), "t n -> (t n)")
 
 
 def dense_mask(layout: SparseLayout, device: torch.device | str | None = None) -> torch.Tensor:

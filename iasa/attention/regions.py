@@ -20,6 +20,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from einops import rearrange
 
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.latent_frames import latent_frame_groups
@@ -190,4 +191,4 @@ def label_tokens(masks: np.ndarray) -> np.ndarray:
     labels = np.full((frames, grid_h, grid_w), BACKGROUND, dtype=np.int64)
     for region in reversed(range(regions)):
         labels[masks[:, region]] = region + 1
-    return labels.reshape(frames, grid_h * grid_w)
+    return rearrange(labels, "t h w -> t (h w)")
