@@ -7,7 +7,7 @@ flow-matching sampling with window fusion, VAE decode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -96,12 +96,7 @@ class VideoGenerator:
                 layout = build_sparse_layout(
                     keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
                     grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
-                )  # fmt: skip
-                layout = replace(
-                    layout,
-                    frame_selection=layout.frame_selection.to(pose.device),
-                    token_regions=layout.token_regions.to(pose.device),
-                )
+                ).to(pose.device)  # fmt: skip
             features = self.components.pose_nets.pose_features(pose[:, :, window.video_frames])
             inputs.append(WindowInputs(window, features, y[:, :, : window.length], layout))
         return inputs
