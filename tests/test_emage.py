@@ -161,6 +161,13 @@ def test_config_missing_an_architecture_key_is_an_error(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(values))
     with pytest.raises(EmageCheckpointError, match=r"lacks the keys \['hidden_size'\]"):
         EmageMotionGenerator.from_pretrained(folder)
+    global_config = folder / "emage_vq" / "global" / "config.json"
+    global_values = json.loads(global_config.read_text())
+    del global_values["vae_codebook_size"]  # the codebook-free global model may omit it
+    global_config.write_text(json.dumps(global_values))
+    values["hidden_size"] = 16
+    (folder / "config.json").write_text(json.dumps(values))
+    assert EmageMotionGenerator.from_pretrained(folder).config.parts["global"].vae_length == 8
     (folder / "config.json").write_text(json.dumps({**values, "hidden_size": "16"}))
     with pytest.raises(EmageCheckpointError, match=r"must be integers: \{'hidden_size': '16'\}"):
         EmageMotionGenerator.from_pretrained(folder)

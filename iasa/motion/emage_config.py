@@ -140,10 +140,11 @@ class EmageConfig:
                 )
 
 
-def read_config(schema: type[ConfigT], path: Path) -> ConfigT:
-    """A ``schema`` instance from the keys of a JSON file; keys the schema lacks are ignored, a schema
-    field missing from the file is an error naming the file and the keys (every one of them is read
-    by the official model code, so the official files hold them all)."""
+def read_config(schema: type[ConfigT], path: Path, optional: tuple[str, ...] = ()) -> ConfigT:
+    """A ``schema`` instance from the keys of a JSON file; keys the schema lacks are ignored. A schema
+    field missing from the file is an error naming the file and the keys (the official model code
+    reads every one of them, so the official files hold them all), except the ``optional`` ones,
+    which keep their defaults."""
     if not path.is_file():
         raise EmageCheckpointError(f"{path} does not exist; {DOWNLOAD_HINT}")
     try:
@@ -153,14 +154,15 @@ def read_config(schema: type[ConfigT], path: Path) -> ConfigT:
     if not isinstance(values, dict):
         raise EmageCheckpointError(f"{path} must hold a JSON object; {DOWNLOAD_HINT}")
     names = [field.name for field in dataclasses.fields(schema)]  # type: ignore[arg-type]
-    missing = [name for name in names if name not in values]
+    missing = [name for name in names if name not in values and name not in optional]
     if missing:
         raise EmageCheckpointError(f"{path} lacks the keys {missing}; {DOWNLOAD_HINT}")
+    given = {name: values[name] for name in names if name in values}
     # Every EMAGE setting is a whole number (sizes, counts, rates, flags).
-    not_integers = {name: values[name] for name in names if type(values[name]) is not int}
+    not_integers = {name: value for name, value in given.items() if type(value) is not int}
     if not_integers:
         raise EmageCheckpointError(f"{path}: these keys must be integers: {not_integers}")
-    return schema(**{name: values[name] for name in names})
+    return schema(**given)
 
 
 def read_emage_config(checkpoint_dir: str | Path) -> EmageConfig:
@@ -170,7 +172,11 @@ def read_emage_config(checkpoint_dir: str | Path) -> EmageConfig:
         raise EmageCheckpointError(f"EMAGE checkpoint folder {root} does not exist; {DOWNLOAD_HINT}")
     audio = read_config(EmageAudioConfig, root / CONFIG_NAME)
     parts = {
-        part: read_config(EmageVQConfig, root / VQ_SUBFOLDER / part / CONFIG_NAME) for part in BODY_PARTS
+        # The global model has no codebook, so its config need not name a codebook size.
+        part: read_config(
+            EmageVQConfig, root / VQ_SUBFOLDER / part / CONFIG_NAME, ("vae_codebook_size",) if part == "global" else ()
+        )
+        for part in BODY_PARTS
     }
     config = EmageConfig(audio=audio, parts=parts)
     config.validate()
