@@ -117,7 +117,7 @@ def test_all_background_is_attention_within_frames():
 @pytest.mark.parametrize("seed", [0, 5])
 def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     layout = random_layout(seed, frames=5, grid=(3, 3))
-    plan = build_cross_region_plan(layout, "cpu", tile_tokens=2)
+    plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=3, backward_tile_tokens=2)
     allowed = brute_force_allowed(layout)
     frame_of = torch.arange(layout.num_tokens) // layout.tokens_per_frame
     cross = allowed & (frame_of[:, None] != frame_of[None, :])
@@ -126,12 +126,20 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     # Expand the tables back into token pairs and compare with the brute force.
     token = plan.token_index32.long()
     assert torch.equal(token, plan.token_frame * layout.tokens_per_frame + plan.token_position)
+    for tiling in (plan.forward_tiling, plan.backward_tiling):
+        sizes = tiling.end - tiling.start
+        assert int(sizes.min()) > 0 and int(sizes.max()) <= tiling.tokens
+        covered = torch.cat([torch.arange(int(a), int(b)) for a, b in zip(tiling.start, tiling.end)])
+        assert torch.equal(covered, torch.arange(plan.num_region_tokens))  # every row once, in order
+        segment_of_row = list(zip(plan.token_frame.tolist(), plan.token_region.tolist()))
+        for a, b in zip(tiling.start.tolist(), tiling.end.tolist()):
+            assert len(set(segment_of_row[a:b])) == 1  # a tile never spans two (frame, region) segments
     listed = torch.zeros_like(cross)
     listed_from_keys = torch.zeros_like(cross)
-    for tile in range(plan.num_tiles):
-        rows = range(int(plan.query_tile_start[tile]), int(plan.query_tile_end[tile]))
-        assert 0 < len(rows) <= 2
-        segment = int(plan.query_tile_segment[tile])
+    tiling = plan.backward_tiling
+    for tile in range(tiling.count):
+        rows = range(int(tiling.start[tile]), int(tiling.end[tile]))
+        segment = int(tiling.segment[tile])
         keys = plan.key_list_token[plan.key_list_ptr[segment] : plan.key_list_ptr[segment + 1]].long()
         queries = plan.query_list_token[plan.query_list_ptr[segment] : plan.query_list_ptr[segment + 1]].long()
         query_rows = plan.query_list[plan.query_list_ptr[segment] : plan.query_list_ptr[segment + 1]].long()
@@ -166,7 +174,7 @@ from iasa.attention.fast_plan import build_cross_region_plan
 from tests.test_attention_fast import random_layout
 
 layout = random_layout(7, frames=4, grid=(6, 6), regions=2)
-plan = build_cross_region_plan(layout, "cpu", tile_tokens=16)
+plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=32, backward_tile_tokens=16)
 frames, per_frame = layout.token_regions.shape
 batch, heads, dim = 2, 2, 64
 g = torch.Generator().manual_seed(0)

@@ -29,10 +29,10 @@ LOG2_E = 1.4426950408889634
 # from a sweep at 720x1280x81, 40 heads, head dim 128, bf16 on an H200.
 FORWARD_INNER_TOKENS = 64
 FORWARD_NUM_WARPS = 4
-FORWARD_NUM_STAGES = 3
+FORWARD_NUM_STAGES = 4
 BACKWARD_INNER_TOKENS = 64
 BACKWARD_NUM_WARPS = 4
-BACKWARD_NUM_STAGES = 3
+BACKWARD_NUM_STAGES = 4
 
 
 @triton.jit
@@ -249,14 +249,15 @@ def cross_region_forward_merge(
     if plan.num_region_tokens == 0:
         return
     batch, heads, _, head_dim = query.shape
-    _cross_region_forward_merge[(plan.num_tiles, batch * heads)](
+    tiling = plan.forward_tiling
+    _cross_region_forward_merge[(tiling.count, batch * heads)](
         query, key, value, out_tokens, lse_tokens,
-        plan.token_index32, plan.query_tile_start, plan.query_tile_end, plan.query_tile_segment,
+        plan.token_index32, tiling.start, tiling.end, tiling.segment,
         plan.key_list_ptr, plan.key_list_token,
         heads, plan.tokens_per_frame,
         *_rows_strides(query), *_rows_strides(out_tokens), *lse_tokens.stride(),
         scale * LOG2_E,
-        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, BLOCK_N=FORWARD_INNER_TOKENS,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=FORWARD_INNER_TOKENS,
         num_warps=FORWARD_NUM_WARPS, num_stages=FORWARD_NUM_STAGES,
     )
 
@@ -286,25 +287,26 @@ def cross_region_backward_accumulate(
         raise ValueError(f"dK and dV must share strides, got {d_key.stride()} and {d_value.stride()}")
     row_dot = torch.empty(batch * heads, rows, device=query.device, dtype=torch.float32)
     lse_log2 = torch.empty_like(row_dot)
-    _row_statistics[(triton.cdiv(rows, plan.tile_tokens), batch * heads)](
+    tiling = plan.backward_tiling
+    _row_statistics[(triton.cdiv(rows, tiling.tokens), batch * heads)](
         grad_out, out_tokens, lse_tokens, row_dot, lse_log2,
         plan.token_index32, rows, heads, plan.tokens_per_frame,
         *_rows_strides(grad_out), *_rows_strides(out_tokens), *lse_tokens.stride(),
-        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, num_warps=BACKWARD_NUM_WARPS,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, num_warps=BACKWARD_NUM_WARPS,
     )
-    tiles = (plan.token_index32, plan.query_tile_start, plan.query_tile_end, plan.query_tile_segment)
+    tiles = (plan.token_index32, tiling.start, tiling.end, tiling.segment)
     sizes = (rows, heads, plan.tokens_per_frame, *_rows_strides(query), *_rows_strides(grad_out))
-    _cross_region_backward_query[(plan.num_tiles, batch * heads)](
+    _cross_region_backward_query[(tiling.count, batch * heads)](
         query, key, value, grad_out, lse_log2, row_dot, d_query,
         *tiles, plan.key_list_ptr, plan.key_list_token,
         *sizes, *_rows_strides(d_query), scale,
-        HEAD_DIM=head_dim, BLOCK_M=plan.tile_tokens, BLOCK_N=BACKWARD_INNER_TOKENS,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=BACKWARD_INNER_TOKENS,
         num_warps=BACKWARD_NUM_WARPS, num_stages=BACKWARD_NUM_STAGES,
     )
-    _cross_region_backward_key[(plan.num_tiles, batch * heads)](
+    _cross_region_backward_key[(tiling.count, batch * heads)](
         query, key, value, grad_out, lse_log2, row_dot, d_key, d_value,
         *tiles, plan.query_list_ptr, plan.query_list, plan.query_list_token,
         *sizes, *_rows_strides(d_key), scale,
-        HEAD_DIM=head_dim, BLOCK_M=BACKWARD_INNER_TOKENS, BLOCK_N=plan.tile_tokens,
+        HEAD_DIM=head_dim, BLOCK_M=BACKWARD_INNER_TOKENS, BLOCK_N=tiling.tokens,
         num_warps=BACKWARD_NUM_WARPS, num_stages=BACKWARD_NUM_STAGES,
     )
