@@ -55,7 +55,7 @@ from iasa.video.config import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pipeline.json"
-VIDEO_FRAMES, LATENT_FRAMES, SAMPLE_RATE, DTYPE = 81, 21, 16000, torch.bfloat16
+VIDEO_FRAMES, LATENT_FRAMES, SAMPLE_RATE = 81, 21, 16000
 TEACHER_DIT_PASSES = 100  # 50 steps x 2 (cfg)
 DEFAULT_RESOLUTIONS = ("512x512", "480x832", "720x1280")
 
@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (smoke run with --model-size tiny)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    # bf16 on the GPU (the benchmark); float32 for CPU smoke runs (CPU bf16 convolutions are slow).
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_pipeline.py needs a CUDA GPU (or --model-size tiny --device cpu for a smoke run)")
     resolutions = [parse_resolution(text) for text in args.resolutions]
@@ -163,9 +165,9 @@ def main() -> None:
     arch = ARCHITECTURES[args.model_size]
     start = time.perf_counter()
     torch.manual_seed(0)
-    dit = build_random("dit", arch, device, DTYPE)
-    pose_nets = build_random("pose_nets", arch, device, DTYPE)
-    vae = build_random("vae", arch, device, DTYPE)
+    dit = build_random("dit", arch, device, dtype)
+    pose_nets = build_random("pose_nets", arch, device, dtype)
+    vae = build_random("vae", arch, device, dtype)
     backbone = WanPoseBackbone(dit, pose_nets, sparse_backend=backend)
     motion_generator = make_motion_generator(args.motion, device)
     waveform = speech(VIDEO_FRAMES / 30 + 0.5)  # EMAGE may drop a few tail frames; the clip is cut to 81
@@ -189,16 +191,16 @@ def main() -> None:
                 raise RuntimeError(f"motion gave {keypoints.num_frames} frames, expected {VIDEO_FRAMES}")
 
             with torch.no_grad():
-                pose_video = torch.from_numpy(pose_frames).to(device, DTYPE).permute(3, 0, 1, 2)[None] / 255.0
+                pose_video = torch.from_numpy(pose_frames).to(device, dtype).permute(3, 0, 1, 2)[None] / 255.0
                 pose_s = timed(lambda: pose_nets.pose_features(pose_video), 1, device)
                 pose_features = pose_nets.pose_features(pose_video)
                 del pose_video
                 latent_h, latent_w = height // VAE_STRIDE, width // VAE_STRIDE
-                latents = torch.randn(1, LATENT_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=DTYPE)
-                y = torch.randn(1, CONDITION_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=DTYPE)
-                context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=DTYPE)
-                clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=DTYPE)
-                timestep = torch.tensor([1000.0], device=device, dtype=DTYPE)
+                latents = torch.randn(1, LATENT_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
+                y = torch.randn(1, CONDITION_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
+                context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype)
+                clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype)
+                timestep = torch.tensor([1000.0], device=device, dtype=dtype)
 
                 memory.reset()
                 vae_decode_s = timed(lambda: vae.decode(latents, device=device), 1, device)
