@@ -10,7 +10,8 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
 - layout_s: the clip's sparse layout (build_sparse_layout on the CPU + the kernel's plan on the GPU);
 - dit_step_s: one DiT forward (a 1-step student step at cfg 1), median of --repeats after a warm-up call
   (which pays compilation); dense uses cuDNN SDPA first in the priority list;
-- vae_decode_s: Wan VAE decode of the 21 latent frames (untiled), after a warm-up;
+- vae_decode_s: Wan VAE decode of the 21 latent frames (untiled), after a warm-up (None with an "error"
+  when it runs out of memory; the DiT numbers of that resolution are still recorded);
 - e2e_fps: 81 frames / (motion_s + pose_s [+ layout_s] + dit_step_s + vae_decode_s): a 1-step student;
   teacher_e2e_fps: the same with 50 steps at cfg 5 (100 DiT passes), computed from the same numbers;
 - peak_mem_gb: peak GPU memory allocated during the DiT steps and the VAE decode.
@@ -203,22 +204,30 @@ def main() -> None:
                 timestep = torch.tensor([1000.0], device=device, dtype=dtype)
 
                 memory.reset()
-                vae_decode_s = timed(lambda: vae.decode(latents, device=device), 1, device)
+                vae_error = None
+                try:
+                    vae_decode_s = timed(lambda: vae.decode(latents, device=device), 1, device)
+                except torch.OutOfMemoryError as error:  # the DiT numbers are still worth recording
+                    vae_decode_s, vae_error = None, f"VAE decode: {error}"[:300]
                 vae_peak = memory.gib()
+                memory.reset()
 
                 def record_for(attention: str, layout, layout_s: float) -> dict:
                     memory.reset()
                     step = lambda: backbone.conditioned_flow(latents, timestep, context, clip_feature, y, pose_features, layout)  # noqa: E731
                     dit_step_s = timed(step, args.repeats, device)
                     peak = max(memory.gib(), vae_peak) if vae_peak is not None else None
-                    fixed = motion_s + pose_s + layout_s + vae_decode_s
-                    return {
+                    record = {
                         **base, "attention": attention, "dit_step_s": dit_step_s, "vae_decode_s": vae_decode_s,
-                        "motion_s": motion_s, "pose_s": pose_s, "layout_s": layout_s,
-                        "e2e_fps": VIDEO_FRAMES / (fixed + dit_step_s),
-                        "teacher_e2e_fps": VIDEO_FRAMES / (fixed + TEACHER_DIT_PASSES * dit_step_s),
-                        "peak_mem_gb": peak,
+                        "motion_s": motion_s, "pose_s": pose_s, "layout_s": layout_s, "e2e_fps": None,
+                        "teacher_e2e_fps": None, "peak_mem_gb": peak,
                     }  # fmt: skip
+                    if vae_decode_s is None:
+                        return {**record, "error": vae_error}
+                    fixed = motion_s + pose_s + layout_s + vae_decode_s
+                    record["e2e_fps"] = VIDEO_FRAMES / (fixed + dit_step_s)
+                    record["teacher_e2e_fps"] = VIDEO_FRAMES / (fixed + TEACHER_DIT_PASSES * dit_step_s)
+                    return record
 
                 dense = record_for("dense", None, 0.0)
                 add(dense)

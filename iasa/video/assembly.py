@@ -160,7 +160,12 @@ def load_from_files(
     state_dict = load_state_dict([str(path) for path in paths], torch_dtype=dtype, device=str(device))
     origin = paths[0].name if len(paths) == 1 else f"{len(paths)} files {paths[0].name}..."
     load_strict(module, _converted(part, state_dict), origin=f"{paths[0].parent}/{origin}")
-    return module.to(device=device, dtype=dtype).eval()
+    module = module.to(device=device, dtype=dtype).eval()
+    if isinstance(module, WanModel):
+        # RoPE tables are a plain attribute (not a buffer), so .to() leaves them where they were built;
+        # keep them next to the weights instead of copying them at every step.
+        module.freqs = tuple(table.to(device) for table in module.freqs)
+    return module
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
