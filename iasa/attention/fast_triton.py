@@ -25,14 +25,17 @@ import triton.language as tl
 from iasa.attention.fast_plan import CrossRegionPlan
 
 LOG2_E = 1.4426950408889634
-# Inner tile over the rows a tile walks (keys in forward and dQ, queries in dK/dV), and launch settings,
-# from a sweep at 720x1280x81, 40 heads, head dim 128, bf16 on an H200.
-FORWARD_INNER_TOKENS = 64
-FORWARD_NUM_WARPS = 4
-FORWARD_NUM_STAGES = 4
-BACKWARD_INNER_TOKENS = 64
-BACKWARD_NUM_WARPS = 4
-BACKWARD_NUM_STAGES = 4
+# Per head dim: (inner tile over the rows a tile walks -- keys in forward and dQ, queries in dK/dV --,
+# warps, pipeline stages), from a sweep at 720x1280x81, 40 heads, bf16 on an H200. Other power-of-two
+# head dims use the 128 entry.
+FORWARD_LAUNCH = {64: (64, 4, 4), 128: (64, 4, 4)}
+BACKWARD_LAUNCH = {64: (64, 4, 4), 128: (64, 4, 4)}
+
+
+def _launch(table: dict[int, tuple[int, int, int]], head_dim: int) -> tuple[int, int, int]:
+    if head_dim < 16 or head_dim > 256 or head_dim & (head_dim - 1):
+        raise ValueError(f"the fast kernels take a power-of-two head dim in [16, 256], got {head_dim}")
+    return table.get(head_dim, table[128])
 
 
 @triton.jit
@@ -62,14 +65,16 @@ def _cross_region_forward_merge(
     row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
     row_sum = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    key_head, value_head = K + qkv_base, V + qkv_base
     list_stop = tl.load(key_list_ptr + segment + 1)
     for first in range(tl.load(key_list_ptr + segment), list_stop, BLOCK_N):
         cols = first + tl.arange(0, BLOCK_N)
         col_ok = cols < list_stop
-        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0).to(tl.int64)
-        key_offsets = qkv_base + key_token[:, None] * sq_n + dims[None, :]
-        k = tl.load(K + key_offsets, mask=col_ok[:, None], other=0.0)
-        v = tl.load(V + key_offsets, mask=col_ok[:, None], other=0.0)
+        # 32-bit offsets within one (batch, head): fewer integer instructions per gathered element.
+        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0)
+        key_offsets = key_token[:, None] * sq_n + dims[None, :]
+        k = tl.load(key_head + key_offsets, mask=col_ok[:, None], other=0.0)
+        v = tl.load(value_head + key_offsets, mask=col_ok[:, None], other=0.0)
         scores = tl.dot(q, tl.trans(k)) * scale_log2
         scores = tl.where(col_ok[None, :], scores, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(scores, 1))
@@ -94,7 +99,7 @@ def _cross_region_forward_merge(
     tl.store(Lse + lse_offsets, lse_log2 * 0.6931471805599453, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_rows"])
 def _row_statistics(
     dO, Out, Lse, RowDot, LseLog2,
     token_index, num_rows, heads, tokens_per_frame,
@@ -121,7 +126,7 @@ def _row_statistics(
     tl.store(LseLog2 + compact, lse * 1.4426950408889634, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_rows"])
 def _cross_region_backward_query(
     Q, K, V, dO, LseLog2, RowDot, dQ,
     token_index, tile_start, tile_end, tile_segment, key_list_ptr, key_list_token,
@@ -151,14 +156,15 @@ def _cross_region_backward_query(
     scale_log2 = scale * 1.4426950408889634
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    key_head, value_head = K + qkv_base, V + qkv_base
     list_stop = tl.load(key_list_ptr + segment + 1)
     for first in range(tl.load(key_list_ptr + segment), list_stop, BLOCK_N):
         cols = first + tl.arange(0, BLOCK_N)
         col_ok = cols < list_stop
-        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0).to(tl.int64)
-        key_offsets = qkv_base + key_token[:, None] * sq_n + dims[None, :]
-        k = tl.load(K + key_offsets, mask=col_ok[:, None], other=0.0)
-        v = tl.load(V + key_offsets, mask=col_ok[:, None], other=0.0)
+        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0)
+        key_offsets = key_token[:, None] * sq_n + dims[None, :]
+        k = tl.load(key_head + key_offsets, mask=col_ok[:, None], other=0.0)
+        v = tl.load(value_head + key_offsets, mask=col_ok[:, None], other=0.0)
         p = tl.exp2(tl.dot(q, tl.trans(k)) * scale_log2 - lse_log2[:, None])
         p = tl.where(col_ok[None, :], p, 0.0)
         d_p = tl.dot(d_out, tl.trans(v))
@@ -170,7 +176,7 @@ def _cross_region_backward_query(
     tl.store(dQ + grad_offsets, (own_grad.to(tl.float32) + acc * scale).to(dQ.dtype.element_ty), mask=row_ok[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_rows"])
 def _cross_region_backward_key(
     Q, K, V, dO, LseLog2, RowDot, dK, dV,
     token_index, tile_start, tile_end, tile_segment, query_list_ptr, query_list, query_list_token,
@@ -201,17 +207,19 @@ def _cross_region_backward_key(
 
     d_key = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     d_value = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    query_head, grad_out_head = Q + qkv_base, dO + grad_out_base
+    lse_head, row_dot_head = LseLog2 + compact_base, RowDot + compact_base
     list_stop = tl.load(query_list_ptr + segment + 1)
     for first in range(tl.load(query_list_ptr + segment), list_stop, BLOCK_M):
         entries = first + tl.arange(0, BLOCK_M)
         entry_ok = entries < list_stop
-        query_token = tl.load(query_list_token + entries, mask=entry_ok, other=0).to(tl.int64)
-        query_row = tl.load(query_list + entries, mask=entry_ok, other=0).to(tl.int64)
-        q = tl.load(Q + qkv_base + query_token[:, None] * sq_n + dims[None, :], mask=entry_ok[:, None], other=0.0)
-        d_out = tl.load(dO + grad_out_base + query_token[:, None] * sg_n + dims[None, :], mask=entry_ok[:, None], other=0.0)
+        query_token = tl.load(query_list_token + entries, mask=entry_ok, other=0)
+        query_row = tl.load(query_list + entries, mask=entry_ok, other=0)
+        q = tl.load(query_head + query_token[:, None] * sq_n + dims[None, :], mask=entry_ok[:, None], other=0.0)
+        d_out = tl.load(grad_out_head + query_token[:, None] * sg_n + dims[None, :], mask=entry_ok[:, None], other=0.0)
         # Entries past the list read lse = +inf, so their probabilities are exactly 0.
-        lse_log2 = tl.load(LseLog2 + compact_base + query_row, mask=entry_ok, other=float("inf"))
-        row_dot = tl.load(RowDot + compact_base + query_row, mask=entry_ok, other=0.0)
+        lse_log2 = tl.load(lse_head + query_row, mask=entry_ok, other=float("inf"))
+        row_dot = tl.load(row_dot_head + query_row, mask=entry_ok, other=0.0)
         p = tl.exp2(tl.dot(q, tl.trans(k)) * scale_log2 - lse_log2[:, None])
         d_value += tl.dot(tl.trans(p).to(d_out.dtype), d_out)
         d_p = tl.dot(d_out, tl.trans(v))
@@ -232,6 +240,15 @@ def _rows_strides(x: torch.Tensor) -> tuple[int, ...]:
     return x.stride()[:-1]
 
 
+def _check_32bit_rows(x: torch.Tensor) -> None:
+    """The kernels address the rows of one (batch, head) of a (batch, heads, tokens, d) tensor in 32 bits."""
+    if (x.shape[2] - 1) * x.stride(2) + x.shape[3] >= 2**31:
+        raise ValueError(
+            f"{x.shape[2]} tokens with a token stride of {x.stride(2)} exceed the kernels' 32-bit row offsets; "
+            "pass (batch, heads, tokens, head_dim) contiguous tensors"
+        )
+
+
 def cross_region_forward_merge(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -248,8 +265,10 @@ def cross_region_forward_merge(
     """
     if plan.num_region_tokens == 0:
         return
+    _check_32bit_rows(query)
     batch, heads, _, head_dim = query.shape
     tiling = plan.forward_tiling
+    inner, warps, stages = _launch(FORWARD_LAUNCH, head_dim)
     _cross_region_forward_merge[(tiling.count, batch * heads)](
         query, key, value, out_tokens, lse_tokens,
         plan.token_index32, tiling.start, tiling.end, tiling.segment,
@@ -257,8 +276,7 @@ def cross_region_forward_merge(
         heads, plan.tokens_per_frame,
         *_rows_strides(query), *_rows_strides(out_tokens), *lse_tokens.stride(),
         scale * LOG2_E,
-        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=FORWARD_INNER_TOKENS,
-        num_warps=FORWARD_NUM_WARPS, num_stages=FORWARD_NUM_STAGES,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=inner, num_warps=warps, num_stages=stages,
     )
 
 
@@ -281,6 +299,8 @@ def cross_region_backward_accumulate(
     rows = plan.num_region_tokens
     if rows == 0:
         return
+    _check_32bit_rows(query)
+    _check_32bit_rows(grad_out)
     batch, heads, _, head_dim = query.shape
     d_query, d_key, d_value = grad_tokens
     if d_key.stride() != d_value.stride():
@@ -288,11 +308,12 @@ def cross_region_backward_accumulate(
     row_dot = torch.empty(batch * heads, rows, device=query.device, dtype=torch.float32)
     lse_log2 = torch.empty_like(row_dot)
     tiling = plan.backward_tiling
+    inner, warps, stages = _launch(BACKWARD_LAUNCH, head_dim)
     _row_statistics[(triton.cdiv(rows, tiling.tokens), batch * heads)](
         grad_out, out_tokens, lse_tokens, row_dot, lse_log2,
         plan.token_index32, rows, heads, plan.tokens_per_frame,
         *_rows_strides(grad_out), *_rows_strides(out_tokens), *lse_tokens.stride(),
-        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, num_warps=BACKWARD_NUM_WARPS,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, num_warps=warps,
     )
     tiles = (plan.token_index32, tiling.start, tiling.end, tiling.segment)
     sizes = (rows, heads, plan.tokens_per_frame, *_rows_strides(query), *_rows_strides(grad_out))
@@ -300,13 +321,11 @@ def cross_region_backward_accumulate(
         query, key, value, grad_out, lse_log2, row_dot, d_query,
         *tiles, plan.key_list_ptr, plan.key_list_token,
         *sizes, *_rows_strides(d_query), scale,
-        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=BACKWARD_INNER_TOKENS,
-        num_warps=BACKWARD_NUM_WARPS, num_stages=BACKWARD_NUM_STAGES,
+        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=inner, num_warps=warps, num_stages=stages,
     )
     _cross_region_backward_key[(tiling.count, batch * heads)](
         query, key, value, grad_out, lse_log2, row_dot, d_key, d_value,
         *tiles, plan.query_list_ptr, plan.query_list, plan.query_list_token,
         *sizes, *_rows_strides(d_key), scale,
-        HEAD_DIM=head_dim, BLOCK_M=BACKWARD_INNER_TOKENS, BLOCK_N=tiling.tokens,
-        num_warps=BACKWARD_NUM_WARPS, num_stages=BACKWARD_NUM_STAGES,
+        HEAD_DIM=head_dim, BLOCK_M=inner, BLOCK_N=tiling.tokens, num_warps=warps, num_stages=stages,
     )
