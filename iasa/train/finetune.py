@@ -90,6 +90,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     use_adapter(backbone.dit, ADAPTER)
     named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(backbone.dit, ADAPTER).items()}
     if config.train_pose_guider:
+        backbone.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
         named.update({f"pose_guider.{key}": parameter for key, parameter in backbone.pose_guider.named_parameters()})
     trained = list(named.values())
     set_trainable([backbone.dit, backbone.pose_guider], trained)
