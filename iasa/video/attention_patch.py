@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from iasa.attention import sparse_attention
 from iasa.attention.layout import SparseLayout
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
@@ -69,8 +70,6 @@ class RoutedAttention(nn.Module):
                     f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
                     f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
                 )
-            from iasa.attention import sparse_attention  # the kernels are only needed on the sparse path
-
             out = sparse_attention(q, k, v, layout, self.route.backend)
         return rearrange(out, "b n s d -> b s (n d)")
 

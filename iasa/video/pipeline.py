@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
@@ -90,8 +91,6 @@ class VideoGenerator:
         for window in windows:
             layout = None
             if self.attention.attention == "iasa":
-                from iasa.attention import build_sparse_layout
-
                 frames = window.video_frames
                 layout = build_sparse_layout(
                     keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
