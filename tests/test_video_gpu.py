@@ -10,7 +10,7 @@ from diffsynth.pipelines.wan_video import model_fn_wan_video
 
 from iasa.attention.layout import SparseLayout
 from iasa.video.assembly import build_random
-from iasa.video.attention_patch import patch_self_attention, set_attention_layout
+from iasa.video.attention_patch import RoutedAttention, patch_self_attention, set_attention_layout
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
 from iasa.video.denoiser import predict_flow
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gpu
 
 # Head dim 128 as in the 14B model (the kernels' main case), otherwise tiny.
 ARCH = dataclasses.replace(ARCHITECTURES["tiny"], dim=256, num_heads=2, ffn_dim=512)
-FRAMES, HEIGHT, WIDTH = 5, 16, 24  # 5 latent frames of 8 x 12 tokens
+FRAMES, HEIGHT, WIDTH = 5, 16, 32  # 5 latent frames of 8 x 16 = 128 tokens (one block)
 
 
 def inputs(device: torch.device) -> dict[str, torch.Tensor]:
@@ -55,17 +55,37 @@ def test_dense_route_matches_diffsynth_on_gpu(dit):
         assert close(predict_flow(dit, **inputs(device), pose_features=None), expected)
 
 
-@pytest.mark.parametrize("backend", ["flex", "fast"])
-def test_sparse_kernels_match_the_reference_inside_the_dit(dit, backend):
-    device = torch.device("cuda")
+def restrictive_layout(device: torch.device) -> SparseLayout:
     tokens = (HEIGHT // 2) * (WIDTH // 2)
     selection = torch.eye(FRAMES, dtype=torch.bool) | torch.ones(FRAMES, FRAMES, dtype=torch.bool).tril(-1)
     regions = (torch.arange(FRAMES * tokens).view(FRAMES, tokens) // 17) % 4
-    layout = SparseLayout(frame_selection=selection, token_regions=regions, grid_size=(HEIGHT // 2, WIDTH // 2)).to(device)
+    return SparseLayout(frame_selection=selection, token_regions=regions, grid_size=(HEIGHT // 2, WIDTH // 2)).to(device)
+
+
+@pytest.mark.parametrize("backend", ["flex", "fast"])
+def test_sparse_kernels_match_the_reference_in_the_routed_op(dit, backend):
+    device = torch.device("cuda")
+    route = patch_self_attention(dit, backend="reference")
+    attention = RoutedAttention(ARCH.num_heads, route)
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, FRAMES * (HEIGHT // 2) * (WIDTH // 2), ARCH.dim, generator=generator).to(device, torch.bfloat16) for _ in range(3))
+    with torch.no_grad():
+        route.layout = None
+        dense = attention(q, k, v)
+        route.layout = restrictive_layout(device)
+        expected = attention(q, k, v)
+        route.backend = backend
+        got = attention(q, k, v)
+    assert close(got, expected)
+    assert not close(dense, expected)  # the layout matters, so agreeing with the reference means something
+
+
+@pytest.mark.parametrize("backend", ["flex", "fast"])
+def test_sparse_kernels_run_inside_the_dit(dit, backend):
+    device = torch.device("cuda")
     with torch.no_grad():
         patch_self_attention(dit, backend="reference")
-        set_attention_layout(dit, layout)
+        set_attention_layout(dit, restrictive_layout(device))
         expected = predict_flow(dit, **inputs(device), pose_features=None)
         patch_self_attention(dit, backend=backend)
-        set_attention_layout(dit, layout)
         assert close(predict_flow(dit, **inputs(device), pose_features=None), expected)
