@@ -119,3 +119,26 @@ def test_missing_key_is_named(tiny_folder, tmp_path):
     shards = [tmp_path / shard.name, *model_files.locate_model_files(folder).dit_shards[1:]]
     with pytest.raises(CheckpointKeyError, match=dropped.replace(".", r"\.")):
         load_from_files("dit", shards, TINY, torch.device("cpu"), torch.float32)
+
+
+# diffsynth's registered key-and-shape hashes (diffsynth/configs/model_configs.py) of the official files:
+# the I2V-14B DiT shards, models_t5_umt5-xxl-enc-bf16.pth and Wan2.1_VAE.pth.
+OFFICIAL_FILE_HASHES = {
+    "dit": "6bfcfb3b342cb286ce886889d519a77e",
+    "text_encoder": "9c8818c2cbea55eca56c7b447df170da",
+    "vae": "ccc42284ea13e1ad04693284c7a09be6",
+}
+
+
+@pytest.mark.parametrize("part", sorted(OFFICIAL_FILE_HASHES))
+def test_14b_networks_have_the_official_key_names_and_shapes(part):
+    """Built without weights (meta tensors): the 14B preset expects exactly the official files' keys."""
+    from diffsynth.core.loader.file import hash_state_dict_keys
+    from diffsynth.core.vram.initialization import skip_model_initialization
+
+    from iasa.video.assembly import BUILDERS
+
+    with skip_model_initialization():
+        network = BUILDERS[part](ARCHITECTURES["14b"])
+    state_dict = network.model.state_dict() if part == "vae" else network.state_dict()  # file keys lack "model."
+    assert hash_state_dict_keys(state_dict, with_shape=True) == OFFICIAL_FILE_HASHES[part]
