@@ -77,7 +77,7 @@ class VideoModelConfig:
     # Folder in the Wan2.1-I2V-14B-720P layout; null = random weights (benchmarks, tiny smoke runs).
     model_dir: Optional[str] = "checkpoints/Wan2.1-I2V-14B-720P"
     # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + pose nets); null = none.
-    unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-DiT/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
+    unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
     # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
     unianimate_lora_strength: float = 1.0
     # This project's LoRA (.safetensors written by iasa.video.lora.save_lora); null = none.
