@@ -189,7 +189,7 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(tmp_path: Path) -> None:
     use_adapter(backbone.dit, "default")
     trained = list(adapter_parameters(backbone.dit, "default").values()) + list(backbone.pose_guider.parameters())
     set_trainable([backbone.dit, backbone.pose_guider], trained)
-    optimizer = torch.optim.AdamW(trained, lr=3e-3)
+    optimizer = torch.optim.AdamW(trained, lr=1e-2)
     batch = read_window(tmp_path / "cache", "clip0_w000")
     schedule = TrainingSchedule.from_config(FlowConfig())
     flow = FlowConfig(min_timestep_fraction=0.5, max_timestep_fraction=0.5)

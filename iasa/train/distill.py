@@ -36,6 +36,7 @@ from iasa.train.runtime import (
     clip_and_step,
     make_accelerator,
     make_optimizer,
+    seed_process,
     start_run,
 )
 
@@ -166,6 +167,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
         "critic_optimizer": critic_optimizer, "critic_scheduler": critic_scheduler,
     }  # fmt: skip
     checkpointer = Checkpointer(accelerator, run, named, optimizers)
+    seed_process(accelerator, run)
     start = checkpointer.resume()
 
     cache_dir = Path(config.data.cache_dir)

@@ -27,6 +27,7 @@ from iasa.train.runtime import (
     clip_and_step,
     make_accelerator,
     make_optimizer,
+    seed_process,
     start_run,
 )
 
@@ -98,6 +99,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
 
     optimizer, scheduler = make_optimizer(trained, config.optim, config.optim.learning_rate)
     checkpointer = Checkpointer(accelerator, run, named, {"optimizer": optimizer, "scheduler": scheduler})
+    seed_process(accelerator, run)
     start = checkpointer.resume()
 
     schedule = TrainingSchedule.from_config(config.flow)

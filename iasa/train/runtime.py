@@ -32,6 +32,7 @@ def make_accelerator(run: RunConfig) -> Accelerator:
         raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
     output_dir = Path(run.output_dir)
     return Accelerator(
+        cpu=not torch.cuda.is_available(),  # lets torchrun / accelerate launch run CPU processes (gloo)
         mixed_precision=MIXED_PRECISION[run.mixed_precision],
         log_with=None if run.report_to == "none" else run.report_to,
         project_dir=str(output_dir),
@@ -39,14 +40,20 @@ def make_accelerator(run: RunConfig) -> Accelerator:
 
 
 def start_run(accelerator: Accelerator, config, run: RunConfig, project: str) -> None:
-    """Seed every generator, save the resolved config and open the loggers."""
-    set_seed(run.seed + accelerator.process_index)
+    """Seed every generator alike on all processes (so new LoRA weights are the same replica everywhere),
+    save the resolved config and open the loggers."""
+    set_seed(run.seed)
     output_dir = Path(run.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(config_to_yaml(config))
     if run.report_to != "none":
         accelerator.init_trackers(project)
+
+
+def seed_process(accelerator: Accelerator, run: RunConfig) -> None:
+    """Give every process its own noise, timestep and dropout stream once the weights are built."""
+    set_seed(run.seed + accelerator.process_index)
 
 
 def make_optimizer(parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float):
@@ -62,7 +69,9 @@ def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parame
         return
     for parameter in parameters:
         if parameter.grad is not None:
-            torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.AVG)
+            # SUM then divide: gloo (CPU runs) has no AVG reduction.
+            torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+            parameter.grad.div_(accelerator.num_processes)
 
 
 def clip_and_step(parameters: list[torch.nn.Parameter], optimizer, scheduler, max_grad_norm: float) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from accelerate import PartialState
 from omegaconf import OmegaConf
 
 from iasa.config import ConfigError, load_config, split_config_args
@@ -45,16 +46,15 @@ def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = 
     args = parser.parse_args(rest)
     task = read_task(args.config, overrides)
     config = load_config(SCHEMAS[task], args.config, overrides)
+    # Before any model is built: under accelerate launch this binds each process to its own GPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
     if task != "data_process":
         # Random base weights (model_dir null) must be the same in an interrupted and a resumed run.
         torch.manual_seed(config.run.seed)
     backbone = backbone_factory(config)
     if task == "data_process":
-        from accelerate import PartialState
-
         from iasa.train.data_process import process_dataset
 
-        state = PartialState()
         return process_dataset(config, backbone, rank=state.process_index, world_size=state.num_processes)
     if task == "train":
         from iasa.train.finetune import run_finetune
