@@ -1,12 +1,13 @@
 """The whole pose-driven Wan2.1-I2V-14B pipeline on one GPU: dense (cuDNN) vs input-aware sparse attention.
 
     python scripts/bench_pipeline.py                                   # 512x512, 480x832, 720x1280 x 81 frames
-    python scripts/bench_pipeline.py --resolutions 480x832 --sparse-backend flex
+    python scripts/bench_pipeline.py --resolutions 480x832 --sparse-backends flex
 
 Random weights at the real 14B sizes, built directly on the GPU in bf16 (no files needed). Per resolution:
 - motion_s: audio (3.2 s of synthetic speech) -> motion (EMAGE at its real size with random weights, or
   procedural) -> keypoints -> pose video, after one warm-up;
 - pose_s: the UniAnimate pose guider on the pose video (once per clip);
+- sparse kernels: fast and flex by default (flex alone without triton), each with its own records;
 - layout_s: the clip's sparse layout (build_sparse_layout on the CPU + the kernel's plan on the GPU);
 - dit_step_s: one DiT forward (a 1-step student step at cfg 1), median of --repeats after a warm-up call
   (which pays compilation); dense uses cuDNN SDPA first in the priority list;
@@ -44,6 +45,7 @@ from iasa.motion.procedural import ProceduralMotionGenerator  # noqa: E402
 from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402
 from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
+from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.backbone import WanPoseBackbone  # noqa: E402
 from iasa.video.config import (  # noqa: E402
     ARCHITECTURES,
@@ -103,14 +105,26 @@ def write_results(path: Path, results: dict) -> None:
     os.replace(temporary, path)
 
 
-def default_sparse_backend() -> str:
+def default_sparse_backends() -> list[str]:
     try:
         import triton  # noqa: F401
 
         from iasa.attention.fast import fast_sparse_attention  # noqa: F401
     except ImportError:
-        return "flex"
-    return "fast"
+        return ["flex"]
+    return ["fast", "flex"]
+
+
+def prepare_kernel_plan(backend: str, layout, device: torch.device) -> None:
+    """Build the kernel's per-clip plan now (cached per layout object), so layout_s holds the per-clip cost."""
+    if backend == "fast":
+        from iasa.attention.fast import prepare_fast_layout
+
+        prepare_fast_layout(layout, device)
+    elif backend == "flex":
+        from iasa.attention.flex import cached_flex_plan
+
+        cached_flex_plan(layout, device)
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -138,7 +152,10 @@ def parse_resolution(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", nargs="+", default=list(DEFAULT_RESOLUTIONS), help="HxW, e.g. 480x832")
-    parser.add_argument("--sparse-backend", default="auto", choices=["auto", "fast", "flex", "reference"])
+    parser.add_argument(
+        "--sparse-backends", nargs="+", default=["auto"], choices=["auto", "fast", "flex", "reference"],
+        help='sparse kernels to time, each against the same dense step; "auto" = fast (when triton imports) and flex',
+    )
     parser.add_argument("--top-k", type=int, default=SparseAttentionConfig.top_k, help="frames chosen per frame")
     parser.add_argument("--motion", default="emage", choices=["emage", "procedural"])
     parser.add_argument("--repeats", type=int, default=2, help="timed DiT steps after the warm-up")
@@ -152,10 +169,10 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_pipeline.py needs a CUDA GPU (or --model-size tiny --device cpu for a smoke run)")
     resolutions = [parse_resolution(text) for text in args.resolutions]
-    backend = default_sparse_backend() if args.sparse_backend == "auto" else args.sparse_backend
-    sparse_config = SparseAttentionConfig(top_k=args.top_k, backend=backend)
+    backends = default_sparse_backends() if args.sparse_backends == ["auto"] else args.sparse_backends
+    sparse_config = SparseAttentionConfig(top_k=args.top_k)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    results = {"gpu": gpu, "torch": torch.__version__, "model_size": args.model_size, "sparse_backend": backend, "records": []}
+    results = {"gpu": gpu, "torch": torch.__version__, "model_size": args.model_size, "sparse_backends": backends, "records": []}
     memory = PeakMemory(device)
 
     def add(record: dict) -> None:
@@ -169,7 +186,7 @@ def main() -> None:
     dit = build_random("dit", arch, device, dtype)
     pose_nets = build_random("pose_nets", arch, device, dtype)
     vae = build_random("vae", arch, device, dtype)
-    backbone = WanPoseBackbone(dit, pose_nets, sparse_backend=backend)
+    backbone = WanPoseBackbone(dit, pose_nets)
     motion_generator = make_motion_generator(args.motion, device)
     waveform = speech(VIDEO_FRAMES / 30 + 0.5)  # EMAGE may drop a few tail frames; the clip is cut to 81
     motion_generator(waveform)  # warm-up (CUDA kernels, librosa caches)
@@ -231,22 +248,23 @@ def main() -> None:
 
                 dense = record_for("dense", None, 0.0)
                 add(dense)
-
-                layout_start = time.perf_counter()
-                layout = build_sparse_layout(keypoints, sparse_config, grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE)).to(device)
-                if backend == "fast":
-                    from iasa.attention.fast import prepare_fast_layout
-
-                    prepare_fast_layout(layout, device)
-                elif backend == "flex":
-                    from iasa.attention.flex import cached_flex_plan
-
-                    cached_flex_plan(layout, device)
-                synchronize(device)
-                layout_s = time.perf_counter() - layout_start
-                sparse = record_for(f"iasa-{backend}", layout, layout_s)
-                density = density_statistics(layout.to("cpu"))["token_density"]
-                add({**sparse, "top_k": args.top_k, "density": density, "speedup_vs_dense": dense["dit_step_s"] / sparse["dit_step_s"]})
+                grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
+                for backend in backends:
+                    try:  # one failing kernel must not cost the other's numbers
+                        patch_self_attention(dit, backend)
+                        layout_start = time.perf_counter()
+                        layout = build_sparse_layout(keypoints, sparse_config, grid_size=grid).to(device)
+                        prepare_kernel_plan(backend, layout, device)
+                        synchronize(device)
+                        layout_s = time.perf_counter() - layout_start
+                        sparse = record_for(f"iasa-{backend}", layout, layout_s)
+                        density = density_statistics(layout.to("cpu"))["token_density"]
+                        speedup = dense["dit_step_s"] / sparse["dit_step_s"]
+                        add({**sparse, "top_k": args.top_k, "density": density, "speedup_vs_dense": speedup})
+                    except Exception as error:
+                        traceback.print_exc()
+                        add({**base, "attention": f"iasa-{backend}", "error": f"{type(error).__name__}: {error}"[:500]})
+                    memory.reset()
         except Exception as error:  # keep going: the records so far are already on disk
             traceback.print_exc()
             add({**base, "attention": "error", "error": f"{type(error).__name__}: {error}"[:500]})
