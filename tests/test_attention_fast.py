@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from iasa.attention.fast import fast_sparse_attention, prepare_fast_layout
-from iasa.attention.fast_plan import build_cross_region_plan
+from iasa.attention.fast_plan import build_cross_region_plan, cheapest_forward_tile
 from iasa.attention.layout import SparseLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +153,15 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     assert torch.equal(listed_from_keys, cross)
 
 
+def test_forward_tile_follows_the_padded_work():
+    # Segments of 130 rows: 64-row tiles pad to 192, 128-row tiles to 256 -> 64 wins.
+    assert cheapest_forward_tile([130] * 4, [500] * 4) == 64
+    # Segments of 256 rows: no padding either way -> the cheaper row cost of 128-row tiles wins.
+    assert cheapest_forward_tile([256] * 4, [500] * 4) == 128
+    # Work, not rows, decides: the one segment with keys is a multiple of 128.
+    assert cheapest_forward_tile([128, 65], [1000, 0]) == 128
+
+
 def test_plan_is_cached_per_layout_object():
     layout = random_layout(0)
     assert prepare_fast_layout(layout, "cpu") is prepare_fast_layout(layout, "cpu")
@@ -170,7 +179,7 @@ def test_wrong_token_count_is_a_clear_error():
 TRITON_CHECK = """
 import torch
 from iasa.attention import fast_math, fast_triton
-from iasa.attention.fast_plan import build_cross_region_plan
+from iasa.attention.fast_plan import build_cross_region_plan, cheapest_forward_tile
 from tests.test_attention_fast import random_layout
 
 layout = random_layout(7, frames=4, grid=(6, 6), regions=2)
