@@ -38,12 +38,17 @@ def make_dataset(root: Path, clips: int = 2) -> Path:
     return root
 
 
+MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=float32",
+         "model.device=cpu", "attention.sparse.backend=reference"]  # fmt: skip
+
+
 def tiny_overrides(dataset: Path, cache: Path) -> list[str]:
-    return [
-        "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null",
-        "model.dtype=float32", "model.device=cpu", "attention.sparse.backend=reference",
-        f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32", "data.width=32", "data.num_frames=9",
-    ]  # fmt: skip
+    """data_process of the synthetic dataset with the tiny model: 9 frames at 32 x 32."""
+    return [*MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32", "data.width=32", "data.num_frames=9"]
+
+
+def stage_overrides(cache: Path) -> list[str]:
+    return [*MODEL, f"cache_dir={cache}"]
 
 
 def run_overrides(output: Path, steps: int) -> list[str]:
@@ -78,7 +83,7 @@ def test_data_process_caches_every_window_and_resumes(cached: tuple[Path, Path])
 
 def test_train_then_distill_write_loras_that_the_inference_loader_reads(cached: tuple[Path, Path], tmp_path: Path) -> None:
     dataset, cache = cached
-    model = tiny_overrides(dataset, cache)
+    model = stage_overrides(cache)
     train_dir = main(["--config", "config/train_sparseattn_lora.yaml", *model, *run_overrides(tmp_path / "train", 2),
                       "lora.rank=4", "lora.alpha=4"])  # fmt: skip
     trained = load_file(str(train_dir / "lora.safetensors"))
@@ -110,7 +115,7 @@ def _final_weights(output: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("task", ["train", "distill"])
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(cached: tuple[Path, Path], tmp_path: Path, task: str) -> None:
     dataset, cache = cached
-    model = tiny_overrides(dataset, cache)
+    model = stage_overrides(cache)
     if task == "train":
         config, extra = "config/train_sparseattn_lora.yaml", ["lora.rank=4", "lora.alpha=4", "optim.warmup_steps=2"]
     else:

@@ -184,7 +184,7 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "dataset", clips=1)
     main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
     torch.manual_seed(0)
-    backbone = WanTrainingBackbone.from_config(TINY, AttentionPatchConfig(attention="iasa"))
+    backbone = WanTrainingBackbone.from_config(TINY, AttentionPatchConfig(attention="iasa"), ("dit", "pose_nets"))
     inject_lora(backbone.dit, 8, 8)
     use_adapter(backbone.dit, "default")
     trained = list(adapter_parameters(backbone.dit, "default").values()) + list(backbone.pose_guider.parameters())

@@ -120,7 +120,8 @@ class ConditionDropoutConfig:
 @dataclass
 class FinetuneConfig:
     task: str = "train"
-    data: DataConfig = field(default_factory=DataConfig)
+    # Cached windows written by the data_process stage.
+    cache_dir: str = "data/train_cache"
     # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
     # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
@@ -161,7 +162,8 @@ class RegionLossConfig:
 @dataclass
 class DistillConfig:
     task: str = "distill"
-    data: DataConfig = field(default_factory=DataConfig)
+    # Cached windows written by the data_process stage (with both "both" and "past" layouts).
+    cache_dir: str = "data/train_cache"
     # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
     # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".

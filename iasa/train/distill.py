@@ -170,7 +170,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
-    cache_dir = Path(config.data.cache_dir)
+    cache_dir = Path(config.cache_dir)
     order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]

@@ -103,7 +103,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     start = checkpointer.resume()
 
     schedule = TrainingSchedule.from_config(config.flow)
-    cache_dir = Path(config.data.cache_dir)
+    cache_dir = Path(config.cache_dir)
     order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)

@@ -33,10 +33,20 @@ def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
     return task
 
 
+def parts_needed(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> tuple[str, ...]:
+    """The networks a stage runs: encoders to cache data; the DiT and pose nets to train (+ the VAE decoder
+    for the region loss)."""
+    if isinstance(config, DataProcessConfig):
+        return ("text_encoder", "vae", "image_encoder")
+    if isinstance(config, DistillConfig) and config.region.weight > 0:
+        return ("dit", "pose_nets", "vae")
+    return ("dit", "pose_nets")
+
+
 def default_backbone(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> VideoBackbone:
     from iasa.train.wan_backbone import WanTrainingBackbone
 
-    return WanTrainingBackbone.from_config(config.model, config.attention)
+    return WanTrainingBackbone.from_config(config.model, config.attention, parts_needed(config))
 
 
 def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = default_backbone) -> Path | int:

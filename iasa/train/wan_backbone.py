@@ -4,6 +4,7 @@ the tiny preset runs the same code as the 14B one) plus the encoders that data_p
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 import torch
 from einops import rearrange
@@ -26,21 +27,23 @@ class WanTrainingBackbone:
     def __init__(self, components: WanComponents, attention: AttentionPatchConfig) -> None:
         self.components = components
         self.attention = attention
-        self.pose_backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
         self.dit = components.dit
         self.pose_guider = components.pose_nets
+        if components.dit is not None:
+            self.pose_backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
         for part in (components.dit, components.vae, components.text_encoder, components.image_encoder, components.pose_nets):
             if part is not None:
                 part.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, model: VideoModelConfig, attention: AttentionPatchConfig) -> "WanTrainingBackbone":
+    def from_config(cls, model: VideoModelConfig, attention: AttentionPatchConfig, parts: Sequence[str]) -> "WanTrainingBackbone":
+        """Only the listed networks are built (data_process needs no DiT, train no VAE, T5 or CLIP)."""
         if model.lora_path is not None:
             raise ValueError(
                 "model.lora_path is for inference; in training set lora.init_path (train) or teacher_lora (distill)"
             )
-        components = load_wan_components(model)
-        if model.unianimate_checkpoint is not None:
+        components = load_wan_components(model, parts)
+        if model.unianimate_checkpoint is not None and components.dit is not None:
             apply_unianimate_checkpoint(model.unianimate_checkpoint, components.dit, components.pose_nets, model.unianimate_lora_strength)
         return cls(components, attention)
 
