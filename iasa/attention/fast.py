@@ -4,15 +4,16 @@ The rule (iasa.attention.layout) splits into two disjoint key sets per query tok
 - A, own frame: dense attention inside every latent frame, run as one batch of frames through cuDNN
   SDPA (the dense kernel's own efficiency), returning the output and its log-sum-exp;
 - B, cross region: region tokens against the same region in the frames chosen for theirs
-  (fast_triton on CUDA, a masked softmax elsewhere), on a compact sequence of region tokens only.
+  (fast_triton on CUDA, a masked softmax elsewhere), walking only the region tokens (fast_plan).
 The two softmaxes are merged through their log-sum-exps (as ring attention does):
     lse = logaddexp(lse_A, lse_B),  out = exp(lse_A - lse) out_A + exp(lse_B - lse) out_B.
 Background tokens and tokens with no cross-frame key keep part A unchanged. The backward runs each part's
 backward with the MERGED output and log-sum-exp, which yields exactly that part's share of the gradient of
 the whole softmax; the compact part's gradients are added back at their tokens.
 
-Tensors are (batch, heads, tokens, head_dim) like SDPA, tokens in (f h w) order. CUDA: bf16 and fp16;
-other devices and dtypes use the plain-PyTorch kernels (fast_math), so CPU tests cover the same logic.
+Tensors are (batch, heads, tokens, head_dim) like SDPA, tokens in (f h w) order. CUDA: bf16 and fp16,
+power-of-two head dims (64 and 128 tuned); other devices and dtypes use the plain-PyTorch kernels
+(fast_math: dense per-frame scores, for tests and small clips), so CPU tests cover the same logic.
 """
 
 from __future__ import annotations
@@ -67,19 +68,20 @@ class FrameBatching:
 
 
 def _own_frame_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
-    """Dense attention of a batch of frames -> (out, lse (frames, heads, N), state for the backward)."""
+    """Dense attention of a batch of frames -> (out, lse (frames, heads, N), kernel tensors the backward
+    needs: cuDNN's own lse (frames, heads, N, 1), seed and offset; none for the plain kernel)."""
     if q.is_cuda and q.dtype in _KERNEL_DTYPES:
         out, lse, _, _, _, _, seed, offset, _ = torch.ops.aten._scaled_dot_product_cudnn_attention(
             q, k, v, None, True, 0.0, False, False, scale=scale
         )
         return out, lse.squeeze(-1), (lse, seed, offset)
     out, lse = fast_math.masked_attention_with_lse(q, k, v, None, scale)
-    return out, lse, None
+    return out, lse, ()
 
 
-def _own_frame_backward(grad_out, q, k, v, out, lse, state, scale: float):
-    if state is not None:
-        cudnn_lse, seed, offset = state
+def _own_frame_backward(grad_out, q, k, v, out, lse, kernel_tensors: tuple[torch.Tensor, ...], scale: float):
+    if kernel_tensors:
+        cudnn_lse, seed, offset = kernel_tensors
         if grad_out.stride() != out.stride():
             # cuDNN reads dO with the output's layout.
             grad_out = torch.empty_like(out).copy_(grad_out)
@@ -104,7 +106,7 @@ class _FastSparseAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, plan: CrossRegionPlan, scale: float):
         framing = FrameBatching.choose(query, plan.num_frames)
-        own_out, own_lse, own_state = _own_frame_forward(
+        own_out, own_lse, own_kernel_tensors = _own_frame_forward(
             framing.to_frames(query), framing.to_frames(key), framing.to_frames(value), scale
         )
         # Part A's buffers take the merged output and lse in place; the backward reads them from there.
@@ -112,20 +114,21 @@ class _FastSparseAttention(torch.autograd.Function):
         forward_merge, _ = _cross_region_kernels(query)
         forward_merge(query, key, value, out_tokens, framing.to_tokens(own_lse), plan, scale)
 
-        ctx.save_for_backward(query, key, value, own_out, own_lse)
-        ctx.plan, ctx.scale, ctx.framing, ctx.own_state = plan, scale, framing, own_state
+        # Every tensor goes through save_for_backward, so activation checkpointing can free and recompute it.
+        ctx.save_for_backward(query, key, value, own_out, own_lse, *own_kernel_tensors)
+        ctx.plan, ctx.scale, ctx.framing = plan, scale, framing
         return rearrange(out_tokens, "b h t n d -> b h (t n) d")
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, own_out, own_lse = ctx.saved_tensors
+        query, key, value, own_out, own_lse, *own_kernel_tensors = ctx.saved_tensors
         framing = ctx.framing
         if grad_out.stride(-1) != 1:
             grad_out = grad_out.contiguous()
         grads = _own_frame_backward(
             framing.to_frames(grad_out),
             framing.to_frames(query), framing.to_frames(key), framing.to_frames(value),
-            own_out, own_lse, ctx.own_state, ctx.scale,
+            own_out, own_lse, own_kernel_tensors, ctx.scale,
         )
         grad_tokens = tuple(framing.to_tokens(grad) for grad in grads)
         _, backward_accumulate = _cross_region_kernels(query)
