@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from iasa.attention.layout import BACKGROUND, SparseLayout
@@ -87,22 +88,20 @@ class CrossRegionPlan:
         return self.token_frame.numel()
 
 
-
-def _concatenated_rows(
-    lists: list[list[int]], starts: list[int], ends: list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-segment lists of segment ids -> (offsets (S + 1,), compact rows of the listed segments, concatenated)."""
-    pieces = [torch.arange(starts[k], ends[k]) for neighbours in lists for k in neighbours]
-    sizes = torch.tensor([sum(ends[k] - starts[k] for k in neighbours) for neighbours in lists], dtype=torch.long)
-    pointer = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
-    rows = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+def _concatenated_rows(lists: list[list[int]], starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment lists of segment ids -> (offsets (S + 1,), compact rows of the listed segments,
+    concatenated)."""
+    pieces = [np.arange(starts[k], ends[k]) for neighbours in lists for k in neighbours]
+    sizes = [sum(int(ends[k] - starts[k]) for k in neighbours) for neighbours in lists]
+    pointer = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     return pointer, rows
 
 
-def _tiles(starts: list[int], ends: list[int], tokens: int) -> torch.Tensor:
-    """(3, tiles) int32: start, end and segment of every tile of at most `tokens` rows."""
+def _tiles(starts: np.ndarray, ends: np.ndarray, tokens: int) -> np.ndarray:
+    """(3, tiles): start, end and segment of every tile of at most `tokens` rows."""
     tiles = [(row, min(row + tokens, b), s) for s, (a, b) in enumerate(zip(starts, ends)) for row in range(a, b, tokens)]
-    return torch.tensor(tiles, dtype=torch.int32).reshape(-1, 3).T
+    return np.array(tiles, dtype=np.int64).reshape(-1, 3).T
 
 
 def cheapest_forward_tile(segment_rows: list[int], segment_keys: list[int]) -> int:
@@ -126,31 +125,32 @@ def build_cross_region_plan(
 
     forward_tile_tokens None picks the cheapest size of FORWARD_TILE_COST for this clip.
 
-    Runs on the CPU (a few hundred segments) and moves all integer tables to `device` in one copy.
+    Runs in NumPy on the CPU (tens of thousands of tokens, a few hundred segments: thread pools only
+    cost time here) and moves all tables to `device` in one copy.
     """
-    regions = layout.token_regions.detach().to("cpu", torch.int64)
-    selection = layout.frame_selection.detach().to("cpu", torch.bool)
+    regions = layout.token_regions.detach().cpu().numpy().astype(np.int64)
+    selection = layout.frame_selection.detach().cpu().numpy().astype(bool)
     frames, tokens_per_frame = regions.shape
 
     flat = regions.reshape(-1)
-    region_token = torch.nonzero(flat != BACKGROUND).squeeze(1)
+    region_token = np.flatnonzero(flat != BACKGROUND)
     region_of = flat[region_token]
     frame_of = region_token // tokens_per_frame
-    num_regions = int(region_of.max()) + 1 if region_of.numel() else 1
-    order = torch.argsort(frame_of * num_regions + region_of, stable=True)
+    num_regions = int(region_of.max()) + 1 if region_of.size else 1
+    order = np.argsort(frame_of * num_regions + region_of, kind="stable")
     region_token, region_of, frame_of = region_token[order], region_of[order], frame_of[order]
 
-    counts = torch.bincount(frame_of * num_regions + region_of, minlength=frames * num_regions)
-    present = torch.nonzero(counts).squeeze(1)
+    counts = np.bincount(frame_of * num_regions + region_of, minlength=frames * num_regions)
+    present = np.flatnonzero(counts)
     sizes = counts[present]
-    ends = torch.cumsum(sizes, 0)
+    ends = np.cumsum(sizes)
     starts = ends - sizes
     seg_frame = (present // num_regions).tolist()
     seg_region = (present % num_regions).tolist()
-    seg_start, seg_end, seg_size = starts.tolist(), ends.tolist(), sizes.tolist()
+    seg_size = sizes.tolist()
     segment_of = {(f, r): s for s, (f, r) in enumerate(zip(seg_frame, seg_region))}
 
-    chosen = [torch.nonzero(selection[f]).squeeze(1).tolist() for f in range(frames)]
+    chosen = [np.flatnonzero(selection[f]).tolist() for f in range(frames)]
     key_lists: list[list[int]] = [[] for _ in seg_frame]
     query_lists: list[list[int]] = [[] for _ in seg_frame]
     cross_pairs = 0
@@ -163,36 +163,37 @@ def build_cross_region_plan(
             query_lists[k].append(s)
             cross_pairs += seg_size[s] * seg_size[k]
 
-    key_ptr, key_rows = _concatenated_rows(key_lists, seg_start, seg_end)
-    query_ptr, query_rows = _concatenated_rows(query_lists, seg_start, seg_end)
+    key_ptr, key_rows = _concatenated_rows(key_lists, starts, ends)
+    query_ptr, query_rows = _concatenated_rows(query_lists, starts, ends)
     if forward_tile_tokens is None:
-        forward_tile_tokens = cheapest_forward_tile(seg_size, torch.diff(key_ptr).tolist())
+        forward_tile_tokens = cheapest_forward_tile(seg_size, np.diff(key_ptr).tolist())
     tables = {
         "token_index32": region_token,
-        "forward_tiles": _tiles(seg_start, seg_end, forward_tile_tokens),
-        "backward_tiles": _tiles(seg_start, seg_end, backward_tile_tokens),
+        "token_frame": frame_of,
+        "token_position": region_token % tokens_per_frame,
+        "token_region": region_of,
+        "frame_selection": selection,
+        "forward_tiles": _tiles(starts, ends, forward_tile_tokens),
+        "backward_tiles": _tiles(starts, ends, backward_tile_tokens),
         "key_list_ptr": key_ptr,
         "key_list_token": region_token[key_rows],
         "query_list_ptr": query_ptr,
         "query_list": query_rows,
         "query_list_token": region_token[query_rows],
     }
-    # One host-to-device copy for all of them, then views.
-    flat = torch.cat([t.to(torch.int32).reshape(-1) for t in tables.values()]).to(device, non_blocking=True)
-    on_device = dict(zip(tables, torch.split(flat, [t.numel() for t in tables.values()])))
-    forward_tiles = on_device.pop("forward_tiles").view(3, -1)
-    backward_tiles = on_device.pop("backward_tiles").view(3, -1)
-
-    position_of = region_token % tokens_per_frame
+    # One host-to-device copy of everything as int32, then views (and a few tiny casts on the device).
+    packed = torch.from_numpy(np.concatenate([t.astype(np.int32).reshape(-1) for t in tables.values()]))
+    pieces = torch.split(packed.to(device), [t.size for t in tables.values()])
+    on_device = {name: piece.view(tables[name].shape) for name, piece in zip(tables, pieces)}
     return CrossRegionPlan(
         num_frames=frames,
         tokens_per_frame=tokens_per_frame,
-        frame_selection=selection.to(device),
-        token_frame=frame_of.to(device),
-        token_position=position_of.to(device),
-        token_region=region_of.to(device),
-        forward_tiling=Tiling(forward_tile_tokens, *forward_tiles),
-        backward_tiling=Tiling(backward_tile_tokens, *backward_tiles),
+        frame_selection=on_device.pop("frame_selection").bool(),
+        token_frame=on_device.pop("token_frame").long(),
+        token_position=on_device.pop("token_position").long(),
+        token_region=on_device.pop("token_region").long(),
+        forward_tiling=Tiling(forward_tile_tokens, *on_device.pop("forward_tiles")),
+        backward_tiling=Tiling(backward_tile_tokens, *on_device.pop("backward_tiles")),
         cross_pairs=cross_pairs,
         **on_device,
     )
