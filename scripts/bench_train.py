@@ -33,16 +33,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import torch
-from einops import rearrange
-
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
+# Less fragmentation between the differently shaped phases of a distill step (set before CUDA starts).
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import torch  # noqa: E402
+from einops import rearrange  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.attention import SparseAttentionConfig, build_sparse_layout  # noqa: E402
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
 from iasa.pose.drawing import draw_pose_frames  # noqa: E402
-from iasa.train.adapters import adapter_parameters, copy_adapter, set_trainable, use_adapter  # noqa: E402
+from iasa.train.adapters import (  # noqa: E402
+    adapter_parameters,
+    copy_adapter,
+    freeze_adapter_in_base_dtype,
+    set_trainable,
+    use_adapter,
+)
 from iasa.train.backbone import ClipBatch  # noqa: E402
 from iasa.train.config import DistillConfig, FlowConfig, LoraConfig  # noqa: E402
 from iasa.train.distill import CRITIC, GENERATOR, TEACHER, Distiller  # noqa: E402
@@ -209,6 +218,7 @@ def main() -> None:
         for name in (GENERATOR, CRITIC):
             inject_lora(dit, LORA.rank, LORA.alpha, LORA.targets, name)
             copy_adapter(dit, TEACHER, name)
+        freeze_adapter_in_base_dtype(dit, TEACHER)
         guider.requires_grad_(False)
         guider.to(dtype)
         generator_params = list(adapter_parameters(dit, GENERATOR).values())

@@ -118,6 +118,25 @@ def test_perceptual_terms_need_their_model_files() -> None:
         RegionLoss(RegionLossConfig(face_id_weight=1.0))
 
 
+def test_lpips_term_compares_each_region_masked(tmp_path: Path) -> None:
+    class MeanAbsolute(torch.nn.Module):  # stands in for an exported LPIPS network
+        def forward(self, image0: torch.Tensor, image1: torch.Tensor) -> torch.Tensor:
+            return (image0 - image1).abs().mean(dim=(1, 2, 3))
+
+    path = tmp_path / "lpips.pt"
+    torch.jit.save(torch.jit.script(MeanAbsolute()), str(path))
+    weights = {"face": 3.0, "background": 0.5}
+    loss = RegionLoss(RegionLossConfig(region_weights=weights, pixel_weight=0.0, lpips_weight=2.0, lpips_path=str(path)))
+    x, x_hat = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    x_hat[:, :, :4] = 1.0  # top half differs
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[:, 0, :2] = 1  # face: the top quarter
+    masks[:, 1] = 1 - masks[:, 0]
+    # Per region: mean over the whole image of |m x - m x_hat| = differing masked pixels / all pixels.
+    expected = 2.0 * (3.0 * (16 / 64) + 0.5 * (16 / 64))
+    assert loss(x, x_hat, masks).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_face_identity_term_uses_the_face_box(tmp_path: Path) -> None:
     class MeanColour(torch.nn.Module):
         def forward(self, crops: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,14 @@ def copy_adapter(dit: nn.Module, source: str, target: str) -> None:
     load_adapter_state_dict(dit, target, adapter_state_dict(dit, source), origin=f"adapter '{source}'")
 
 
+def freeze_adapter_in_base_dtype(dit: nn.Module, name: str) -> None:
+    """Store a frozen adapter in the base weights' dtype (bf16 halves a rank-128 14B adapter to 1.2 GB)."""
+    base_dtype = next(parameter.dtype for key, parameter in dit.named_parameters() if ".lora_" not in key)
+    for parameter in adapter_parameters(dit, name).values():
+        parameter.requires_grad_(False)
+        parameter.data = parameter.data.to(base_dtype)
+
+
 def save_safetensors_atomic(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
     """Write a safetensors file through a temporary file in the same folder and a rename."""
     path = Path(path)

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm import tqdm
 
-from iasa.train.adapters import adapter_parameters, copy_adapter, load_safetensors, set_trainable, use_adapter
+from iasa.train.adapters import (
+    adapter_parameters,
+    copy_adapter,
+    freeze_adapter_in_base_dtype,
+    load_safetensors,
+    set_trainable,
+    use_adapter,
+)
 from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
 from iasa.train.config import DistillConfig
@@ -149,6 +156,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
         inject_lora(dit, teacher.r, teacher.lora_alpha, sorted(teacher.target_modules), name)
     copy_adapter(dit, TEACHER, GENERATOR)
     copy_adapter(dit, TEACHER, CRITIC)
+    freeze_adapter_in_base_dtype(dit, TEACHER)
     if config.teacher_pose_guider:
         guider = load_safetensors(config.teacher_pose_guider, "teacher_pose_guider")
         backbone.pose_guider.load_state_dict(guider)
