@@ -97,3 +97,18 @@ def test_checkpoint_round_trip_restores_weights_optimiser_and_rng(tmp_path: Path
     assert find_resume_checkpoint(tmp_path, "none") is None
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         find_resume_checkpoint(tmp_path, str(tmp_path / "nowhere"))
+
+
+def test_command_line_names_bad_tasks_and_keys() -> None:
+    from iasa.config import ConfigError
+    from iasa.train.tasks import main
+
+    def never_built(config):  # the errors come before any model is built
+        raise AssertionError("backbone built despite a bad config")
+
+    with pytest.raises(ConfigError, match="task must be one of"):
+        main(["--config", "config/train_sparseattn_lora.yaml", "task=finetune"], backbone_factory=never_built)
+    with pytest.raises(ConfigError, match="unknown config key 'lora.rnak'"):
+        main(["--config", "config/train_sparseattn_lora.yaml", "lora.rnak=4"], backbone_factory=never_built)
+    with pytest.raises(ConfigError, match="unknown config key 'lora'"):
+        main(["--config", "config/distill_dmd.yaml", "lora.rank=4"], backbone_factory=never_built)
