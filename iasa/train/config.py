@@ -147,8 +147,10 @@ class RegionLossConfig:
     region_weights: dict[str, float] = field(
         default_factory=lambda: {"face": 2.0, "hands": 2.0, "arms": 1.0, "torso": 0.5, "background": 0.1}
     )
-    # Latent frames decoded for the loss (a random contiguous run); decoding all 21 with gradients is costly.
-    latent_frames: int = 2
+    # Latent frames decoded with gradients for the loss (a random contiguous run; the first decodes to one
+    # video frame, each further one to four). At 512x512 the VAE decoder keeps ~6 GB of activations for
+    # one latent frame and ~21 GB for two, so one is what fits next to the 14B distill step in 80 GB.
+    latent_frames: int = 1
     # Region-weighted mean absolute pixel error: needs no model file.
     pixel_weight: float = 1.0
     # LPIPS as a TorchScript file taking two (N, 3, H, W) images in [-1, 1] -> (N,) distances.
