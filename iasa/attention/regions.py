@@ -60,55 +60,83 @@ class FramePoints:
     limb_width: float
 
 
+# Pixel box (x0, y0, x1, y1), end exclusive, that holds everything a drawer painted.
+Box = tuple[float, float, float, float]
+
+
 def _fixed_point(points: np.ndarray) -> np.ndarray:
     return np.round(points * (1 << SHIFT)).astype(np.int32)
 
 
-def _fill_hull(canvas: np.ndarray, points: np.ndarray) -> None:
+def _box(points: np.ndarray, margin: float = 1.0) -> Box:
+    low, high = points.min(axis=0) - margin, points.max(axis=0) + margin
+    return float(low[0]), float(low[1]), float(high[0]) + 1, float(high[1]) + 1
+
+
+def _union(boxes: list[Box | None]) -> Box | None:
+    drawn = [box for box in boxes if box is not None]
+    if not drawn:
+        return None
+    x0, y0, x1, y1 = zip(*drawn)
+    return min(x0), min(y0), max(x1), max(y1)
+
+
+def _fill_hull(canvas: np.ndarray, points: np.ndarray) -> Box | None:
     if len(points) < 3:
-        return
+        return None
     hull = cv2.convexHull(_fixed_point(points))
     cv2.fillConvexPoly(canvas, hull, FILL, lineType=cv2.LINE_8, shift=SHIFT)
+    return _box(points)
 
 
-def draw_face(canvas: np.ndarray, frame: FramePoints) -> None:
+def draw_face(canvas: np.ndarray, frame: FramePoints) -> Box | None:
     if frame.face_ok.sum() >= 3:
-        _fill_hull(canvas, frame.face[frame.face_ok])
-    else:
-        head = np.asarray(HEAD_INDICES)
-        _fill_hull(canvas, frame.body[head][frame.body_ok[head]])
+        return _fill_hull(canvas, frame.face[frame.face_ok])
+    head = np.asarray(HEAD_INDICES)
+    return _fill_hull(canvas, frame.body[head][frame.body_ok[head]])
 
 
-def draw_hand(canvas: np.ndarray, frame: FramePoints, side: int) -> None:
-    _fill_hull(canvas, frame.hands[side][frame.hands_ok[side]])
+def draw_hand(canvas: np.ndarray, frame: FramePoints, side: int) -> Box | None:
+    return _fill_hull(canvas, frame.hands[side][frame.hands_ok[side]])
 
 
-def draw_both_hands(canvas: np.ndarray, frame: FramePoints) -> None:
-    draw_hand(canvas, frame, LEFT_HAND)
-    draw_hand(canvas, frame, RIGHT_HAND)
+def draw_both_hands(canvas: np.ndarray, frame: FramePoints) -> Box | None:
+    return _union([draw_hand(canvas, frame, LEFT_HAND), draw_hand(canvas, frame, RIGHT_HAND)])
 
 
-def draw_arms(canvas: np.ndarray, frame: FramePoints) -> None:
+def draw_arms(canvas: np.ndarray, frame: FramePoints) -> Box | None:
     thickness = max(1, int(round(frame.limb_width)))
+    boxes: list[Box | None] = []
     for start, end in LIMBS:
         if frame.body_ok[start] and frame.body_ok[end]:
             a, b = _fixed_point(frame.body[[start, end]])
             cv2.line(canvas, tuple(map(int, a)), tuple(map(int, b)), FILL, thickness, cv2.LINE_8, SHIFT)
+            boxes.append(_box(frame.body[[start, end]], margin=thickness / 2 + 1))
+    return _union(boxes)
 
 
-def draw_torso(canvas: np.ndarray, frame: FramePoints) -> None:
+def draw_torso(canvas: np.ndarray, frame: FramePoints) -> Box | None:
     if not (frame.body_ok[RIGHT_SHOULDER] and frame.body_ok[LEFT_SHOULDER]):
-        return
+        return None
     shoulders = frame.body[[RIGHT_SHOULDER, LEFT_SHOULDER]]
     if frame.body_ok[RIGHT_HIP] and frame.body_ok[LEFT_HIP]:
         lower = frame.body[[LEFT_HIP, RIGHT_HIP]]
     else:  # a talking-head crop cuts the body off: the torso runs down to the bottom edge
         lower = np.stack([shoulders[1], shoulders[0]]).copy()
         lower[:, 1] = canvas.shape[0]
-    _fill_hull(canvas, np.concatenate([shoulders, lower]))
+    return _fill_hull(canvas, np.concatenate([shoulders, lower]))
 
 
-REGION_DRAWERS: dict[str, Callable[[np.ndarray, FramePoints], None]] = {
+def _token_window(box: Box, grid_size: tuple[int, int], stride: int) -> tuple[slice, slice]:
+    """The token rows and columns that a pixel box touches, clipped to the grid."""
+    x0, y0, x1, y1 = box
+    grid_h, grid_w = grid_size
+    rows = slice(min(max(int(y0) // stride, 0), grid_h), min(max(-(-int(np.ceil(y1)) // stride), 0), grid_h))
+    cols = slice(min(max(int(x0) // stride, 0), grid_w), min(max(-(-int(np.ceil(x1)) // stride), 0), grid_w))
+    return rows, cols
+
+
+REGION_DRAWERS: dict[str, Callable[[np.ndarray, FramePoints], Box | None]] = {
     "face": draw_face,
     "left_hand": lambda canvas, frame: draw_hand(canvas, frame, LEFT_HAND),
     "right_hand": lambda canvas, frame: draw_hand(canvas, frame, RIGHT_HAND),
@@ -171,11 +199,18 @@ def region_token_masks(
     for latent, video_frames in enumerate(groups):
         for region, name in enumerate(config.regions):
             for t in video_frames:
+                box = REGION_DRAWERS[name](canvas, frames[t])
+                if box is None:
+                    continue
+                # Pool only the tokens under what was drawn: regions cover a few % of the frame.
+                rows, cols = _token_window(box, grid_size, stride)
+                pixels = canvas[rows.start * stride : rows.stop * stride, cols.start * stride : cols.stop * stride]
+                if pixels.size:
+                    # INTER_AREA over an integer factor is the mean over each token's stride x stride pixels.
+                    size = (cols.stop - cols.start, rows.stop - rows.start)
+                    coverage = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+                    masks[latent, region, rows, cols] |= coverage >= threshold
                 canvas.fill(0)
-                REGION_DRAWERS[name](canvas, frames[t])
-                # INTER_AREA over an integer factor is the mean over each token's stride x stride pixels.
-                coverage = cv2.resize(canvas, (grid_w, grid_h), interpolation=cv2.INTER_AREA)
-                masks[latent, region] |= coverage >= threshold
     if config.dilation_tokens > 0:
         side = 2 * config.dilation_tokens + 1
         kernel = np.ones((side, side), dtype=np.uint8)
