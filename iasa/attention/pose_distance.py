@@ -65,31 +65,34 @@ def pairwise_pose_distance(
     """Root-mean-square residual of the best rigid (or similarity) alignment of every pose b onto a.
 
     points_a (Fa, B, 2), visible_a (Fa, B), points_b (Fb, B, 2), visible_b (Fb, B) -> (Fa, Fb) float64;
-    +inf where a pair shares fewer than MIN_SHARED_POINTS points.
+    +inf where a pair shares fewer than MIN_SHARED_POINTS points. Computed in NumPy: the arrays are tiny,
+    and torch's intra-op thread pool costs more than the arithmetic on a busy CPU.
     """
-    a, b = points_a.double(), points_b.double()
-    shared = (visible_a[:, None, :] & visible_b[None, :, :]).double()  # (Fa, Fb, B)
-    count = shared.sum(-1)
-    safe_count = count.clamp(min=1)
-    sum_a = torch.einsum("ijp,ipc->ijc", shared, a)
-    sum_b = torch.einsum("ijp,jpc->ijc", shared, b)
+    a, b = np.asarray(points_a, dtype=np.float64), np.asarray(points_b, dtype=np.float64)
+    shared = (np.asarray(visible_a)[:, None, :] & np.asarray(visible_b)[None, :, :]).astype(np.float64)
+    count = shared.sum(-1)  # (Fa, Fb)
+    safe_count = np.maximum(count, 1)
+    sum_a = np.einsum("ijp,ipc->ijc", shared, a)
+    sum_b = np.einsum("ijp,jpc->ijc", shared, b)
     # Second moments about the shared points' own centroids (sum w x y - sum w x * sum w y / n).
-    spread_a = torch.einsum("ijp,ip->ij", shared, (a**2).sum(-1)) - (sum_a**2).sum(-1) / safe_count
-    spread_b = torch.einsum("ijp,jp->ij", shared, (b**2).sum(-1)) - (sum_b**2).sum(-1) / safe_count
-    dot = torch.einsum("ijp,ipc,jpc->ij", shared, a, b) - (sum_a * sum_b).sum(-1) / safe_count
-    cross = (
-        torch.einsum("ijp,ip,jp->ij", shared, a[..., 1], b[..., 0])
-        - torch.einsum("ijp,ip,jp->ij", shared, a[..., 0], b[..., 1])
-        - (sum_a[..., 1] * sum_b[..., 0] - sum_a[..., 0] * sum_b[..., 1]) / safe_count
-    )
+    spread_a = np.einsum("ijp,ip->ij", shared, (a**2).sum(-1)) - (sum_a**2).sum(-1) / safe_count
+    spread_b = np.einsum("ijp,jp->ij", shared, (b**2).sum(-1)) - (sum_b**2).sum(-1) / safe_count
+    # Per-point products of a and b coordinates, (Fa, Fb, B) each, then summed over the shared points.
+    xx = a[:, None, :, 0] * b[None, :, :, 0]
+    yy = a[:, None, :, 1] * b[None, :, :, 1]
+    yx = a[:, None, :, 1] * b[None, :, :, 0]
+    xy = a[:, None, :, 0] * b[None, :, :, 1]
+    dot = (shared * (xx + yy)).sum(-1) - (sum_a * sum_b).sum(-1) / safe_count
+    cross = (shared * (yx - xy)).sum(-1) - (sum_a[..., 1] * sum_b[..., 0] - sum_a[..., 0] * sum_b[..., 1]) / safe_count
     # The best rotation turns b by atan2(cross, dot); the aligned overlap is then |(dot, cross)|.
-    overlap = torch.sqrt(dot**2 + cross**2)
+    overlap = np.sqrt(dot**2 + cross**2)
     if align_scale:
-        residual = spread_a - torch.where(spread_b > 0, overlap**2 / spread_b.clamp(min=1e-300), 0.0)
+        explained = np.divide(overlap**2, spread_b, out=np.zeros_like(overlap), where=spread_b > 0)
+        residual = spread_a - explained
     else:
         residual = spread_a + spread_b - 2 * overlap
-    distance = torch.sqrt(residual.clamp(min=0) / safe_count)
-    return torch.where(count >= MIN_SHARED_POINTS, distance, torch.full_like(distance, torch.inf))
+    distance = np.sqrt(np.maximum(residual, 0) / safe_count)
+    return torch.from_numpy(np.where(count >= MIN_SHARED_POINTS, distance, np.inf))
 
 
 def video_pose_distance(
@@ -108,12 +111,13 @@ def latent_pose_distance(video_distance: torch.Tensor) -> torch.Tensor:
     (T, T) float64; pairs of video frames that cannot be compared (+inf) are left out of the mean, and a
     latent pair with none comparable is +inf.
     """
-    groups = latent_frame_groups(video_distance.shape[0])
-    membership = torch.zeros(len(groups), video_distance.shape[0], dtype=torch.float64)
+    video = np.asarray(video_distance, dtype=np.float64)
+    groups = latent_frame_groups(video.shape[0])
+    membership = np.zeros((len(groups), video.shape[0]))
     for latent, frames in enumerate(groups):
         membership[latent, list(frames)] = 1.0
-    comparable = torch.isfinite(video_distance)
-    finite = torch.where(comparable, video_distance, 0.0)
-    total = membership @ finite @ membership.T
-    count = membership @ comparable.double() @ membership.T
-    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, torch.inf))
+    comparable = np.isfinite(video)
+    total = membership @ np.where(comparable, video, 0.0) @ membership.T
+    count = membership @ comparable.astype(np.float64) @ membership.T
+    mean = np.divide(total, count, out=np.full_like(total, np.inf), where=count > 0)
+    return torch.from_numpy(mean)
