@@ -20,6 +20,15 @@ from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
 from iasa.video.lora import load_lora
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread: on a busy shared CPU, extra threads mostly wait for each other."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 SOURCE_SIZE = (48, 64)  # (height, width) of the synthetic source videos
 SOURCE_FRAMES = 12
 

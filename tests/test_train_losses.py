@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,7 +24,7 @@ from iasa.video.config import AttentionPatchConfig, VideoModelConfig
 from iasa.video.lora import inject_lora
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset, tiny_overrides  # noqa: E402
+from test_train_e2e import make_dataset, one_thread, tiny_overrides  # noqa: E402, F401 (one_thread: autouse fixture)
 
 TINY = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
 

@@ -36,7 +36,6 @@ from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
-from iasa.video.lora import inject_lora, load_lora, save_lora
 from iasa.train.runtime import (
     Checkpointer,
     average_gradients,
@@ -46,6 +45,7 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
+from iasa.video.lora import inject_lora, load_lora, save_lora
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 

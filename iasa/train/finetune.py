@@ -20,7 +20,6 @@ from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
-from iasa.video.lora import inject_lora, load_lora, save_lora
 from iasa.train.runtime import (
     Checkpointer,
     average_gradients,
@@ -30,6 +29,7 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
+from iasa.video.lora import inject_lora, load_lora, save_lora
 
 ADAPTER = "default"
 LORA_FILE = "lora.safetensors"
