@@ -11,6 +11,7 @@ from iasa.eval.fgd_autoencoder import (
     fgd,
     limb_chains,
     pooling_groups,
+    poses_to_rot6d,
 )
 
 
@@ -81,3 +82,12 @@ def test_fgd_is_zero_for_the_same_motion_and_grows_with_a_shift(extractor) -> No
     shifted = fgd(extractor, [clip + 0.5 for clip in real], real)
     assert abs(same) < 1e-3
     assert shifted > 1.0
+
+
+def test_poses_become_rot6d_rows_per_joint() -> None:
+    poses = np.zeros((3, 165), np.float32)
+    poses[:, 15 * 3 + 2] = np.pi / 2  # head turned a quarter about z
+    rot6d = poses_to_rot6d(poses)
+    assert rot6d.shape == (1, 3, 330)
+    np.testing.assert_allclose(rot6d[0, :, :6].numpy(), np.tile([1, 0, 0, 0, 1, 0], (3, 1)), atol=1e-6)
+    np.testing.assert_allclose(rot6d[0, :, 90:96].numpy(), np.tile([0, -1, 0, 1, 0, 0], (3, 1)), atol=1e-6)

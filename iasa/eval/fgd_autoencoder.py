@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from iasa.eval.frechet import frechet_distance
+from iasa.motion.rotation import axis_angle_to_rot6d
 
 # Parent of each SMPL-X joint (its kintree_table row 0; the root has none).
 SMPLX_PARENTS = (
@@ -245,8 +246,16 @@ class FgdFeatureExtractor(nn.Module):
         return rearrange(latents, "b t c -> (b t) c").cpu().numpy()
 
 
+def poses_to_rot6d(poses: np.ndarray) -> torch.Tensor:
+    """(frames, 165) SMPL-X axis-angle poses (as in the motion .npz) -> (1, frames, 330) rot6d, the
+    encoder's input."""
+    axis_angle = torch.as_tensor(np.asarray(poses, dtype=np.float32))
+    return rearrange(axis_angle_to_rot6d(rearrange(axis_angle, "t (j d) -> t j d", d=3)), "t j d -> 1 t (j d)")
+
+
 def fgd(extractor: FgdFeatureExtractor, generated: Sequence[torch.Tensor], real: Sequence[torch.Tensor]) -> float:
-    """FGD between clips of generated and real motion, each (1, frames, 330) rot6d."""
+    """FGD between clips of generated and real motion, each (1, frames, 330) rot6d (see
+    poses_to_rot6d)."""
     generated_features = np.concatenate([extractor.features(clip) for clip in generated])
     real_features = np.concatenate([extractor.features(clip) for clip in real])
     return frechet_distance(generated_features, real_features)
