@@ -35,6 +35,7 @@ from iasa.video.config import (
 )
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
+from iasa.video.vae_decode import decode_video
 from iasa.video.windows import plan_windows
 
 
@@ -149,6 +150,6 @@ class VideoGenerator:
             (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
-        video = c.vae.decode(latents, device=c.device)[0]
+        video = decode_video(c.vae, latents)[0]
         video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
         return video[:num_frames].to(torch.uint8).cpu().numpy()

@@ -1,0 +1,46 @@
+"""decode_video equals diffsynth's WanVideoVAE.decode on a tiny random VAE (CPU), in both memory formats."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+
+from iasa.video.assembly import build_random
+from iasa.video.config import ARCHITECTURES
+from iasa.video.vae_decode import decode_video
+
+
+@functools.lru_cache(maxsize=1)
+def _base_vae():
+    torch.manual_seed(0)
+    return build_random("vae", ARCHITECTURES["tiny"], torch.device("cpu"), torch.float32)
+
+
+def latents(batch: int = 1, frames: int = 3) -> torch.Tensor:
+    return torch.randn(batch, 16, frames, 4, 6, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last_3d"])
+def test_decode_video_equals_diffsynth_decode(memory_format):
+    vae = copy.deepcopy(_base_vae())
+    z = latents(batch=2)
+    expected = vae.decode(z, device="cpu")
+    got = decode_video(vae, z, memory_format=memory_format)
+    assert got.shape == (2, 3, 4 * (3 - 1) + 1, 32, 48) == expected.shape
+    assert got.abs().max() > 0.01  # a real picture, not a constant
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # Caches are freed, and a second decode (fresh caches) gives the same video.
+    assert all(entry is None for entry in vae.model._feat_map)
+    torch.testing.assert_close(decode_video(vae, z, memory_format=memory_format), got)
+
+
+def test_decode_video_restores_cudnn_benchmark_and_rejects_unknown_format():
+    vae = _base_vae()
+    before = torch.backends.cudnn.benchmark
+    decode_video(vae, latents(frames=1))
+    assert torch.backends.cudnn.benchmark == before
+    with pytest.raises(ValueError, match="memory_format"):
+        decode_video(vae, latents(frames=1), memory_format="nhwc")
