@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from iasa.attention.fast import fast_sparse_attention, prepare_fast_layout
-from iasa.attention.fast_plan import build_cross_region_plan, cheapest_forward_tile
+from iasa.attention.fast_plan import build_cross_region_plan
 from iasa.attention.layout import SparseLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_all_background_is_attention_within_frames():
 @pytest.mark.parametrize("seed", [0, 5])
 def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     layout = random_layout(seed, frames=5, grid=(3, 3))
-    plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=3, backward_tile_tokens=2)
+    plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=(3, 2), backward_tile_tokens=2)
     allowed = brute_force_allowed(layout)
     frame_of = torch.arange(layout.num_tokens) // layout.tokens_per_frame
     cross = allowed & (frame_of[:, None] != frame_of[None, :])
@@ -126,14 +126,24 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     # Expand the tables back into token pairs and compare with the brute force.
     token = plan.token_index32.long()
     assert torch.equal(token, plan.token_frame * layout.tokens_per_frame + plan.token_position)
-    for tiling in (plan.forward_tiling, plan.backward_tiling):
-        sizes = tiling.end - tiling.start
-        assert int(sizes.min()) > 0 and int(sizes.max()) <= tiling.tokens
-        covered = torch.cat([torch.arange(int(a), int(b)) for a, b in zip(tiling.start, tiling.end)])
-        assert torch.equal(covered, torch.arange(plan.num_region_tokens))  # every row once, in order
-        segment_of_row = list(zip(plan.token_frame.tolist(), plan.token_region.tolist()))
-        for a, b in zip(tiling.start.tolist(), tiling.end.tolist()):
-            assert len(set(segment_of_row[a:b])) == 1  # a tile never spans two (frame, region) segments
+    segment_of_row = list(zip(plan.token_frame.tolist(), plan.token_region.tolist()))
+    key_counts = (plan.key_list_ptr[1:] - plan.key_list_ptr[:-1]).tolist()
+    rows_with_keys = [r for r in range(plan.num_region_tokens) if cross[token[r]].any()]
+    for tilings, expected_rows in (
+        (plan.forward_tilings, rows_with_keys),  # the forward skips rows without cross keys
+        ((plan.backward_tiling,), list(range(plan.num_region_tokens))),
+    ):
+        covered = []
+        for tiling in tilings:
+            sizes = tiling.end - tiling.start
+            assert int(sizes.min()) > 0 and int(sizes.max()) <= tiling.tokens
+            for a, b in zip(tiling.start.tolist(), tiling.end.tolist()):
+                assert len(set(segment_of_row[a:b])) == 1  # a tile never spans two (frame, region) segments
+                covered.extend(range(a, b))
+        assert sorted(covered) == expected_rows  # every row once
+    for tiling in plan.forward_tilings:  # longest key lists first
+        counts = [key_counts[s] for s in tiling.segment.tolist()]
+        assert counts == sorted(counts, reverse=True)
     listed = torch.zeros_like(cross)
     listed_from_keys = torch.zeros_like(cross)
     tiling = plan.backward_tiling
@@ -153,13 +163,22 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed):
     assert torch.equal(listed_from_keys, cross)
 
 
-def test_forward_tile_follows_the_padded_work():
-    # Segments of 130 rows: 64-row tiles pad to 192, 128-row tiles to 256 -> 64 wins.
-    assert cheapest_forward_tile([130] * 4, [500] * 4) == 64
-    # Segments of 256 rows: no padding either way -> the cheaper row cost of 128-row tiles wins.
-    assert cheapest_forward_tile([256] * 4, [500] * 4) == 128
-    # Work, not rows, decides: the one segment with keys is a multiple of 128.
-    assert cheapest_forward_tile([128, 65], [1000, 0]) == 128
+def test_forward_tiles_cut_segments_into_large_tiles_and_a_small_remainder():
+    # One frame pair sharing one region: frame 1 (sees frame 0) has 300 region tokens, frame 0 sees nothing.
+    labels = torch.zeros(2, 400, dtype=torch.long)
+    labels[:, :300] = 1
+    selection = torch.tensor([[True, False], [True, True]])
+    plan = build_cross_region_plan(SparseLayout(selection, labels, (20, 20)), "cpu", forward_tile_tokens=(64, 128))
+    large, small = plan.forward_tilings
+    assert (large.tokens, small.tokens) == (128, 64)
+    # Frame 1's segment is rows 300..599: two 128-row tiles and a 44-row remainder in a 64-row tile.
+    assert large.start.tolist() == [300, 428] and large.end.tolist() == [428, 556]
+    assert small.start.tolist() == [556] and small.end.tolist() == [600]
+    # A remainder longer than the small tile takes a large one.
+    labels[:, :200] = 1
+    labels[:, 200:] = 0
+    large, small = build_cross_region_plan(SparseLayout(selection, labels, (20, 20)), "cpu").forward_tilings
+    assert (large.end - large.start).tolist() == [128, 72] and small.count == 0
 
 
 def test_plan_is_cached_per_layout_object():
@@ -179,22 +198,24 @@ def test_wrong_token_count_is_a_clear_error():
 TRITON_CHECK = """
 import torch
 from iasa.attention import fast_math, fast_triton
-from iasa.attention.fast_plan import build_cross_region_plan, cheapest_forward_tile
+from iasa.attention.fast_plan import build_cross_region_plan
 from tests.test_attention_fast import random_layout
 
 layout = random_layout(7, frames=4, grid=(6, 6), regions=2)
-plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=32, backward_tile_tokens=16)
+plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=(32, 16), backward_tile_tokens=16)
 frames, per_frame = layout.token_regions.shape
 batch, heads, dim = 2, 2, 64
 g = torch.Generator().manual_seed(0)
 q, k, v = [torch.randn(batch, frames * per_frame, heads, dim, generator=g).half().transpose(1, 2) for _ in range(3)]
 own_out = torch.randn(batch, frames, heads, per_frame, dim, generator=g).half()
 own_lse = torch.randn(batch, frames, heads, per_frame, generator=g)
-fast_out, fast_lse = own_out.clone(), own_lse.clone()
-fast_triton.cross_region_forward_merge(q, k, v, fast_out.movedim(1, 2), fast_lse.movedim(1, 2), plan, 0.125)
 math_out, math_lse = own_out.float(), own_lse.clone()
 fast_math.cross_region_forward_merge(
     q.float(), k.float(), v.float(), math_out.movedim(1, 2), math_lse.movedim(1, 2), plan, 0.125)
+# Key tiles of 16 so that lists span several full tiles and a partial one.
+fast_triton.FORWARD_LAUNCH = {key: (16, 4, 2) for key in fast_triton.FORWARD_LAUNCH}
+fast_out, fast_lse = own_out.clone(), own_lse.clone()
+fast_triton.cross_region_forward_merge(q, k, v, fast_out.movedim(1, 2), fast_lse.movedim(1, 2), plan, 0.125)
 assert not torch.equal(fast_out, own_out)
 torch.testing.assert_close(fast_out.float(), math_out, rtol=0, atol=2e-3)
 torch.testing.assert_close(fast_lse, math_lse, rtol=0, atol=1e-5)

@@ -24,11 +24,11 @@ import torch
 
 from iasa.attention.layout import BACKGROUND, SparseLayout
 
-# Rows of one kernel tile: segments are cut into tiles of at most this many compact tokens. A segment's
-# last tile is partly empty, so the forward picks, per clip, the size with the least padded work weighted
-# by the measured time of one row of work: on an H200 (head dim 128, bf16) a 128-row tile did it in 0.93
-# of a 64-row tile's time, and 64-row tiles won where regions are small (480x832). Backward: 64 rows.
-FORWARD_TILE_COST = {64: 1.0, 128: 0.93}
+# Rows of one kernel tile. Forward: segments are cut into tiles of the first size and each segment's
+# remainder goes to the smallest size that holds it (a 128-row tile does a row of work a little faster, a
+# 64-row tile pads less). On an H200 at 720x1280x81, K = 8, this mix took 0.93-0.98 of the time of
+# 128-row or 64-row tiles alone; heaviest-first order another 1 %. Backward: 64 rows.
+FORWARD_TILE_TOKENS = (128, 64)
 BACKWARD_TILE_TOKENS = 64
 # How many prepared plans to keep (one per live layout; layers of one clip share one).
 PLAN_CACHE_SIZE = 8
@@ -56,7 +56,9 @@ class CrossRegionPlan:
     token_frame, token_position, token_region: (M,) int64 latent frame, position in that frame and
         region id of every compact row.
     token_index32: (M,) the token (frame * N + position) of every compact row.
-    forward_tiling: the query tiles of the forward kernel.
+    forward_tilings: the query tiles of the forward kernel, one Tiling per tile size (largest first, one
+        launch each), only of segments that have cross keys, heaviest (longest key list) first so that
+        the launch ends on short tiles.
     backward_tiling: the query tiles of the dQ kernel, which are also the key tiles of the dK, dV kernel.
     key_list_ptr: (S + 1,) offsets into key_list_token: the keys of each segment, all key segments
         concatenated, so a kernel walks them in full inner tiles.
@@ -74,7 +76,7 @@ class CrossRegionPlan:
     token_position: torch.Tensor
     token_region: torch.Tensor
     token_index32: torch.Tensor
-    forward_tiling: Tiling
+    forward_tilings: tuple[Tiling, ...]
     backward_tiling: Tiling
     key_list_ptr: torch.Tensor
     key_list_token: torch.Tensor
@@ -104,26 +106,31 @@ def _tiles(starts: np.ndarray, ends: np.ndarray, tokens: int) -> np.ndarray:
     return np.array(tiles, dtype=np.int64).reshape(-1, 3).T
 
 
-def cheapest_forward_tile(segment_rows: list[int], segment_keys: list[int]) -> int:
-    """The FORWARD_TILE_COST size with the least weighted work: sum over segments of the padded rows
-    (rows rounded up to whole tiles) x the segment's key count x the size's cost per row."""
-
-    def cost(tile: int) -> float:
-        padded = sum(-(-rows // tile) * tile * keys for rows, keys in zip(segment_rows, segment_keys))
-        return FORWARD_TILE_COST[tile] * padded
-
-    return min(FORWARD_TILE_COST, key=cost)
+def _forward_tiles(starts: np.ndarray, ends: np.ndarray, key_counts: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """Per tile size (descending): (3, tiles) start, end and segment. Segments without keys get no tile;
+    a segment is cut into tiles of the largest size and its remainder goes to the smallest size that holds
+    it. Within a size, tiles of longer key lists come first."""
+    sizes = tuple(sorted(sizes, reverse=True))
+    largest = sizes[0]
+    tiles: dict[int, list[tuple[int, int, int]]] = {size: [] for size in sizes}
+    for s in np.argsort(-key_counts, kind="stable").tolist():
+        if key_counts[s] == 0:
+            continue
+        a, b = int(starts[s]), int(ends[s])
+        full_end = a + (b - a) // largest * largest
+        tiles[largest].extend((row, row + largest, s) for row in range(a, full_end, largest))
+        if full_end < b:
+            tiles[min(size for size in sizes if size >= b - full_end)].append((full_end, b, s))
+    return [np.array(tiles[size], dtype=np.int64).reshape(-1, 3).T for size in sizes]
 
 
 def build_cross_region_plan(
     layout: SparseLayout,
     device: torch.device | str,
-    forward_tile_tokens: int | None = None,
+    forward_tile_tokens: tuple[int, ...] = FORWARD_TILE_TOKENS,
     backward_tile_tokens: int = BACKWARD_TILE_TOKENS,
 ) -> CrossRegionPlan:
     """Group a layout's region tokens by (frame, region) and list which segments meet across frames.
-
-    forward_tile_tokens None picks the cheapest size of FORWARD_TILE_COST for this clip.
 
     Runs in NumPy on the CPU (tens of thousands of tokens, a few hundred segments: thread pools only
     cost time here) and moves all tables to `device` in one copy.
@@ -165,15 +172,15 @@ def build_cross_region_plan(
 
     key_ptr, key_rows = _concatenated_rows(key_lists, starts, ends)
     query_ptr, query_rows = _concatenated_rows(query_lists, starts, ends)
-    if forward_tile_tokens is None:
-        forward_tile_tokens = cheapest_forward_tile(seg_size, np.diff(key_ptr).tolist())
+    forward_sizes = tuple(sorted(forward_tile_tokens, reverse=True))
+    forward_tiles = _forward_tiles(starts, ends, np.diff(key_ptr), forward_sizes)
     tables = {
         "token_index32": region_token,
         "token_frame": frame_of,
         "token_position": region_token % tokens_per_frame,
         "token_region": region_of,
         "frame_selection": selection,
-        "forward_tiles": _tiles(starts, ends, forward_tile_tokens),
+        **{f"forward_tiles_{size}": tiles for size, tiles in zip(forward_sizes, forward_tiles)},
         "backward_tiles": _tiles(starts, ends, backward_tile_tokens),
         "key_list_ptr": key_ptr,
         "key_list_token": region_token[key_rows],
@@ -192,7 +199,7 @@ def build_cross_region_plan(
         token_frame=on_device.pop("token_frame").long(),
         token_position=on_device.pop("token_position").long(),
         token_region=on_device.pop("token_region").long(),
-        forward_tiling=Tiling(forward_tile_tokens, *on_device.pop("forward_tiles")),
+        forward_tilings=tuple(Tiling(size, *on_device.pop(f"forward_tiles_{size}")) for size in forward_sizes),
         backward_tiling=Tiling(backward_tile_tokens, *on_device.pop("backward_tiles")),
         cross_pairs=cross_pairs,
         **on_device,

@@ -25,17 +25,56 @@ import triton.language as tl
 from iasa.attention.fast_plan import CrossRegionPlan
 
 LOG2_E = 1.4426950408889634
-# Per head dim: (inner tile over the rows a tile walks -- keys in forward and dQ, queries in dK/dV --,
-# warps, pipeline stages), from sweeps at 720x1280x81, 40 heads, bf16 on an H200 (forward: within 1-4 %
-# of the best for both 64- and 128-row query tiles). Other power-of-two head dims use the 128 entry.
-FORWARD_LAUNCH = {64: (64, 4, 2), 128: (64, 4, 2)}
+# Forward, per (head dim, query tile rows): (inner tile over keys, warps, pipeline stages). Backward, per
+# head dim: (inner tile over the rows a tile walks -- keys in dQ, queries in dK/dV --, warps, stages).
+# From sweeps at 480x832 and 720x1280 x81, 40 heads, bf16 on an H200: 3 stages beat 2 by 5-9 % in the
+# forward, 8 warps or 128-key tiles lost 5-20 %. Other power-of-two head dims use the 128 entries, other
+# tile rows the 64-row entry.
+FORWARD_LAUNCH = {(64, 128): (64, 4, 3), (64, 64): (64, 4, 3), (128, 128): (64, 4, 3), (128, 64): (64, 4, 3)}
 BACKWARD_LAUNCH = {64: (64, 4, 3), 128: (64, 4, 3)}
 
 
-def _launch(table: dict[int, tuple[int, int, int]], head_dim: int) -> tuple[int, int, int]:
+def _check_head_dim(head_dim: int) -> int:
+    """The launch tables' head-dim key of a supported head dim."""
     if head_dim < 16 or head_dim > 256 or head_dim & (head_dim - 1):
         raise ValueError(f"the fast kernels take a power-of-two head dim in [16, 256], got {head_dim}")
-    return table.get(head_dim, table[128])
+    return head_dim if head_dim in BACKWARD_LAUNCH else 128
+
+
+def _forward_launch(head_dim: int, tile_rows: int) -> tuple[int, int, int]:
+    key = _check_head_dim(head_dim)
+    return FORWARD_LAUNCH.get((key, tile_rows), FORWARD_LAUNCH[(key, 64)])
+
+
+@triton.jit
+def _attend_key_tile(
+    q, acc, row_max, row_sum, key_head, value_head, key_list_token, first, list_stop, dims, sq_n, scale_log2,
+    BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+):
+    """One step of the online softmax (log2 domain) over the key tile at key_list_token[first:]."""
+    cols = first + tl.arange(0, BLOCK_N)
+    if MASKED:
+        col_ok = cols < list_stop
+        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0)
+    else:
+        key_token = tl.load(key_list_token + cols)
+    # 32-bit offsets within one (batch, head): fewer integer instructions per gathered element. Columns
+    # past the list read token 0 (a valid row) and are masked out of the scores.
+    key_offsets = key_token[:, None] * sq_n + dims[None, :]
+    k = tl.load(key_head + key_offsets)
+    v = tl.load(value_head + key_offsets)
+    scores = tl.dot(q, tl.trans(k)) * scale_log2
+    if MASKED:
+        scores = tl.where(col_ok[None, :], scores, float("-inf"))
+    new_max = tl.maximum(row_max, tl.max(scores, 1))
+    rescale = tl.exp2(row_max - new_max)
+    row_sum = row_sum * rescale
+    acc = acc * rescale[:, None]
+    row_max = new_max
+    p = tl.exp2(scores - row_max[:, None])
+    row_sum += tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, row_max, row_sum
 
 
 @triton.jit
@@ -66,23 +105,20 @@ def _cross_region_forward_merge(
     row_sum = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     key_head, value_head = K + qkv_base, V + qkv_base
+    list_start = tl.load(key_list_ptr + segment)
     list_stop = tl.load(key_list_ptr + segment + 1)
-    for first in range(tl.load(key_list_ptr + segment), list_stop, BLOCK_N):
-        cols = first + tl.arange(0, BLOCK_N)
-        col_ok = cols < list_stop
-        # 32-bit offsets within one (batch, head): fewer integer instructions per gathered element.
-        key_token = tl.load(key_list_token + cols, mask=col_ok, other=0)
-        key_offsets = key_token[:, None] * sq_n + dims[None, :]
-        k = tl.load(key_head + key_offsets, mask=col_ok[:, None], other=0.0)
-        v = tl.load(value_head + key_offsets, mask=col_ok[:, None], other=0.0)
-        scores = tl.dot(q, tl.trans(k)) * scale_log2
-        scores = tl.where(col_ok[None, :], scores, float("-inf"))
-        new_max = tl.maximum(row_max, tl.max(scores, 1))
-        rescale = tl.exp2(row_max - new_max)
-        p = tl.exp2(scores - new_max[:, None])
-        row_sum = row_sum * rescale + tl.sum(p, 1)
-        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
-        row_max = new_max
+    # Full key tiles without masks, then the partial last one.
+    full_stop = list_start + (list_stop - list_start) // BLOCK_N * BLOCK_N
+    for first in range(list_start, full_stop, BLOCK_N):
+        acc, row_max, row_sum = _attend_key_tile(
+            q, acc, row_max, row_sum, key_head, value_head, key_list_token, first, list_stop, dims, sq_n,
+            scale_log2, BLOCK_N, False,
+        )
+    if full_stop < list_stop:
+        acc, row_max, row_sum = _attend_key_tile(
+            q, acc, row_max, row_sum, key_head, value_head, key_list_token, full_stop, list_stop, dims, sq_n,
+            scale_log2, BLOCK_N, True,
+        )
 
     # Merge in the log2 domain; a row with no cross key has row_sum 0 and keeps the own-frame values.
     frame, position = token // tokens_per_frame, token % tokens_per_frame
@@ -267,17 +303,19 @@ def cross_region_forward_merge(
         return
     _check_32bit_rows(query)
     batch, heads, _, head_dim = query.shape
-    tiling = plan.forward_tiling
-    inner, warps, stages = _launch(FORWARD_LAUNCH, head_dim)
-    _cross_region_forward_merge[(tiling.count, batch * heads)](
-        query, key, value, out_tokens, lse_tokens,
-        plan.token_index32, tiling.start, tiling.end, tiling.segment,
-        plan.key_list_ptr, plan.key_list_token,
-        heads, plan.tokens_per_frame,
-        *_rows_strides(query), *_rows_strides(out_tokens), *lse_tokens.stride(),
-        scale * LOG2_E,
-        HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=inner, num_warps=warps, num_stages=stages,
-    )
+    for tiling in plan.forward_tilings:
+        if tiling.count == 0:
+            continue
+        inner, warps, stages = _forward_launch(head_dim, tiling.tokens)
+        _cross_region_forward_merge[(tiling.count, batch * heads)](
+            query, key, value, out_tokens, lse_tokens,
+            plan.token_index32, tiling.start, tiling.end, tiling.segment,
+            plan.key_list_ptr, plan.key_list_token,
+            heads, plan.tokens_per_frame,
+            *_rows_strides(query), *_rows_strides(out_tokens), *lse_tokens.stride(),
+            scale * LOG2_E,
+            HEAD_DIM=head_dim, BLOCK_M=tiling.tokens, BLOCK_N=inner, num_warps=warps, num_stages=stages,
+        )
 
 
 def cross_region_backward_accumulate(
@@ -308,7 +346,7 @@ def cross_region_backward_accumulate(
     row_dot = torch.empty(batch * heads, rows, device=query.device, dtype=torch.float32)
     lse_log2 = torch.empty_like(row_dot)
     tiling = plan.backward_tiling
-    inner, warps, stages = _launch(BACKWARD_LAUNCH, head_dim)
+    inner, warps, stages = BACKWARD_LAUNCH[_check_head_dim(head_dim)]
     _row_statistics[(triton.cdiv(rows, tiling.tokens), batch * heads)](
         grad_out, out_tokens, lse_tokens, row_dot, lse_log2,
         plan.token_index32, rows, heads, plan.tokens_per_frame,
