@@ -2,6 +2,7 @@
 
     python scripts/bench_pipeline.py                                   # 512x512, 480x832, 720x1280 x 81 frames
     python scripts/bench_pipeline.py --resolutions 480x832 --sparse-backends flex
+    python scripts/bench_pipeline.py --resolutions 480x832 --dit-precision bf16 fp8   # fp8 records after bf16
 
 Random weights at the real 14B sizes, built directly on the GPU in bf16 (no files needed). Per resolution:
 - motion_s: audio (3.2 s of synthetic speech) -> motion (EMAGE at its real size with random weights, or
@@ -11,8 +12,14 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
 - layout_s: the clip's sparse layout (build_sparse_layout on the CPU + the kernel's plan on the GPU);
 - dit_step_s: one DiT forward (a 1-step student step at cfg 1), median of --repeats after a warm-up call
   (which pays compilation); dense uses cuDNN SDPA first in the priority list;
-- vae_decode_s: Wan VAE decode of the 21 latent frames (untiled), after a warm-up (None with an "error"
-  when it runs out of memory; the DiT numbers of that resolution are still recorded);
+- vae_decode_s: Wan VAE decode of the 21 latent frames (untiled) with the pipeline's decode_video
+  (iasa.video.vae_decode), after a warm-up (None with an "error" when it runs out of memory; the DiT numbers
+  of that resolution are still recorded); next to it vae_decode_diffsynth_s (diffsynth's own decode) and
+  vae_decode_channels_last_3d_s (decode_video with channels_last_3d convolutions), and e2e_fps_best, the
+  e2e rate with the fastest of the two decode_video variants;
+- dit_precision: bf16, or fp8 (the DiT blocks' linears in e4m3, iasa.video.fp8_linear); with
+  --dit-precision bf16 fp8 all bf16 records come first, then the DiT is quantised in place and the DiT
+  steps are timed again (motion, pose and VAE numbers are measured once per resolution and reused);
 - e2e_fps: 81 frames / (motion_s + pose_s [+ layout_s] + dit_step_s + vae_decode_s): a 1-step student;
   teacher_e2e_fps: the same with 50 steps at cfg 5 (100 DiT passes), computed from the same numbers;
 - peak_mem_gb: peak GPU memory allocated during the DiT steps and the VAE decode.
@@ -31,6 +38,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +55,8 @@ from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.backbone import WanPoseBackbone  # noqa: E402
+from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears  # noqa: E402
+from iasa.video.vae_decode import decode_video  # noqa: E402
 from iasa.video.config import (  # noqa: E402
     ARCHITECTURES,
     CLIP_FEATURE_DIM,
@@ -149,6 +159,111 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return height, width
 
 
+@dataclass
+class ClipCosts:
+    """Per-resolution work outside the DiT, measured once: motion -> pose video, pose guider, VAE decode."""
+
+    keypoints: object
+    pose_features: torch.Tensor
+    motion_s: float
+    pose_s: float
+    vae: dict  # vae_decode_s, vae_decode_diffsynth_s, vae_decode_channels_last_3d_s (None when out of memory)
+    vae_error: str | None
+    vae_peak: float | None
+
+
+def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
+    motion_start = time.perf_counter()
+    motion = motion_generator(waveform)
+    keypoints = motion_to_keypoints(motion, PoseConfig(image_height=height, image_width=width))
+    keypoints = keypoints.slice_frames(0, VIDEO_FRAMES)
+    pose_frames = draw_pose_frames(keypoints)
+    motion_s = time.perf_counter() - motion_start
+    if keypoints.num_frames != VIDEO_FRAMES:
+        raise RuntimeError(f"motion gave {keypoints.num_frames} frames, expected {VIDEO_FRAMES}")
+    with torch.no_grad():
+        pose_video = torch.from_numpy(pose_frames).to(device, dtype).permute(3, 0, 1, 2)[None] / 255.0
+        pose_s = timed(lambda: pose_nets.pose_features(pose_video), 1, device)
+        pose_features = pose_nets.pose_features(pose_video)
+        del pose_video
+        latents = torch.randn(
+            1, LATENT_CHANNELS, LATENT_FRAMES, height // VAE_STRIDE, width // VAE_STRIDE, device=device, dtype=dtype
+        )
+        memory.reset()
+        # decode_video sets the convolutions' memory format on every call, so the order does not matter.
+        variants = {
+            "vae_decode_s": lambda: decode_video(vae, latents),
+            "vae_decode_diffsynth_s": lambda: vae.decode(latents, device=device),
+            "vae_decode_channels_last_3d_s": lambda: decode_video(vae, latents, "channels_last_3d"),
+        }
+        times, errors = {}, []
+        for key, decode in variants.items():
+            try:
+                times[key] = timed(decode, 1, device)
+            except torch.OutOfMemoryError as error:  # the DiT numbers are still worth recording
+                times[key] = None
+                errors.append(f"{key}: {error}"[:300])
+        decode_video(vae, latents[:, :, :1])  # leave the VAE in the pipeline's (contiguous) format
+        vae_peak = memory.gib()
+        memory.reset()
+    return ClipCosts(keypoints, pose_features, motion_s, pose_s, times, "; ".join(errors) or None, vae_peak)
+
+
+def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
+    """Dense, then each sparse kernel: one record each (a failing kernel becomes an error record)."""
+    latent_h, latent_w = height // VAE_STRIDE, width // VAE_STRIDE
+    with torch.no_grad():
+        latents = torch.randn(1, LATENT_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
+        y = torch.randn(1, CONDITION_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
+        context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype)
+        clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype)
+        timestep = torch.tensor([1000.0], device=device, dtype=dtype)
+        vae_decode_s = costs.vae["vae_decode_s"]
+        fastest_vae = min((t for key, t in costs.vae.items() if key != "vae_decode_diffsynth_s" and t is not None), default=None)
+
+        def record_for(attention: str, layout, layout_s: float) -> dict:
+            memory.reset()
+            step = lambda: backbone.conditioned_flow(latents, timestep, context, clip_feature, y, costs.pose_features, layout)  # noqa: E731
+            dit_step_s = timed(step, args.repeats, device)
+            peak = max(memory.gib(), costs.vae_peak) if costs.vae_peak is not None else None
+            record = {
+                **base, "attention": attention, "dit_step_s": dit_step_s, "vae_decode_s": vae_decode_s,
+                "vae_decode_diffsynth_s": costs.vae["vae_decode_diffsynth_s"],
+                "vae_decode_channels_last_3d_s": costs.vae["vae_decode_channels_last_3d_s"],
+                "motion_s": costs.motion_s, "pose_s": costs.pose_s, "layout_s": layout_s, "e2e_fps": None,
+                "e2e_fps_best": None, "teacher_e2e_fps": None, "peak_mem_gb": peak,
+            }  # fmt: skip
+            if costs.vae_error is not None:
+                record["error"] = costs.vae_error
+            outside_vae = costs.motion_s + costs.pose_s + layout_s
+            if vae_decode_s is not None:
+                record["e2e_fps"] = VIDEO_FRAMES / (outside_vae + vae_decode_s + dit_step_s)
+                record["teacher_e2e_fps"] = VIDEO_FRAMES / (outside_vae + vae_decode_s + TEACHER_DIT_PASSES * dit_step_s)
+            if fastest_vae is not None:
+                record["e2e_fps_best"] = VIDEO_FRAMES / (outside_vae + fastest_vae + dit_step_s)
+            return record
+
+        dense = record_for("dense", None, 0.0)
+        add(dense)
+        grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
+        for backend in backends:
+            try:  # one failing kernel must not cost the other's numbers
+                patch_self_attention(dit, backend)
+                layout_start = time.perf_counter()
+                layout = build_sparse_layout(costs.keypoints, sparse_config, grid_size=grid).to(device)
+                prepare_kernel_plan(backend, layout, device)
+                synchronize(device)
+                layout_s = time.perf_counter() - layout_start
+                sparse = record_for(f"iasa-{backend}", layout, layout_s)
+                density = density_statistics(layout.to("cpu"))["token_density"]
+                speedup = dense["dit_step_s"] / sparse["dit_step_s"]
+                add({**sparse, "top_k": args.top_k, "density": density, "speedup_vs_dense": speedup})
+            except Exception as error:
+                traceback.print_exc()
+                add({**base, "attention": f"iasa-{backend}", "error": f"{type(error).__name__}: {error}"[:500]})
+            memory.reset()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", nargs="+", default=list(DEFAULT_RESOLUTIONS), help="HxW, e.g. 480x832")
@@ -159,6 +274,10 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=SparseAttentionConfig.top_k, help="frames chosen per frame")
     parser.add_argument("--motion", default="emage", choices=["emage", "procedural"])
     parser.add_argument("--repeats", type=int, default=2, help="timed DiT steps after the warm-up")
+    parser.add_argument(
+        "--dit-precision", nargs="+", default=["bf16"], choices=list(DIT_PRECISIONS),
+        help="DiT linear precisions to time, in this order (fp8 quantises the DiT in place, so put it last)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model-size", default="14b", choices=sorted(ARCHITECTURES), help="tiny: a CPU smoke run")
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (smoke run with --model-size tiny)")
@@ -192,83 +311,34 @@ def main() -> None:
     motion_generator(waveform)  # warm-up (CUDA kernels, librosa caches)
     print(f"built {args.model_size} DiT, VAE, pose nets and {args.motion} motion in {time.perf_counter() - start:.1f} s", flush=True)
 
-    for height, width in resolutions:
-        resolution = f"{height}x{width}"
-        base = {"resolution": resolution, "steps": 1, "tokens": LATENT_FRAMES * (height // TOKEN_STRIDE) * (width // TOKEN_STRIDE)}
-        try:
-            def motion_to_pose_video():
-                motion = motion_generator(waveform)
-                keypoints = motion_to_keypoints(motion, PoseConfig(image_height=height, image_width=width))
-                keypoints = keypoints.slice_frames(0, VIDEO_FRAMES)
-                return keypoints, draw_pose_frames(keypoints)
-
-            motion_start = time.perf_counter()
-            keypoints, pose_frames = motion_to_pose_video()
-            motion_s = time.perf_counter() - motion_start
-            if keypoints.num_frames != VIDEO_FRAMES:
-                raise RuntimeError(f"motion gave {keypoints.num_frames} frames, expected {VIDEO_FRAMES}")
-
-            with torch.no_grad():
-                pose_video = torch.from_numpy(pose_frames).to(device, dtype).permute(3, 0, 1, 2)[None] / 255.0
-                pose_s = timed(lambda: pose_nets.pose_features(pose_video), 1, device)
-                pose_features = pose_nets.pose_features(pose_video)
-                del pose_video
-                latent_h, latent_w = height // VAE_STRIDE, width // VAE_STRIDE
-                latents = torch.randn(1, LATENT_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
-                y = torch.randn(1, CONDITION_CHANNELS, LATENT_FRAMES, latent_h, latent_w, device=device, dtype=dtype)
-                context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype)
-                clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype)
-                timestep = torch.tensor([1000.0], device=device, dtype=dtype)
-
-                memory.reset()
-                vae_error = None
-                try:
-                    vae_decode_s = timed(lambda: vae.decode(latents, device=device), 1, device)
-                except torch.OutOfMemoryError as error:  # the DiT numbers are still worth recording
-                    vae_decode_s, vae_error = None, f"VAE decode: {error}"[:300]
-                vae_peak = memory.gib()
-                memory.reset()
-
-                def record_for(attention: str, layout, layout_s: float) -> dict:
-                    memory.reset()
-                    step = lambda: backbone.conditioned_flow(latents, timestep, context, clip_feature, y, pose_features, layout)  # noqa: E731
-                    dit_step_s = timed(step, args.repeats, device)
-                    peak = max(memory.gib(), vae_peak) if vae_peak is not None else None
-                    record = {
-                        **base, "attention": attention, "dit_step_s": dit_step_s, "vae_decode_s": vae_decode_s,
-                        "motion_s": motion_s, "pose_s": pose_s, "layout_s": layout_s, "e2e_fps": None,
-                        "teacher_e2e_fps": None, "peak_mem_gb": peak,
-                    }  # fmt: skip
-                    if vae_decode_s is None:
-                        return {**record, "error": vae_error}
-                    fixed = motion_s + pose_s + layout_s + vae_decode_s
-                    record["e2e_fps"] = VIDEO_FRAMES / (fixed + dit_step_s)
-                    record["teacher_e2e_fps"] = VIDEO_FRAMES / (fixed + TEACHER_DIT_PASSES * dit_step_s)
-                    return record
-
-                dense = record_for("dense", None, 0.0)
-                add(dense)
-                grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
-                for backend in backends:
-                    try:  # one failing kernel must not cost the other's numbers
-                        patch_self_attention(dit, backend)
-                        layout_start = time.perf_counter()
-                        layout = build_sparse_layout(keypoints, sparse_config, grid_size=grid).to(device)
-                        prepare_kernel_plan(backend, layout, device)
-                        synchronize(device)
-                        layout_s = time.perf_counter() - layout_start
-                        sparse = record_for(f"iasa-{backend}", layout, layout_s)
-                        density = density_statistics(layout.to("cpu"))["token_density"]
-                        speedup = dense["dit_step_s"] / sparse["dit_step_s"]
-                        add({**sparse, "top_k": args.top_k, "density": density, "speedup_vs_dense": speedup})
-                    except Exception as error:
-                        traceback.print_exc()
-                        add({**base, "attention": f"iasa-{backend}", "error": f"{type(error).__name__}: {error}"[:500]})
-                    memory.reset()
-        except Exception as error:  # keep going: the records so far are already on disk
-            traceback.print_exc()
-            add({**base, "attention": "error", "error": f"{type(error).__name__}: {error}"[:500]})
-        memory.reset()
+    fixed_costs: dict[str, ClipCosts] = {}  # per resolution, measured in the first precision's pass
+    for precision in args.dit_precision:
+        if precision == "fp8":
+            try:  # the CPU smoke run exercises the float32 emulation of the FP8 product
+                replaced = quantize_dit_linears(dit, check_device=device.type == "cuda")
+                print(f"DiT: {replaced} linears quantised to e4m3", flush=True)
+            except Exception as error:
+                traceback.print_exc()
+                add({"dit_precision": precision, "attention": "error", "error": f"{type(error).__name__}: {error}"[:500]})
+                break
+        for height, width in resolutions:
+            resolution = f"{height}x{width}"
+            tokens = LATENT_FRAMES * (height // TOKEN_STRIDE) * (width // TOKEN_STRIDE)
+            base = {"resolution": resolution, "dit_precision": precision, "steps": 1, "tokens": tokens}
+            try:
+                if resolution not in fixed_costs:
+                    fixed_costs[resolution] = measure_clip_costs(
+                        motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory
+                    )
+                costs = fixed_costs[resolution]
+                run_dit_records(
+                    costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype,
+                    memory, add,
+                )  # fmt: skip
+            except Exception as error:  # keep going: the records so far are already on disk
+                traceback.print_exc()
+                add({**base, "attention": "error", "error": f"{type(error).__name__}: {error}"[:500]})
+            memory.reset()
     print(f"wrote {args.out}")
 
 

@@ -44,3 +44,12 @@ def test_decode_video_restores_cudnn_benchmark_and_rejects_unknown_format():
     assert torch.backends.cudnn.benchmark == before
     with pytest.raises(ValueError, match="memory_format"):
         decode_video(vae, latents(frames=1), memory_format="nhwc")
+
+
+def test_memory_format_is_set_per_call():
+    vae = copy.deepcopy(_base_vae())
+    conv = next(m for m in vae.model.decoder.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[1] > 1)
+    decode_video(vae, latents(frames=1), memory_format="channels_last_3d")
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+    decode_video(vae, latents(frames=1))
+    assert conv.weight.is_contiguous()

@@ -95,8 +95,8 @@ def norm_rope(
     return rearrange(rotated, "b s n d two -> b s (n d two)").to(x.dtype)
 
 
-# One fused kernel per shape on CUDA (read x once, write once); compiled lazily on first use.
-compiled_norm_rope = torch.compile(norm_rope, dynamic=False, fullgraph=True)
+# One fused kernel on CUDA (read x once, write once); compiled lazily, shape-generic after a second shape.
+compiled_norm_rope = torch.compile(norm_rope, fullgraph=True)
 
 
 def fused_norm_rope(

@@ -43,6 +43,9 @@ class InferenceConfig:
     attention: AttentionPatchConfig = field(default_factory=AttentionPatchConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
+    # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
+    # and per-token scales; GPUs with compute capability >= 8.9 only).
+    dit_precision: str = "bf16"
 
 
 class StageTimer:
@@ -124,7 +127,9 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
         raise ValueError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
     timer = StageTimer()
     with timer.stage("load video model"):
-        generator = VideoGenerator.from_config(config.model, config.attention, config.long_video)
+        generator = VideoGenerator.from_config(
+            config.model, config.attention, config.long_video, config.dit_precision
+        )
     with timer.stage("audio -> motion"):
         waveform = load_audio(config.audio)
         if config.emage_dir is not None:

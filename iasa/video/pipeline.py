@@ -33,6 +33,7 @@ from iasa.video.config import (
     SamplerConfig,
     VideoModelConfig,
 )
+from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
 from iasa.video.vae_decode import decode_video
@@ -65,10 +66,17 @@ class VideoGenerator:
 
     @classmethod
     def from_config(
-        cls, model: VideoModelConfig, attention: AttentionPatchConfig, long_video: LongVideoConfig
+        cls,
+        model: VideoModelConfig,
+        attention: AttentionPatchConfig,
+        long_video: LongVideoConfig,
+        dit_precision: str = "bf16",
     ) -> "VideoGenerator":
+        """dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
         if attention.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
+        if dit_precision not in DIT_PRECISIONS:
+            raise ValueError(f"dit_precision must be one of {DIT_PRECISIONS}, got {dit_precision!r}")
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -77,6 +85,8 @@ class VideoGenerator:
         if model.lora_path is not None:
             components.dit = load_lora(model.lora_path, components.dit)
             components.dit.to(device=components.device, dtype=components.dtype)
+        if dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
+            quantize_dit_linears(components.dit)
         backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
         return cls(components=components, backbone=backbone, attention=attention, long_video=long_video)
 

@@ -13,17 +13,19 @@ rounding of a different kernel.
 from __future__ import annotations
 
 import torch
-from diffsynth.models.wan_video_vae import CausalConv3d, WanVideoVAE
+from diffsynth.models.wan_video_vae import WanVideoVAE
 from einops import rearrange
 
 VAE_MEMORY_FORMATS = ("contiguous", "channels_last_3d")
 
 
-def use_channels_last_3d(vae: WanVideoVAE) -> None:
-    """Store every 3D convolution's weight in channels_last_3d (idempotent; values unchanged)."""
+def set_conv_memory_format(vae: WanVideoVAE, memory_format: str) -> None:
+    """Store every decoder 3D convolution's weight in `memory_format` (values unchanged; a no-op when they
+    already are; the decoder's weights are small, so switching costs little)."""
+    layout = torch.channels_last_3d if memory_format == "channels_last_3d" else torch.contiguous_format
     for module in vae.model.decoder.modules():
-        if isinstance(module, (CausalConv3d, torch.nn.Conv3d)):
-            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        if isinstance(module, torch.nn.Conv3d):
+            module.weight.data = module.weight.data.contiguous(memory_format=layout)
 
 
 @torch.no_grad()
@@ -35,8 +37,7 @@ def decode_video(vae: WanVideoVAE, latents: torch.Tensor, memory_format: str = "
     model = vae.model
     parameter = next(model.decoder.parameters())
     latents = latents.to(device=parameter.device, dtype=parameter.dtype)
-    if memory_format == "channels_last_3d":
-        use_channels_last_3d(vae)
+    set_conv_memory_format(vae, memory_format)
     mean, inverse_std = (rearrange(s.to(latents), "c -> 1 c 1 1 1") for s in vae.scale)
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = latents.is_cuda or previous_benchmark
