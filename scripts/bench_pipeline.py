@@ -7,6 +7,7 @@
 Random weights at the real 14B sizes, built directly on the GPU in bf16 (no files needed). Per resolution:
 - motion_s: audio (3.2 s of synthetic speech) -> motion (EMAGE at its real size with random weights, or
   procedural) -> keypoints -> pose video, after one warm-up;
+  motion_generate_s, keypoints_s and draw_s split it (audio -> motion, motion -> keypoints, drawing);
 - pose_s: the UniAnimate pose guider on the pose video (once per clip);
 - sparse kernels: fast and flex by default (flex alone without triton), each with its own records;
 - layout_s: the clip's sparse layout (build_sparse_layout on the CPU + the kernel's plan on the GPU);
@@ -166,6 +167,7 @@ class ClipCosts:
     keypoints: object
     pose_features: torch.Tensor
     motion_s: float
+    motion_parts: dict  # motion_s split: motion_generate_s (audio -> motion), keypoints_s, draw_s (pose video)
     pose_s: float
     vae: dict  # vae_decode_s, vae_decode_diffsynth_s, vae_decode_channels_last_3d_s (None when out of memory)
     vae_error: str | None
@@ -175,10 +177,14 @@ class ClipCosts:
 def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
     motion_start = time.perf_counter()
     motion = motion_generator(waveform)
+    generated = time.perf_counter()
     keypoints = motion_to_keypoints(motion, PoseConfig(image_height=height, image_width=width))
     keypoints = keypoints.slice_frames(0, VIDEO_FRAMES)
+    projected = time.perf_counter()
     pose_frames = draw_pose_frames(keypoints)
-    motion_s = time.perf_counter() - motion_start
+    drawn = time.perf_counter()
+    motion_s = drawn - motion_start
+    motion_parts = {"motion_generate_s": generated - motion_start, "keypoints_s": projected - generated, "draw_s": drawn - projected}
     if keypoints.num_frames != VIDEO_FRAMES:
         raise RuntimeError(f"motion gave {keypoints.num_frames} frames, expected {VIDEO_FRAMES}")
     with torch.no_grad():
@@ -206,7 +212,7 @@ def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height,
         decode_video(vae, latents[:, :, :1])  # leave the VAE in the pipeline's (contiguous) format
         vae_peak = memory.gib()
         memory.reset()
-    return ClipCosts(keypoints, pose_features, motion_s, pose_s, times, "; ".join(errors) or None, vae_peak)
+    return ClipCosts(keypoints, pose_features, motion_s, motion_parts, pose_s, times, "; ".join(errors) or None, vae_peak)
 
 
 def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
@@ -230,7 +236,7 @@ def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, a
                 **base, "attention": attention, "dit_step_s": dit_step_s, "vae_decode_s": vae_decode_s,
                 "vae_decode_diffsynth_s": costs.vae["vae_decode_diffsynth_s"],
                 "vae_decode_channels_last_3d_s": costs.vae["vae_decode_channels_last_3d_s"],
-                "motion_s": costs.motion_s, "pose_s": costs.pose_s, "layout_s": layout_s, "e2e_fps": None,
+                "motion_s": costs.motion_s, **costs.motion_parts, "pose_s": costs.pose_s, "layout_s": layout_s, "e2e_fps": None,
                 "e2e_fps_best": None, "teacher_e2e_fps": None, "peak_mem_gb": peak,
             }  # fmt: skip
             if costs.vae_error is not None:

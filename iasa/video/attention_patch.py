@@ -31,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iasa.attention import sparse_attention
 from iasa.attention.layout import SparseLayout
+from iasa.video.fast_compile import CompiledWithFallback
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
 # cannot take the inputs (e.g. float32).
@@ -95,8 +96,8 @@ def norm_rope(
     return rearrange(rotated, "b s n d two -> b s (n d two)").to(x.dtype)
 
 
-# One fused kernel on CUDA (read x once, write once); compiled lazily, shape-generic after a second shape.
-compiled_norm_rope = torch.compile(norm_rope, fullgraph=True)
+# One fused kernel on CUDA (read x once, write once) instead of ~10 passes; compiled lazily.
+compiled_norm_rope = CompiledWithFallback(norm_rope)
 
 
 def fused_norm_rope(

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iasa.video.fast_compile import CompiledWithFallback
+
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 DIT_PRECISIONS = ("bf16", "fp8")
 MIN_CAPABILITY = (8, 9)
@@ -30,8 +32,8 @@ def quantize_rows(x: torch.Tensor, row_multiple: int = 1) -> tuple[torch.Tensor,
     return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
 
 
-# One kernel (amax + scale + cast) on CUDA; compiled lazily, shape-generic after a second shape.
-compiled_quantize_rows = torch.compile(quantize_rows, fullgraph=True)
+# One kernel (pad + amax + scale + cast) on CUDA instead of several passes; compiled lazily.
+compiled_quantize_rows = CompiledWithFallback(quantize_rows)
 
 
 def scaled_matmul(
