@@ -14,16 +14,18 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
 - dit_step_s: one DiT forward (a 1-step student step at cfg 1), median of --repeats after a warm-up call
   (which pays compilation); dense uses cuDNN SDPA first in the priority list;
 - vae_decode_s: Wan VAE decode of the 21 latent frames (untiled) with the pipeline's decode_video
-  (iasa.video.vae_decode), after a warm-up (None with an "error" when it runs out of memory; the DiT numbers
-  of that resolution are still recorded); next to it vae_decode_diffsynth_s (diffsynth's own decode) and
-  vae_decode_channels_last_3d_s (decode_video with channels_last_3d convolutions), and e2e_fps_best, the
-  e2e rate with the fastest of the two decode_video variants;
+  (iasa.video.vae_decode) at the defaults of InferenceSpeedConfig, after a warm-up (None with an "error"
+  when it runs out of memory; the DiT numbers of that resolution are still recorded); next to it
+  vae_decode_diffsynth_s (diffsynth's own decode) and vae_decode_variants {"<memory format> x<latent frames
+  per call>": seconds} for other settings of decode_video, and e2e_fps_best with the fastest decode_video
+  setting (vae_decode_best names it);
 - dit_precision: bf16, or fp8 (the DiT blocks' linears in e4m3, iasa.video.fp8_linear); with
   --dit-precision bf16 fp8 all bf16 records come first, then the DiT is quantised in place and the DiT
   steps are timed again (motion, pose and VAE numbers are measured once per resolution and reused);
 - e2e_fps: 81 frames / (motion_s + pose_s [+ layout_s] + dit_step_s + vae_decode_s): a 1-step student;
   teacher_e2e_fps: the same with 50 steps at cfg 5 (100 DiT passes), computed from the same numbers;
-- peak_mem_gb: peak GPU memory allocated during the DiT steps and the VAE decode.
+- peak_mem_gb: peak GPU memory allocated during the DiT steps and the pipeline's VAE decode
+  (vae_peak_mem_gb: per decode setting).
 Text and CLIP embeddings (computed once per clip) are not part of the loop timed here.
 Results: benchmarks/results/pipeline.json, rewritten after every record; a failure (e.g. out of memory)
 becomes a record with "error" and the run goes on.
@@ -32,6 +34,7 @@ becomes a record with "error" and the run goes on.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -64,6 +67,7 @@ from iasa.video.config import (  # noqa: E402
     CLIP_TOKENS,
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
+    InferenceSpeedConfig,
     TOKEN_STRIDE,
     VAE_STRIDE,
 )
@@ -72,6 +76,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pipe
 VIDEO_FRAMES, LATENT_FRAMES, SAMPLE_RATE = 81, 21, 16000
 TEACHER_DIT_PASSES = 100  # 50 steps x 2 (cfg)
 DEFAULT_RESOLUTIONS = ("512x512", "480x832", "720x1280")
+# decode_video settings timed (memory format, latent frames per call); the pipeline's defaults first.
+_SPEED = InferenceSpeedConfig()
+PIPELINE_VAE = f"{_SPEED.vae_memory_format} x{_SPEED.vae_latent_frames_per_call}"
+VAE_VARIANTS = list(dict.fromkeys([
+    (_SPEED.vae_memory_format, _SPEED.vae_latent_frames_per_call),
+    ("contiguous", 1), ("contiguous", LATENT_FRAMES), ("channels_last_3d", _SPEED.vae_latent_frames_per_call),
+]))  # fmt: skip
 
 
 def synchronize(device: torch.device) -> None:
@@ -169,9 +180,11 @@ class ClipCosts:
     motion_s: float
     motion_parts: dict  # motion_s split: motion_generate_s (audio -> motion), keypoints_s, draw_s (pose video)
     pose_s: float
-    vae: dict  # vae_decode_s, vae_decode_diffsynth_s, vae_decode_channels_last_3d_s (None when out of memory)
-    vae_error: str | None
-    vae_peak: float | None
+    # "<memory format> x<latent frames per call>" or "diffsynth" -> seconds (None when out of memory),
+    # peak GiB allocated (None off the GPU), error text (only for those that failed)
+    vae: dict
+    vae_peak: dict
+    vae_errors: dict
 
 
 def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
@@ -195,24 +208,22 @@ def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height,
         latents = torch.randn(
             1, LATENT_CHANNELS, LATENT_FRAMES, height // VAE_STRIDE, width // VAE_STRIDE, device=device, dtype=dtype
         )
-        memory.reset()
         # decode_video sets the convolutions' memory format on every call, so the order does not matter.
-        variants = {
-            "vae_decode_s": lambda: decode_video(vae, latents),
-            "vae_decode_diffsynth_s": lambda: vae.decode(latents, device=device),
-            "vae_decode_channels_last_3d_s": lambda: decode_video(vae, latents, "channels_last_3d"),
-        }
-        times, errors = {}, []
+        variants = {"diffsynth": lambda: vae.decode(latents, device=device)}
+        for memory_format, per_call in VAE_VARIANTS:
+            variants[f"{memory_format} x{per_call}"] = functools.partial(decode_video, vae, latents, memory_format, per_call)
+        times, peaks, errors = {}, {}, {}
         for key, decode in variants.items():
+            memory.reset()
             try:
                 times[key] = timed(decode, 1, device)
             except torch.OutOfMemoryError as error:  # the DiT numbers are still worth recording
                 times[key] = None
-                errors.append(f"{key}: {error}"[:300])
+                errors[key] = f"VAE decode {key}: {error}"[:300]
+            peaks[key] = memory.gib()
         decode_video(vae, latents[:, :, :1])  # leave the VAE in the pipeline's (contiguous) format
-        vae_peak = memory.gib()
         memory.reset()
-    return ClipCosts(keypoints, pose_features, motion_s, motion_parts, pose_s, times, "; ".join(errors) or None, vae_peak)
+    return ClipCosts(keypoints, pose_features, motion_s, motion_parts, pose_s, times, peaks, errors)
 
 
 def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
@@ -224,29 +235,37 @@ def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, a
         context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype)
         clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype)
         timestep = torch.tensor([1000.0], device=device, dtype=dtype)
-        vae_decode_s = costs.vae["vae_decode_s"]
-        fastest_vae = min((t for key, t in costs.vae.items() if key != "vae_decode_diffsynth_s" and t is not None), default=None)
+        vae_decode_s = costs.vae[PIPELINE_VAE]
+        ours = {key: t for key, t in costs.vae.items() if key != "diffsynth" and t is not None}
+        best_vae = min(ours, key=ours.get, default=None)
 
         def record_for(attention: str, layout, layout_s: float) -> dict:
             memory.reset()
             step = lambda: backbone.conditioned_flow(latents, timestep, context, clip_feature, y, costs.pose_features, layout)  # noqa: E731
             dit_step_s = timed(step, args.repeats, device)
-            peak = max(memory.gib(), costs.vae_peak) if costs.vae_peak is not None else None
+            vae_peak = costs.vae_peak[PIPELINE_VAE]
+            peak = max(memory.gib(), vae_peak) if vae_peak is not None else None
             record = {
                 **base, "attention": attention, "dit_step_s": dit_step_s, "vae_decode_s": vae_decode_s,
-                "vae_decode_diffsynth_s": costs.vae["vae_decode_diffsynth_s"],
-                "vae_decode_channels_last_3d_s": costs.vae["vae_decode_channels_last_3d_s"],
+                "vae_decode_diffsynth_s": costs.vae["diffsynth"], "vae_decode_variants": {
+                    key: t for key, t in costs.vae.items() if key not in ("diffsynth", PIPELINE_VAE)
+                }, "vae_decode_best": best_vae,
                 "motion_s": costs.motion_s, **costs.motion_parts, "pose_s": costs.pose_s, "layout_s": layout_s, "e2e_fps": None,
                 "e2e_fps_best": None, "teacher_e2e_fps": None, "peak_mem_gb": peak,
             }  # fmt: skip
-            if costs.vae_error is not None:
-                record["error"] = costs.vae_error
+            if PIPELINE_VAE in costs.vae_errors:
+                record["error"] = costs.vae_errors[PIPELINE_VAE]
+            others = {key: text for key, text in costs.vae_errors.items() if key != PIPELINE_VAE}
+            if others:
+                record["vae_variant_errors"] = others
+            if device.type == "cuda":
+                record["vae_peak_mem_gb"] = costs.vae_peak
             outside_vae = costs.motion_s + costs.pose_s + layout_s
             if vae_decode_s is not None:
                 record["e2e_fps"] = VIDEO_FRAMES / (outside_vae + vae_decode_s + dit_step_s)
                 record["teacher_e2e_fps"] = VIDEO_FRAMES / (outside_vae + vae_decode_s + TEACHER_DIT_PASSES * dit_step_s)
-            if fastest_vae is not None:
-                record["e2e_fps_best"] = VIDEO_FRAMES / (outside_vae + fastest_vae + dit_step_s)
+            if best_vae is not None:
+                record["e2e_fps_best"] = VIDEO_FRAMES / (outside_vae + ours[best_vae] + dit_step_s)
             return record
 
         dense = record_for("dense", None, 0.0)

@@ -10,7 +10,7 @@ import torch
 
 from iasa.video.assembly import build_random
 from iasa.video.config import ARCHITECTURES
-from iasa.video.vae_decode import decode_video
+from iasa.video.vae_decode import decode_video, decoder_steps
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,3 +53,19 @@ def test_memory_format_is_set_per_call():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
     decode_video(vae, latents(frames=1))
     assert conv.weight.is_contiguous()
+
+
+def test_decoder_steps_cover_the_clip_once():
+    assert decoder_steps(21, 4) == [slice(0, 1), slice(1, 5), slice(5, 9), slice(9, 13), slice(13, 17), slice(17, 21)]
+    assert decoder_steps(1, 8) == [slice(0, 1)]
+    assert decoder_steps(4, 2) == [slice(0, 1), slice(1, 3), slice(3, 4)]
+
+
+@pytest.mark.parametrize("per_call", [2, 3, 8])
+def test_bigger_decoder_steps_give_the_same_video(per_call):
+    vae = copy.deepcopy(_base_vae())
+    z = latents(frames=6)
+    expected = vae.decode(z, device="cpu")
+    got = decode_video(vae, z, latent_frames_per_call=per_call)
+    assert got.shape == (1, 3, 21, 32, 48)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -97,6 +97,18 @@ class AttentionPatchConfig:
 
 
 @dataclass
+class InferenceSpeedConfig:
+    # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
+    # and per-token scales; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
+    dit_precision: str = "bf16"
+    # Latent frames per VAE decoder call after the first (1 = diffsynth's frame-by-frame loop): the video is
+    # the same for any value; larger is faster and holds more activations (iasa.video.vae_decode).
+    vae_latent_frames_per_call: int = 4
+    # Memory format of the VAE decoder's 3D convolutions: "contiguous" or "channels_last_3d".
+    vae_memory_format: str = "contiguous"
+
+
+@dataclass
 class SamplerConfig:
     # Denoising steps: 50 for the teacher, 1-4 for the distilled student.
     num_steps: int = 50

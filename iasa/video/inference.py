@@ -19,6 +19,7 @@ from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.config import (
     TOKEN_STRIDE,
     AttentionPatchConfig,
+    InferenceSpeedConfig,
     LongVideoConfig,
     SamplerConfig,
     VideoModelConfig,
@@ -43,9 +44,7 @@ class InferenceConfig:
     attention: AttentionPatchConfig = field(default_factory=AttentionPatchConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
-    # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
-    # and per-token scales; GPUs with compute capability >= 8.9 only).
-    dit_precision: str = "bf16"
+    speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
 
 
 class StageTimer:
@@ -127,9 +126,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
         raise ValueError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
     timer = StageTimer()
     with timer.stage("load video model"):
-        generator = VideoGenerator.from_config(
-            config.model, config.attention, config.long_video, config.dit_precision
-        )
+        generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
     with timer.stage("audio -> motion"):
         waveform = load_audio(config.audio)
         if config.emage_dir is not None:

@@ -7,7 +7,7 @@ flow-matching sampling with window fusion, VAE decode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from iasa.video.config import (
     TOKEN_STRIDE,
     VAE_STRIDE,
     AttentionPatchConfig,
+    InferenceSpeedConfig,
     LongVideoConfig,
     SamplerConfig,
     VideoModelConfig,
@@ -36,7 +37,7 @@ from iasa.video.config import (
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
-from iasa.video.vae_decode import decode_video
+from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
 from iasa.video.windows import plan_windows
 
 
@@ -63,6 +64,7 @@ class VideoGenerator:
     backbone: WanPoseBackbone
     attention: AttentionPatchConfig
     long_video: LongVideoConfig
+    speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
 
     @classmethod
     def from_config(
@@ -70,13 +72,18 @@ class VideoGenerator:
         model: VideoModelConfig,
         attention: AttentionPatchConfig,
         long_video: LongVideoConfig,
-        dit_precision: str = "bf16",
+        speed: InferenceSpeedConfig | None = None,
     ) -> "VideoGenerator":
-        """dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
+        """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
+        speed = InferenceSpeedConfig() if speed is None else speed
         if attention.attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
-        if dit_precision not in DIT_PRECISIONS:
-            raise ValueError(f"dit_precision must be one of {DIT_PRECISIONS}, got {dit_precision!r}")
+        if speed.dit_precision not in DIT_PRECISIONS:
+            raise ValueError(f"speed.dit_precision must be one of {DIT_PRECISIONS}, got {speed.dit_precision!r}")
+        if speed.vae_memory_format not in VAE_MEMORY_FORMATS:
+            raise ValueError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
+        if speed.vae_latent_frames_per_call < 1:
+            raise ValueError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -85,10 +92,10 @@ class VideoGenerator:
         if model.lora_path is not None:
             components.dit = load_lora(model.lora_path, components.dit)
             components.dit.to(device=components.device, dtype=components.dtype)
-        if dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
+        if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
             quantize_dit_linears(components.dit)
         backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
-        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video)
+        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed)
 
     def window_inputs(
         self, pose: torch.Tensor, y: torch.Tensor, keypoints: WholeBodyKeypoints | None, num_latent_frames: int
@@ -160,6 +167,8 @@ class VideoGenerator:
             (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
-        video = decode_video(c.vae, latents)[0]
+        video = decode_video(
+            c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
+        )[0]
         video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
         return video[:num_frames].to(torch.uint8).cpu().numpy()
