@@ -217,9 +217,10 @@ def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height,
             memory.reset()
             try:
                 times[key] = timed(decode, 1, device)
-            except torch.OutOfMemoryError as error:  # the DiT numbers are still worth recording
+            except Exception as error:  # e.g. out of memory (also as a cuDNN error): the DiT numbers still count
                 times[key] = None
-                errors[key] = f"VAE decode {key}: {error}"[:300]
+                errors[key] = f"VAE decode {key}: {type(error).__name__}: {error}"[:300]
+                memory.reset()
             peaks[key] = memory.gib()
         decode_video(vae, latents[:, :, :1])  # leave the VAE in the pipeline's (contiguous) format
         memory.reset()

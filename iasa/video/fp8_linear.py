@@ -111,8 +111,10 @@ def quantize_dit_linears(dit: nn.Module, check_device: bool = True) -> int:
     allows the float32 emulation (tests)."""
     if check_device:
         check_fp8_support(next(dit.parameters()).device)
-    targets = [(name, module) for name, module in dit.named_modules() if fp8_eligible(name, module)]
-    for name, module in targets:
+    # Names only: holding the modules themselves would keep every bf16 weight alive until the end.
+    names = [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
+    for name in names:
         parent_name, _, child = name.rpartition(".")
-        setattr(dit.get_submodule(parent_name), child, Fp8Linear(module))
-    return len(targets)
+        parent = dit.get_submodule(parent_name)
+        setattr(parent, child, Fp8Linear(getattr(parent, child)))
+    return len(names)
