@@ -48,10 +48,12 @@ def scaled_matmul(
     with (1, n) scales, bias (n,) -> (m, n) in out_dtype. FP8 tensor cores on CUDA, float32 elsewhere."""
     if x_fp8.is_cuda:
         # weight_fp8.t() is (k, n) column-major, the layout the FP8 kernels take for the second operand.
-        return torch._scaled_mm(
+        # Row-wise scaling writes bf16 (the only output type every torch version takes for it).
+        out = torch._scaled_mm(
             x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=weight_scale,
-            bias=None if bias is None else bias.to(out_dtype), out_dtype=out_dtype,
+            bias=None if bias is None else bias.to(torch.bfloat16), out_dtype=torch.bfloat16,
         )  # fmt: skip
+        return out.to(out_dtype)
     out = (x_fp8.float() * x_scale) @ (weight_fp8.float() * weight_scale.t()).t()
     if bias is not None:
         out = out + bias.float()
