@@ -81,7 +81,8 @@ _SPEED = InferenceSpeedConfig()
 PIPELINE_VAE = f"{_SPEED.vae_memory_format} x{_SPEED.vae_latent_frames_per_call}"
 VAE_VARIANTS = list(dict.fromkeys([
     (_SPEED.vae_memory_format, _SPEED.vae_latent_frames_per_call),
-    ("contiguous", 1), ("contiguous", LATENT_FRAMES), ("channels_last_3d", _SPEED.vae_latent_frames_per_call),
+    ("contiguous", 1), ("contiguous", LATENT_FRAMES), ("contiguous", _SPEED.vae_latent_frames_per_call),
+    ("channels_last_3d", 2 * _SPEED.vae_latent_frames_per_call),
 ]))  # fmt: skip
 
 
