@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -36,6 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics, sparse_attention  # noqa: E402
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
 
@@ -56,19 +55,6 @@ RECORD_KEYS = (
 )  # fmt: skip
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def write_results(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def median_cuda_ms(step: Callable[[], None], iterations: int, warmup: int = WARMUP) -> float:
@@ -182,7 +168,7 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
 
     def emit(record: dict) -> None:
         payload["records"].append({**{key: None for key in RECORD_KEYS}, **record})
-        write_results(output, payload)
+        write_json(output, payload)
         shown = {k: record.get(k) for k in ("resolution", "K", "path", "density", "fwd_ms", "fwd_bwd_ms",
                                             "effective_tflops", "speedup_vs_dense_cudnn", "error", "note")}  # fmt: skip
         print(json.dumps({k: v for k, v in shown.items() if v is not None}), flush=True)
@@ -268,7 +254,7 @@ def run_check(output: Path | None) -> bool:
                             "max_error_relative_to_max": errors, "ok": ok})  # fmt: skip
             print(json.dumps(results[-1]), flush=True)
     if output is not None:
-        write_results(output, {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "checks": results})
+        write_json(output, {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "checks": results})
     print("check passed" if passed else "check FAILED")
     return passed
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import write_json  # noqa: E402
 from iasa.motion.emage_inference import EmageMotionGenerator  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "motion.json"
@@ -49,16 +48,7 @@ def merge_record(record: dict, path: Path) -> None:
     """Replace the record of the same device in ``path`` (or add it), writing atomically."""
     records = json.loads(path.read_text())["records"] if path.is_file() else []
     records = [existing for existing in records if existing.get("device") != record["device"]] + [record]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump({"records": records}, handle, indent=2)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_json(path, {"records": records})
 
 
 def main() -> None:

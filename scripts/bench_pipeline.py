@@ -39,7 +39,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ import torch
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics  # noqa: E402
 from iasa.motion.procedural import ProceduralMotionGenerator  # noqa: E402
 from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402
@@ -118,14 +118,6 @@ class PeakMemory:
 
     def gib(self) -> float | None:
         return torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
-
-
-def write_results(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}-")
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(temporary, path)
 
 
 def default_sparse_backends() -> list[str]:
@@ -323,7 +315,7 @@ def main() -> None:
 
     def add(record: dict) -> None:
         results["records"].append(record)
-        write_results(args.out, results)
+        write_json(args.out, results)
         print(json.dumps(record), flush=True)
 
     arch = ARCHITECTURES[args.model_size]

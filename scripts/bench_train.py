@@ -26,7 +26,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import replace
@@ -42,6 +41,7 @@ from einops import rearrange  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout  # noqa: E402
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
 from iasa.pose.drawing import draw_pose_frames  # noqa: E402
@@ -74,14 +74,6 @@ from iasa.video.lora import inject_lora  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "train.json"
 LORA = LoraConfig(rank=128, alpha=128)
-
-
-def write_results(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=f".{path.stem}-")
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(results, handle, indent=2)
-    os.replace(temporary, path)
 
 
 def synchronized_seconds(fn: Callable[[], object], device: torch.device) -> float:
@@ -159,7 +151,7 @@ def main() -> None:
 
     def add(record: dict) -> None:
         results["records"].append(record)
-        write_results(args.output, results)
+        write_json(args.output, results)
         print(json.dumps(record), flush=True)
 
     torch.manual_seed(0)

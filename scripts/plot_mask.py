@@ -13,9 +13,7 @@ frame light grey. key=value arguments override SparseAttentionConfig fields.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import atomic_output  # noqa: E402
 from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_layout, density_statistics  # noqa: E402
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
@@ -151,16 +150,9 @@ def render(layout: SparseLayout, config: SparseAttentionConfig, query_frame: int
 
 
 def write_png(image: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(descriptor)
-    try:
-        if not cv2.imwrite(temporary, image):
+    with atomic_output(path, suffix=".png") as temporary:
+        if not cv2.imwrite(str(temporary), image):
             raise OSError(f"could not write {path}")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

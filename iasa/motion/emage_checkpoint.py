@@ -10,8 +10,6 @@ dict must hold exactly the keys of the module, else the error names the missing 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from iasa.atomic_io import atomic_output
 from iasa.motion.emage_config import (
     BODY_PARTS,
     DOWNLOAD_HINT,
@@ -88,18 +87,12 @@ def load_emage(checkpoint_dir: str | Path) -> tuple[EmageConfig, EmageAudioModel
 
 
 def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(descriptor)
-    try:
-        tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    with atomic_output(path) as temporary:
         if path.name == SAFETENSORS_NAME:
-            save_file(tensors, temporary)
+            save_file(tensors, str(temporary))
         else:
             torch.save(tensors, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_emage(

@@ -10,14 +10,12 @@ model (a string, 'smplx2020'), gender (a string), mocap_frame_rate (a scalar).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-_FILE_MODE = 0o644
+from iasa.atomic_io import atomic_output
 
 NUM_JOINTS = 55
 POSE_DIMS = NUM_JOINTS * 3
@@ -98,11 +96,8 @@ class SmplxMotion:
     def save(self, path: str | Path) -> None:
         """Write the BEAT / SMPL-X .npz atomically (temporary file in the same folder, then rename)."""
         self.validate()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(suffix=".npz", dir=path.parent, prefix=f".{path.stem}-")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
+        with atomic_output(path, suffix=".npz") as temporary:
+            with open(temporary, "wb") as handle:
                 np.savez(
                     handle,
                     poses=self.poses,
@@ -113,11 +108,6 @@ class SmplxMotion:
                     gender=np.array(self.gender),
                     mocap_frame_rate=np.array(self.fps),
                 )
-            os.chmod(temporary, _FILE_MODE)  # mkstemp creates 0600; outputs are shared like any file
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "SmplxMotion":

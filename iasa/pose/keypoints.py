@@ -10,15 +10,13 @@ On disk a clip is one .npz holding the stacked arrays (keys below) plus ``image_
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_FILE_MODE = 0o644
+from iasa.atomic_io import atomic_output
 
 BODY_POINTS = 18
 HAND_POINTS = 21
@@ -90,18 +88,10 @@ class WholeBodyKeypoints:
 
     def save(self, path: str | Path) -> None:
         """Write an .npz atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: np.asarray(getattr(self, name), dtype=np.float32) for name in _EXPECTED_SHAPES}
-        descriptor, temporary = tempfile.mkstemp(suffix=".npz", dir=path.parent, prefix=f".{path.stem}-")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
+        with atomic_output(path, suffix=".npz") as temporary:
+            with open(temporary, "wb") as handle:
                 np.savez(handle, image_size=np.asarray(self.image_size, dtype=np.int64), **arrays)
-            os.chmod(temporary, _FILE_MODE)  # mkstemp creates 0600; outputs are shared like any file
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "WholeBodyKeypoints":

@@ -10,14 +10,14 @@ this module switches between them and copies weights from one to another.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from iasa.atomic_io import atomic_output
 
 _LORA_PARTS = ("lora_A", "lora_B")
 
@@ -103,16 +103,8 @@ def freeze_adapter_in_base_dtype(dit: nn.Module, name: str) -> None:
 
 def save_safetensors_atomic(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
     """Write a safetensors file through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".safetensors", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(descriptor)
-    try:
-        save_file({key: value.contiguous() for key, value in state_dict.items()}, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        save_file({key: value.contiguous() for key, value in state_dict.items()}, str(temporary))
 
 
 def load_safetensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:

@@ -13,8 +13,6 @@ UniAnimate model becomes the base that this project's adapters train on.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from iasa.atomic_io import atomic_output
 from iasa.video.assembly import CheckpointKeyError, load_strict
 from iasa.video.pose_guider import UniAnimatePoseNets
 
@@ -69,15 +68,8 @@ def save_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
         "alpha": str(config.lora_alpha),
         "target_modules": json.dumps(sorted(config.target_modules)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".safetensors", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(descriptor)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -> nn.Module:
