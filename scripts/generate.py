@@ -20,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.errors import InputError  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
 from iasa.video.inference import InferenceConfig, run_inference  # noqa: E402
 
@@ -47,4 +48,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except InputError as error:  # bad user input: the message names the file or key and the fix
+        raise SystemExit(f"error: {error}") from None

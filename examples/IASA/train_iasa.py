@@ -11,7 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from iasa.errors import InputError  # noqa: E402
 from iasa.train.tasks import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as error:  # bad user input: the message names the file or key and the fix
+        raise SystemExit(f"error: {error}") from None

@@ -9,10 +9,12 @@ import librosa
 import numpy as np
 import soundfile
 
+from iasa.errors import InputError
+
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg")
 
 
-class AudioFileError(ValueError):
+class AudioFileError(InputError, ValueError):
     """An audio file that cannot be read as sound."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from iasa.errors import InputError
+
 CONFIG_NAME = "config.json"
 VQ_SUBFOLDER = "emage_vq"
 BODY_PARTS = ("face", "upper", "hands", "lower", "global")
@@ -24,7 +26,7 @@ ROT6D_DIMS = 6
 ConfigT = TypeVar("ConfigT")
 
 
-class EmageCheckpointError(ValueError):
+class EmageCheckpointError(InputError, ValueError):
     """An EMAGE checkpoint folder, config or weight file that is missing or does not match the model."""
 
 

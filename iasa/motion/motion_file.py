@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iasa.errors import InputError
 from iasa.atomic_io import atomic_output
 
 NUM_JOINTS = 55
@@ -24,7 +25,7 @@ NUM_BETAS = 300
 REQUIRED_KEYS = ("poses", "expressions", "trans", "betas", "model", "gender", "mocap_frame_rate")
 
 
-class MotionFileError(ValueError):
+class MotionFileError(InputError, ValueError):
     """A motion file or array that does not follow the BEAT / SMPL-X layout."""
 
 

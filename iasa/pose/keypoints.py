@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from iasa.errors import InputError
 from iasa.atomic_io import atomic_output
 
 BODY_POINTS = 18
@@ -39,7 +40,7 @@ _EXPECTED_SHAPES = {
 }
 
 
-class KeypointFileError(ValueError):
+class KeypointFileError(InputError, ValueError):
     """A keypoint file or array that does not follow the DWPose layout."""
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from iasa.errors import InputError
 from iasa.motion.motion_file import NUM_BETAS, NUM_EXPRESSIONS, SmplxMotion
 
 SMPLX_DOWNLOAD_HINT = (
@@ -17,7 +18,7 @@ SMPLX_DOWNLOAD_HINT = (
 )
 
 
-class SmplxModelMissingError(FileNotFoundError):
+class SmplxModelMissingError(InputError, FileNotFoundError):
     """The SMPL-X model file is not where it was looked for."""
 
 

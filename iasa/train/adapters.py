@@ -17,12 +17,13 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from iasa.errors import InputError
 from iasa.atomic_io import atomic_output
 
 _LORA_PARTS = ("lora_A", "lora_B")
 
 
-class AdapterFileError(ValueError):
+class AdapterFileError(InputError, ValueError):
     """A LoRA file that does not exist or does not fit the model."""
 
 

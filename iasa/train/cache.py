@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from iasa.errors import InputError
 from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.backbone import ClipBatch
@@ -26,7 +27,7 @@ from iasa.train.backbone import ClipBatch
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
 
 
-class CacheError(ValueError):
+class CacheError(InputError, ValueError):
     """A cache folder that is missing or incomplete."""
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from iasa.errors import InputError
 from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
 from iasa.train.config import DataConfig
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A dataset folder that does not follow the layout above."""
 
 

@@ -26,6 +26,7 @@ from diffsynth.utils.state_dict_converters.wan_video_image_encoder import WanIma
 from diffsynth.utils.state_dict_converters.wan_video_vae import WanVideoVAEStateDictConverter
 from torch import nn
 
+from iasa.errors import InputError
 from iasa.video.config import (
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
@@ -40,7 +41,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 ALL_PARTS = ("dit", "text_encoder", "vae", "image_encoder", "pose_nets")
 
 
-class CheckpointKeyError(RuntimeError):
+class CheckpointKeyError(InputError, RuntimeError):
     """A checkpoint whose keys do not match the network built for it."""
 
 

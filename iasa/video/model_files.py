@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from iasa.errors import InputError
+
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 DIT_SHARD = re.compile(r"diffusion_pytorch_model-(\d{5})-of-(\d{5})\.safetensors")
 TEXT_ENCODER = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -27,7 +29,7 @@ DOWNLOAD_HINT = (
 )
 
 
-class ModelFilesError(FileNotFoundError):
+class ModelFilesError(InputError, FileNotFoundError):
     """Model files that are missing or inconsistent; the message lists them and where they were looked for."""
 
 
