@@ -1,0 +1,24 @@
+"""User mistakes on the command line end in one readable line and a non-zero exit, not a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (["scripts/generate.py", "--config", "config/infer_iasa.yaml", "sampler.num_step=3"], "sampler.num_step"),
+        (["examples/IASA/train_iasa.py", "--config", "config/train_sparseattn_lora.yaml", "run.seeed=1"], "run.seeed"),
+        (["examples/IASA/train_iasa.py", "--config", "config/absent.yaml"], "config/absent.yaml"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors(command: list[str], expected: str) -> None:
+    completed = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.strip().startswith("error:") and expected in completed.stderr
