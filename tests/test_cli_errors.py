@@ -22,3 +22,13 @@ def test_config_mistakes_are_one_line_errors(command: list[str], expected: str) 
     assert completed.returncode != 0
     assert "Traceback" not in completed.stderr
     assert completed.stderr.strip().startswith("error:") and expected in completed.stderr
+
+
+def test_unreadable_reference_image_is_a_one_line_error(tmp_path: Path) -> None:
+    image = tmp_path / "person.png"
+    image.write_text("not an image")
+    command = ["scripts/generate.py", "--smoke", "audio=examples/audio/hello.wav", f"image={image}", f"out={tmp_path / 'out.mp4'}"]
+    completed = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert f"reference image {image} could not be read" in completed.stderr
+    assert not (tmp_path / "out.mp4").exists()

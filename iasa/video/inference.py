@@ -14,6 +14,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from iasa.config import ConfigError
+from iasa.errors import InputError
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.config import (
@@ -69,6 +71,10 @@ class StageTimer:
         return "stage timings:\n" + "\n".join(lines)
 
 
+class ImageFileError(InputError, ValueError):
+    """A reference image that is missing or not an image."""
+
+
 def center_crop_box(source: tuple[int, int], target: tuple[int, int]) -> tuple[float, float, float, float]:
     """(top, left, height, width) of the largest centred crop of `source` (h, w) with `target`'s aspect."""
     source_height, source_width = source
@@ -87,8 +93,11 @@ def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.nd
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reference image {path} does not exist; pass image=<png or jpg of the person>")
-    image = np.asarray(imageio.imread(path))
+        raise ImageFileError(f"reference image {path} does not exist; pass image=<png or jpg of the person>")
+    try:
+        image = np.asarray(imageio.imread(path))
+    except Exception as error:  # imageio raises many types for a file that is not an image
+        raise ImageFileError(f"reference image {path} could not be read as an image ({type(error).__name__}); pass a png or jpg") from error
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     image = image[..., :3].astype(np.uint8)
@@ -120,10 +129,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     from iasa.video.video_io import write_video
 
     if not config.audio or not config.image:
-        raise ValueError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
+        raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
     size = (config.pose.image_height, config.pose.image_width)
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
-        raise ValueError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
+        raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
     timer = StageTimer()
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
