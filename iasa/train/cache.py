@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from iasa.atomic_io import atomic_output
 from iasa.errors import InputError
 from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -60,9 +61,8 @@ def write_window(
 
 
 def write_negative_context(cache_dir: Path, context: torch.Tensor) -> None:
-    partial = cache_dir / f".{NEGATIVE_CONTEXT_FILE}.partial"
-    save_file({"context": context.detach().cpu().contiguous()}, str(partial))
-    partial.rename(cache_dir / NEGATIVE_CONTEXT_FILE)
+    with atomic_output(cache_dir / NEGATIVE_CONTEXT_FILE) as temporary:
+        save_file({"context": context.detach().cpu().contiguous()}, str(temporary))
 
 
 def list_cached(cache_dir: Path) -> list[str]:
