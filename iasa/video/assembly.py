@@ -26,6 +26,7 @@ from diffsynth.utils.state_dict_converters.wan_video_image_encoder import WanIma
 from diffsynth.utils.state_dict_converters.wan_video_vae import WanVideoVAEStateDictConverter
 from torch import nn
 
+from iasa.config import ConfigError
 from iasa.errors import InputError
 from iasa.video.config import (
     CONDITION_CHANNELS,
@@ -53,7 +54,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+        raise ConfigError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[name]
 
 

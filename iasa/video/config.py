@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from iasa.config import ConfigError
 from iasa.attention.config import SparseAttentionConfig
 
 # The DiT's CLIP projection (img_emb) takes ViT-H features of this width whatever the model size.
@@ -66,7 +67,7 @@ ARCHITECTURES: dict[str, WanArchitecture] = {
 
 def architecture(model_size: str) -> WanArchitecture:
     if model_size not in ARCHITECTURES:
-        raise ValueError(f"unknown model_size {model_size!r}; choose one of {sorted(ARCHITECTURES)}")
+        raise ConfigError(f"unknown model_size {model_size!r}; choose one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[model_size]
 
 

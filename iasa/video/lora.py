@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from iasa.video.model_files import ModelFilesError
 from iasa.atomic_io import atomic_output
 from iasa.video.assembly import CheckpointKeyError, load_strict
 from iasa.video.pose_guider import UniAnimatePoseNets
@@ -77,7 +78,7 @@ def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
     the file must land in the adapter and every adapter weight must come from the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"LoRA file {path} does not exist; train one (issue 6) or set model.lora_path=null")
+        raise ModelFilesError(f"LoRA file {path} does not exist; train one (issue 6) or set model.lora_path=null")
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -123,7 +124,7 @@ def apply_unianimate_checkpoint(
     """Merge UniAnimate's LoRA into the DiT and load both pose nets strictly."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ModelFilesError(
             f"UniAnimate checkpoint {path} does not exist; download UniAnimate-Wan2.1-14B-Lora-12000.ckpt "
             "(ZheWang123/UniAnimate-DiT on Hugging Face) there, or set model.unianimate_checkpoint"
         )

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from iasa.config import ConfigError
 from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -77,13 +78,13 @@ class VideoGenerator:
         """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
         speed = InferenceSpeedConfig() if speed is None else speed
         if attention.attention not in ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
+            raise ConfigError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
         if speed.dit_precision not in DIT_PRECISIONS:
-            raise ValueError(f"speed.dit_precision must be one of {DIT_PRECISIONS}, got {speed.dit_precision!r}")
+            raise ConfigError(f"speed.dit_precision must be one of {DIT_PRECISIONS}, got {speed.dit_precision!r}")
         if speed.vae_memory_format not in VAE_MEMORY_FORMATS:
-            raise ValueError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
+            raise ConfigError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
         if speed.vae_latent_frames_per_call < 1:
-            raise ValueError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
+            raise ConfigError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
