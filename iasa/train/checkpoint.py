@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from iasa.train.sharding import full_optimizer_state, gather, shard_like, shard_optimizer_state
+
 _PREFIX = "step-"
 
 
@@ -48,7 +50,13 @@ def save_checkpoint(
     barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Called by every process: tensors are trained weights by name, optimizers objects with state_dict()
-    (optimisers, schedulers); process 0 writes those, every process its RNG state, `barrier` syncs them."""
+    (optimisers, schedulers); process 0 writes those, every process its RNG state, `barrier` syncs them.
+    Sharded (FSDP) tensors and optimiser states are gathered first, so the files hold full tensors."""
+    tensors = gather(tensors)
+    states = {
+        name: full_optimizer_state(item) if isinstance(item, torch.optim.Optimizer) else item.state_dict()
+        for name, item in optimizers.items()
+    }
     root = output_dir / "checkpoints"
     final = root / f"{_PREFIX}{step:08d}"
     partial = root / f".{final.name}.partial"
@@ -60,8 +68,8 @@ def save_checkpoint(
     if rank != 0:
         barrier()
         return final
-    save_file({name: value.detach().cpu().contiguous() for name, value in tensors.items()}, str(partial / "trainable.safetensors"))
-    torch.save({name: item.state_dict() for name, item in optimizers.items()}, partial / "optimizers.pt")
+    save_file({name: value.contiguous() for name, value in tensors.items()}, str(partial / "trainable.safetensors"))
+    torch.save(states, partial / "optimizers.pt")
     (partial / "state.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(final, ignore_errors=True)
     barrier()
@@ -86,7 +94,8 @@ def find_resume_checkpoint(output_dir: Path, resume: str) -> Path | None:
 
 
 def load_checkpoint(path: Path, parameters: dict[str, torch.Tensor], optimizers: dict[str, Any], rank: int = 0) -> int:
-    """Restore weights in place, optimiser and scheduler states and this process's RNG; returns the step."""
+    """Restore weights in place, optimiser and scheduler states and this process's RNG; returns the step.
+    Sharded (FSDP) parameters and their optimiser state take this process's shard of the full tensors."""
     saved = load_file(str(path / "trainable.safetensors"))
     missing, unexpected = sorted(set(parameters) - set(saved)), sorted(set(saved) - set(parameters))
     if missing or unexpected:
@@ -96,9 +105,10 @@ def load_checkpoint(path: Path, parameters: dict[str, torch.Tensor], optimizers:
         )
     with torch.no_grad():
         for name, parameter in parameters.items():
-            parameter.copy_(saved[name].to(parameter.dtype))
+            parameter.copy_(shard_like(saved[name], parameter))
     states = torch.load(path / "optimizers.pt", weights_only=False)
     for name, item in optimizers.items():
-        item.load_state_dict(states[name])
+        state = states[name]
+        item.load_state_dict(shard_optimizer_state(state, item) if isinstance(item, torch.optim.Optimizer) else state)
     restore_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=False))
     return int(json.loads((path / "state.json").read_text())["step"])

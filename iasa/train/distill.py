@@ -45,6 +45,7 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
+from iasa.train.sharding import uses_fsdp
 from iasa.video.lora import inject_lora, load_lora, save_lora
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
@@ -144,6 +145,11 @@ class Distiller:
 def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     run = config.run
     accelerator = make_accelerator(run)
+    if uses_fsdp(accelerator):
+        raise ValueError(
+            "distill does not run under FSDP (its trained adapter changes between phases, and FSDP fixes which "
+            "sharded parameters it reduces at wrapping time): launch distill with a data-parallel accelerate config"
+        )
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     dit = backbone.dit

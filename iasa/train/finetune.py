@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
-from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
+from iasa.train.adapters import adapter_parameters, save_adapter_tensors, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
@@ -29,7 +29,8 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
-from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.train.sharding import gather, shard_modules, uses_fsdp
+from iasa.video.lora import inject_lora, load_lora
 
 ADAPTER = "default"
 LORA_FILE = "lora.safetensors"
@@ -78,6 +79,19 @@ def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout
     return batch.layouts[direction]
 
 
+def trained_tensors(backbone: VideoBackbone, train_pose_guider: bool) -> dict[str, torch.nn.Parameter]:
+    """The trained parameters by checkpoint name: "lora.<file key>" and, if trained, "pose_guider.<key>"."""
+    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(backbone.dit, ADAPTER).items()}
+    if train_pose_guider:
+        named.update({f"pose_guider.{key}": parameter for key, parameter in backbone.pose_guider.named_parameters()})
+    return named
+
+
+def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries named prefix + key, by key."""
+    return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+
+
 def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA."""
     run = config.run
@@ -89,12 +103,15 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     if config.lora.init_path:
         load_lora(config.lora.init_path, backbone.dit, ADAPTER)
     use_adapter(backbone.dit, ADAPTER)
-    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(backbone.dit, ADAPTER).items()}
     if config.train_pose_guider:
         backbone.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
-        named.update({f"pose_guider.{key}": parameter for key, parameter in backbone.pose_guider.named_parameters()})
+    set_trainable([backbone.dit, backbone.pose_guider], list(trained_tensors(backbone, config.train_pose_guider).values()))
+    fsdp = uses_fsdp(accelerator)
+    if fsdp:
+        shard_modules([backbone.dit, backbone.pose_guider], device, accelerator.num_processes)
+        accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
+    named = trained_tensors(backbone, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
     trained = list(named.values())
-    set_trainable([backbone.dit, backbone.pose_guider], trained)
     backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
     optimizer, scheduler = make_optimizer(trained, config.optim, config.optim.learning_rate)
@@ -117,7 +134,8 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
                 loss = flow_matching_loss(backbone, batch.latents, batch, layout, schedule, config.flow)
             (loss / accumulation).backward()
             total += loss.item() / accumulation
-        average_gradients(accelerator, trained)
+        if not fsdp:  # FSDP has reduce-scattered the gradients in backward
+            average_gradients(accelerator, trained)
         grad_norm = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
         progress.set_postfix(loss=f"{total:.4f}")
         if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
@@ -125,9 +143,10 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
         checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
 
     output_dir = Path(run.output_dir)
+    final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER)
+        save_adapter_tensors(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."))
         if config.train_pose_guider:
-            save_safetensors_atomic({k: v.detach().cpu() for k, v in backbone.pose_guider.state_dict().items()}, output_dir / POSE_GUIDER_FILE)
+            save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()
     return output_dir

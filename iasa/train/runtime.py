@@ -1,11 +1,12 @@
 """What both training loops share: accelerate set-up, logging, data-parallel gradient averaging, the
 optimiser and its warm-up schedule, and resumable checkpoints of the trained tensors.
 
-Multi-GPU runs are data parallel (accelerate launch / torchrun): every process holds the frozen base and the
-adapters, and the trained gradients are averaged with one all-reduce per parameter and step instead of
-wrapping the model in DDP: distillation switches which adapter is trained between phases, which DDP's fixed
-parameter set cannot follow, and the frozen 14B base needs no synchronisation. FSDP and DeepSpeed configs
-are refused with a clear error (see make_accelerator).
+Multi-GPU runs are data parallel by default (accelerate launch / torchrun): every process holds the frozen
+base and the adapters, and the trained gradients are averaged with one all-reduce per parameter and step
+instead of wrapping the model in DDP: distillation switches which adapter is trained between phases, which
+DDP's fixed parameter set cannot follow, and the frozen 14B base needs no synchronisation. An FSDP accelerate
+config shards the base and the trained tensors instead (iasa/train/sharding.py; train task only). DeepSpeed
+configs are refused with a clear error (see make_accelerator).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
+from torch.distributed.tensor import DTensor
 
 from iasa.config import config_to_yaml
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
@@ -39,10 +41,10 @@ def make_accelerator(run: RunConfig) -> Accelerator:
         log_with=None if run.report_to == "none" else run.report_to,
         project_dir=str(output_dir),
     )
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ValueError(
-            f"accelerate config asks for {accelerator.distributed_type.value}; this trainer runs data parallel "
-            "(frozen base replicated, trained LoRA gradients all-reduced): launch with a multi-GPU config instead"
+            "accelerate config asks for DEEPSPEED; this trainer runs data parallel (frozen base replicated, trained "
+            "LoRA gradients all-reduced) or FSDP: launch with a multi-GPU or an FSDP accelerate config instead"
         )
     return accelerator
 
@@ -87,11 +89,14 @@ def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parame
 
 
 def clip_and_step(parameters: list[torch.nn.Parameter], optimizer, scheduler, max_grad_norm: float) -> float:
-    """Clip by global norm (when max_grad_norm > 0), step, zero the gradients; returns the norm before clipping."""
-    grads = [parameter.grad for parameter in parameters if parameter.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])) if grads else torch.zeros(())
+    """Clip by global norm (when max_grad_norm > 0), step, zero the gradients; returns the norm before clipping.
+    Sharded (FSDP) gradients give a DTensor norm over all shards; it is gathered to one number."""
     if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters if parameter.grad is not None])
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,92 @@
+"""FSDP training (an FSDP accelerate config): two CPU processes under torchrun (gloo) with FSDP2 shards give
+the data-parallel run's weights, write full checkpoints that resume exactly under either parallelism, and a
+LoRA file the inference loader reads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_e2e import make_dataset, stage_overrides, tiny_overrides  # noqa: E402
+
+from iasa.video.assembly import load_wan_components  # noqa: E402
+from iasa.video.config import VideoModelConfig  # noqa: E402
+from iasa.video.lora import load_lora  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def launch(arguments: list[str], fsdp: bool) -> None:
+    """Run train_iasa.py in two processes; checks that the run reports the parallelism asked for."""
+    # ACCELERATE_USE_FSDP is what accelerate launch sets for an FSDP accelerate config.
+    environment = {**os.environ, "ACCELERATE_USE_FSDP": "true" if fsdp else "false"}
+    command = [str(TORCHRUN), "--nproc_per_node", "2", str(ROOT / "examples" / "IASA" / "train_iasa.py"), *arguments]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("FSDP: DiT and pose guider sharded over 2 processes" in result.stdout) == fsdp, result.stdout[-2000:]
+
+
+def weights(output: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(output / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
+
+
+def assert_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert expected[key].shape == got[key].shape, key
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
+def test_fsdp_run_matches_data_parallel_and_resumes_exactly(tmp_path: Path) -> None:
+    from iasa.train.tasks import main
+
+    dataset = make_dataset(tmp_path / "dataset", clips=2)
+    main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tmp_path / "cache"),
+                "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2",
+                "lora.rank=4", "lora.alpha=4"]  # fmt: skip
+    data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
+    launch([*settings, f"run.output_dir={data_parallel}"], fsdp=False)
+    launch([*settings, f"run.output_dir={sharded}"], fsdp=True)
+
+    # Same seeds, windows and noise per process: FSDP's averaged gradients are data parallel's, up to the
+    # order of float sums; checkpoints hold full tensors (shapes of the unsharded model).
+    assert_close(weights(data_parallel, 2), weights(sharded, 2))
+    assert_close(weights(data_parallel, 3), weights(sharded, 3))
+    assert any(not torch.equal(weights(sharded, 2)[key], weights(sharded, 3)[key]) for key in weights(sharded, 3))
+
+    # Interrupted after step 2: resume under FSDP from its own checkpoint (exact), and from the data-parallel
+    # checkpoint (it continues the data-parallel run).
+    for source, name in ((sharded, "resumed"), (data_parallel, "resumed_from_data_parallel")):
+        resumed = tmp_path / name
+        (resumed / "checkpoints").mkdir(parents=True)
+        shutil.copytree(source / "checkpoints" / "step-00000002", resumed / "checkpoints" / "step-00000002")
+        launch([*settings, f"run.output_dir={resumed}"], fsdp=True)
+    expected, got = weights(sharded, 3), weights(tmp_path / "resumed", 3)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert_close(weights(data_parallel, 3), weights(tmp_path / "resumed_from_data_parallel", 3))
+
+    # The final files hold the full trained tensors; the inference loader reads the LoRA weight for weight.
+    final = weights(sharded, 3)
+    guider = load_file(str(sharded / "pose_guider.safetensors"))
+    assert guider.keys() and all(torch.equal(value, final[f"pose_guider.{key}"]) for key, value in guider.items())
+    model = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+    dit = load_lora(sharded / "lora.safetensors", load_wan_components(model, parts=("dit",)).dit)
+    loaded = {name: parameter for name, parameter in dit.named_parameters() if ".lora_" in name}
+    lora = load_file(str(sharded / "lora.safetensors"))
+    assert lora.keys() == {key[len("lora.") :] for key in final if key.startswith("lora.")}
+    for key, value in lora.items():
+        module, part = key.split(".lora_")
+        assert torch.equal(loaded[f"{module}.lora_{part.split('.')[0]}.default.weight"], value)
+        assert torch.equal(value, final[f"lora.{key}"])
