@@ -19,6 +19,7 @@ from test_train_e2e import make_dataset, stage_overrides, tiny_overrides  # noqa
 
 from iasa.video.assembly import load_wan_components  # noqa: E402
 from iasa.video.config import VideoModelConfig  # noqa: E402
+from iasa.train.tasks import main  # noqa: E402
 from iasa.video.lora import load_lora  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +47,25 @@ def assert_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
-@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
-def test_fsdp_run_matches_data_parallel_and_resumes_exactly(tmp_path: Path) -> None:
-    from iasa.train.tasks import main
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fsdp")
+    main(["--config", "config/data_process.yaml", *tiny_overrides(make_dataset(root / "dataset", clips=2), root / "cache")])
+    return root / "cache"
 
-    dataset = make_dataset(tmp_path / "dataset", clips=2)
-    main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
-    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tmp_path / "cache"),
+
+def resume_from_step_two(source: Path, output: Path, settings: list[str]) -> None:
+    """A run interrupted after step 2 (only that checkpoint of `source` kept), continued under FSDP."""
+    (output / "checkpoints").mkdir(parents=True)
+    shutil.copytree(source / "checkpoints" / "step-00000002", output / "checkpoints" / "step-00000002")
+    launch([*settings, f"run.output_dir={output}"], fsdp=True)
+
+
+pytestmark = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
+
+
+def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(cache),
                 "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2",
                 "lora.rank=4", "lora.alpha=4"]  # fmt: skip
     data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
@@ -67,11 +80,8 @@ def test_fsdp_run_matches_data_parallel_and_resumes_exactly(tmp_path: Path) -> N
 
     # Interrupted after step 2: resume under FSDP from its own checkpoint (exact), and from the data-parallel
     # checkpoint (it continues the data-parallel run).
-    for source, name in ((sharded, "resumed"), (data_parallel, "resumed_from_data_parallel")):
-        resumed = tmp_path / name
-        (resumed / "checkpoints").mkdir(parents=True)
-        shutil.copytree(source / "checkpoints" / "step-00000002", resumed / "checkpoints" / "step-00000002")
-        launch([*settings, f"run.output_dir={resumed}"], fsdp=True)
+    resume_from_step_two(sharded, tmp_path / "resumed", settings)
+    resume_from_step_two(data_parallel, tmp_path / "resumed_from_data_parallel", settings)
     expected, got = weights(sharded, 3), weights(tmp_path / "resumed", 3)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[key], got[key]) for key in expected)
@@ -90,3 +100,4 @@ def test_fsdp_run_matches_data_parallel_and_resumes_exactly(tmp_path: Path) -> N
         module, part = key.split(".lora_")
         assert torch.equal(loaded[f"{module}.lora_{part.split('.')[0]}.default.weight"], value)
         assert torch.equal(value, final[f"lora.{key}"])
+

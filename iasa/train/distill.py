@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast
 from einops import rearrange
 from tqdm import tqdm
 
@@ -27,6 +28,7 @@ from iasa.train.adapters import (
     copy_adapter,
     freeze_adapter_in_base_dtype,
     load_safetensors,
+    save_adapter_tensors,
     set_trainable,
     use_adapter,
 )
@@ -45,8 +47,8 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
-from iasa.train.sharding import uses_fsdp
-from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
+from iasa.video.lora import inject_lora, load_lora
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 
@@ -90,7 +92,9 @@ class Distiller:
     def generate(self, batch: ClipBatch, with_grad: bool) -> torch.Tensor:
         """A generator sample x0 (1, 16, T, h, w): from pure noise, a random number k of the few-step
         sampler's Euler steps run without gradients, then one x0 prediction (with gradients if asked)."""
-        last = int(torch.randint(len(self.sigmas), (1,)).item())
+        # Every process takes process 0's number of steps: under FSDP each forward is a collective (all-gathers
+        # of the shards), so all processes must run as many; data parallel does the same, so both train alike.
+        last = int(broadcast(torch.randint(len(self.sigmas), (1,)).to(batch.latents.device), from_process=0).item())
         noisy = torch.randn_like(batch.latents)
         with torch.no_grad():
             for index in range(last):
@@ -145,11 +149,6 @@ class Distiller:
 def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     run = config.run
     accelerator = make_accelerator(run)
-    if uses_fsdp(accelerator):
-        raise ValueError(
-            "distill does not run under FSDP (its trained adapter changes between phases, and FSDP fixes which "
-            "sharded parameters it reduces at wrapping time): launch distill with a data-parallel accelerate config"
-        )
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     dit = backbone.dit
@@ -166,6 +165,10 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     if config.teacher_pose_guider:
         guider = load_safetensors(config.teacher_pose_guider, "teacher_pose_guider")
         backbone.pose_guider.load_state_dict(guider)
+    fsdp = uses_fsdp(accelerator)
+    if fsdp:  # after every adapter holds its weights: fully_shard replaces the parameters
+        backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
+        accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
     generator_params = adapter_parameters(dit, GENERATOR)
     critic_params = adapter_parameters(dit, CRITIC)
     backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
@@ -204,7 +207,8 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
                 (losses["total"] / accumulation).backward()
                 for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(value.detach()) / accumulation
-            average_gradients(accelerator, trained)
+            if not fsdp:  # FSDP has reduce-scattered the gradients in backward
+                average_gradients(accelerator, trained)
             optimizer, scheduler = optimizers[f"{phase}_optimizer"], optimizers[f"{phase}_scheduler"]
             totals["grad_norm"] = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
             logs.update({f"{phase}/{name}": value for name, value in totals.items()})
@@ -214,7 +218,8 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
         checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
 
     output_dir = Path(run.output_dir)
+    generator = gather(generator_params)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, dit, GENERATOR)
+        save_adapter_tensors(output_dir / LORA_FILE, dit, GENERATOR, generator)
     accelerator.end_training()
     return output_dir

@@ -29,7 +29,7 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
-from iasa.train.sharding import gather, shard_modules, uses_fsdp
+from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
 from iasa.video.lora import inject_lora, load_lora
 
 ADAPTER = "default"
@@ -108,7 +108,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     set_trainable([backbone.dit, backbone.pose_guider], list(trained_tensors(backbone, config.train_pose_guider).values()))
     fsdp = uses_fsdp(accelerator)
     if fsdp:
-        shard_modules([backbone.dit, backbone.pose_guider], device, accelerator.num_processes)
+        backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
     named = trained_tensors(backbone, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
     trained = list(named.values())

@@ -5,7 +5,7 @@ Multi-GPU runs are data parallel by default (accelerate launch / torchrun): ever
 base and the adapters, and the trained gradients are averaged with one all-reduce per parameter and step
 instead of wrapping the model in DDP: distillation switches which adapter is trained between phases, which
 DDP's fixed parameter set cannot follow, and the frozen 14B base needs no synchronisation. An FSDP accelerate
-config shards the base and the trained tensors instead (iasa/train/sharding.py; train task only). DeepSpeed
+config shards the base and the trained tensors instead (iasa/train/sharding.py). DeepSpeed
 configs are refused with a clear error (see make_accelerator).
 """
 

@@ -2,9 +2,10 @@
 
 Chosen by the accelerate config (distributed_type FSDP, i.e. ACCELERATE_USE_FSDP=true, which accelerate
 launch sets for an FSDP config and which also reaches CPU runs under torchrun); the FSDP plugin options of
-that config are not read: every module the training forward calls is sharded here, each DiT block on its
-own, so a process holds 1/N of the 14B base and all-gathers one block at a time. Every parameter becomes a
-DTensor sharded on dim 0; FSDP reduce-scatters (averages) the gradients, so no manual all-reduce runs.
+that config are not read: `ShardedBackbone` shards every module the training forward calls, each DiT block
+on its own, so a process holds 1/N of the 14B base and all-gathers one block at a time. Every parameter
+becomes a DTensor sharded on dim 0; FSDP reduce-scatters (averages) the gradients, so no manual all-reduce
+runs.
 
 Checkpoints and LoRA files hold full tensors whatever the parallelism: `gather` before writing,
 `shard_like` / `shard_optimizer_state` when loading into sharded parameters.
@@ -22,6 +23,9 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from iasa.attention.layout import SparseLayout
+from iasa.train.backbone import ClipBatch, VideoBackbone
+
 
 def uses_fsdp(accelerator: Accelerator) -> bool:
     """True for an FSDP accelerate config; accelerate itself reports MULTI_CPU for one on CPU, hence the flag."""
@@ -30,21 +34,46 @@ def uses_fsdp(accelerator: Accelerator) -> bool:
     )
 
 
-def shard_modules(roots: list[nn.Module], device: torch.device, world_size: int) -> None:
-    """fully_shard each child of the roots that holds parameters (each element of a ModuleList on its own).
+class ShardedBackbone(nn.Module):
+    """A VideoBackbone whose DiT and pose guider are sharded with FSDP2, for the training loops.
 
-    The roots themselves are not wrapped: training calls their children directly (iasa.video.denoiser runs
-    the DiT's submodules, the pose guider's two nets are called by name), never the roots' forward, and
-    FSDP gathers a module's parameters in that module's forward."""
-    mesh = init_device_mesh(device.type, (world_size,))
-    for root in roots:
-        direct = [name for name, _ in root.named_parameters(recurse=False)]
-        if direct:
-            raise ValueError(f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); FSDP cannot gather them")
-        for child in root.children():
-            for part in child if isinstance(child, nn.ModuleList) else [child]:
-                if any(True for _ in part.parameters()):
-                    fully_shard(part, mesh=mesh)
+    Each child of the DiT and of the pose guider that holds parameters is one FSDP unit (each DiT block on
+    its own: a process holds 1/N of the base and all-gathers one unit at a time). This module is the FSDP
+    root and a flow prediction is its forward: training never calls the DiT's own forward (iasa.video.denoiser
+    runs its submodules), and only a root forward lets FSDP free each unit after its forward and finish every
+    unit's gradient reduction at the end of backward."""
+
+    def __init__(self, backbone: VideoBackbone, device: torch.device, world_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone  # a plain object: its networks are registered through the two below
+        self.dit, self.pose_guider = backbone.dit, backbone.pose_guider
+        mesh = init_device_mesh(device.type, (world_size,))
+        for root in (self.dit, self.pose_guider):
+            direct = [name for name, _ in root.named_parameters(recurse=False)]
+            if direct:
+                raise ValueError(f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); no FSDP unit would gather them")
+            for child in root.children():
+                for unit in child if isinstance(child, nn.ModuleList) else [child]:
+                    if any(True for _ in unit.parameters()):
+                        fully_shard(unit, mesh=mesh)
+        fully_shard(self, mesh=mesh)
+
+    def forward(self, noisy_latents: torch.Tensor, timestep: torch.Tensor, batch: ClipBatch, layout: SparseLayout | None, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.predict_flow(noisy_latents, timestep, batch, layout, context=context)
+
+    def predict_flow(self, noisy_latents: torch.Tensor, timestep: torch.Tensor, batch: ClipBatch, layout: SparseLayout | None, context: torch.Tensor | None = None) -> torch.Tensor:
+        """VideoBackbone.predict_flow through the FSDP root."""
+        return self(noisy_latents, timestep, batch, layout, context=context)
+
+    def set_gradient_checkpointing(self, enabled: bool, offload: bool) -> None:
+        self.backbone.set_gradient_checkpointing(enabled, offload)
+
+    def set_attention_layout(self, layout: SparseLayout | None) -> None:
+        self.backbone.set_attention_layout(layout)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE is not sharded (distill's region loss decodes with it)."""
+        return self.backbone.decode_latents(latents)
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
