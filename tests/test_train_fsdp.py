@@ -50,7 +50,13 @@ def assert_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fsdp")
-    main(["--config", "config/data_process.yaml", *tiny_overrides(make_dataset(root / "dataset", clips=2), root / "cache")])
+    main(
+        [
+            "--config",
+            "config/data_process.yaml",
+            *tiny_overrides(make_dataset(root / "dataset", clips=2), root / "cache"),
+        ]
+    )
     return root / "cache"
 
 
@@ -91,7 +97,9 @@ def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_p
     final = weights(sharded, 3)
     guider = load_file(str(sharded / "pose_guider.safetensors"))
     assert guider.keys() and all(torch.equal(value, final[f"pose_guider.{key}"]) for key, value in guider.items())
-    model = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+    model = VideoModelConfig(
+        model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu"
+    )
     dit = load_lora(sharded / "lora.safetensors", load_wan_components(model, parts=("dit",)).dit)
     loaded = {name: parameter for name, parameter in dit.named_parameters() if ".lora_" in name}
     lora = load_file(str(sharded / "lora.safetensors"))
@@ -100,4 +108,3 @@ def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_p
         module, part = key.split(".lora_")
         assert torch.equal(loaded[f"{module}.lora_{part.split('.')[0]}.default.weight"], value)
         assert torch.equal(value, final[f"lora.{key}"])
-

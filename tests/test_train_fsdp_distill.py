@@ -32,8 +32,13 @@ def test_fsdp_distill_matches_data_parallel_and_resumes_exactly(cache: Path, tmp
     launch([*settings, f"run.output_dir={sharded}"], fsdp=True)
     assert_close(weights(data_parallel, 3), weights(sharded, 3))
     final = weights(sharded, 3)
-    assert any(key.startswith("generator.") and not torch.equal(value, weights(sharded, 2)[key]) for key, value in final.items())
-    assert any(key.startswith("critic.") and not torch.equal(value, weights(sharded, 2)[key]) for key, value in final.items())
+    assert any(
+        key.startswith("generator.") and not torch.equal(value, weights(sharded, 2)[key])
+        for key, value in final.items()
+    )
+    assert any(
+        key.startswith("critic.") and not torch.equal(value, weights(sharded, 2)[key]) for key, value in final.items()
+    )
 
     resume_from_step_two(sharded, tmp_path / "resumed", settings)
     resumed = weights(tmp_path / "resumed", 3)

@@ -51,17 +51,33 @@ class ShardedBackbone(nn.Module):
         for root in (self.dit, self.pose_guider):
             direct = [name for name, _ in root.named_parameters(recurse=False)]
             if direct:
-                raise ValueError(f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); no FSDP unit would gather them")
+                raise ValueError(
+                    f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); no FSDP unit would gather them"
+                )
             for child in root.children():
                 for unit in child if isinstance(child, nn.ModuleList) else [child]:
                     if any(True for _ in unit.parameters()):
                         fully_shard(unit, mesh=mesh)
         fully_shard(self, mesh=mesh)
 
-    def forward(self, noisy_latents: torch.Tensor, timestep: torch.Tensor, batch: ClipBatch, layout: SparseLayout | None, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        batch: ClipBatch,
+        layout: SparseLayout | None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.backbone.predict_flow(noisy_latents, timestep, batch, layout, context=context)
 
-    def predict_flow(self, noisy_latents: torch.Tensor, timestep: torch.Tensor, batch: ClipBatch, layout: SparseLayout | None, context: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_flow(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        batch: ClipBatch,
+        layout: SparseLayout | None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """VideoBackbone.predict_flow through the FSDP root."""
         return self(noisy_latents, timestep, batch, layout, context=context)
 
@@ -117,7 +133,9 @@ def shard_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimize
     state = dict(state)
     state["state"] = {
         index: {
-            key: shard_like(value, parameters[index]) if torch.is_tensor(value) and value.shape == parameters[index].shape else value
+            key: shard_like(value, parameters[index])
+            if torch.is_tensor(value) and value.shape == parameters[index].shape
+            else value
             for key, value in entry.items()
         }
         for index, entry in state["state"].items()
