@@ -60,11 +60,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "cache"
 
 
-def resume_from_step_two(source: Path, output: Path, settings: list[str]) -> None:
-    """A run interrupted after step 2 (only that checkpoint of `source` kept), continued under FSDP."""
+def resume_from_step_two(source: Path, output: Path, settings: list[str], fsdp: bool = True) -> None:
+    """A run interrupted after step 2 (only that checkpoint of `source` kept), continued under FSDP or not."""
     (output / "checkpoints").mkdir(parents=True)
     shutil.copytree(source / "checkpoints" / "step-00000002", output / "checkpoints" / "step-00000002")
-    launch([*settings, f"run.output_dir={output}"], fsdp=True)
+    launch([*settings, f"run.output_dir={output}"], fsdp=fsdp)
 
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
@@ -84,14 +84,14 @@ def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_p
     assert_close(weights(data_parallel, 3), weights(sharded, 3))
     assert any(not torch.equal(weights(sharded, 2)[key], weights(sharded, 3)[key]) for key in weights(sharded, 3))
 
-    # Interrupted after step 2: resume under FSDP from its own checkpoint (exact), and from the data-parallel
-    # checkpoint (it continues the data-parallel run).
+    # Interrupted after step 2: resume under FSDP from its own checkpoint (exact), and data parallel from it
+    # (the same full-tensor files, so it continues the FSDP run).
     resume_from_step_two(sharded, tmp_path / "resumed", settings)
-    resume_from_step_two(data_parallel, tmp_path / "resumed_from_data_parallel", settings)
+    resume_from_step_two(sharded, tmp_path / "data_parallel_resumed_from_fsdp", settings, fsdp=False)
     expected, got = weights(sharded, 3), weights(tmp_path / "resumed", 3)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[key], got[key]) for key in expected)
-    assert_close(weights(data_parallel, 3), weights(tmp_path / "resumed_from_data_parallel", 3))
+    assert_close(weights(sharded, 3), weights(tmp_path / "data_parallel_resumed_from_fsdp", 3))
 
     # The final files hold the full trained tensors; the inference loader reads the LoRA weight for weight.
     final = weights(sharded, 3)
