@@ -10,7 +10,6 @@ this module switches between them and copies weights from one to another.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,7 +19,6 @@ from torch import nn
 
 from iasa.errors import InputError
 from iasa.atomic_io import atomic_output
-from iasa.video.lora import LORA_FILE_FORMAT
 
 _LORA_PARTS = ("lora_A", "lora_B")
 
@@ -102,20 +100,6 @@ def freeze_adapter_in_base_dtype(dit: nn.Module, name: str) -> None:
     for parameter in adapter_parameters(dit, name).values():
         parameter.requires_grad_(False)
         parameter.data = parameter.data.to(base_dtype)
-
-
-def save_adapter_tensors(path: str | Path, dit: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
-    """iasa.video.lora.save_lora for weights already taken out of the DiT (gathered from FSDP shards, whose
-    state_dict holds only this process's part): the same file keys, metadata and atomic write."""
-    config = dit.peft_config[name]
-    metadata = {
-        "format": LORA_FILE_FORMAT,
-        "rank": str(config.r),
-        "alpha": str(config.lora_alpha),
-        "target_modules": json.dumps(sorted(config.target_modules)),
-    }
-    with atomic_output(path) as temporary:
-        save_file({key: value.contiguous() for key, value in tensors.items()}, str(temporary), metadata=metadata)
 
 
 def save_safetensors_atomic(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -28,7 +28,6 @@ from iasa.train.adapters import (
     copy_adapter,
     freeze_adapter_in_base_dtype,
     load_safetensors,
-    save_adapter_tensors,
     set_trainable,
     use_adapter,
 )
@@ -48,7 +47,7 @@ from iasa.train.runtime import (
     start_run,
 )
 from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
-from iasa.video.lora import inject_lora, load_lora
+from iasa.video.lora import inject_lora, load_lora, save_lora
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 
@@ -220,6 +219,6 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     output_dir = Path(run.output_dir)
     generator = gather(generator_params)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_adapter_tensors(output_dir / LORA_FILE, dit, GENERATOR, generator)
+        save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator)
     accelerator.end_training()
     return output_dir

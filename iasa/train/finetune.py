@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
-from iasa.train.adapters import adapter_parameters, save_adapter_tensors, save_safetensors_atomic, set_trainable, use_adapter
+from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
@@ -30,7 +30,7 @@ from iasa.train.runtime import (
     start_run,
 )
 from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
-from iasa.video.lora import inject_lora, load_lora
+from iasa.video.lora import inject_lora, load_lora, save_lora
 
 ADAPTER = "default"
 LORA_FILE = "lora.safetensors"
@@ -145,7 +145,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     output_dir = Path(run.output_dir)
     final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_adapter_tensors(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."))
+        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."))
         if config.train_pose_guider:
             save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()

@@ -58,11 +58,18 @@ def lora_state_dict(dit: nn.Module, adapter_name: str = "default") -> dict[str, 
     return get_peft_model_state_dict(dit, adapter_name=adapter_name)
 
 
-def save_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -> None:
-    """Write the adapter to a .safetensors file atomically (temporary file, then rename)."""
-    path = Path(path)
+def save_lora(
+    path: str | Path, dit: nn.Module, adapter_name: str = "default", tensors: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Write the adapter to a .safetensors file atomically (temporary file, then rename).
+
+    tensors: the adapter's weights under lora_state_dict's keys when they were already taken out of the DiT
+    (e.g. gathered from FSDP shards, whose own state_dict holds one process's part); default: read from `dit`.
+    """
+    if tensors is None:
+        tensors = lora_state_dict(dit, adapter_name)
     config = dit.peft_config[adapter_name]
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in lora_state_dict(dit, adapter_name).items()}
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     metadata = {
         "format": LORA_FILE_FORMAT,
         "rank": str(config.r),
