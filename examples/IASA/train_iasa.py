@@ -4,6 +4,7 @@
     python examples/IASA/train_iasa.py --config config/train_sparseattn_lora.yaml [key=value ...]
     python examples/IASA/train_iasa.py --config config/distill_dmd.yaml teacher_lora=outputs/train/lora.safetensors
 Multi-GPU: accelerate launch --config_file <accelerate.yaml> examples/IASA/train_iasa.py --config ...
+(data parallel, or FSDP2 sharding of the DiT when the accelerate config asks for FSDP; DeepSpeed is refused)
 """
 
 import sys
