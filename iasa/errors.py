@@ -7,3 +7,7 @@ its traceback.
 
 class InputError(Exception):
     """Bad or missing user input; the message names the file or key and the fix."""
+
+
+class MissingFileError(InputError, FileNotFoundError):
+    """A file named by the user or the config that is not there; the message says how to get it."""

@@ -17,7 +17,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iasa.errors import InputError
+from iasa.errors import InputError, MissingFileError
 from iasa.atomic_io import atomic_output
 
 _LORA_PARTS = ("lora_A", "lora_B")
@@ -111,5 +111,5 @@ def save_safetensors_atomic(state_dict: dict[str, torch.Tensor], path: str | Pat
 def load_safetensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} does not exist; set its path in the config to a file the train stage wrote")
+        raise MissingFileError(f"{what} file {path} does not exist; set its path in the config to a file the train stage wrote")
     return load_file(str(path))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from iasa.errors import MissingFileError
 from iasa.train.sharding import full_optimizer_state, gather, shard_like, shard_optimizer_state
 
 _PREFIX = "step-"
@@ -87,7 +88,7 @@ def find_resume_checkpoint(output_dir: Path, resume: str) -> Path | None:
     if resume != "auto":
         path = Path(resume)
         if not (path / "state.json").is_file():
-            raise FileNotFoundError(f"run.resume={resume} is not a checkpoint folder (no state.json in it)")
+            raise MissingFileError(f"run.resume={resume} is not a checkpoint folder (no state.json in it)")
         return path
     found = sorted((output_dir / "checkpoints").glob(f"{_PREFIX}*/state.json"))
     return found[-1].parent if found else None

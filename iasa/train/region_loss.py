@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from iasa.errors import MissingFileError
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.regions import REGION_DRAWERS, frame_points, validate_regions
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -58,7 +59,7 @@ def decoded_frame_indices(first_latent: int, num_latents: int) -> list[int]:
 
 def _load_torchscript(path: str | None, what: str, key: str) -> torch.jit.ScriptModule:
     if not path or not Path(path).is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"region.{key}_weight > 0 needs a {what} TorchScript model, but region.{key}_path={path!r} is not a file; "
             f"export one with torch.jit.save and set region.{key}_path, or set region.{key}_weight=0"
         )
