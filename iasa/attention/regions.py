@@ -210,7 +210,8 @@ def region_token_masks(
                     size = (cols.stop - cols.start, rows.stop - rows.start)
                     coverage = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
                     masks[latent, region, rows, cols] |= coverage >= threshold
-                canvas.fill(0)
+                # The box holds everything drawn, so clearing its window clears the canvas.
+                pixels.fill(0)
     if config.dilation_tokens > 0:
         side = 2 * config.dilation_tokens + 1
         kernel = np.ones((side, side), dtype=np.uint8)
