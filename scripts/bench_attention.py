@@ -12,9 +12,12 @@ skipped), flex (FlexAttention, compiled) and fast (iasa.attention.fast, when it 
 
 Effective TFLOP/s = 4 S^2 D H x density / time (forward); forward+backward counts 3.5x the forward
 FLOPs. speedup and efficiency compare with dense cuDNN SDPA of the same run; efficiency = effective
-TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms: build_sparse_layout on the CPU after
-a warm-up call. first_call_ms: the first forward call (compilation, plan building). Results go to
-benchmarks/results/attention.json, rewritten after every record.
+TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms: median of build_sparse_layout on the
+CPU after a warm-up call. first_call_ms: the first forward call (compilation, plan building).
+Where the fast forward's time goes: own_frame_fwd_ms and cross_region_fwd_ms time its two parts alone
+(iasa.attention.fast.forward_parts), each with its efficiency against dense cuDNN at its own density
+(own frame: 1 / T; cross region: the rest). Results go to benchmarks/results/attention.json,
+rewritten after every record.
 """
 
 from __future__ import annotations
@@ -150,7 +153,28 @@ def measure(record: dict, attention: AttentionFn, inputs, tokens: int, dense_cud
     return add_rates(record, tokens, dense_cudnn)
 
 
-def layout_build_ms(keypoints, config: SparseAttentionConfig, repeats: int = 3) -> tuple[float, object]:
+def add_fast_breakdown(record: dict, layout, inputs, dense_cudnn: dict | None) -> None:
+    """Time the fast forward's own-frame and cross-region parts alone (see the module docstring)."""
+    from iasa.attention.fast import forward_parts
+
+    try:
+        parts = forward_parts(*inputs, layout)
+        own_ms = median_cuda_ms(parts["own_frame"], FORWARD_ITERATIONS)
+        cross_ms = median_cuda_ms(parts["cross_region"], FORWARD_ITERATIONS)
+    except Exception as error:  # the headline numbers stand without the breakdown
+        record["breakdown_error"] = f"{type(error).__name__}: {error}"
+        return
+    finally:
+        torch.cuda.empty_cache()
+    record["own_frame_fwd_ms"], record["cross_region_fwd_ms"] = round(own_ms, 3), round(cross_ms, 3)
+    if dense_cudnn and dense_cudnn.get("fwd_ms"):
+        own_density = 1.0 / layout.num_frames
+        record["own_frame_efficiency"] = round(own_density * dense_cudnn["fwd_ms"] / own_ms, 3)
+        cross_density = record["density"] - own_density
+        record["cross_region_efficiency"] = round(cross_density * dense_cudnn["fwd_ms"] / cross_ms, 3)
+
+
+def layout_build_ms(keypoints, config: SparseAttentionConfig, repeats: int = 9) -> tuple[float, object]:
     layout = build_sparse_layout(keypoints, config)  # warm-up (imports, allocator)
     times = []
     for _ in range(repeats):
@@ -217,7 +241,10 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
                 def attention(query, key, value, layout=layout, path=path):
                     return sparse_attention(query, key, value, layout, backend=path)
 
-                emit(measure(record, attention, inputs, tokens, dense_cudnn))
+                record = measure(record, attention, inputs, tokens, dense_cudnn)
+                if path == "fast" and "error" not in record:
+                    add_fast_breakdown(record, layout, inputs, dense_cudnn)
+                emit(record)
         del inputs
         torch.cuda.empty_cache()
     print(f"wrote {output}")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from einops import rearrange
 
-from iasa.attention.fast import fast_sparse_attention, prepare_fast_layout
+from iasa.attention.fast import fast_sparse_attention, forward_parts, prepare_fast_layout
 from iasa.attention.fast_plan import build_cross_region_plan
 from iasa.attention.layout import SparseLayout
 
@@ -101,6 +102,19 @@ def test_single_batch_mixed_strides_and_custom_scale():
     scores = (q @ k.transpose(-1, -2)) * 0.3
     expected = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_forward_parts_are_the_own_frame_softmax_and_then_the_whole_rule():
+    """The profiling split: part A alone is attention within each frame; part B merged into it is the rule."""
+    layout = random_layout(6)
+    q, k, v = [x.detach() for x in qkv((1, 2, layout.num_tokens, 64), seed=6)]
+    parts = forward_parts(q, k, v, layout)
+    frame = torch.arange(layout.num_tokens) // layout.tokens_per_frame
+    own = rearrange(parts["own_frame"](), "(b t) h n d -> b h (t n) d", b=1)  # batch 1: (batch * T, heads, N, d)
+    own_expected = brute_force_attention(q, k, v, frame[:, None] == frame[None, :])
+    torch.testing.assert_close(own, own_expected, rtol=1e-10, atol=1e-10)
+    whole_expected = brute_force_attention(q, k, v, brute_force_allowed(layout))
+    torch.testing.assert_close(parts["cross_region"](), whole_expected, rtol=1e-10, atol=1e-10)
 
 
 def test_all_background_is_attention_within_frames():

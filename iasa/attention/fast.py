@@ -19,6 +19,7 @@ power-of-two head dims (64 and 128 tuned); other devices and dtypes use the plai
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from iasa.attention import fast_math
 from iasa.attention.fast_plan import CrossRegionPlan, prepare_fast_layout
 from iasa.attention.layout import SparseLayout
 
-__all__ = ["fast_sparse_attention", "prepare_fast_layout"]
+__all__ = ["fast_sparse_attention", "forward_parts", "prepare_fast_layout"]
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -140,6 +141,21 @@ class _FastSparseAttention(torch.autograd.Function):
         return (*results, None, None)
 
 
+def _checked_inputs(query, key, value, layout: SparseLayout):
+    """The inputs in the one stride pattern the kernels read, after checking them against the layout."""
+    if query.shape[2] != layout.num_tokens:
+        raise ValueError(
+            f"query has {query.shape[2]} tokens but the layout describes {layout.num_tokens} "
+            f"({layout.num_frames} frames x {layout.tokens_per_frame}); build the layout for this clip's grid"
+        )
+    if not (query.shape == key.shape == value.shape):
+        raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
+    if not (query.stride() == key.stride() == value.stride()) or query.stride(-1) != 1:
+        # The kernels read query, key and value with one stride pattern and contiguous rows.
+        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
+    return query, key, value
+
+
 def fast_sparse_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -152,16 +168,37 @@ def fast_sparse_attention(
     Returns (batch, heads, T * N, head_dim) in the input dtype; differentiable in all three inputs.
     The layout's plan is built on first use per (layout object, device) and cached.
     """
-    if query.shape[2] != layout.num_tokens:
-        raise ValueError(
-            f"query has {query.shape[2]} tokens but the layout describes {layout.num_tokens} "
-            f"({layout.num_frames} frames x {layout.tokens_per_frame}); build the layout for this clip's grid"
-        )
-    if not (query.shape == key.shape == value.shape):
-        raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
-    if not (query.stride() == key.stride() == value.stride()) or query.stride(-1) != 1:
-        # The kernels read query, key and value with one stride pattern and contiguous rows.
-        query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
+    query, key, value = _checked_inputs(query, key, value, layout)
     plan = prepare_fast_layout(layout, query.device)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     return _FastSparseAttention.apply(query, key, value, plan, scale)
+
+
+@torch.no_grad()
+def forward_parts(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SparseLayout, scale: float | None = None
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """The forward's two parts as separate calls, to profile where its time goes (inputs as
+    fast_sparse_attention): "own_frame" runs the dense per-frame kernel and returns its output as a
+    batch of frames; "cross_region" runs the cross-region kernel with its merge into a scratch copy of part
+    A's result and returns that buffer as (batch, heads, T * N, d): the full output after the first call,
+    merged once more by every further call (the same work, for timing)."""
+    query, key, value = _checked_inputs(query, key, value, layout)
+    plan = prepare_fast_layout(layout, query.device)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    framing = FrameBatching.choose(query, plan.num_frames)
+    frames = [framing.to_frames(x) for x in (query, key, value)]
+    own_out, own_lse, _ = _own_frame_forward(*frames, scale)
+    out_tokens, lse_tokens = framing.to_tokens(own_out), framing.to_tokens(own_lse)
+    forward_merge, _ = _cross_region_kernels(query)
+
+    @torch.no_grad()
+    def own_frame() -> torch.Tensor:
+        return _own_frame_forward(*frames, scale)[0]
+
+    @torch.no_grad()
+    def cross_region() -> torch.Tensor:
+        forward_merge(query, key, value, out_tokens, lse_tokens, plan, scale)
+        return rearrange(out_tokens, "b h t n d -> b h (t n) d")
+
+    return {"own_frame": own_frame, "cross_region": cross_region}
