@@ -37,15 +37,7 @@ from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
-from iasa.train.runtime import (
-    Checkpointer,
-    average_gradients,
-    clip_and_step,
-    make_accelerator,
-    make_optimizer,
-    seed_process,
-    start_run,
-)
+from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
 from iasa.video.lora import inject_lora, load_lora, save_lora
 
@@ -164,8 +156,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     if config.teacher_pose_guider:
         guider = load_safetensors(config.teacher_pose_guider, "teacher_pose_guider")
         backbone.pose_guider.load_state_dict(guider)
-    fsdp = uses_fsdp(accelerator)
-    if fsdp:  # after every adapter holds its weights: fully_shard replaces the parameters
+    if uses_fsdp(accelerator):  # after every adapter holds its weights: fully_shard replaces the parameters
         backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
     generator_params = adapter_parameters(dit, GENERATOR)
@@ -175,14 +166,14 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     distiller = Distiller(config, backbone)
     if distiller.region_loss is not None:
         distiller.region_loss.to(device)
-    generator_optimizer, generator_scheduler = make_optimizer(list(generator_params.values()), config.optim, config.optim.learning_rate)
-    critic_optimizer, critic_scheduler = make_optimizer(list(critic_params.values()), config.optim, config.critic_learning_rate)
+    # One updater per trained adapter (under DeepSpeed one engine each, both over the one DiT).
+    updates = {
+        GENERATOR: make_update(accelerator, list(generator_params.values()), config.optim, config.optim.learning_rate, run),
+        CRITIC: make_update(accelerator, list(critic_params.values()), config.optim, config.critic_learning_rate, run),
+    }
     named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
-    optimizers = {
-        "generator_optimizer": generator_optimizer, "generator_scheduler": generator_scheduler,
-        "critic_optimizer": critic_optimizer, "critic_scheduler": critic_scheduler,
-    }  # fmt: skip
-    checkpointer = Checkpointer(accelerator, run, named, optimizers)
+    states = updates[GENERATOR].states(prefix=f"{GENERATOR}_") | updates[CRITIC].states(prefix=f"{CRITIC}_")
+    checkpointer = Checkpointer(accelerator, run, named, states)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
@@ -195,21 +186,18 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     for step in progress:
         logs = {}
         for phase_index, phase in enumerate(phases):
-            trained = list((critic_params if phase == CRITIC else generator_params).values())
-            set_trainable([dit, backbone.pose_guider], trained)
+            update = updates[phase]
+            set_trainable([dit, backbone.pose_guider], update.parameters)
             totals: dict[str, float] = {}
             for micro in range(accumulation):
                 key = order.key(step * micro_batches_per_step + phase_index * accumulation + micro)
                 batch = read_window(cache_dir, key).to(device)
-                with accelerator.autocast():
+                with autocast(accelerator, run):
                     losses = {"total": distiller.critic_loss(batch)} if phase == CRITIC else distiller.generator_loss(batch)
-                (losses["total"] / accumulation).backward()
+                update.backward(losses["total"] / accumulation)
                 for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + float(value.detach()) / accumulation
-            if not fsdp:  # FSDP has reduce-scattered the gradients in backward
-                average_gradients(accelerator, trained)
-            optimizer, scheduler = optimizers[f"{phase}_optimizer"], optimizers[f"{phase}_scheduler"]
-            totals["grad_norm"] = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
+            totals["grad_norm"] = update.step()
             logs.update({f"{phase}/{name}": value for name, value in totals.items()})
         progress.set_postfix(dmd=f"{logs[f'{GENERATOR}/dmd']:.4f}", critic=f"{logs[f'{CRITIC}/total']:.4f}" if config.critic_steps_per_generator_step else "-")
         if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:

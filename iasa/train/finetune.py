@@ -20,15 +20,7 @@ from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
-from iasa.train.runtime import (
-    Checkpointer,
-    average_gradients,
-    clip_and_step,
-    make_accelerator,
-    make_optimizer,
-    seed_process,
-    start_run,
-)
+from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
 from iasa.video.lora import inject_lora, load_lora, save_lora
 
@@ -106,16 +98,15 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     if config.train_pose_guider:
         backbone.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
     set_trainable([backbone.dit, backbone.pose_guider], list(trained_tensors(backbone, config.train_pose_guider).values()))
-    fsdp = uses_fsdp(accelerator)
-    if fsdp:
+    if uses_fsdp(accelerator):
         backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
     named = trained_tensors(backbone, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
     trained = list(named.values())
     backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
-    optimizer, scheduler = make_optimizer(trained, config.optim, config.optim.learning_rate)
-    checkpointer = Checkpointer(accelerator, run, named, {"optimizer": optimizer, "scheduler": scheduler})
+    update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
+    checkpointer = Checkpointer(accelerator, run, named, update.states())
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
@@ -130,16 +121,14 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
             batch = read_window(cache_dir, order.key(step * accumulation + micro)).to(device)
             batch = drop_conditions(batch, config.dropout)
             layout = layout_for(batch, config.attention.attention, config.attention_direction)
-            with accelerator.autocast():
+            with autocast(accelerator, run):
                 loss = flow_matching_loss(backbone, batch.latents, batch, layout, schedule, config.flow)
-            (loss / accumulation).backward()
+            update.backward(loss / accumulation)
             total += loss.item() / accumulation
-        if not fsdp:  # FSDP has reduce-scattered the gradients in backward
-            average_gradients(accelerator, trained)
-        grad_norm = clip_and_step(trained, optimizer, scheduler, config.optim.max_grad_norm)
+        grad_norm = update.step()
         progress.set_postfix(loss=f"{total:.4f}")
         if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
-            accelerator.log({"loss": total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}, step=step + 1)
+            accelerator.log({"loss": total, "grad_norm": grad_norm, "lr": update.learning_rate()}, step=step + 1)
         checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
 
     output_dir = Path(run.output_dir)

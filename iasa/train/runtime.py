@@ -1,30 +1,39 @@
-"""What both training loops share: accelerate set-up, logging, data-parallel gradient averaging, the
-optimiser and its warm-up schedule, and resumable checkpoints of the trained tensors.
+"""What both training loops share: accelerate set-up, logging, how the trained tensors are updated (the
+optimiser, its warm-up schedule and the gradient averaging of the parallelism) and resumable checkpoints.
 
-Multi-GPU runs are data parallel by default (accelerate launch / torchrun): every process holds the frozen
-base and the adapters, and the trained gradients are averaged with one all-reduce per parameter and step
-instead of wrapping the model in DDP: distillation switches which adapter is trained between phases, which
-DDP's fixed parameter set cannot follow, and the frozen 14B base needs no synchronisation. An FSDP accelerate
-config shards the base and the trained tensors instead (iasa/train/sharding.py). DeepSpeed
-configs are refused with a clear error (see make_accelerator).
+The parallelism comes from the accelerate config:
+- data parallel (default for accelerate launch / torchrun): every process holds the frozen base and the
+  adapters, and the trained gradients are averaged with one all-reduce per parameter and step instead of
+  wrapping the model in DDP: distillation switches which adapter is trained between phases, which DDP's fixed
+  parameter set cannot follow, and the frozen 14B base needs no synchronisation;
+- FSDP: the base and the trained tensors are sharded (iasa/train/sharding.py);
+- DeepSpeed ZeRO stage 1 or 2: the base replicated as under data parallel, the optimiser states (and, stage 2,
+  the gradients) of the trained tensors split over the processes, one engine per trained adapter
+  (iasa/train/deepspeed_zero.py).
+The loops see one interface for all three: `make_update` gives an object with backward(loss), step() -> grad
+norm, learning_rate() and states() (what a checkpoint saves), and `autocast` the mixed-precision context.
 """
-
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
+from typing import Any, ContextManager
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 from torch.distributed.tensor import DTensor
 
 from iasa.config import config_to_yaml
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import OptimConfig, RunConfig
+from iasa.train.deepspeed_zero import ZeroUpdate, uses_deepspeed, zero_config
+from iasa.train.sharding import uses_fsdp
 
 # Config names -> accelerate's ("no" would read as a boolean in YAML).
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(run: RunConfig) -> Accelerator:
@@ -34,19 +43,28 @@ def make_accelerator(run: RunConfig) -> Accelerator:
         raise ValueError(f"run.report_to must be tensorboard, wandb or none, got {run.report_to!r}")
     if run.mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
+    deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    if deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise ValueError("the accelerate config asks for DeepSpeed but deepspeed is not installed: pip install deepspeed")
     output_dir = Path(run.output_dir)
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),  # lets torchrun / accelerate launch run CPU processes (gloo)
+    return Accelerator(
+        # cpu=True lets torchrun / accelerate launch run CPU processes (gloo); accelerate only selects DeepSpeed
+        # without it (DeepSpeed brings its own CPU backend).
+        cpu=not torch.cuda.is_available() and not deepspeed,
         mixed_precision=MIXED_PRECISION[run.mixed_precision],
         log_with=None if run.report_to == "none" else run.report_to,
         project_dir=str(output_dir),
     )
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ValueError(
-            "accelerate config asks for DEEPSPEED; this trainer runs data parallel (frozen base replicated, trained "
-            "LoRA gradients all-reduced) or FSDP: launch with a multi-GPU or an FSDP accelerate config instead"
-        )
-    return accelerator
+
+
+def autocast(accelerator: Accelerator, run: RunConfig) -> ContextManager:
+    """The forward pass's mixed precision. accelerate leaves it to DeepSpeed's config under DeepSpeed, which would
+    store the trained tensors in 16 bits: autocast here instead, as accelerate does for the other parallelisms."""
+    if not uses_deepspeed(accelerator):
+        return accelerator.autocast()
+    if run.mixed_precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(accelerator.device.type, dtype=AUTOCAST_DTYPE[run.mixed_precision])
 
 
 def start_run(accelerator: Accelerator, config, run: RunConfig, project: str) -> None:
@@ -101,6 +119,44 @@ def clip_and_step(parameters: list[torch.nn.Parameter], optimizer, scheduler, ma
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
+
+
+class AveragedUpdate:
+    """AdamW with its warm-up schedule on one set of trained tensors, gradients averaged over the processes:
+    one all-reduce per tensor (data parallel), or none where FSDP has reduce-scattered them in backward."""
+
+    def __init__(self, accelerator: Accelerator, parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float) -> None:
+        self.accelerator, self.parameters, self.max_grad_norm = accelerator, parameters, optim.max_grad_norm
+        self.all_reduce = not uses_fsdp(accelerator)
+        self.optimizer, self.scheduler = make_optimizer(parameters, optim, learning_rate)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        """Returns the global gradient norm before clipping."""
+        if self.all_reduce:
+            average_gradients(self.accelerator, self.parameters)
+        return clip_and_step(self.parameters, self.optimizer, self.scheduler, self.max_grad_norm)
+
+    def learning_rate(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def states(self, prefix: str = "") -> dict[str, Any]:
+        """What a checkpoint saves, by name."""
+        return {f"{prefix}optimizer": self.optimizer, f"{prefix}scheduler": self.scheduler}
+
+
+def make_update(
+    accelerator: Accelerator, parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float, run: RunConfig
+) -> AveragedUpdate | ZeroUpdate:
+    """The updater of one set of trained tensors for the accelerate config's parallelism (all processes call it,
+    in the same order: a DeepSpeed engine is built collectively)."""
+    if not uses_deepspeed(accelerator):
+        return AveragedUpdate(accelerator, parameters, optim, learning_rate)
+    config = zero_config(accelerator.state.deepspeed_plugin.deepspeed_config, run, optim, accelerator.num_processes)
+    optimizer, scheduler = make_optimizer(parameters, optim, learning_rate)
+    return ZeroUpdate(parameters, optimizer, scheduler, config)
 
 
 class Checkpointer:
