@@ -156,6 +156,8 @@ def make_update(
         return AveragedUpdate(accelerator, parameters, optim, learning_rate)
     config = zero_config(accelerator.state.deepspeed_plugin.deepspeed_config, run, optim, accelerator.num_processes)
     optimizer, scheduler = make_optimizer(parameters, optim, learning_rate)
+    stage = config["zero_optimization"]["stage"]
+    accelerator.print(f"DeepSpeed ZeRO-{stage}: {len(parameters)} trained tensors, optimiser state split over {accelerator.num_processes} processes")
     return ZeroUpdate(parameters, optimizer, scheduler, config)
 
 

@@ -1,0 +1,186 @@
+"""DeepSpeed ZeRO training (a DeepSpeed accelerate config): CPU processes under torchrun (gloo) give the
+data-parallel / single-process run's weights, write full-tensor checkpoints that resume exactly, and a LoRA
+file the inference loader reads. The accelerate config's DeepSpeed settings this trainer cannot honour are
+refused with the key to change (helpers and the cached dataset fixture from test_train_fsdp)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_e2e import make_dataset, stage_overrides  # noqa: E402
+from test_train_fsdp import ROOT, TORCHRUN, assert_close, cache, weights  # noqa: E402, F401
+
+from iasa.train.config import OptimConfig, RunConfig  # noqa: E402
+from iasa.train.deepspeed_zero import zero_config  # noqa: E402
+from iasa.train.tasks import main  # noqa: E402
+from iasa.video.assembly import load_wan_components  # noqa: E402
+from iasa.video.config import VideoModelConfig  # noqa: E402
+from iasa.video.lora import load_lora  # noqa: E402
+
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None or not TORCHRUN.is_file(),
+    reason="deepspeed (pip install -e .[dev]) and torchrun are needed for DeepSpeed runs",
+)
+RUN = ["run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2"]
+
+
+def launch(arguments: list[str], processes: int, zero_stage: int | None) -> None:
+    """train_iasa.py under torchrun; zero_stage None runs without DeepSpeed (data parallel). Checks that the
+    run reports the parallelism asked for."""
+    # What accelerate launch --use_deepspeed --zero_stage N sets.
+    deepspeed = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)} if zero_stage else {}
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")} | deepspeed
+    command = [str(TORCHRUN), "--nproc_per_node", str(processes), str(ROOT / "examples" / "IASA" / "train_iasa.py"), *arguments]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"DeepSpeed ZeRO-{zero_stage}:" in result.stdout) == bool(zero_stage), result.stdout[-2000:]
+
+
+def resume_from_step_two(source: Path, output: Path, settings: list[str], processes: int, zero_stage: int) -> None:
+    """A run interrupted after step 2 (only that checkpoint of `source` kept), continued."""
+    (output / "checkpoints").mkdir(parents=True)
+    shutil.copytree(source / "checkpoints" / "step-00000002", output / "checkpoints" / "step-00000002")
+    launch([*settings, f"run.output_dir={output}"], processes, zero_stage)
+
+
+def assert_equal(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def assert_moved(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], prefix: str) -> None:
+    assert any(key.startswith(prefix) and not torch.equal(before[key], value) for key, value in after.items()), prefix
+
+
+@needs_deepspeed
+def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(cache), *RUN, "run.mixed_precision=fp32",
+                "run.gradient_accumulation_steps=2", "optim.warmup_steps=2", "lora.rank=4", "lora.alpha=4"]  # fmt: skip
+    data_parallel, zero = tmp_path / "data_parallel", tmp_path / "zero"
+    launch([*settings, f"run.output_dir={data_parallel}"], processes=2, zero_stage=None)
+    launch([*settings, f"run.output_dir={zero}"], processes=2, zero_stage=2)
+
+    # Same windows and noise per process: ZeRO-2's reduce-scattered gradients and partitioned AdamW give data
+    # parallel's weights and (full-tensor) optimiser state, up to the order of float sums.
+    assert_close(weights(data_parallel, 3), weights(zero, 3))
+    assert_moved(weights(zero, 2), weights(zero, 3), "lora.")
+    optimizers = [torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False) for run in (data_parallel, zero)]
+    moments = [{f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()} for o in optimizers]
+    assert_close(*moments)
+
+    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=2, zero_stage=2)
+    assert_equal(weights(zero, 3), weights(tmp_path / "resumed", 3))
+
+    # The final LoRA holds the trained tensors; the inference loader reads it weight for weight.
+    final = weights(zero, 3)
+    model = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+    dit = load_lora(zero / "lora.safetensors", load_wan_components(model, parts=("dit",)).dit)
+    loaded = {name: parameter for name, parameter in dit.named_parameters() if ".lora_" in name}
+    lora = load_file(str(zero / "lora.safetensors"))
+    assert lora.keys() == {key[len("lora.") :] for key in final if key.startswith("lora.")}
+    for key, value in lora.items():
+        module, part = key.split(".lora_")
+        assert torch.equal(loaded[f"{module}.lora_{part.split('.')[0]}.default.weight"], value)
+        assert torch.equal(value, final[f"lora.{key}"])
+    guider = load_file(str(zero / "pose_guider.safetensors"))
+    assert guider.keys() and all(torch.equal(value, final[f"pose_guider.{key}"]) for key, value in guider.items())
+
+
+@needs_deepspeed
+def test_zero2_distill_on_one_process_matches_plain_run_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+    """Two engines (generator, critic) over one DiT; the phases switch which one trains."""
+    model = [*stage_overrides(cache), "run.mixed_precision=fp32"]
+    teacher = main(["--config", "config/train_sparseattn_lora.yaml", *model, "run.report_to=none", "run.max_steps=1",
+                    f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
+    settings = ["--config", "config/distill_dmd.yaml", *model, *RUN, f"teacher_lora={teacher / 'lora.safetensors'}",
+                f"teacher_pose_guider={teacher / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
+                "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
+    plain, zero = tmp_path / "plain", tmp_path / "zero"
+    main([*settings, f"run.output_dir={plain}"])  # this process, no parallelism: the expectation
+    launch([*settings, f"run.output_dir={zero}"], processes=1, zero_stage=2)
+    final = weights(zero, 3)
+    assert_close(weights(plain, 3), final)
+    assert_moved(weights(zero, 2), final, "generator.")
+    assert_moved(weights(zero, 2), final, "critic.")
+
+    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=1, zero_stage=2)
+    assert_equal(final, weights(tmp_path / "resumed", 3))
+    student = load_file(str(zero / "lora.safetensors"))
+    assert student.keys() and all(torch.equal(value, final[f"generator.{key}"]) for key, value in student.items())
+
+
+def accelerate_deepspeed_config(stage: int, **changes) -> dict:
+    """The DeepSpeed config accelerate builds for `accelerate launch --use_deepspeed --zero_stage <stage>`."""
+    config = {
+        "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+        "zero_optimization": {"stage": stage, "offload_optimizer": {"device": "none", "nvme_path": None},
+                              "offload_param": {"device": "none", "nvme_path": None}},
+        "gradient_clipping": "auto", "steps_per_print": float("inf"), "fp16": {"enabled": False}, "bf16": {"enabled": True},
+    }  # fmt: skip
+    config.update(changes)
+    return config
+
+
+def test_zero_config_takes_the_stage_and_sets_batch_accumulation_clipping_and_precision() -> None:
+    run, optim = RunConfig(gradient_accumulation_steps=3), OptimConfig(max_grad_norm=0.5)
+    config = zero_config(accelerate_deepspeed_config(2, zero_optimization={"stage": 2, "reduce_bucket_size": 1000}), run, optim, 4)
+    assert config["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 1000}
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"], config["train_batch_size"]) == (1, 3, 12)
+    assert config["gradient_clipping"] == 0.5 and config["managed_gradient_accumulation"] is False
+    # bf16 from accelerate's mixed precision would cast the trained tensors; autocast does it instead.
+    assert config["bf16"] == {"enabled": False} and config["fp16"] == {"enabled": False}
+    assert zero_config(accelerate_deepspeed_config(1), run, optim, 1)["zero_optimization"] == {"stage": 1}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"zero_optimization": {"stage": 3}}, "FSDP"),
+        ({"zero_optimization": {"stage": 0}}, "without --use_deepspeed"),
+        ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, "offload_optimizer_device"),
+        ({"gradient_accumulation_steps": 4}, "run.gradient_accumulation_steps"),
+        ({"gradient_clipping": 2.0}, "optim.max_grad_norm"),
+        ({"train_micro_batch_size_per_gpu": 2}, "train_micro_batch_size_per_gpu"),
+        ({"optimizer": {"type": "Adam"}}, "optim.*"),
+    ],
+)
+def test_zero_config_refuses_what_this_trainer_cannot_honour(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("*", r"\*")):
+        zero_config(accelerate_deepspeed_config(2, **changes), RunConfig(gradient_accumulation_steps=1), OptimConfig(), 2)
+
+
+GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
+             "model.device=cuda"]  # fmt: skip
+
+
+@pytest.mark.gpu
+@needs_deepspeed
+def test_zero2_train_and_distill_on_one_gpu(tmp_path: Path) -> None:
+    """bf16 base, float32 adapters under autocast, fused AdamW inside the ZeRO engines, on the GPU."""
+    dataset, cache_dir = make_dataset(tmp_path / "dataset"), tmp_path / "cache"
+    main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache_dir}",
+          "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
+    stage = [*GPU_MODEL, f"cache_dir={cache_dir}", "attention.sparse.backend=flex", "run.mixed_precision=bf16", *RUN]
+    train = tmp_path / "train"
+    launch(["--config", "config/train_sparseattn_lora.yaml", *stage, f"run.output_dir={train}", "lora.rank=4", "lora.alpha=4"], 1, 2)
+    assert_moved(weights(train, 2), weights(train, 3), "lora.")
+    lora = load_file(str(train / "lora.safetensors"))
+    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in lora.values())
+    distill = tmp_path / "distill"
+    launch(["--config", "config/distill_dmd.yaml", *stage, f"run.output_dir={distill}", f"teacher_lora={train / 'lora.safetensors'}",
+            f"teacher_pose_guider={train / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
+            "generator_sigmas=[1.0,0.5]"], 1, 2)  # fmt: skip
+    student = load_file(str(distill / "lora.safetensors"))
+    assert all(torch.isfinite(value).all() for value in student.values())
+    assert any(not torch.equal(student[key], lora[key]) for key in student)
