@@ -15,5 +15,6 @@ setup(
     packages=find_packages(include=["iasa", "iasa.*"]),
     python_requires=">=3.10",
     install_requires=requirements,
-    extras_require={"dev": ["pytest>=7", "hypothesis"]},
+    # deepspeed: accelerate launch --use_deepspeed (ZeRO-1/2 training); the dev extra installs it so its tests run.
+    extras_require={"deepspeed": ["deepspeed>=0.19.8"], "dev": ["pytest>=7", "hypothesis", "deepspeed>=0.19.8"]},
 )

@@ -4,7 +4,10 @@
     python examples/IASA/train_iasa.py --config config/train_sparseattn_lora.yaml [key=value ...]
     python examples/IASA/train_iasa.py --config config/distill_dmd.yaml teacher_lora=outputs/train/lora.safetensors
 Multi-GPU: accelerate launch --config_file <accelerate.yaml> examples/IASA/train_iasa.py --config ...
-(data parallel, or FSDP2 sharding of the DiT when the accelerate config asks for FSDP; DeepSpeed is refused)
+(data parallel, or FSDP2 sharding of the DiT when the accelerate config asks for FSDP), or DeepSpeed ZeRO-1/2
+over the trained adapters (optimiser state split, ZeRO-2 also gradients; needs pip install deepspeed):
+    accelerate launch --use_deepspeed --zero_stage 2 --num_processes N examples/IASA/train_iasa.py --config ...
+ZeRO-3 and DeepSpeed offload are refused: to shard the frozen base use FSDP (accelerate launch --use_fsdp ...).
 """
 
 import sys

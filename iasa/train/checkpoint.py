@@ -6,6 +6,8 @@
     rng-<rank>.pt           python, numpy, torch (CPU) and CUDA generator states of every process
     state.json              {"step": N}
 The folder is written as .step-<N>.partial and renamed when complete; the newest `keep` folders remain.
+The files hold full tensors under every parallelism (FSDP shards and DeepSpeed ZeRO partitions are gathered;
+see sharding.py and deepspeed_zero.py), so a run resumes under any of them.
 """
 
 from __future__ import annotations

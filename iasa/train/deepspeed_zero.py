@@ -27,6 +27,9 @@ from torch import nn
 
 from iasa.train.config import OptimConfig, RunConfig
 
+# The first release tested; older ones may lack managed_gradient_accumulation=false for ZeRO-2 and would
+# silently skip optimiser steps when gradients are accumulated.
+MIN_DEEPSPEED = "0.19.8"
 ZERO_STAGES = (1, 2)
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 # Keys of the DeepSpeed config this trainer sets itself (the accelerate config may leave them "auto").
@@ -208,7 +211,10 @@ class ZeroUpdate:
         config: dict[str, Any],
     ) -> None:
         import deepspeed
+        from packaging.version import Version
 
+        if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
+            raise ValueError(f"deepspeed {deepspeed.__version__} is installed; this trainer needs deepspeed>={MIN_DEEPSPEED}")
         self.parameters, self.scheduler = parameters, scheduler
         group_sizes = [len(group["params"]) for group in optimizer.param_groups]
         # DeepSpeed hooks the gradients of the tensors that require them when the engine is built; distillation
