@@ -38,9 +38,17 @@ def launch(arguments: list[str], processes: int, zero_stage: int | None) -> None
     """train_iasa.py under torchrun; zero_stage None runs without DeepSpeed (data parallel). Checks that the
     run reports the parallelism asked for."""
     # What accelerate launch --use_deepspeed --zero_stage N sets.
-    deepspeed = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)} if zero_stage else {}
+    deepspeed = (
+        {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)} if zero_stage else {}
+    )
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")} | deepspeed
-    command = [str(TORCHRUN), "--nproc_per_node", str(processes), str(ROOT / "examples" / "IASA" / "train_iasa.py"), *arguments]
+    command = [
+        str(TORCHRUN),
+        "--nproc_per_node",
+        str(processes),
+        str(ROOT / "examples" / "IASA" / "train_iasa.py"),
+        *arguments,
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f"DeepSpeed ZeRO-{zero_stage}:" in result.stdout) == bool(zero_stage), result.stdout[-2000:]
@@ -75,8 +83,14 @@ def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(
     # parallel's weights and (full-tensor) optimiser state, up to the order of float sums.
     assert_close(weights(data_parallel, 3), weights(zero, 3))
     assert_moved(weights(zero, 2), weights(zero, 3), "lora.")
-    optimizers = [torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False) for run in (data_parallel, zero)]
-    moments = [{f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()} for o in optimizers]
+    optimizers = [
+        torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False)
+        for run in (data_parallel, zero)
+    ]
+    moments = [
+        {f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()}
+        for o in optimizers
+    ]
     assert_close(*moments)
 
     resume_from_step_two(zero, tmp_path / "resumed", settings, processes=2, zero_stage=2)
@@ -84,7 +98,9 @@ def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(
 
     # The final LoRA holds the trained tensors; the inference loader reads it weight for weight.
     final = weights(zero, 3)
-    model = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+    model = VideoModelConfig(
+        model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu"
+    )
     dit = load_lora(zero / "lora.safetensors", load_wan_components(model, parts=("dit",)).dit)
     loaded = {name: parameter for name, parameter in dit.named_parameters() if ".lora_" in name}
     lora = load_file(str(zero / "lora.safetensors"))
@@ -116,6 +132,11 @@ def test_zero2_distill_on_one_process_matches_plain_run_and_resumes_exactly(cach
 
     resume_from_step_two(zero, tmp_path / "resumed", settings, processes=1, zero_stage=2)
     assert_equal(final, weights(tmp_path / "resumed", 3))
+    # The checkpoint holds full tensors and torch's AdamW layout: a run without DeepSpeed continues it.
+    continued = tmp_path / "continued_without_deepspeed"
+    shutil.copytree(zero / "checkpoints" / "step-00000002", continued / "checkpoints" / "step-00000002")
+    main([*settings, f"run.output_dir={continued}"])
+    assert_close(final, weights(continued, 3))
     student = load_file(str(zero / "lora.safetensors"))
     assert student.keys() and all(torch.equal(value, final[f"generator.{key}"]) for key, value in student.items())
 
@@ -134,9 +155,15 @@ def accelerate_deepspeed_config(stage: int, **changes) -> dict:
 
 def test_zero_config_takes_the_stage_and_sets_batch_accumulation_clipping_and_precision() -> None:
     run, optim = RunConfig(gradient_accumulation_steps=3), OptimConfig(max_grad_norm=0.5)
-    config = zero_config(accelerate_deepspeed_config(2, zero_optimization={"stage": 2, "reduce_bucket_size": 1000}), run, optim, 4)
+    config = zero_config(
+        accelerate_deepspeed_config(2, zero_optimization={"stage": 2, "reduce_bucket_size": 1000}), run, optim, 4
+    )
     assert config["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 1000}
-    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"], config["train_batch_size"]) == (1, 3, 12)
+    assert (
+        config["train_micro_batch_size_per_gpu"],
+        config["gradient_accumulation_steps"],
+        config["train_batch_size"],
+    ) == (1, 3, 12)
     assert config["gradient_clipping"] == 0.5 and config["managed_gradient_accumulation"] is False
     # bf16 from accelerate's mixed precision would cast the trained tensors; autocast does it instead.
     assert config["bf16"] == {"enabled": False} and config["fp16"] == {"enabled": False}
@@ -157,7 +184,9 @@ def test_zero_config_takes_the_stage_and_sets_batch_accumulation_clipping_and_pr
 )
 def test_zero_config_refuses_what_this_trainer_cannot_honour(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("*", r"\*")):
-        zero_config(accelerate_deepspeed_config(2, **changes), RunConfig(gradient_accumulation_steps=1), OptimConfig(), 2)
+        zero_config(
+            accelerate_deepspeed_config(2, **changes), RunConfig(gradient_accumulation_steps=1), OptimConfig(), 2
+        )
 
 
 GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
@@ -173,7 +202,18 @@ def test_zero2_train_and_distill_on_one_gpu(tmp_path: Path) -> None:
           "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
     stage = [*GPU_MODEL, f"cache_dir={cache_dir}", "attention.sparse.backend=flex", "run.mixed_precision=bf16", *RUN]
     train = tmp_path / "train"
-    launch(["--config", "config/train_sparseattn_lora.yaml", *stage, f"run.output_dir={train}", "lora.rank=4", "lora.alpha=4"], 1, 2)
+    launch(
+        [
+            "--config",
+            "config/train_sparseattn_lora.yaml",
+            *stage,
+            f"run.output_dir={train}",
+            "lora.rank=4",
+            "lora.alpha=4",
+        ],
+        1,
+        2,
+    )
     assert_moved(weights(train, 2), weights(train, 3), "lora.")
     lora = load_file(str(train / "lora.safetensors"))
     assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in lora.values())

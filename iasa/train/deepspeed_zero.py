@@ -46,7 +46,9 @@ def _requested(config: dict[str, Any], key: str) -> Any:
     return None if value == "auto" else value
 
 
-def zero_config(deepspeed_config: dict[str, Any], run: RunConfig, optim: OptimConfig, num_processes: int) -> dict[str, Any]:
+def zero_config(
+    deepspeed_config: dict[str, Any], run: RunConfig, optim: OptimConfig, num_processes: int
+) -> dict[str, Any]:
     """The config of every engine: accelerate's DeepSpeed config (its zero_optimization section and tuning keys)
     with the batch, accumulation, clipping and precision of this trainer. Raises ValueError for a setting this
     trainer cannot honour, naming the config key to use instead."""
@@ -80,7 +82,10 @@ def zero_config(deepspeed_config: dict[str, Any], run: RunConfig, optim: OptimCo
         zero.pop(offload, None)
     micro_batch = _requested(source, "train_micro_batch_size_per_gpu")
     if micro_batch not in (None, 1):
-        raise ValueError(f"the DeepSpeed config sets train_micro_batch_size_per_gpu={micro_batch}; every micro-batch here is one window: set it to 1 or auto")
+        raise ValueError(
+            f"the DeepSpeed config sets train_micro_batch_size_per_gpu={micro_batch}; every micro-batch here is "
+            "one window: set it to 1 or auto"
+        )
     accumulation = _requested(source, "gradient_accumulation_steps")
     if accumulation not in (None, run.gradient_accumulation_steps):
         raise ValueError(
@@ -144,7 +149,12 @@ class ZeroOptimizerState:
     def _param_groups(self) -> list[dict[str, Any]]:
         groups, start = [], 0
         for group, size in zip(self._adamw.param_groups, self.group_sizes):
-            groups.append({**{key: value for key, value in group.items() if key != "params"}, "params": list(range(start, start + size))})
+            groups.append(
+                {
+                    **{key: value for key, value in group.items() if key != "params"},
+                    "params": list(range(start, start + size)),
+                }
+            )
             start += size
         return groups
 
@@ -165,7 +175,11 @@ class ZeroOptimizerState:
         return {"state": state, "param_groups": self._param_groups()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        from deepspeed.utils import lazy_init_hp_params_optimizer_state, safe_set_full_fp32_param, safe_set_full_optimizer_state
+        from deepspeed.utils import (
+            lazy_init_hp_params_optimizer_state,
+            safe_set_full_fp32_param,
+            safe_set_full_optimizer_state,
+        )
 
         with torch.no_grad():
             for parameter in self.parameters:
@@ -173,7 +187,9 @@ class ZeroOptimizerState:
         adamw = self._adamw
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(adamw.param_groups) or [len(g["params"]) for g in saved_groups] != self.group_sizes:
-            raise ValueError("the checkpoint's optimiser has other parameter groups than this run's (another LoRA or guider config?)")
+            raise ValueError(
+                "the checkpoint's optimiser has other parameter groups than this run's (another LoRA or guider config?)"
+            )
         flats = [group["params"][0] for group in adamw.param_groups]
         flat_state = {}
         for group_index, (saved, flat) in enumerate(zip(saved_groups, flats)):
@@ -182,9 +198,15 @@ class ZeroOptimizerState:
                 continue
             steps = {float(entry["step"]) for entry in entries}
             if len(steps) != 1 or len(entries) != len(saved["params"]):
-                raise ValueError(f"checkpoint optimiser group {group_index}: ZeRO keeps one AdamW step count per group, got {sorted(steps)}")
+                raise ValueError(
+                    f"checkpoint optimiser group {group_index}: ZeRO keeps one AdamW step count per group, "
+                    f"got {sorted(steps)} (or states for only some of its tensors)"
+                )
             # Per-partition AdamW state as torch creates it; each tensor's share of the moments is filled in below.
-            flat_state[group_index] = {"step": entries[0]["step"].clone(), **{key: torch.zeros_like(flat) for key in ADAM_MOMENTS}}
+            flat_state[group_index] = {
+                "step": entries[0]["step"].clone(),
+                **{key: torch.zeros_like(flat) for key in ADAM_MOMENTS},
+            }
         groups = [{**saved, "params": [index]} for index, saved in enumerate(saved_groups)]
         adamw.load_state_dict({"state": flat_state, "param_groups": groups})
         for group_index, (saved, parameters, flat) in enumerate(zip(saved_groups, self._groups(), flats)):
@@ -214,7 +236,9 @@ class ZeroUpdate:
         from packaging.version import Version
 
         if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
-            raise ValueError(f"deepspeed {deepspeed.__version__} is installed; this trainer needs deepspeed>={MIN_DEEPSPEED}")
+            raise ValueError(
+                f"deepspeed {deepspeed.__version__} is installed; this trainer needs deepspeed>={MIN_DEEPSPEED}"
+            )
         self.parameters, self.scheduler = parameters, scheduler
         group_sizes = [len(group["params"]) for group in optimizer.param_groups]
         # DeepSpeed hooks the gradients of the tensors that require them when the engine is built; distillation
@@ -222,7 +246,9 @@ class ZeroUpdate:
         trainable = [parameter.requires_grad for parameter in parameters]
         for parameter in parameters:
             parameter.requires_grad_(True)
-        self.engine, zero_optimizer, _, _ = deepspeed.initialize(model=_TrainedTensors(parameters), optimizer=optimizer, config=config)
+        self.engine, zero_optimizer, _, _ = deepspeed.initialize(
+            model=_TrainedTensors(parameters), optimizer=optimizer, config=config
+        )
         for parameter, flag in zip(parameters, trainable):
             parameter.requires_grad_(flag)
         self.optimizer = ZeroOptimizerState(zero_optimizer, parameters, group_sizes)
