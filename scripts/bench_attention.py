@@ -12,11 +12,14 @@ skipped), flex (FlexAttention, compiled) and fast (iasa.attention.fast, when it 
 
 Effective TFLOP/s = 4 S^2 D H x density / time (forward); forward+backward counts 3.5x the forward
 FLOPs. speedup and efficiency compare with dense cuDNN SDPA of the same run; efficiency = effective
-TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms: median of build_sparse_layout on the
-CPU after a warm-up call. first_call_ms: the first forward call (compilation, plan building).
+TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms, layout_build_min_ms: median and
+minimum of 9 build_sparse_layout calls on the CPU after a warm-up call. first_call_ms: the first forward call (compilation, plan building).
+The fast path's forward is also measured paired with dense cuDNN: PAIRED_ROUNDS rounds of (dense, fast)
+back to back, so both see the same clocks (round-to-round drift on one GPU was a few %, as large as
+the margins of the targets); paired_efficiency_vs_dense_cudnn is the median of the per-round ratios.
 Where the fast forward's time goes: own_frame_fwd_ms and cross_region_fwd_ms time its two parts alone
-(iasa.attention.fast.forward_parts), each with its efficiency against dense cuDNN at its own density
-(own frame: 1 / T; cross region: the rest). Results go to benchmarks/results/attention.json,
+(iasa.attention.fast.forward_parts), each with its efficiency against the paired dense time at its own
+density (own frame: 1 / T; cross region: the rest). Results go to benchmarks/results/attention.json,
 rewritten after every record.
 """
 
@@ -50,6 +53,7 @@ TOP_KS = (2, 4, 8)
 REFERENCE_MAX_TOKENS = 24_000
 BACKWARD_FLOP_FACTOR = 3.5
 FORWARD_ITERATIONS, BACKWARD_ITERATIONS, WARMUP = 10, 5, 2
+PAIRED_ROUNDS = 3
 
 # Every record carries these keys (None where they do not apply, e.g. K of a dense path).
 RECORD_KEYS = (
@@ -153,35 +157,45 @@ def measure(record: dict, attention: AttentionFn, inputs, tokens: int, dense_cud
     return add_rates(record, tokens, dense_cudnn)
 
 
-def add_fast_breakdown(record: dict, layout, inputs, dense_cudnn: dict | None) -> None:
+def add_paired_forward(record: dict, attention: AttentionFn, inputs) -> None:
+    """paired_fwd_ms, paired_dense_cudnn_fwd_ms and paired_efficiency_vs_dense_cudnn (module docstring)."""
+    dense = dense_sdpa(SDPBackend.CUDNN_ATTENTION)
+    pairs = []
+    with torch.no_grad():
+        for _ in range(PAIRED_ROUNDS):
+            dense_ms = median_cuda_ms(lambda: dense(*inputs), FORWARD_ITERATIONS)
+            path_ms = median_cuda_ms(lambda: attention(*inputs), FORWARD_ITERATIONS)
+            pairs.append((dense_ms, path_ms))
+    record["paired_dense_cudnn_fwd_ms"] = round(statistics.median(dense for dense, _ in pairs), 3)
+    record["paired_fwd_ms"] = round(statistics.median(path for _, path in pairs), 3)
+    ratios = [record["density"] * dense / path for dense, path in pairs]
+    record["paired_efficiency_vs_dense_cudnn"] = round(statistics.median(ratios), 3)
+    record["paired_efficiency_rounds"] = [round(ratio, 3) for ratio in ratios]
+
+
+def add_fast_breakdown(record: dict, layout, inputs) -> None:
     """Time the fast forward's own-frame and cross-region parts alone (see the module docstring)."""
     from iasa.attention.fast import forward_parts
 
-    try:
-        parts = forward_parts(*inputs, layout)
-        own_ms = median_cuda_ms(parts["own_frame"], FORWARD_ITERATIONS)
-        cross_ms = median_cuda_ms(parts["cross_region"], FORWARD_ITERATIONS)
-    except Exception as error:  # the headline numbers stand without the breakdown
-        record["breakdown_error"] = f"{type(error).__name__}: {error}"
-        return
-    finally:
-        torch.cuda.empty_cache()
+    parts = forward_parts(*inputs, layout)
+    own_ms = median_cuda_ms(parts["own_frame"], FORWARD_ITERATIONS)
+    cross_ms = median_cuda_ms(parts["cross_region"], FORWARD_ITERATIONS)
     record["own_frame_fwd_ms"], record["cross_region_fwd_ms"] = round(own_ms, 3), round(cross_ms, 3)
-    if dense_cudnn and dense_cudnn.get("fwd_ms"):
-        own_density = 1.0 / layout.num_frames
-        record["own_frame_efficiency"] = round(own_density * dense_cudnn["fwd_ms"] / own_ms, 3)
-        cross_density = record["density"] - own_density
-        record["cross_region_efficiency"] = round(cross_density * dense_cudnn["fwd_ms"] / cross_ms, 3)
+    dense_ms = record["paired_dense_cudnn_fwd_ms"]
+    own_density = 1.0 / layout.num_frames
+    record["own_frame_efficiency"] = round(own_density * dense_ms / own_ms, 3)
+    record["cross_region_efficiency"] = round((record["density"] - own_density) * dense_ms / cross_ms, 3)
 
 
-def layout_build_ms(keypoints, config: SparseAttentionConfig, repeats: int = 9) -> tuple[float, object]:
+def layout_build_times(keypoints, config: SparseAttentionConfig, repeats: int = 9) -> tuple[list[float], object]:
+    """Times of `repeats` builds after a warm-up one, and the layout."""
     layout = build_sparse_layout(keypoints, config)  # warm-up (imports, allocator)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         layout = build_sparse_layout(keypoints, config)
         times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times), layout
+    return times, layout
 
 
 def run_benchmark(resolutions, top_ks, output: Path) -> None:
@@ -217,13 +231,14 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
             emit(record)
         for top_k in top_ks:
             config = SparseAttentionConfig(top_k=top_k)
-            build_ms, layout = layout_build_ms(keypoints, config)
+            build_times, layout = layout_build_times(keypoints, config)
             stats = density_statistics(layout)
             common = {
                 **base, "tokens": tokens, "K": top_k, "density": round(stats["token_density"], 5),
                 "block_density": round(stats["reordered_block_density"], 5),
                 "full_block_fraction": round(stats["reordered_full_block_fraction"], 4),
-                "direction": config.direction, "layout_build_ms": round(build_ms, 2),
+                "direction": config.direction, "layout_build_ms": round(statistics.median(build_times), 2),
+                "layout_build_min_ms": round(min(build_times), 2),
             }  # fmt: skip
             for path in ("reference", "flex", "fast"):
                 record = {**common, "path": path}
@@ -243,7 +258,13 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
 
                 record = measure(record, attention, inputs, tokens, dense_cudnn)
                 if path == "fast" and "error" not in record:
-                    add_fast_breakdown(record, layout, inputs, dense_cudnn)
+                    try:
+                        add_paired_forward(record, attention, inputs)
+                        add_fast_breakdown(record, layout, inputs)
+                    except Exception as error:  # the single-shot numbers stand without these
+                        record["paired_error"] = f"{type(error).__name__}: {error}"
+                    finally:
+                        torch.cuda.empty_cache()
                 emit(record)
         del inputs
         torch.cuda.empty_cache()
