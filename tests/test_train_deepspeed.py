@@ -28,7 +28,8 @@ from iasa.video.config import VideoModelConfig  # noqa: E402
 from iasa.video.lora import load_lora  # noqa: E402
 
 needs_deepspeed = pytest.mark.skipif(
-    importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install -e .[dev] installs it)"
+    importlib.util.find_spec("deepspeed") is None,
+    reason="deepspeed is not installed (pip install -e .[dev] installs it)",
 )
 RUN = ["run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2"]
 
@@ -172,14 +173,26 @@ def test_zero_config_takes_the_stage_and_sets_batch_accumulation_clipping_and_pr
     assert zero_config(accelerate_deepspeed_config(1), run, optim, 1)["zero_optimization"] == {"stage": 1}
 
 
+def test_training_config_supersedes_accelerate_accumulation_and_clipping() -> None:
+    """`accelerate config` writes gradient_accumulation_steps and gradient_clipping into the DeepSpeed section."""
+    run, optim = RunConfig(gradient_accumulation_steps=2), OptimConfig(max_grad_norm=10.0)
+    source = accelerate_deepspeed_config(2, gradient_accumulation_steps=1, gradient_clipping=1.0)
+    with pytest.warns(UserWarning) as notes:
+        config = zero_config(source, run, optim, 3)
+    expected = {"gradient_accumulation_steps": 2, "gradient_clipping": 10.0, "train_batch_size": 6}
+    assert {key: config[key] for key in expected} == expected
+    assert {str(note.message).split("=")[0] for note in notes} == {
+        "the accelerate/DeepSpeed config's gradient_accumulation_steps",
+        "the accelerate/DeepSpeed config's gradient_clipping",
+    }
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"zero_optimization": {"stage": 3}}, "FSDP"),
         ({"zero_optimization": {"stage": 0}}, "without --use_deepspeed"),
         ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, "offload_optimizer_device"),
-        ({"gradient_accumulation_steps": 4}, "run.gradient_accumulation_steps"),
-        ({"gradient_clipping": 2.0}, "optim.max_grad_norm"),
         ({"train_micro_batch_size_per_gpu": 2}, "train_micro_batch_size_per_gpu"),
         ({"optimizer": {"type": "Adam"}}, "optim.*"),
     ],

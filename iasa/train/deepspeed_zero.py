@@ -18,6 +18,7 @@ and FSDP runs write, so a run resumes under any of the three.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -32,8 +33,6 @@ from iasa.train.config import OptimConfig, RunConfig
 MIN_DEEPSPEED = "0.19.8"
 ZERO_STAGES = (1, 2)
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
-# Keys of the DeepSpeed config this trainer sets itself (the accelerate config may leave them "auto").
-OWN_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
 
 
 def uses_deepspeed(accelerator: Accelerator) -> bool:
@@ -51,7 +50,7 @@ def zero_config(
 ) -> dict[str, Any]:
     """The config of every engine: accelerate's DeepSpeed config (its zero_optimization section and tuning keys)
     with the batch, accumulation, clipping and precision of this trainer. Raises ValueError for a setting this
-    trainer cannot honour, naming the config key to use instead."""
+    trainer cannot honour, naming what to use instead."""
     source = copy.deepcopy(deepspeed_config)
     for section in ("optimizer", "scheduler"):
         if section in source:
@@ -86,26 +85,26 @@ def zero_config(
             f"the DeepSpeed config sets train_micro_batch_size_per_gpu={micro_batch}; every micro-batch here is "
             "one window: set it to 1 or auto"
         )
-    accumulation = _requested(source, "gradient_accumulation_steps")
-    if accumulation not in (None, run.gradient_accumulation_steps):
-        raise ValueError(
-            f"the accelerate/DeepSpeed config sets gradient_accumulation_steps={accumulation} but the training config "
-            f"has run.gradient_accumulation_steps={run.gradient_accumulation_steps}: set it in the training config only"
-        )
-    clipping = _requested(source, "gradient_clipping")
-    if clipping is not None and float(clipping) != optim.max_grad_norm:
-        raise ValueError(
-            f"the accelerate/DeepSpeed config sets gradient_clipping={clipping} but the training config has "
-            f"optim.max_grad_norm={optim.max_grad_norm}: set it in the training config only"
-        )
-    config = {key: value for key, value in source.items() if key not in OWN_KEYS}
+    # The training config decides these (as Accelerator arguments supersede accelerate's DeepSpeed config);
+    # `accelerate config` writes accumulation and clipping values by default, so a difference is only noted.
+    own = {
+        "gradient_accumulation_steps": (run.gradient_accumulation_steps, "run.gradient_accumulation_steps"),
+        "gradient_clipping": (optim.max_grad_norm, "optim.max_grad_norm"),
+        "train_batch_size": (
+            run.gradient_accumulation_steps * num_processes,
+            "run.gradient_accumulation_steps x processes",
+        ),
+    }
+    for key, (value, origin) in own.items():
+        requested = _requested(source, key)
+        if requested is not None and float(requested) != float(value):
+            warnings.warn(f"the accelerate/DeepSpeed config's {key}={requested} is replaced by {value} ({origin})")
+    config = dict(source)
     config.update(
+        {key: value for key, (value, _) in own.items()},
         train_micro_batch_size_per_gpu=1,
-        gradient_accumulation_steps=run.gradient_accumulation_steps,
-        train_batch_size=run.gradient_accumulation_steps * num_processes,
         # The loops call step() once per accumulated batch, after backward() of every micro-batch.
         managed_gradient_accumulation=False,
-        gradient_clipping=optim.max_grad_norm,
         fp16={"enabled": False},
         bf16={"enabled": False},
         zero_optimization=zero,
