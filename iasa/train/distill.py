@@ -167,12 +167,15 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     if distiller.region_loss is not None:
         distiller.region_loss.to(device)
     # One updater per trained adapter (under DeepSpeed one engine each, both over the one DiT).
-    updates = {
-        GENERATOR: make_update(accelerator, list(generator_params.values()), config.optim, config.optim.learning_rate, run),
-        CRITIC: make_update(accelerator, list(critic_params.values()), config.optim, config.critic_learning_rate, run),
-    }
+    generator_update = make_update(
+        accelerator, list(generator_params.values()), config.optim, config.optim.learning_rate, run
+    )
+    critic_update = make_update(
+        accelerator, list(critic_params.values()), config.optim, config.critic_learning_rate, run
+    )
+    updates = {GENERATOR: generator_update, CRITIC: critic_update}
     named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
-    states = updates[GENERATOR].states(prefix=f"{GENERATOR}_") | updates[CRITIC].states(prefix=f"{CRITIC}_")
+    states = generator_update.states(prefix=f"{GENERATOR}_") | critic_update.states(prefix=f"{CRITIC}_")
     checkpointer = Checkpointer(accelerator, run, named, states)
     seed_process(accelerator, run)
     start = checkpointer.resume()

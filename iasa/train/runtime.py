@@ -13,6 +13,7 @@ The parallelism comes from the accelerate config:
 The loops see one interface for all three: `make_update` gives an object with backward(loss), step() -> grad
 norm, learning_rate() and states() (what a checkpoint saves), and `autocast` the mixed-precision context.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -125,7 +126,9 @@ class AveragedUpdate:
     """AdamW with its warm-up schedule on one set of trained tensors, gradients averaged over the processes:
     one all-reduce per tensor (data parallel), or none where FSDP has reduce-scattered them in backward."""
 
-    def __init__(self, accelerator: Accelerator, parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float) -> None:
+    def __init__(
+        self, accelerator: Accelerator, parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float
+    ) -> None:
         self.accelerator, self.parameters, self.max_grad_norm = accelerator, parameters, optim.max_grad_norm
         self.all_reduce = not uses_fsdp(accelerator)
         self.optimizer, self.scheduler = make_optimizer(parameters, optim, learning_rate)
@@ -148,7 +151,11 @@ class AveragedUpdate:
 
 
 def make_update(
-    accelerator: Accelerator, parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float, run: RunConfig
+    accelerator: Accelerator,
+    parameters: list[torch.nn.Parameter],
+    optim: OptimConfig,
+    learning_rate: float,
+    run: RunConfig,
 ) -> AveragedUpdate | ZeroUpdate:
     """The updater of one set of trained tensors for the accelerate config's parallelism (all processes call it,
     in the same order: a DeepSpeed engine is built collectively)."""
@@ -157,7 +164,10 @@ def make_update(
     config = zero_config(accelerator.state.deepspeed_plugin.deepspeed_config, run, optim, accelerator.num_processes)
     optimizer, scheduler = make_optimizer(parameters, optim, learning_rate)
     stage = config["zero_optimization"]["stage"]
-    accelerator.print(f"DeepSpeed ZeRO-{stage}: {len(parameters)} trained tensors, optimiser state split over {accelerator.num_processes} processes")
+    accelerator.print(
+        f"DeepSpeed ZeRO-{stage}: {len(parameters)} trained tensors, "
+        f"optimiser state split over {accelerator.num_processes} processes"
+    )
     return ZeroUpdate(parameters, optimizer, scheduler, config)
 
 
