@@ -12,8 +12,10 @@ skipped), flex (FlexAttention, compiled) and fast (iasa.attention.fast, when it 
 
 Effective TFLOP/s = 4 S^2 D H x density / time (forward); forward+backward counts 3.5x the forward
 FLOPs. speedup and efficiency compare with dense cuDNN SDPA of the same run; efficiency = effective
-TFLOP/s of the path / TFLOP/s of dense cuDNN. layout_build_ms, layout_build_min_ms: median and
-minimum of 9 build_sparse_layout calls on the CPU after a warm-up call. first_call_ms: the first forward call (compilation, plan building).
+TFLOP/s of the path / TFLOP/s of dense cuDNN. Every time is a median over back-to-back calls after a
+warm-up of WARMUP_SECONDS (see median_cuda_ms). layout_build_ms, layout_build_min_ms: median and
+minimum of 9 build_sparse_layout calls on the CPU after a warm-up call. first_call_ms: the first
+forward call (compilation, plan building).
 The fast path's forward is also measured paired with dense cuDNN: PAIRED_ROUNDS rounds of (dense, fast)
 back to back, so both see the same clocks (round-to-round drift on one GPU was a few %, as large as
 the margins of the targets); paired_efficiency_vs_dense_cudnn is the median of the per-round ratios.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -52,7 +55,8 @@ TOP_KS = (2, 4, 8)
 # The dense (S, S) bool mask of the reference path: 21,504 tokens -> 0.46 GB; larger clips are skipped.
 REFERENCE_MAX_TOKENS = 24_000
 BACKWARD_FLOP_FACTOR = 3.5
-FORWARD_ITERATIONS, BACKWARD_ITERATIONS, WARMUP = 10, 5, 2
+FORWARD_ITERATIONS, BACKWARD_ITERATIONS = 10, 5
+WARMUP_CALLS, WARMUP_SECONDS, MIN_TIMED_SECONDS, MAX_TIMED_CALLS = 2, 1.0, 0.3, 300
 PAIRED_ROUNDS = 3
 
 # Every record carries these keys (None where they do not apply, e.g. K of a dense path).
@@ -64,25 +68,33 @@ RECORD_KEYS = (
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def median_cuda_ms(step: Callable[[], None], iterations: int, warmup: int = WARMUP) -> float:
+def median_cuda_ms(step: Callable[[], None], iterations: int) -> float:
     """Median GPU time of one call, with the calls queued back to back as a model's 40 layers are.
 
+    First WARMUP_SECONDS of back-to-back calls: the GPU's clocks settle to the power state they keep
+    under sustained load (timed right after a 200 ms dense kernel, a 2 ms sparse call ran up to 15 %
+    slower than after a few of its own). Then at least `iterations` calls and MIN_TIMED_SECONDS.
     No synchronisation between calls: the host queues call i + 1 while the GPU runs call i, so a path
     made of several kernels is not charged for host launch latency that a model hides (a per-call
     synchronise charged the multi-kernel sparse path ~0.5 ms of idle GPU per call, the one-kernel dense
     path nothing). Each call is still timed alone by its own pair of events.
     """
-    for _ in range(warmup):
+    calls, chunk, start = 0, 1, time.perf_counter()
+    while calls < WARMUP_CALLS or time.perf_counter() - start < WARMUP_SECONDS:
+        for _ in range(chunk):
+            step()
+        torch.cuda.synchronize()
+        calls, chunk = calls + chunk, chunk * 2
+    per_call_s = (time.perf_counter() - start) / calls
+    count = min(MAX_TIMED_CALLS, max(iterations, math.ceil(MIN_TIMED_SECONDS / per_call_s)))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
+    for start_event, end_event in zip(starts, ends):
+        start_event.record()
         step()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
+        end_event.record()
     torch.cuda.synchronize()
-    for start, end in zip(starts, ends):
-        start.record()
-        step()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(start.elapsed_time(end) for start, end in zip(starts, ends))
+    return statistics.median(start_event.elapsed_time(end_event) for start_event, end_event in zip(starts, ends))
 
 
 def time_path(record: dict, attention: AttentionFn, inputs: tuple[torch.Tensor, ...]) -> None:
