@@ -74,21 +74,26 @@ def assert_moved(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]
     assert any(key.startswith(prefix) and not torch.equal(before[key], value) for key, value in after.items()), prefix
 
 
+def continue_in_this_process(source: Path, output: Path, settings: list[str]) -> None:
+    """A run without DeepSpeed (no parallelism) continuing `source`'s step-2 checkpoint."""
+    shutil.copytree(source / "checkpoints" / "step-00000002", output / "checkpoints" / "step-00000002")
+    main([*settings, f"run.output_dir={output}"])
+
+
 @needs_deepspeed
-def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
     settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(cache), *RUN, "run.mixed_precision=fp32",
                 "run.gradient_accumulation_steps=2", "optim.warmup_steps=2", "lora.rank=4", "lora.alpha=4"]  # fmt: skip
-    data_parallel, zero = tmp_path / "data_parallel", tmp_path / "zero"
-    launch([*settings, f"run.output_dir={data_parallel}"], processes=2, zero_stage=None)
-    launch([*settings, f"run.output_dir={zero}"], processes=2, zero_stage=2)
-
-    # Same windows and noise per process: ZeRO-2's reduce-scattered gradients and partitioned AdamW give data
-    # parallel's weights and (full-tensor) optimiser state, up to the order of float sums.
-    assert_close(weights(data_parallel, 3), weights(zero, 3))
-    assert_moved(weights(zero, 2), weights(zero, 3), "lora.")
+    plain, zero = tmp_path / "plain", tmp_path / "zero"
+    main([*settings, f"run.output_dir={plain}"])  # this process, no parallelism: the expectation
+    launch([*settings, f"run.output_dir={zero}"], processes=1, zero_stage=2)
+    final = weights(zero, 3)
+    assert_close(weights(plain, 3), final)
+    assert_moved(weights(zero, 2), final, "lora.")
+    assert_moved(weights(zero, 2), final, "pose_guider.")
+    # The checkpoint's AdamW moments are the plain run's, in torch's per-parameter layout.
     optimizers = [
-        torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False)
-        for run in (data_parallel, zero)
+        torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False) for run in (plain, zero)
     ]
     moments = [
         {f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()}
@@ -96,11 +101,15 @@ def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(
     ]
     assert_close(*moments)
 
-    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=2, zero_stage=2)
-    assert_equal(weights(zero, 3), weights(tmp_path / "resumed", 3))
+    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=1, zero_stage=2)
+    assert_equal(final, weights(tmp_path / "resumed", 3))
+    # Full-tensor checkpoints: ZeRO-1, and a run without DeepSpeed, continue it too.
+    resume_from_step_two(zero, tmp_path / "zero1", settings, processes=1, zero_stage=1)
+    assert_close(final, weights(tmp_path / "zero1", 3))
+    continue_in_this_process(zero, tmp_path / "continued_without_deepspeed", settings)
+    assert_close(final, weights(tmp_path / "continued_without_deepspeed", 3))
 
-    # The final LoRA holds the trained tensors; the inference loader reads it weight for weight.
-    final = weights(zero, 3)
+    # The final files hold the trained tensors; the inference loader reads the LoRA weight for weight.
     model = VideoModelConfig(
         model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu"
     )
@@ -117,29 +126,27 @@ def test_zero2_train_on_two_processes_matches_data_parallel_and_resumes_exactly(
 
 
 @needs_deepspeed
-def test_zero2_distill_on_one_process_matches_plain_run_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
-    """Two engines (generator, critic) over one DiT; the phases switch which one trains."""
+def test_zero2_distill_on_two_processes_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+    """Two engines (generator, critic) over one DiT, each partitioned over the processes; the phases switch which
+    one trains."""
     model = [*stage_overrides(cache), "run.mixed_precision=fp32"]
     teacher = main(["--config", "config/train_sparseattn_lora.yaml", *model, "run.report_to=none", "run.max_steps=1",
                     f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
     settings = ["--config", "config/distill_dmd.yaml", *model, *RUN, f"teacher_lora={teacher / 'lora.safetensors'}",
                 f"teacher_pose_guider={teacher / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
                 "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
-    plain, zero = tmp_path / "plain", tmp_path / "zero"
-    main([*settings, f"run.output_dir={plain}"])  # this process, no parallelism: the expectation
-    launch([*settings, f"run.output_dir={zero}"], processes=1, zero_stage=2)
+    data_parallel, zero = tmp_path / "data_parallel", tmp_path / "zero"
+    launch([*settings, f"run.output_dir={data_parallel}"], processes=2, zero_stage=None)
+    launch([*settings, f"run.output_dir={zero}"], processes=2, zero_stage=2)
+    # Same windows and noise per process: ZeRO-2's reduce-scattered gradients and partitioned AdamW give data
+    # parallel's weights, up to the order of float sums.
     final = weights(zero, 3)
-    assert_close(weights(plain, 3), final)
+    assert_close(weights(data_parallel, 3), final)
     assert_moved(weights(zero, 2), final, "generator.")
     assert_moved(weights(zero, 2), final, "critic.")
 
-    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=1, zero_stage=2)
+    resume_from_step_two(zero, tmp_path / "resumed", settings, processes=2, zero_stage=2)
     assert_equal(final, weights(tmp_path / "resumed", 3))
-    # The checkpoint holds full tensors and torch's AdamW layout: a run without DeepSpeed continues it.
-    continued = tmp_path / "continued_without_deepspeed"
-    shutil.copytree(zero / "checkpoints" / "step-00000002", continued / "checkpoints" / "step-00000002")
-    main([*settings, f"run.output_dir={continued}"])
-    assert_close(final, weights(continued, 3))
     student = load_file(str(zero / "lora.safetensors"))
     assert student.keys() and all(torch.equal(value, final[f"generator.{key}"]) for key, value in student.items())
 
