@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,24 +35,28 @@ needs_deepspeed = pytest.mark.skipif(
 RUN = ["run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2"]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(arguments: list[str], processes: int, zero_stage: int | None) -> None:
-    """train_iasa.py under torchrun; zero_stage None runs without DeepSpeed (data parallel). Checks that the
-    run reports the parallelism asked for."""
+    """train_iasa.py in `processes` processes; zero_stage None runs without DeepSpeed (data parallel). Checks that
+    the run reports the parallelism asked for."""
     # What accelerate launch --use_deepspeed --zero_stage N sets.
     deepspeed = (
         {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)} if zero_stage else {}
     )
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")} | deepspeed
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a free port: other torchrun jobs may be running on this machine
-        "--nproc_per_node",
-        str(processes),
-        str(ROOT / "examples" / "IASA" / "train_iasa.py"),
-        *arguments,
-    ]
+    script = str(ROOT / "examples" / "IASA" / "train_iasa.py")
+    if processes == 1:  # torchrun's environment for one process, without its agent's start-up time
+        environment |= {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
+        command = [sys.executable, script, *arguments]
+    else:  # --standalone: a free port, other torchrun jobs may be running on this machine
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+        command = [*torchrun, script, *arguments]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f"DeepSpeed ZeRO-{zero_stage}:" in result.stdout) == bool(zero_stage), result.stdout[-2000:]
