@@ -22,7 +22,8 @@ from test_train_e2e import make_dataset, stage_overrides  # noqa: E402
 from test_train_fsdp import ROOT, assert_close, cache, weights  # noqa: E402, F401
 
 from iasa.train.config import OptimConfig, RunConfig  # noqa: E402
-from iasa.train.deepspeed_zero import zero_config  # noqa: E402
+from iasa.train.deepspeed_zero import DeepSpeedSetupError, zero_config  # noqa: E402
+from iasa.train.runtime import make_accelerator  # noqa: E402
 from iasa.train.tasks import main  # noqa: E402
 from iasa.video.assembly import load_wan_components  # noqa: E402
 from iasa.video.config import VideoModelConfig  # noqa: E402
@@ -214,6 +215,17 @@ def test_zero_config_refuses_what_this_trainer_cannot_honour(changes: dict, mess
         zero_config(
             accelerate_deepspeed_config(2, **changes), RunConfig(gradient_accumulation_steps=1), OptimConfig(), 2
         )
+
+
+def test_deepspeed_without_a_launcher_is_a_one_line_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a launcher's RANK, DeepSpeed would look for MPI; without deepspeed, accelerate would fail later."""
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.delenv("RANK", raising=False)
+    installed = importlib.util.find_spec("deepspeed") is not None
+    with pytest.raises(
+        DeepSpeedSetupError, match="accelerate launch --use_deepspeed" if installed else "not installed"
+    ):
+        make_accelerator(RunConfig())
 
 
 GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",

@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
 
+from iasa.errors import InputError
 from iasa.train.config import OptimConfig, RunConfig
 
 # The first release tested; older ones may lack managed_gradient_accumulation=false for ZeRO-2 and would
@@ -33,6 +34,10 @@ from iasa.train.config import OptimConfig, RunConfig
 MIN_DEEPSPEED = "0.19.8"
 ZERO_STAGES = (1, 2)
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+class DeepSpeedSetupError(InputError, ValueError):
+    """A DeepSpeed setting or installation this trainer cannot work with; the message says what to change."""
 
 
 def uses_deepspeed(accelerator: Accelerator) -> bool:
@@ -54,26 +59,26 @@ def zero_config(
     source = copy.deepcopy(deepspeed_config)
     for section in ("optimizer", "scheduler"):
         if section in source:
-            raise ValueError(
+            raise DeepSpeedSetupError(
                 f"the DeepSpeed config has an '{section}' section; this trainer's AdamW and warm-up come from the "
                 "optim.* keys of the training config: remove the section"
             )
     zero = source.get("zero_optimization", {})
     stage = zero.get("stage", 0)
     if stage == 3:
-        raise ValueError(
+        raise DeepSpeedSetupError(
             "DeepSpeed ZeRO stage 3 partitions a module's weights and gathers them in that module's forward, which "
             "the training loops never call; to shard the frozen base, launch with an FSDP accelerate config "
             "(accelerate launch --use_fsdp ...), or use --zero_stage 1 or 2 for the trained tensors"
         )
     if stage not in ZERO_STAGES:
-        raise ValueError(
+        raise DeepSpeedSetupError(
             f"DeepSpeed ZeRO stage {stage} is not supported: use --zero_stage 1 or 2 (stage 0 is plain data "
             "parallel: launch without --use_deepspeed)"
         )
     for offload in ("offload_optimizer", "offload_param"):
         if zero.get(offload, {}).get("device", "none") not in ("none", None):
-            raise ValueError(
+            raise DeepSpeedSetupError(
                 f"DeepSpeed {offload} is not supported by this trainer (its AdamW runs where the trained tensors are): "
                 f"set the accelerate config's {offload}_device to none; ZeRO stage {stage} already splits the "
                 "optimiser states over the processes"
@@ -81,7 +86,7 @@ def zero_config(
         zero.pop(offload, None)
     micro_batch = _requested(source, "train_micro_batch_size_per_gpu")
     if micro_batch not in (None, 1):
-        raise ValueError(
+        raise DeepSpeedSetupError(
             f"the DeepSpeed config sets train_micro_batch_size_per_gpu={micro_batch}; every micro-batch here is "
             "one window: set it to 1 or auto"
         )
@@ -235,7 +240,7 @@ class ZeroUpdate:
         from packaging.version import Version
 
         if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
-            raise ValueError(
+            raise DeepSpeedSetupError(
                 f"deepspeed {deepspeed.__version__} is installed; this trainer needs deepspeed>={MIN_DEEPSPEED}"
             )
         self.parameters, self.scheduler = parameters, scheduler

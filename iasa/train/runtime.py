@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -29,7 +30,7 @@ from torch.distributed.tensor import DTensor
 from iasa.config import config_to_yaml
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import OptimConfig, RunConfig
-from iasa.train.deepspeed_zero import ZeroUpdate, uses_deepspeed, zero_config
+from iasa.train.deepspeed_zero import DeepSpeedSetupError, ZeroUpdate, uses_deepspeed, zero_config
 from iasa.train.sharding import uses_fsdp
 
 # Config names -> accelerate's ("no" would read as a boolean in YAML).
@@ -46,7 +47,14 @@ def make_accelerator(run: RunConfig) -> Accelerator:
         raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
-        raise ValueError("the accelerate config asks for DeepSpeed but deepspeed is not installed: pip install deepspeed")
+        raise DeepSpeedSetupError(
+            "the accelerate config asks for DeepSpeed but deepspeed is not installed: pip install -e .[deepspeed]"
+        )
+    if deepspeed and "RANK" not in os.environ:  # DeepSpeed would look for MPI instead
+        raise DeepSpeedSetupError(
+            "DeepSpeed runs need a launcher: accelerate launch --use_deepspeed --zero_stage 2 --num_processes N "
+            "examples/IASA/train_iasa.py ... (or torchrun with ACCELERATE_USE_DEEPSPEED=true)"
+        )
     output_dir = Path(run.output_dir)
     return Accelerator(
         # cpu=True lets torchrun / accelerate launch run CPU processes (gloo); accelerate only selects DeepSpeed
