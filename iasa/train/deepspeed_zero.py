@@ -2,7 +2,8 @@
 replicated on every process, as under data parallel.
 
 Chosen by the accelerate config (distributed_type DEEPSPEED: `accelerate launch --use_deepspeed
---zero_stage N`, or a DeepSpeed config file); the stage and the zero_optimization tuning keys come from it.
+--zero_stage N`, or a DeepSpeed config file); the stage and the zero_optimization tuning keys come from it,
+the batch, accumulation and clipping from the training config. ZeRO-3 and offload are refused (`zero_config`).
 Each set of trained tensors with its own optimiser gets its own DeepSpeed engine (`ZeroUpdate`), whose
 module is only a list of those tensors: distillation's generator and critic adapters are two engines over
 disjoint LoRA weights of the one DiT, so the 14B base is held once and DeepSpeed never casts or broadcasts it.
