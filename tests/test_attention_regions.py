@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from iasa.attention import SparseAttentionConfig, build_sparse_layout
-from iasa.attention.regions import REGION_DRAWERS, frame_points, label_tokens, region_token_masks
+from iasa.attention.regions import REGION_DRAWERS, frame_shapes, label_tokens, region_token_masks
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
 
@@ -96,7 +96,7 @@ def test_arms_are_thick_limbs_between_confident_joints():
 
 def test_synthetic_speaker_has_the_intended_region_sizes():
     keypoints = synthetic_talking_upper_body(21, (256, 448), seed=0)
-    frames = frame_points(keypoints, keypoints.image_size, SparseAttentionConfig())
+    frames = frame_shapes(keypoints, keypoints.image_size, SparseAttentionConfig())
     area = {}
     for name in ("face", "left_hand", "right_hand", "arms"):
         fractions = []

@@ -1,6 +1,6 @@
 """Local mask: body regions from keypoints, rasterised in pixels and pooled to Wan's token grid.
 
-Each region is one small drawing function of one video frame's keypoints (in canvas pixels):
+Each region is one small drawing function of one video frame's shapes (its keypoints in canvas pixels):
 face -> convex hull of the 68 face points (head points nose/eyes/ears when the face was not detected);
 left_hand / right_hand -> convex hull of that hand's points; hands -> both hands as one region;
 arms -> thick shoulder-shoulder, shoulder-elbow and elbow-wrist limbs (width = limb_width x shoulder
@@ -44,33 +44,47 @@ SHIFT = 4
 FILL = 255
 
 
-@dataclass
-class FramePoints:
-    """One video frame's keypoints in canvas pixels, with which of them are confident.
-
-    body (18, 2), body_ok (18,), hands (2, 21, 2), hands_ok (2, 21), face (68, 2), face_ok (68,);
-    limb_width: the arm limb thickness in pixels for this frame."""
-
-    body: np.ndarray
-    body_ok: np.ndarray
-    hands: np.ndarray
-    hands_ok: np.ndarray
-    face: np.ndarray
-    face_ok: np.ndarray
-    limb_width: float
-
-
 # Pixel box (x0, y0, x1, y1), end exclusive, that holds everything a drawer painted.
 Box = tuple[float, float, float, float]
+# A polygon in OpenCV's fixed point (coordinates x 2^SHIFT) with the box of its points; None: not drawn.
+Polygon = tuple[np.ndarray, Box]
+# A limb segment: end points in fixed point and its box (the thickness is the frame's).
+Segment = tuple[tuple[int, int], tuple[int, int], Box]
+
+
+@dataclass
+class FrameShapes:
+    """One video frame's shapes in canvas pixels, from its confident keypoints (computed for the whole clip
+    at once in frame_shapes, so the drawers only call OpenCV).
+
+    face: hull of the face points, else of the head points; hands: one hull per hand (DWPose order);
+    limbs: the arm segments whose two joints are confident; limb_thickness: their width in pixels;
+    shoulders, hips: (2, 2) right-left pixel points or None where a joint is not confident (torso)."""
+
+    face: Polygon | None
+    hands: tuple[Polygon | None, Polygon | None]
+    limbs: list[Segment]
+    limb_thickness: int
+    shoulders: np.ndarray | None
+    hips: np.ndarray | None
 
 
 def _fixed_point(points: np.ndarray) -> np.ndarray:
     return np.round(points * (1 << SHIFT)).astype(np.int32)
 
 
-def _box(points: np.ndarray, margin: float = 1.0) -> Box:
-    low, high = points.min(axis=0) - margin, points.max(axis=0) + margin
-    return float(low[0]), float(low[1]), float(high[0]) + 1, float(high[1]) + 1
+def _boxes(points: np.ndarray, ok: np.ndarray, margin: np.ndarray | float = 1.0) -> list[Box]:
+    """Per frame: the box of the confident points. points (F, P, 2), ok (F, P), margin scalar or (F,)."""
+    margin = np.broadcast_to(np.asarray(margin, dtype=np.float64), ok.shape[:1])[:, None]
+    low = np.where(ok[..., None], points, np.inf).min(axis=1) - margin
+    high = np.where(ok[..., None], points, -np.inf).max(axis=1) + margin + 1
+    return [tuple(box) for box in np.concatenate([low, high], axis=1).tolist()]
+
+
+def _polygons(points: np.ndarray, ok: np.ndarray) -> list[Polygon | None]:
+    """Per frame: the confident points (F, P, 2) in fixed point with their box; None under 3 points."""
+    fixed, boxes, enough = _fixed_point(points), _boxes(points, ok), ok.sum(axis=1) >= 3
+    return [(fixed[t][ok[t]], boxes[t]) if enough[t] else None for t in range(len(points))]
 
 
 def _union(boxes: list[Box | None]) -> Box | None:
@@ -81,50 +95,42 @@ def _union(boxes: list[Box | None]) -> Box | None:
     return min(x0), min(y0), max(x1), max(y1)
 
 
-def _fill_hull(canvas: np.ndarray, points: np.ndarray) -> Box | None:
-    if len(points) < 3:
+def _fill(canvas: np.ndarray, polygon: Polygon | None) -> Box | None:
+    if polygon is None:
         return None
-    hull = cv2.convexHull(_fixed_point(points))
-    cv2.fillConvexPoly(canvas, hull, FILL, lineType=cv2.LINE_8, shift=SHIFT)
-    return _box(points)
+    points, box = polygon
+    cv2.fillConvexPoly(canvas, cv2.convexHull(points), FILL, lineType=cv2.LINE_8, shift=SHIFT)
+    return box
 
 
-def draw_face(canvas: np.ndarray, frame: FramePoints) -> Box | None:
-    if frame.face_ok.sum() >= 3:
-        return _fill_hull(canvas, frame.face[frame.face_ok])
-    head = np.asarray(HEAD_INDICES)
-    return _fill_hull(canvas, frame.body[head][frame.body_ok[head]])
+def draw_face(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
+    return _fill(canvas, frame.face)
 
 
-def draw_hand(canvas: np.ndarray, frame: FramePoints, side: int) -> Box | None:
-    return _fill_hull(canvas, frame.hands[side][frame.hands_ok[side]])
+def draw_hand(canvas: np.ndarray, frame: FrameShapes, side: int) -> Box | None:
+    return _fill(canvas, frame.hands[side])
 
 
-def draw_both_hands(canvas: np.ndarray, frame: FramePoints) -> Box | None:
+def draw_both_hands(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
     return _union([draw_hand(canvas, frame, LEFT_HAND), draw_hand(canvas, frame, RIGHT_HAND)])
 
 
-def draw_arms(canvas: np.ndarray, frame: FramePoints) -> Box | None:
-    thickness = max(1, int(round(frame.limb_width)))
-    boxes: list[Box | None] = []
-    for start, end in LIMBS:
-        if frame.body_ok[start] and frame.body_ok[end]:
-            a, b = _fixed_point(frame.body[[start, end]])
-            cv2.line(canvas, tuple(map(int, a)), tuple(map(int, b)), FILL, thickness, cv2.LINE_8, SHIFT)
-            boxes.append(_box(frame.body[[start, end]], margin=thickness / 2 + 1))
-    return _union(boxes)
+def draw_arms(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
+    for start, end, _ in frame.limbs:
+        cv2.line(canvas, start, end, FILL, frame.limb_thickness, cv2.LINE_8, SHIFT)
+    return _union([box for _, _, box in frame.limbs])
 
 
-def draw_torso(canvas: np.ndarray, frame: FramePoints) -> Box | None:
-    if not (frame.body_ok[RIGHT_SHOULDER] and frame.body_ok[LEFT_SHOULDER]):
+def draw_torso(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
+    if frame.shoulders is None:
         return None
-    shoulders = frame.body[[RIGHT_SHOULDER, LEFT_SHOULDER]]
-    if frame.body_ok[RIGHT_HIP] and frame.body_ok[LEFT_HIP]:
-        lower = frame.body[[LEFT_HIP, RIGHT_HIP]]
+    if frame.hips is not None:
+        lower = frame.hips[::-1]
     else:  # a talking-head crop cuts the body off: the torso runs down to the bottom edge
-        lower = np.stack([shoulders[1], shoulders[0]]).copy()
+        lower = frame.shoulders[::-1].copy()
         lower[:, 1] = canvas.shape[0]
-    return _fill_hull(canvas, np.concatenate([shoulders, lower]))
+    corners = np.concatenate([frame.shoulders, lower])
+    return _fill(canvas, _polygons(corners[None], np.ones((1, 4), dtype=bool))[0])
 
 
 def _token_window(box: Box, grid_size: tuple[int, int], stride: int) -> tuple[slice, slice]:
@@ -136,7 +142,7 @@ def _token_window(box: Box, grid_size: tuple[int, int], stride: int) -> tuple[sl
     return rows, cols
 
 
-REGION_DRAWERS: dict[str, Callable[[np.ndarray, FramePoints], Box | None]] = {
+REGION_DRAWERS: dict[str, Callable[[np.ndarray, FrameShapes], Box | None]] = {
     "face": draw_face,
     "left_hand": lambda canvas, frame: draw_hand(canvas, frame, LEFT_HAND),
     "right_hand": lambda canvas, frame: draw_hand(canvas, frame, RIGHT_HAND),
@@ -156,26 +162,50 @@ def validate_regions(regions: tuple[str, ...] | list[str]) -> None:
         raise ValueError("config.regions: use either 'hands' (one region) or 'left_hand'/'right_hand', not both")
 
 
-def frame_points(keypoints: WholeBodyKeypoints, canvas_size: tuple[int, int], config: SparseAttentionConfig) -> list[FramePoints]:
-    """Per video frame: keypoints scaled to a canvas of (height, width) pixels, and the limb width
-    (from that frame's shoulders, else the clip's median shoulder width, else 0: no arms drawn)."""
+def frame_shapes(
+    keypoints: WholeBodyKeypoints, canvas_size: tuple[int, int], config: SparseAttentionConfig
+) -> list[FrameShapes]:
+    """Per video frame: its shapes on a canvas of (height, width) pixels. The limb width comes from that
+    frame's shoulders, else the clip's median shoulder width, else 0 (1-pixel limbs)."""
     height, width = canvas_size
     scale = np.array([width, height], dtype=np.float64)
     threshold = config.min_keypoint_confidence
-    body = keypoints.body * scale
-    body_ok = keypoints.body_score >= threshold
+    body, body_ok = keypoints.body * scale, keypoints.body_score >= threshold
+    hands, hands_ok = keypoints.hands * scale, keypoints.hands_score >= threshold
+    face, face_ok = keypoints.face * scale, keypoints.face_score >= threshold
+    frames = range(keypoints.num_frames)
+
+    head = np.asarray(HEAD_INDICES)
+    face_polygons, head_polygons = _polygons(face, face_ok), _polygons(body[:, head], body_ok[:, head])
+    use_face = face_ok.sum(axis=1) >= 3
+    faces = [face_polygons[t] if use_face[t] else head_polygons[t] for t in frames]
+    left_hands, right_hands = (_polygons(hands[:, side], hands_ok[:, side]) for side in (LEFT_HAND, RIGHT_HAND))
+
     shoulders_ok = body_ok[:, RIGHT_SHOULDER] & body_ok[:, LEFT_SHOULDER]
+    hips_ok = body_ok[:, RIGHT_HIP] & body_ok[:, LEFT_HIP]
     shoulder_width = np.linalg.norm(body[:, RIGHT_SHOULDER] - body[:, LEFT_SHOULDER], axis=-1)
     fallback = float(np.median(shoulder_width[shoulders_ok])) if shoulders_ok.any() else 0.0
     limb_width = config.limb_width * np.where(shoulders_ok, shoulder_width, fallback)
+    thickness = np.maximum(1, np.round(limb_width)).astype(int)
+    limb_ends = body[:, list(LIMBS)]  # (F, limbs, 2 ends, 2)
+    limb_ok = body_ok[:, list(LIMBS)].all(axis=-1)  # (F, limbs)
+    both_ends = np.ones(limb_ends.shape[:1] + (2,), dtype=bool)
+    limb_boxes = [_boxes(limb_ends[:, i], both_ends, thickness / 2 + 1) for i in range(len(LIMBS))]
+    limb_fixed = _fixed_point(limb_ends).tolist()
+    limbs = [
+        [(tuple(limb_fixed[t][i][0]), tuple(limb_fixed[t][i][1]), limb_boxes[i][t]) for i in np.flatnonzero(limb_ok[t])]
+        for t in frames
+    ]
     return [
-        FramePoints(
-            body=body[t], body_ok=body_ok[t],
-            hands=keypoints.hands[t] * scale, hands_ok=keypoints.hands_score[t] >= threshold,
-            face=keypoints.face[t] * scale, face_ok=keypoints.face_score[t] >= threshold,
-            limb_width=float(limb_width[t]),
-        )  # fmt: skip
-        for t in range(keypoints.num_frames)
+        FrameShapes(
+            face=faces[t],
+            hands=(left_hands[t], right_hands[t]),
+            limbs=limbs[t],
+            limb_thickness=int(thickness[t]),
+            shoulders=body[t, [RIGHT_SHOULDER, LEFT_SHOULDER]] if shoulders_ok[t] else None,
+            hips=body[t, [RIGHT_HIP, LEFT_HIP]] if hips_ok[t] else None,
+        )
+        for t in frames
     ]
 
 
@@ -191,7 +221,7 @@ def region_token_masks(
     grid_h, grid_w = grid_size
     stride = config.token_stride
     canvas_size = (grid_h * stride, grid_w * stride)
-    frames = frame_points(keypoints, canvas_size, config)
+    frames = frame_shapes(keypoints, canvas_size, config)
     groups = latent_frame_groups(keypoints.num_frames)
     threshold = config.min_token_coverage * FILL
     masks = np.zeros((len(groups), len(config.regions), grid_h, grid_w), dtype=bool)

@@ -17,7 +17,7 @@ from einops import rearrange
 
 from iasa.errors import MissingFileError
 from iasa.attention.config import SparseAttentionConfig
-from iasa.attention.regions import REGION_DRAWERS, frame_points, validate_regions
+from iasa.attention.regions import REGION_DRAWERS, frame_shapes, validate_regions
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.config import RegionLossConfig
 
@@ -33,7 +33,7 @@ def region_masks(
     listed region winning where they overlap."""
     drawn = [name for name in regions if name != BACKGROUND]
     validate_regions(drawn)
-    frames = frame_points(keypoints, size, sparse)
+    frames = frame_shapes(keypoints, size, sparse)
     masks = np.zeros((len(frames), len(regions), *size), dtype=bool)
     taken = np.zeros((len(frames), *size), dtype=bool)
     canvas = np.zeros(size, dtype=np.uint8)
