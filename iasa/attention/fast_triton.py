@@ -47,6 +47,31 @@ def _forward_launch(head_dim: int, tile_rows: int) -> tuple[int, int, int]:
 
 
 @triton.jit
+def _program_batch_head(heads):
+    """This program's (batch * heads) index (grid axis 1) and its batch and head as int64."""
+    batch_head = tl.program_id(1)
+    return batch_head, (batch_head // heads).to(tl.int64), (batch_head % heads).to(tl.int64)
+
+
+@triton.jit
+def _program_tile(token_index, tile_start, tile_end, tile_segment, ROWS: tl.constexpr):
+    """This program's tile (grid axis 0): its compact rows, which of them are in the tile, their tokens
+    (int64) and the tile's segment."""
+    tile = tl.program_id(0)
+    rows = tl.load(tile_start + tile) + tl.arange(0, ROWS)
+    row_ok = rows < tl.load(tile_end + tile)
+    token = tl.load(token_index + rows, mask=row_ok, other=0).to(tl.int64)
+    return rows, row_ok, token, tl.load(tile_segment + tile)
+
+
+@triton.jit
+def _token_view_offsets(token, b, h, stride_b, stride_h, stride_t, stride_n, tokens_per_frame):
+    """Offsets of tokens (int64) in a (batch, heads, T, N[, d]) token view, without the d term."""
+    frame, position = token // tokens_per_frame, token % tokens_per_frame
+    return b * stride_b + h * stride_h + frame * stride_t + position * stride_n
+
+
+@triton.jit
 def _attend_key_tile(
     q, acc, row_max, row_sum, key_head, value_head, key_list_token, first, list_stop, dims, sq_n, scale_log2,
     BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
@@ -88,17 +113,10 @@ def _cross_region_forward_merge(
     scale_log2,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    b = (batch_head // heads).to(tl.int64)
-    h = (batch_head % heads).to(tl.int64)
+    _, b, h = _program_batch_head(heads)
+    rows, row_ok, token, segment = _program_tile(token_index, tile_start, tile_end, tile_segment, BLOCK_M)
     qkv_base = b * sq_b + h * sq_h
-    row_stop = tl.load(tile_end + tile)
-    segment = tl.load(tile_segment + tile)
-    rows = tl.load(tile_start + tile) + tl.arange(0, BLOCK_M)
-    row_ok = rows < row_stop
     dims = tl.arange(0, HEAD_DIM)
-    token = tl.load(token_index + rows, mask=row_ok, other=0).to(tl.int64)
     q = tl.load(Q + qkv_base + token[:, None] * sq_n + dims[None, :], mask=row_ok[:, None], other=0.0)
 
     row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -121,10 +139,9 @@ def _cross_region_forward_merge(
         )
 
     # Merge in the log2 domain; a row with no cross key has row_sum 0 and keeps the own-frame values.
-    frame, position = token // tokens_per_frame, token % tokens_per_frame
-    out_offsets = b * so_b + h * so_h + frame[:, None] * so_t + position[:, None] * so_n + dims[None, :]
+    out_offsets = _token_view_offsets(token, b, h, so_b, so_h, so_t, so_n, tokens_per_frame)[:, None] + dims[None, :]
     own_out = tl.load(Out + out_offsets, mask=row_ok[:, None], other=0.0)
-    lse_offsets = b * sl_b + h * sl_h + frame * sl_t + position * sl_n
+    lse_offsets = _token_view_offsets(token, b, h, sl_b, sl_h, sl_t, sl_n, tokens_per_frame)
     own_lse_log2 = tl.load(Lse + lse_offsets, mask=row_ok, other=0.0) * 1.4426950408889634
     cross_lse_log2 = row_max + tl.log2(row_sum)
     top = tl.maximum(own_lse_log2, cross_lse_log2)
@@ -145,18 +162,16 @@ def _row_statistics(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     """Compact (batch * heads, M) arrays of the backward's per-row terms: rowsum(dO * O) and lse * log2(e)."""
-    batch_head = tl.program_id(1)
-    b = (batch_head // heads).to(tl.int64)
-    h = (batch_head % heads).to(tl.int64)
+    batch_head, b, h = _program_batch_head(heads)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < num_rows
     dims = tl.arange(0, HEAD_DIM)
     token = tl.load(token_index + rows, mask=row_ok, other=0).to(tl.int64)
-    frame, position = token // tokens_per_frame, token % tokens_per_frame
     d_out = tl.load(dO + b * sg_b + h * sg_h + token[:, None] * sg_n + dims[None, :], mask=row_ok[:, None], other=0.0)
-    out_offsets = b * so_b + h * so_h + frame[:, None] * so_t + position[:, None] * so_n + dims[None, :]
+    out_offsets = _token_view_offsets(token, b, h, so_b, so_h, so_t, so_n, tokens_per_frame)[:, None] + dims[None, :]
     out = tl.load(Out + out_offsets, mask=row_ok[:, None], other=0.0)
-    lse = tl.load(Lse + b * sl_b + h * sl_h + frame * sl_t + position * sl_n, mask=row_ok, other=0.0)
+    lse_offsets = _token_view_offsets(token, b, h, sl_b, sl_h, sl_t, sl_n, tokens_per_frame)
+    lse = tl.load(Lse + lse_offsets, mask=row_ok, other=0.0)
     compact = batch_head.to(tl.int64) * num_rows + rows
     tl.store(RowDot + compact, tl.sum(d_out.to(tl.float32) * out.to(tl.float32), 1), mask=row_ok)
     tl.store(LseLog2 + compact, lse * 1.4426950408889634, mask=row_ok)
@@ -173,17 +188,10 @@ def _cross_region_backward_query(
     scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    b = (batch_head // heads).to(tl.int64)
-    h = (batch_head % heads).to(tl.int64)
+    batch_head, b, h = _program_batch_head(heads)
+    rows, row_ok, token, segment = _program_tile(token_index, tile_start, tile_end, tile_segment, BLOCK_M)
     qkv_base = b * sq_b + h * sq_h
-    row_stop = tl.load(tile_end + tile)
-    segment = tl.load(tile_segment + tile)
-    rows = tl.load(tile_start + tile) + tl.arange(0, BLOCK_M)
-    row_ok = rows < row_stop
     dims = tl.arange(0, HEAD_DIM)
-    token = tl.load(token_index + rows, mask=row_ok, other=0).to(tl.int64)
     q = tl.load(Q + qkv_base + token[:, None] * sq_n + dims[None, :], mask=row_ok[:, None], other=0.0)
     d_out = tl.load(dO + b * sg_b + h * sg_h + token[:, None] * sg_n + dims[None, :], mask=row_ok[:, None], other=0.0)
     compact = batch_head.to(tl.int64) * num_rows + rows
@@ -206,8 +214,8 @@ def _cross_region_backward_query(
         d_p = tl.dot(d_out, tl.trans(v))
         d_scores = p * (d_p - row_dot[:, None])
         acc += tl.dot(d_scores.to(k.dtype), k)
-    frame, position = token // tokens_per_frame, token % tokens_per_frame
-    grad_offsets = b * sdq_b + h * sdq_h + frame[:, None] * sdq_t + position[:, None] * sdq_n + dims[None, :]
+    grad_rows = _token_view_offsets(token, b, h, sdq_b, sdq_h, sdq_t, sdq_n, tokens_per_frame)
+    grad_offsets = grad_rows[:, None] + dims[None, :]
     own_grad = tl.load(dQ + grad_offsets, mask=row_ok[:, None], other=0.0)
     tl.store(dQ + grad_offsets, (own_grad.to(tl.float32) + acc * scale).to(dQ.dtype.element_ty), mask=row_ok[:, None])
 
@@ -223,19 +231,12 @@ def _cross_region_backward_key(
     scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    tile = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    b = (batch_head // heads).to(tl.int64)
-    h = (batch_head % heads).to(tl.int64)
+    batch_head, b, h = _program_batch_head(heads)
+    _, col_ok, token, segment = _program_tile(token_index, tile_start, tile_end, tile_segment, BLOCK_N)
     qkv_base = b * sq_b + h * sq_h
     grad_out_base = b * sg_b + h * sg_h
     compact_base = batch_head.to(tl.int64) * num_rows
-    col_stop = tl.load(tile_end + tile)
-    segment = tl.load(tile_segment + tile)
-    cols = tl.load(tile_start + tile) + tl.arange(0, BLOCK_N)
-    col_ok = cols < col_stop
     dims = tl.arange(0, HEAD_DIM)
-    token = tl.load(token_index + cols, mask=col_ok, other=0).to(tl.int64)
     key_offsets = qkv_base + token[:, None] * sq_n + dims[None, :]
     k = tl.load(K + key_offsets, mask=col_ok[:, None], other=0.0)
     v = tl.load(V + key_offsets, mask=col_ok[:, None], other=0.0)
@@ -261,8 +262,8 @@ def _cross_region_backward_key(
         d_p = tl.dot(d_out, tl.trans(v))
         d_scores = p * (d_p - row_dot[:, None])
         d_key += tl.dot(tl.trans(d_scores).to(q.dtype), q)
-    frame, position = token // tokens_per_frame, token % tokens_per_frame
-    grad_offsets = b * sdk_b + h * sdk_h + frame[:, None] * sdk_t + position[:, None] * sdk_n + dims[None, :]
+    grad_rows = _token_view_offsets(token, b, h, sdk_b, sdk_h, sdk_t, sdk_n, tokens_per_frame)
+    grad_offsets = grad_rows[:, None] + dims[None, :]
     own_dk = tl.load(dK + grad_offsets, mask=col_ok[:, None], other=0.0)
     tl.store(dK + grad_offsets, (own_dk.to(tl.float32) + d_key * scale).to(dK.dtype.element_ty), mask=col_ok[:, None])
     own_dv = tl.load(dV + grad_offsets, mask=col_ok[:, None], other=0.0)
