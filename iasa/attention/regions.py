@@ -59,14 +59,13 @@ class FrameShapes:
 
     face: hull of the face points, else of the head points; hands: one hull per hand (DWPose order);
     limbs: the arm segments whose two joints are confident; limb_thickness: their width in pixels;
-    shoulders, hips: (2, 2) right-left pixel points or None where a joint is not confident (torso)."""
+    torso: the shoulders-hips quadrilateral (to the canvas bottom without hips), None without both shoulders."""
 
     face: Polygon | None
     hands: tuple[Polygon | None, Polygon | None]
     limbs: list[Segment]
     limb_thickness: int
-    shoulders: np.ndarray | None
-    hips: np.ndarray | None
+    torso: Polygon | None
 
 
 def _fixed_point(points: np.ndarray) -> np.ndarray:
@@ -122,15 +121,7 @@ def draw_arms(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
 
 
 def draw_torso(canvas: np.ndarray, frame: FrameShapes) -> Box | None:
-    if frame.shoulders is None:
-        return None
-    if frame.hips is not None:
-        lower = frame.hips[::-1]
-    else:  # a talking-head crop cuts the body off: the torso runs down to the bottom edge
-        lower = frame.shoulders[::-1].copy()
-        lower[:, 1] = canvas.shape[0]
-    corners = np.concatenate([frame.shoulders, lower])
-    return _fill(canvas, _polygons(corners[None], np.ones((1, 4), dtype=bool))[0])
+    return _fill(canvas, frame.torso)
 
 
 def _token_window(box: Box, grid_size: tuple[int, int], stride: int) -> tuple[slice, slice]:
@@ -183,6 +174,11 @@ def frame_shapes(
 
     shoulders_ok = body_ok[:, RIGHT_SHOULDER] & body_ok[:, LEFT_SHOULDER]
     hips_ok = body_ok[:, RIGHT_HIP] & body_ok[:, LEFT_HIP]
+    shoulders = body[:, [RIGHT_SHOULDER, LEFT_SHOULDER]]
+    # Without hips (a talking-head crop cuts the body off) the torso runs down to the bottom edge.
+    bottom = np.stack([shoulders[..., 0], np.full(shoulders.shape[:2], float(height))], axis=-1)
+    lower = np.where(hips_ok[:, None, None], body[:, [RIGHT_HIP, LEFT_HIP]], bottom)[:, ::-1]
+    torsos = _polygons(np.concatenate([shoulders, lower], axis=1), np.repeat(shoulders_ok[:, None], 4, axis=1))
     shoulder_width = np.linalg.norm(body[:, RIGHT_SHOULDER] - body[:, LEFT_SHOULDER], axis=-1)
     fallback = float(np.median(shoulder_width[shoulders_ok])) if shoulders_ok.any() else 0.0
     limb_width = config.limb_width * np.where(shoulders_ok, shoulder_width, fallback)
@@ -202,8 +198,7 @@ def frame_shapes(
             hands=(left_hands[t], right_hands[t]),
             limbs=limbs[t],
             limb_thickness=int(thickness[t]),
-            shoulders=body[t, [RIGHT_SHOULDER, LEFT_SHOULDER]] if shoulders_ok[t] else None,
-            hips=body[t, [RIGHT_HIP, LEFT_HIP]] if hips_ok[t] else None,
+            torso=torsos[t],
         )
         for t in frames
     ]
