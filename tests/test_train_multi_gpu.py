@@ -50,14 +50,14 @@ def lora_update(output: Path) -> torch.Tensor:
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_data_parallel_fsdp_and_zero2_take_the_same_steps_on_two_gpus(tmp_path: Path) -> None:
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed (pip install -e .[dev] installs it)")
     dataset, cache = make_dataset(tmp_path / "dataset", clips=2), tmp_path / "cache"
     main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}",
           "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
     train = ["--config", "config/train_sparseattn_lora.yaml", *GPU_MODEL, f"cache_dir={cache}", "attention.sparse.backend=reference",
              "run.mixed_precision=bf16", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=3",
              "lora.rank=4", "lora.alpha=4"]  # fmt: skip
-    if importlib.util.find_spec("deepspeed") is None:
-        pytest.skip("deepspeed is not installed (pip install -e .[dev] installs it)")
     updates = {}
     for name, accelerate_environment in PARALLELISMS.items():
         launch_on_two_gpus([*train, f"run.output_dir={tmp_path / name}"], accelerate_environment)
