@@ -1,5 +1,24 @@
+"""What several test modules share, as fixtures: tiny random networks, brute-force references of the sparse
+attention rule, a tiny training dataset and its cache, and writers of tiny checkpoints in the official layouts.
+
+Fixtures that hand out helpers return plain functions; the building blocks are module-level functions here
+so that session-scoped fixtures (and hypothesis tests, which refuse function-scoped ones) can share them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Callable
+
+import cv2
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -9,3 +28,222 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread: on a busy shared CPU, extra threads mostly wait for each other."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------------------ tiny Wan DiT
+@functools.lru_cache(maxsize=1)
+def random_tiny_dit():
+    """One random tiny DiT (seed 0, float32, CPU); hand out copies, never this one."""
+    from iasa.video.assembly import build_random
+    from iasa.video.config import ARCHITECTURES
+
+    torch.manual_seed(0)
+    return build_random("dit", ARCHITECTURES["tiny"], torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_dit() -> Callable[[], torch.nn.Module]:
+    """A factory of fresh copies of one random tiny DiT (building is slower than copying)."""
+    return lambda: copy.deepcopy(random_tiny_dit())
+
+
+# ------------------------------------------------------------------------------- the sparse attention rule
+def brute_force_allowed_pairs(frame_selection: torch.Tensor, token_regions: torch.Tensor) -> torch.Tensor:
+    """(L, L) bool, token by token from the rule's text: query and key in the same frame, or the key's frame
+    chosen for the query's and both in the same non-background region."""
+    selection, regions = frame_selection.tolist(), token_regions.tolist()  # Python values: fast to index
+    frames, per_frame = len(regions), len(regions[0])
+    total = frames * per_frame
+    allowed = [[False] * total for _ in range(total)]
+    for q in range(total):
+        fq, iq = divmod(q, per_frame)
+        for k in range(total):
+            fk, ik = divmod(k, per_frame)
+            region_link = selection[fq][fk] and regions[fq][iq] == regions[fk][ik] != 0
+            allowed[q][k] = fq == fk or region_link
+    return torch.tensor(allowed, dtype=torch.bool)
+
+
+def brute_force_masked_attention(query, key, value, allowed: torch.Tensor) -> torch.Tensor:
+    """Softmax attention in float64 over the allowed (L, L) pairs; (..., L, D) in, float64 (..., L, D) out."""
+    scores = (query.double() @ key.double().transpose(-1, -2)) / query.shape[-1] ** 0.5
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return weights @ value.double()
+
+
+@pytest.fixture(scope="session")
+def brute_force_allowed() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return brute_force_allowed_pairs
+
+
+@pytest.fixture(scope="session")
+def brute_force_attention() -> Callable[..., torch.Tensor]:
+    return brute_force_masked_attention
+
+
+# --------------------------------------------------------------------------------- tiny training data
+SOURCE_SIZE = (48, 64)  # (height, width) of the synthetic source videos
+SOURCE_FRAMES = 12
+# The tiny random model on the CPU, as command-line overrides of the training stages.
+TINY_MODEL_OVERRIDES = (
+    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=float32",
+    "model.device=cpu", "attention.sparse.backend=reference",
+)  # fmt: skip
+
+
+def write_dataset(root: Path, clips: int = 2) -> Path:
+    """videos/clip<i>.mp4 (skeleton drawings of a synthetic speaker) and keypoints/clip<i>.npz."""
+    from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+    from iasa.pose.drawing import draw_pose_frames
+
+    (root / "videos").mkdir(parents=True)
+    (root / "keypoints").mkdir()
+    for index in range(clips):
+        keypoints = synthetic_talking_upper_body(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
+        writer = cv2.VideoWriter(str(root / "videos" / f"clip{index}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, SOURCE_SIZE[::-1])
+        for frame in draw_pose_frames(keypoints):
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        keypoints.save(root / "keypoints" / f"clip{index}.npz")
+    return root
+
+
+def data_process_overrides(dataset: Path, cache: Path) -> list[str]:
+    """data_process of the synthetic dataset with the tiny model: 9 frames at 32 x 32."""
+    return [*TINY_MODEL_OVERRIDES, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32",
+            "data.width=32", "data.num_frames=9"]  # fmt: skip
+
+
+def training_stage_overrides(cache: Path) -> list[str]:
+    """The train and distill stages of the tiny model on a cache."""
+    return [*TINY_MODEL_OVERRIDES, f"cache_dir={cache}"]
+
+
+@pytest.fixture(scope="session")
+def make_dataset() -> Callable[..., Path]:
+    return write_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> Callable[[Path, Path], list[str]]:
+    return data_process_overrides
+
+
+@pytest.fixture(scope="session")
+def stage_overrides() -> Callable[[Path], list[str]]:
+    return training_stage_overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_and_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two synthetic clips and their cache, written by the data_process task (read-only for the tests)."""
+    from iasa.train.tasks import main
+
+    root = tmp_path_factory.mktemp("tiny_training_data")
+    dataset, cache = write_dataset(root / "dataset"), root / "cache"
+    torch.manual_seed(0)  # the random encoders
+    assert main(["--config", "config/data_process.yaml", *data_process_overrides(dataset, cache)]) == 2
+    return dataset, cache
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_dataset_and_cache: tuple[Path, Path]) -> Path:
+    return tiny_dataset_and_cache[1]
+
+
+def checkpoint_tensors(output: Path, step: int) -> dict[str, torch.Tensor]:
+    """The trained tensors of a run's checkpoint at `step`."""
+    from safetensors.torch import load_file
+
+    return load_file(str(output / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
+
+
+def assert_tensors_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    """Same names and shapes, values equal up to the order of float sums."""
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert expected[key].shape == got[key].shape, key
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.fixture(scope="session")
+def weights() -> Callable[[Path, int], dict[str, torch.Tensor]]:
+    return checkpoint_tensors
+
+
+@pytest.fixture(scope="session")
+def assert_close() -> Callable[[dict, dict], None]:
+    return assert_tensors_close
+
+
+# ---------------------------------------------------------------------------- tiny official checkpoints
+def write_unianimate(path: Path, dit_lora: dict[str, torch.Tensor], pose_guider: torch.nn.Module) -> Path:
+    """UniAnimate's Lightning checkpoint: a flat dict of the trainable weights, peft adapter "default", and
+    the pose guider's two nets under their own key names."""
+    state = {f"pipe.dit.{key.replace('.weight', '.default.weight')}": value for key, value in dit_lora.items()}
+    state.update(pose_guider.state_dict())
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_unianimate_checkpoint() -> Callable[..., Path]:
+    return write_unianimate
+
+
+# The official EMAGE parts and their motion feature widths.
+SMPLX_PART_DIMS = {"face": 106, "upper": 78, "hands": 180, "lower": 61, "global": 61}
+
+
+def tiny_emage():
+    """The official EMAGE window layout (64 frames, 4 seed frames) with a few channels everywhere."""
+    from iasa.motion.emage_config import EmageAudioConfig, EmageConfig, EmageVQConfig
+
+    audio = EmageAudioConfig(hidden_size=16, audio_f=8, motion_f=8, vae_codebook_size=8)
+    parts = {part: EmageVQConfig(vae_test_dim=dims, vae_layer=1, vae_length=8, vae_codebook_size=8) for part, dims in SMPLX_PART_DIMS.items()}
+    return EmageConfig(audio=audio, parts=parts)
+
+
+def write_emage(folder: Path, config, seed: int = 0):
+    """Random EMAGE networks saved like the Hugging Face repository H-Liu1997/emage_audio: config.json files
+    with the extra keys transformers and the training config leave in them, and pytorch_model.bin files.
+    Returns (audio model, motion decoder)."""
+    from iasa.motion.emage_config import BODY_PARTS
+    from iasa.motion.emage_model import EmageAudioModel
+    from iasa.motion.emage_vq import EmageMotionDecoder
+
+    torch.manual_seed(seed)
+    audio_model, motion_decoder = EmageAudioModel(config.audio), EmageMotionDecoder(config)
+    bookkeeping = {"architectures": ["EmageAudioModel"], "transformers_version": "4.46.3", "torch_dtype": "float32"}
+    training_only = {"pose_rep": "smplx", "stride": 20, "test_length": 64, "joint_mask": None}
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "emage_audio", **bookkeeping, **training_only, **dataclasses.asdict(config.audio)})
+    )
+    torch.save(audio_model.state_dict(), folder / "pytorch_model.bin")
+    for part in BODY_PARTS:
+        part_folder = folder / "emage_vq" / part
+        part_folder.mkdir(parents=True)
+        vq = {"model_type": "emage_vqvaeconv", "vae_quantizer_lambda": 1.0, **dataclasses.asdict(config.parts[part])}
+        (part_folder / "config.json").write_text(json.dumps(vq))
+        torch.save(motion_decoder.parts[part].state_dict(), part_folder / "pytorch_model.bin")
+    return audio_model, motion_decoder
+
+
+@pytest.fixture(scope="session")
+def tiny_emage_config() -> Callable[[], object]:
+    return tiny_emage
+
+
+@pytest.fixture(scope="session")
+def write_emage_checkpoint() -> Callable[..., tuple]:
+    return write_emage

@@ -32,38 +32,15 @@ def random_layout(seed: int, frames: int = 4, grid: tuple[int, int] = (3, 4), re
     return SparseLayout(selection, labels, grid)
 
 
-def brute_force_allowed(layout: SparseLayout) -> torch.Tensor:
-    """(L, L) bool, token by token from the rule's text."""
-    frames, per_frame = layout.token_regions.shape
-    total = frames * per_frame
-    allowed = torch.zeros(total, total, dtype=torch.bool)
-    for q in range(total):
-        fq, rq = divmod(q, per_frame)
-        region_q = int(layout.token_regions[fq, rq])
-        for k in range(total):
-            fk, rk = divmod(k, per_frame)
-            region_k = int(layout.token_regions[fk, rk])
-            same_frame = fq == fk
-            region_link = bool(layout.frame_selection[fq, fk]) and region_q == region_k != 0
-            allowed[q, k] = same_frame or region_link
-    return allowed
-
-
-def brute_force_attention(q, k, v, allowed):
-    scores = (q.double() @ k.double().transpose(-1, -2)) / q.shape[-1] ** 0.5
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    return weights @ v.double()
-
-
 def qkv(shape, dtype=torch.float64, seed=0, device="cpu"):
     generator = torch.Generator(device=device).manual_seed(seed)
     return [torch.randn(shape, generator=generator, dtype=dtype, device=device).requires_grad_() for _ in range(3)]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_forward_and_backward_match_brute_force_float64(seed):
+def test_forward_and_backward_match_brute_force_float64(seed, brute_force_allowed, brute_force_attention):
     layout = random_layout(seed)
-    allowed = brute_force_allowed(layout)
+    allowed = brute_force_allowed(layout.frame_selection, layout.token_regions)
     q, k, v = qkv((2, 3, layout.num_tokens, 64), seed=seed)
     grad = torch.randn(2, 3, layout.num_tokens, 64, dtype=torch.float64)
 
@@ -77,10 +54,10 @@ def test_forward_and_backward_match_brute_force_float64(seed):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
 
 
-def test_float32_and_token_major_inputs():
+def test_float32_and_token_major_inputs(brute_force_allowed, brute_force_attention):
     """(batch, tokens, heads, d) memory seen as (batch, heads, tokens, d), as Wan hands it over."""
     layout = random_layout(3, frames=5, grid=(4, 4), regions=4)
-    allowed = brute_force_allowed(layout)
+    allowed = brute_force_allowed(layout.frame_selection, layout.token_regions)
     generator = torch.Generator().manual_seed(3)
     base = [torch.randn(2, layout.num_tokens, 2, 64, generator=generator) for _ in range(3)]
     q, k, v = [x.transpose(1, 2).requires_grad_() for x in base]
@@ -93,9 +70,9 @@ def test_float32_and_token_major_inputs():
         torch.testing.assert_close(a.double(), e.double(), rtol=1e-4, atol=1e-4)
 
 
-def test_single_batch_mixed_strides_and_custom_scale():
+def test_single_batch_mixed_strides_and_custom_scale(brute_force_allowed):
     layout = random_layout(4)
-    allowed = brute_force_allowed(layout)
+    allowed = brute_force_allowed(layout.frame_selection, layout.token_regions)
     q, k, v = qkv((1, 2, layout.num_tokens, 64), seed=4)
     k_strided = k.detach().transpose(1, 2).contiguous().transpose(1, 2)
     out = fast_sparse_attention(q, k_strided, v, layout, scale=0.3)
@@ -104,7 +81,7 @@ def test_single_batch_mixed_strides_and_custom_scale():
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_forward_parts_are_the_own_frame_softmax_and_then_the_whole_rule():
+def test_forward_parts_are_the_own_frame_softmax_and_then_the_whole_rule(brute_force_allowed, brute_force_attention):
     """The profiling split: part A alone is attention within each frame; part B merged into it is the rule."""
     layout = random_layout(6)
     q, k, v = [x.detach() for x in qkv((1, 2, layout.num_tokens, 64), seed=6)]
@@ -113,7 +90,7 @@ def test_forward_parts_are_the_own_frame_softmax_and_then_the_whole_rule():
     own = rearrange(parts["own_frame"](), "(b t) h n d -> b h (t n) d", b=1)  # batch 1: (batch * T, heads, N, d)
     own_expected = brute_force_attention(q, k, v, frame[:, None] == frame[None, :])
     torch.testing.assert_close(own, own_expected, rtol=1e-10, atol=1e-10)
-    whole_expected = brute_force_attention(q, k, v, brute_force_allowed(layout))
+    whole_expected = brute_force_attention(q, k, v, brute_force_allowed(layout.frame_selection, layout.token_regions))
     torch.testing.assert_close(parts["cross_region"](), whole_expected, rtol=1e-10, atol=1e-10)
 
 
@@ -129,10 +106,10 @@ def test_all_background_is_attention_within_frames():
 
 
 @pytest.mark.parametrize("seed", [0, 5])
-def test_plan_lists_exactly_the_cross_frame_pairs(seed):
+def test_plan_lists_exactly_the_cross_frame_pairs(seed, brute_force_allowed):
     layout = random_layout(seed, frames=5, grid=(3, 3))
     plan = build_cross_region_plan(layout, "cpu", forward_tile_tokens=(3, 2), backward_tile_tokens=2)
-    allowed = brute_force_allowed(layout)
+    allowed = brute_force_allowed(layout.frame_selection, layout.token_regions)
     frame_of = torch.arange(layout.num_tokens) // layout.tokens_per_frame
     cross = allowed & (frame_of[:, None] != frame_of[None, :])
     assert plan.cross_pairs == int(cross.sum())
@@ -266,7 +243,7 @@ def test_triton_kernels_match_plain_pytorch_in_the_interpreter():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("token_major", [False, True])
-def test_gpu_kernels_match_brute_force(dtype, head_dim, token_major):
+def test_gpu_kernels_match_brute_force(dtype, head_dim, token_major, brute_force_attention):
     frames, grid = 5, (16, 24)
     generator = torch.Generator().manual_seed(11)
     selection = torch.rand(frames, frames, generator=generator) < 0.6

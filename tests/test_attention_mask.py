@@ -1,8 +1,5 @@
 """The combined rule, its block layout and the attention kernels against brute-force references."""
 
-import math
-
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -23,20 +20,6 @@ from iasa.attention.flex import cached_flex_plan
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 
 
-def brute_force_mask(selection: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """The paper's rule, token by token: same frame, or chosen frame and same non-background region."""
-    frames, tokens = regions.shape
-    size = frames * tokens
-    mask = np.zeros((size, size), dtype=bool)
-    for q in range(size):
-        fq, iq = divmod(q, tokens)
-        for k in range(size):
-            fk, ik = divmod(k, tokens)
-            same_region = regions[fq, iq] == regions[fk, ik] and regions[fq, iq] != 0
-            mask[q, k] = fq == fk or (selection[fq, fk] and same_region)
-    return mask
-
-
 @st.composite
 def layouts(draw, max_frames=5, max_side=4):
     frames = draw(st.integers(1, max_frames))
@@ -52,16 +35,16 @@ def layouts(draw, max_frames=5, max_side=4):
 
 @settings(max_examples=40, deadline=None)
 @given(layout=layouts())
-def test_dense_mask_equals_brute_force(layout):
-    expected = brute_force_mask(layout.frame_selection.numpy(), layout.token_regions.numpy())
-    assert np.array_equal(dense_mask(layout).numpy(), expected)
+def test_dense_mask_equals_brute_force(layout, brute_force_allowed):
+    expected = brute_force_allowed(layout.frame_selection, layout.token_regions)
+    assert torch.equal(dense_mask(layout), expected)
 
 
-def test_dense_mask_of_a_real_layout_equals_brute_force():
+def test_dense_mask_of_a_real_layout_equals_brute_force(brute_force_allowed):
     keypoints = synthetic_talking_upper_body(17, (64, 96), seed=2)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2))
-    expected = brute_force_mask(layout.frame_selection.numpy(), layout.token_regions.numpy())
-    assert np.array_equal(dense_mask(layout).numpy(), expected)
+    expected = brute_force_allowed(layout.frame_selection, layout.token_regions)
+    assert torch.equal(dense_mask(layout), expected)
 
 
 @settings(max_examples=20, deadline=None)
@@ -116,18 +99,12 @@ def test_density_statistics_match_the_dense_mask():
     assert statistics["reordered_full_block_fraction"] >= statistics["full_block_fraction"]
 
 
-def brute_force_attention(query, key, value, mask):
-    scores = torch.einsum("bhqd,bhkd->bhqk", query.double(), key.double()) / math.sqrt(query.shape[-1])
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), value.double())
-
-
 def small_layout(seed=0, top_k=2, block_size=16):
     keypoints = synthetic_talking_upper_body(13, (64, 80), seed=seed)
     return build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, block_size=block_size, direction="both"))
 
 
-def test_reference_equals_brute_force_masked_softmax():
+def test_reference_equals_brute_force_masked_softmax(brute_force_attention):
     layout = small_layout()
     query, key, value = torch.randn(3, 2, 3, layout.num_tokens, 8).unbind(0)
     output = sparse_attention(query, key, value, layout, backend="reference")
@@ -135,7 +112,7 @@ def test_reference_equals_brute_force_masked_softmax():
     assert torch.allclose(output.double(), expected, atol=1e-5)
 
 
-def test_reference_backward_equals_brute_force():
+def test_reference_backward_equals_brute_force(brute_force_attention):
     layout = small_layout(seed=1)
     inputs = [x.requires_grad_() for x in torch.randn(3, 1, 2, layout.num_tokens, 8, dtype=torch.float64).unbind(0)]
     weights = torch.randn(1, 2, layout.num_tokens, 8, dtype=torch.float64)

@@ -16,46 +16,20 @@ import pytest
 import torch
 
 from iasa.motion.emage_checkpoint import save_emage
-from iasa.motion.emage_config import BODY_PARTS, EmageAudioConfig, EmageCheckpointError, EmageConfig, EmageVQConfig
+from iasa.motion.emage_config import BODY_PARTS, EmageCheckpointError, EmageConfig
 from iasa.motion.emage_inference import EmageMotionGenerator, WindowPlan
 from iasa.motion.emage_model import EmageAudioModel
 from iasa.motion.emage_vq import EmageMotionDecoder
 
 SAMPLE_RATE = 16000
-SMPLX_PART_DIMS = {"face": 106, "upper": 78, "hands": 180, "lower": 61, "global": 61}
-
-
-def tiny_config() -> EmageConfig:
-    """The official window layout (64 frames, 4 seed frames) with a few channels everywhere."""
-    audio = EmageAudioConfig(hidden_size=16, audio_f=8, motion_f=8, vae_codebook_size=8)
-    parts = {part: EmageVQConfig(vae_test_dim=dims, vae_layer=1, vae_length=8, vae_codebook_size=8) for part, dims in SMPLX_PART_DIMS.items()}
-    return EmageConfig(audio=audio, parts=parts)
-
-
-def write_official_layout(folder: Path, config: EmageConfig, seed: int = 0) -> tuple[EmageAudioModel, EmageMotionDecoder]:
-    """Random tiny networks saved like the Hugging Face repository: config.json + pytorch_model.bin."""
-    torch.manual_seed(seed)
-    audio_model, motion_decoder = EmageAudioModel(config.audio), EmageMotionDecoder(config)
-    bookkeeping = {"architectures": ["EmageAudioModel"], "transformers_version": "4.46.3", "torch_dtype": "float32"}
-    training_only = {"pose_rep": "smplx", "stride": 20, "test_length": 64, "joint_mask": None}
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text(
-        json.dumps({"model_type": "emage_audio", **bookkeeping, **training_only, **dataclasses.asdict(config.audio)})
-    )
-    torch.save(audio_model.state_dict(), folder / "pytorch_model.bin")
-    for part in BODY_PARTS:
-        part_folder = folder / "emage_vq" / part
-        part_folder.mkdir(parents=True)
-        vq = {"model_type": "emage_vqvaeconv", "vae_quantizer_lambda": 1.0, **dataclasses.asdict(config.parts[part])}
-        (part_folder / "config.json").write_text(json.dumps(vq))
-        torch.save(motion_decoder.parts[part].state_dict(), part_folder / "pytorch_model.bin")
-    return audio_model, motion_decoder
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EmageAudioModel, EmageMotionDecoder]:
+def checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_emage_config, write_emage_checkpoint
+) -> tuple[Path, EmageAudioModel, EmageMotionDecoder]:
     folder = tmp_path_factory.mktemp("emage") / "emage_audio"
-    audio_model, motion_decoder = write_official_layout(folder, tiny_config())
+    audio_model, motion_decoder = write_emage_checkpoint(folder, tiny_emage_config())
     return folder, audio_model, motion_decoder
 
 
@@ -81,17 +55,17 @@ def assert_same_weights(module: torch.nn.Module, reference: torch.nn.Module) -> 
 # --- checkpoint layout and loading -------------------------------------------------------------
 
 
-def test_official_pytorch_layout_loads_strictly(checkpoint, generator) -> None:
+def test_official_pytorch_layout_loads_strictly(checkpoint, generator, tiny_emage_config) -> None:
     _, audio_model, motion_decoder = checkpoint
     assert_same_weights(generator.audio_model, audio_model)
     for part in BODY_PARTS:
         assert_same_weights(generator.motion_decoder.parts[part], motion_decoder.parts[part])
-    assert generator.config == tiny_config()
+    assert generator.config == tiny_emage_config()
 
 
-def test_safetensors_layout_loads_and_predicts_the_same(checkpoint, generator, tmp_path: Path) -> None:
+def test_safetensors_layout_loads_and_predicts_the_same(checkpoint, generator, tmp_path: Path, tiny_emage_config) -> None:
     _, audio_model, motion_decoder = checkpoint
-    save_emage(tmp_path, tiny_config(), audio_model, motion_decoder, weights_format="safetensors")
+    save_emage(tmp_path, tiny_emage_config(), audio_model, motion_decoder, weights_format="safetensors")
     assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "pytorch_model.bin").exists()
     assert (tmp_path / "emage_vq" / "global" / "model.safetensors").is_file()
     from_safetensors = EmageMotionGenerator.from_pretrained(tmp_path)
@@ -100,9 +74,9 @@ def test_safetensors_layout_loads_and_predicts_the_same(checkpoint, generator, t
     np.testing.assert_array_equal(from_safetensors(waveform).poses, generator(waveform).poses)
 
 
-def test_renamed_key_is_an_error_naming_both_keys_and_the_folder(tmp_path: Path) -> None:
+def test_renamed_key_is_an_error_naming_both_keys_and_the_folder(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
+    write_emage_checkpoint(folder, tiny_emage_config())
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     state["motion_proj.weight"] = state.pop("moton_proj.weight")
     torch.save(state, folder / "pytorch_model.bin")
@@ -114,9 +88,9 @@ def test_renamed_key_is_an_error_naming_both_keys_and_the_folder(tmp_path: Path)
     assert str(folder) in message
 
 
-def test_missing_vq_key_names_the_part_folder(tmp_path: Path) -> None:
+def test_missing_vq_key_names_the_part_folder(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
+    write_emage_checkpoint(folder, tiny_emage_config())
     hands = folder / "emage_vq" / "hands" / "pytorch_model.bin"
     state = torch.load(hands, weights_only=True)
     del state["quantizer.embedding.weight"]
@@ -126,36 +100,36 @@ def test_missing_vq_key_names_the_part_folder(tmp_path: Path) -> None:
     assert str(folder / "emage_vq" / "hands") in str(error.value)
 
 
-def test_weights_that_do_not_fit_the_config_are_an_error(tmp_path: Path) -> None:
+def test_weights_that_do_not_fit_the_config_are_an_error(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
-    wider = dataclasses.replace(tiny_config().audio, hidden_size=32)
+    write_emage_checkpoint(folder, tiny_emage_config())
+    wider = dataclasses.replace(tiny_emage_config().audio, hidden_size=32)
     torch.save(EmageAudioModel(wider).state_dict(), folder / "pytorch_model.bin")
     with pytest.raises(EmageCheckpointError, match="do not fit the config"):
         EmageMotionGenerator.from_pretrained(folder)
 
 
-def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+def test_pickled_objects_are_refused(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
-    torch.save({"weights": dataclasses.replace(tiny_config().audio)}, folder / "pytorch_model.bin")
+    write_emage_checkpoint(folder, tiny_emage_config())
+    torch.save({"weights": dataclasses.replace(tiny_emage_config().audio)}, folder / "pytorch_model.bin")
     with pytest.raises(EmageCheckpointError, match="not a weights-only"):
         EmageMotionGenerator.from_pretrained(folder)
 
 
-def test_missing_checkpoint_says_what_to_download(tmp_path: Path) -> None:
+def test_missing_checkpoint_says_what_to_download(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     with pytest.raises(EmageCheckpointError, match="huggingface.co/H-Liu1997/emage_audio"):
         EmageMotionGenerator.from_pretrained(tmp_path / "nowhere")
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
+    write_emage_checkpoint(folder, tiny_emage_config())
     (folder / "emage_vq" / "lower" / "pytorch_model.bin").unlink()
     with pytest.raises(EmageCheckpointError, match=r"emage_vq/lower has neither model.safetensors nor pytorch_model.bin"):
         EmageMotionGenerator.from_pretrained(folder)
 
 
-def test_config_missing_an_architecture_key_is_an_error(tmp_path: Path) -> None:
+def test_config_missing_an_architecture_key_is_an_error(tmp_path: Path, tiny_emage_config, write_emage_checkpoint) -> None:
     folder = tmp_path / "ckpt"
-    write_official_layout(folder, tiny_config())
+    write_emage_checkpoint(folder, tiny_emage_config())
     values = json.loads((folder / "config.json").read_text())
     del values["hidden_size"]
     (folder / "config.json").write_text(json.dumps(values))
@@ -276,9 +250,9 @@ def test_batched_audio_encoding_matches_one_window_at_a_time(checkpoint) -> None
     np.testing.assert_allclose(first.trans, second.trans, atol=1e-5)
 
 
-def test_random_init_reads_the_config_files_only(checkpoint) -> None:
+def test_random_init_reads_the_config_files_only(checkpoint, tiny_emage_config) -> None:
     random = EmageMotionGenerator.random_init(checkpoint[0], seed=1)
-    assert random.config == tiny_config()
+    assert random.config == tiny_emage_config()
     loaded = checkpoint[1].state_dict()
     assert not torch.equal(random.audio_model.state_dict()["moton_proj.weight"], loaded["moton_proj.weight"])
 

@@ -10,6 +10,7 @@ To re-pin after an intended numerical change, print `fingerprint(...)` of the fa
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ from safetensors.torch import load_file
 
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.layout import SparseLayout
-from iasa.motion.emage_config import EmageAudioConfig, EmageConfig, EmageVQConfig
 from iasa.motion.emage_inference import EmageMotionGenerator
 from iasa.motion.emage_model import EmageAudioModel
 from iasa.motion.emage_vq import EmageMotionDecoder
@@ -178,12 +178,9 @@ def golden_vae_decode() -> dict[str, torch.Tensor]:
     return {"video": decode_video(vae, latents, "contiguous", 4)}
 
 
-def golden_emage_window() -> dict[str, torch.Tensor]:
+def golden_emage_window(tiny_emage_config) -> dict[str, torch.Tensor]:
     """EMAGE on 1.5 s of audio (45 frames: one 64-frame window), tiny random networks."""
-    audio = EmageAudioConfig(hidden_size=16, audio_f=8, motion_f=8, vae_codebook_size=8)
-    dims = {"face": 106, "upper": 78, "hands": 180, "lower": 61, "global": 61}
-    parts = {part: EmageVQConfig(vae_test_dim=d, vae_layer=1, vae_length=8, vae_codebook_size=8) for part, d in dims.items()}
-    config = EmageConfig(audio=audio, parts=parts)
+    config = tiny_emage_config()
     torch.manual_seed(0)
     generator = EmageMotionGenerator(config, EmageAudioModel(config.audio), EmageMotionDecoder(config))
     rng = np.random.default_rng(0)
@@ -374,8 +371,10 @@ def check(case: str, outputs: dict[str, torch.Tensor]) -> None:
     "case",
     ["pose_guider", "dit_flow", "sampler_step", "vae_decode", "emage_window", "generate"],
 )
-def test_inference_outputs_are_pinned(case: str) -> None:
-    check(case, globals()[f"golden_{case}"]())
+def test_inference_outputs_are_pinned(case: str, request: pytest.FixtureRequest) -> None:
+    compute = globals()[f"golden_{case}"]
+    fixtures = {name: request.getfixturevalue(name) for name in inspect.signature(compute).parameters}
+    check(case, compute(**fixtures))
 
 
 def test_training_losses_and_gradients_are_pinned(golden_cache: Path) -> None:

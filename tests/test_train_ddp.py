@@ -12,9 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset, stage_overrides, tiny_overrides  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -26,12 +23,8 @@ def launch(arguments: list[str]) -> None:
 
 
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
-def test_two_process_run_resumes_exactly(tmp_path: Path) -> None:
-    from iasa.train.tasks import main
-
-    dataset = make_dataset(tmp_path / "dataset", clips=2)
-    main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
-    settings = [*stage_overrides(tmp_path / "cache"), "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3",
+def test_two_process_run_resumes_exactly(tiny_cache: Path, stage_overrides, tmp_path: Path) -> None:
+    settings = [*stage_overrides(tiny_cache), "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3",
                 "run.checkpoint_every=2", "lora.rank=4", "lora.alpha=4"]  # fmt: skip
     straight = tmp_path / "straight"
     launch(["--config", "config/train_sparseattn_lora.yaml", *settings, f"run.output_dir={straight}"])

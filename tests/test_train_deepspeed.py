@@ -17,17 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset, stage_overrides  # noqa: E402
-from test_train_fsdp import ROOT, assert_close, cache, weights  # noqa: E402, F401
+from iasa.train.config import OptimConfig, RunConfig
+from iasa.train.deepspeed_zero import DeepSpeedSetupError, zero_config
+from iasa.train.runtime import make_accelerator
+from iasa.train.tasks import main
+from iasa.video.assembly import load_wan_components
+from iasa.video.config import VideoModelConfig
+from iasa.video.lora import load_lora
 
-from iasa.train.config import OptimConfig, RunConfig  # noqa: E402
-from iasa.train.deepspeed_zero import DeepSpeedSetupError, zero_config  # noqa: E402
-from iasa.train.runtime import make_accelerator  # noqa: E402
-from iasa.train.tasks import main  # noqa: E402
-from iasa.video.assembly import load_wan_components  # noqa: E402
-from iasa.video.config import VideoModelConfig  # noqa: E402
-from iasa.video.lora import load_lora  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
@@ -87,8 +85,10 @@ def continue_in_this_process(source: Path, output: Path, settings: list[str]) ->
 
 
 @needs_deepspeed
-def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
-    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(cache), *RUN, "run.mixed_precision=fp32",
+def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(
+    tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path
+) -> None:
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tiny_cache), *RUN, "run.mixed_precision=fp32",
                 "run.gradient_accumulation_steps=2", "optim.warmup_steps=2", "lora.rank=4", "lora.alpha=4"]  # fmt: skip
     plain, zero = tmp_path / "plain", tmp_path / "zero"
     main([*settings, f"run.output_dir={plain}"])  # this process, no parallelism: the expectation
@@ -132,10 +132,12 @@ def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(cache:
 
 
 @needs_deepspeed
-def test_zero2_distill_on_two_processes_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+def test_zero2_distill_on_two_processes_matches_data_parallel_and_resumes_exactly(
+    tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path
+) -> None:
     """Two engines (generator, critic) over one DiT, each partitioned over the processes; the phases switch which
     one trains."""
-    model = [*stage_overrides(cache), "run.mixed_precision=fp32"]
+    model = [*stage_overrides(tiny_cache), "run.mixed_precision=fp32"]
     teacher = main(["--config", "config/train_sparseattn_lora.yaml", *model, "run.report_to=none", "run.max_steps=1",
                     f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
     settings = ["--config", "config/distill_dmd.yaml", *model, *RUN, f"teacher_lora={teacher / 'lora.safetensors'}",
@@ -234,7 +236,7 @@ GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_
 
 @pytest.mark.gpu
 @needs_deepspeed
-def test_zero2_train_and_distill_on_one_gpu(tmp_path: Path) -> None:
+def test_zero2_train_and_distill_on_one_gpu(make_dataset, weights, tmp_path: Path) -> None:
     """bf16 base, float32 adapters under autocast, fused AdamW inside the ZeRO engines, on the GPU."""
     dataset, cache_dir = make_dataset(tmp_path / "dataset"), tmp_path / "cache"
     main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache_dir}",

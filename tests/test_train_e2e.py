@@ -1,63 +1,20 @@
-"""End to end on CPU with the tiny Wan preset: data_process -> train -> distill, resume, LoRA hand-off.
-
-Also the helpers other training tests import: a synthetic dataset of pose-skeleton videos with keypoints,
-and the overrides that select the tiny random model."""
+"""End to end on CPU with the tiny Wan preset: data_process -> train -> distill, resume, LoRA hand-off."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
-from iasa.pose.drawing import draw_pose_frames
 from iasa.train.cache import list_cached, read_window
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
 from iasa.video.lora import load_lora
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread: on a busy shared CPU, extra threads mostly wait for each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-SOURCE_SIZE = (48, 64)  # (height, width) of the synthetic source videos
-SOURCE_FRAMES = 12
-
-
-def make_dataset(root: Path, clips: int = 2) -> Path:
-    """videos/clip<i>.mp4 (skeleton drawings of a synthetic speaker) and keypoints/clip<i>.npz."""
-    (root / "videos").mkdir(parents=True)
-    (root / "keypoints").mkdir()
-    for index in range(clips):
-        keypoints = synthetic_talking_upper_body(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
-        writer = cv2.VideoWriter(str(root / "videos" / f"clip{index}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, SOURCE_SIZE[::-1])
-        for frame in draw_pose_frames(keypoints):
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        writer.release()
-        keypoints.save(root / "keypoints" / f"clip{index}.npz")
-    return root
-
-
-MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=float32",
-         "model.device=cpu", "attention.sparse.backend=reference"]  # fmt: skip
-
-
-def tiny_overrides(dataset: Path, cache: Path) -> list[str]:
-    """data_process of the synthetic dataset with the tiny model: 9 frames at 32 x 32."""
-    return [*MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32", "data.width=32", "data.num_frames=9"]
-
-
-def stage_overrides(cache: Path) -> list[str]:
-    return [*MODEL, f"cache_dir={cache}"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_overrides(output: Path, steps: int) -> list[str]:
@@ -65,17 +22,8 @@ def run_overrides(output: Path, steps: int) -> list[str]:
             "run.checkpoint_every=2", "run.log_every=1"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cached(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("train")
-    dataset = make_dataset(root / "dataset")
-    cache = root / "cache"
-    assert main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache)]) == 2
-    return dataset, cache
-
-
-def test_data_process_caches_every_window_and_resumes(cached: tuple[Path, Path]) -> None:
-    dataset, cache = cached
+def test_data_process_caches_every_window_and_resumes(tiny_dataset_and_cache: tuple[Path, Path], tiny_overrides) -> None:
+    dataset, cache = tiny_dataset_and_cache
     assert list_cached(cache) == ["clip0_w000", "clip1_w000"]
     window = read_window(cache, "clip0_w000")
     # 9 frames at 32x32 -> 3 latent frames of 4x4 latent cells, 2x2 tokens.
@@ -90,9 +38,8 @@ def test_data_process_caches_every_window_and_resumes(cached: tuple[Path, Path])
     assert main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache)]) == 0
 
 
-def test_train_then_distill_write_loras_that_the_inference_loader_reads(cached: tuple[Path, Path], tmp_path: Path) -> None:
-    dataset, cache = cached
-    model = stage_overrides(cache)
+def test_train_then_distill_write_loras_that_the_inference_loader_reads(tiny_cache: Path, stage_overrides, tmp_path: Path) -> None:
+    model = stage_overrides(tiny_cache)
     train_dir = main(["--config", "config/train_sparseattn_lora.yaml", *model, *run_overrides(tmp_path / "train", 2),
                       "lora.rank=4", "lora.alpha=4"])  # fmt: skip
     trained = load_file(str(train_dir / "lora.safetensors"))
@@ -122,9 +69,8 @@ def _final_weights(output: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("task", ["train", "distill"])
-def test_interrupted_and_resumed_run_equals_uninterrupted_run(cached: tuple[Path, Path], tmp_path: Path, task: str) -> None:
-    dataset, cache = cached
-    model = stage_overrides(cache)
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tiny_cache: Path, stage_overrides, tmp_path: Path, task: str) -> None:
+    model = stage_overrides(tiny_cache)
     if task == "train":
         config, extra = "config/train_sparseattn_lora.yaml", ["lora.rank=4", "lora.alpha=4", "optim.warmup_steps=2"]
     else:

@@ -1,6 +1,6 @@
 """FSDP training (an FSDP accelerate config): two CPU processes under torchrun (gloo) with FSDP2 shards give
 the data-parallel run's weights, write full checkpoints that resume exactly under either parallelism, and a
-LoRA file the inference loader reads."""
+LoRA file the inference loader reads; the same for distillation, with its three adapters on one sharded DiT."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset, stage_overrides, tiny_overrides  # noqa: E402
-
-from iasa.video.assembly import load_wan_components  # noqa: E402
-from iasa.video.config import VideoModelConfig  # noqa: E402
-from iasa.train.tasks import main  # noqa: E402
-from iasa.video.lora import load_lora  # noqa: E402
+from iasa.train.tasks import main
+from iasa.video.assembly import load_wan_components
+from iasa.video.config import VideoModelConfig
+from iasa.video.lora import load_lora
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -36,30 +33,6 @@ def launch(arguments: list[str], fsdp: bool) -> None:
     assert ("FSDP: DiT and pose guider sharded over 2 processes" in result.stdout) == fsdp, result.stdout[-2000:]
 
 
-def weights(output: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(str(output / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors"))
-
-
-def assert_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert expected[key].shape == got[key].shape, key
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-6, msg=key)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fsdp")
-    main(
-        [
-            "--config",
-            "config/data_process.yaml",
-            *tiny_overrides(make_dataset(root / "dataset", clips=2), root / "cache"),
-        ]
-    )
-    return root / "cache"
-
-
 def resume_from_step_two(source: Path, output: Path, settings: list[str], fsdp: bool = True) -> None:
     """A run interrupted after step 2 (only that checkpoint of `source` kept), continued under FSDP or not."""
     (output / "checkpoints").mkdir(parents=True)
@@ -70,8 +43,8 @@ def resume_from_step_two(source: Path, output: Path, settings: list[str], fsdp: 
 pytestmark = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
 
 
-def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
-    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(cache),
+def test_fsdp_train_matches_data_parallel_and_resumes_exactly(tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path) -> None:
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tiny_cache),
                 "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2",
                 "lora.rank=4", "lora.alpha=4"]  # fmt: skip
     data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
@@ -108,3 +81,32 @@ def test_fsdp_train_matches_data_parallel_and_resumes_exactly(cache: Path, tmp_p
         module, part = key.split(".lora_")
         assert torch.equal(loaded[f"{module}.lora_{part.split('.')[0]}.default.weight"], value)
         assert torch.equal(value, final[f"lora.{key}"])
+
+
+def test_fsdp_distill_matches_data_parallel_and_resumes_exactly(tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path) -> None:
+    """Distillation switches the trained adapter (critic, generator) between phases on the sharded DiT."""
+    teacher = main(["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tiny_cache), "run.mixed_precision=fp32",
+                    "run.report_to=none", "run.max_steps=1", f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
+    settings = ["--config", "config/distill_dmd.yaml", *stage_overrides(tiny_cache), "run.mixed_precision=fp32", "run.report_to=none",
+                "run.max_steps=3", "run.checkpoint_every=2", f"teacher_lora={teacher / 'lora.safetensors'}",
+                f"teacher_pose_guider={teacher / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
+                "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
+    data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
+    launch([*settings, f"run.output_dir={data_parallel}"], fsdp=False)
+    launch([*settings, f"run.output_dir={sharded}"], fsdp=True)
+    assert_close(weights(data_parallel, 3), weights(sharded, 3))
+    final = weights(sharded, 3)
+    assert any(
+        key.startswith("generator.") and not torch.equal(value, weights(sharded, 2)[key])
+        for key, value in final.items()
+    )
+    assert any(
+        key.startswith("critic.") and not torch.equal(value, weights(sharded, 2)[key]) for key, value in final.items()
+    )
+
+    resume_from_step_two(sharded, tmp_path / "resumed", settings)
+    resumed = weights(tmp_path / "resumed", 3)
+    assert final.keys() == resumed.keys()
+    assert all(torch.equal(final[key], resumed[key]) for key in final)
+    student = load_file(str(sharded / "lora.safetensors"))
+    assert student.keys() and all(torch.equal(value, final[f"generator.{key}"]) for key, value in student.items())

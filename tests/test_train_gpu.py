@@ -3,15 +3,11 @@ cannot see (bf16 base with float32 LoRA under autocast, fused AdamW, flex / fast
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset  # noqa: E402
 
 GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
              "model.device=cuda"]  # fmt: skip
@@ -28,7 +24,7 @@ def backends() -> list[str]:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", backends())
-def test_stages_run_in_bf16_on_the_gpu(tmp_path: Path, backend: str) -> None:
+def test_stages_run_in_bf16_on_the_gpu(make_dataset, tmp_path: Path, backend: str) -> None:
     from iasa.train.tasks import main
 
     dataset = make_dataset(tmp_path / "dataset")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,7 @@ from iasa.video.assembly import load_wan_components
 from iasa.video.config import AttentionPatchConfig, VideoModelConfig
 from iasa.video.lora import inject_lora
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset, one_thread, tiny_overrides  # noqa: E402, F401 (one_thread: autouse fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
 
@@ -197,7 +195,7 @@ def test_adapters_share_one_base_and_switch() -> None:
     assert {id(p) for p in dit.parameters() if p.requires_grad} == {id(p) for p in trainable}
 
 
-def test_flow_matching_loss_falls_on_a_fixed_batch(tmp_path: Path) -> None:
+def test_flow_matching_loss_falls_on_a_fixed_batch(make_dataset, tiny_overrides, tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "dataset", clips=1)
     main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
     torch.manual_seed(0)

@@ -15,10 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train_e2e import make_dataset  # noqa: E402
-
-from iasa.train.tasks import main  # noqa: E402
+from iasa.train.tasks import main
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
@@ -49,7 +46,7 @@ def lora_update(output: Path) -> torch.Tensor:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_data_parallel_fsdp_and_zero2_take_the_same_steps_on_two_gpus(tmp_path: Path) -> None:
+def test_data_parallel_fsdp_and_zero2_take_the_same_steps_on_two_gpus(make_dataset, tmp_path: Path) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed is not installed (pip install -e .[dev] installs it)")
     dataset, cache = make_dataset(tmp_path / "dataset", clips=2), tmp_path / "cache"

@@ -4,14 +4,12 @@ restrictive layout applies exactly the IASA rule, and it all survives peft LoRA 
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
 from diffsynth.pipelines.wan_video import model_fn_wan_video
 
 from iasa.attention.layout import SparseLayout
-from iasa.video.assembly import build_random
 from iasa.video.attention_patch import RoutedAttention, patch_self_attention, set_attention_layout
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
 from iasa.video.denoiser import predict_flow
@@ -19,17 +17,6 @@ from iasa.video.lora import inject_lora
 
 TINY = ARCHITECTURES["tiny"]
 FRAMES, HEIGHT, WIDTH = 3, 8, 12  # latent grid -> 3 x 4 x 6 = 72 tokens
-
-
-@functools.lru_cache(maxsize=1)
-def _base_dit():
-    torch.manual_seed(0)
-    return build_random("dit", TINY, torch.device("cpu"), torch.float32)
-
-
-def tiny_dit():
-    """A fresh copy of one random tiny DiT (building is slower than copying)."""
-    return copy.deepcopy(_base_dit())
 
 
 def inputs(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -55,14 +42,14 @@ def layout(frame_selection: torch.Tensor, regions: torch.Tensor) -> SparseLayout
     return SparseLayout(frame_selection=frame_selection, token_regions=regions, grid_size=(HEIGHT // 2, WIDTH // 2))
 
 
-def test_own_forward_equals_diffsynth_model_fn():
+def test_own_forward_equals_diffsynth_model_fn(tiny_dit):
     dit = tiny_dit()
     with torch.no_grad():
         expected = model_fn_wan_video(dit=dit, **inputs())
         torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_pose_features_are_added_to_patch_embeddings():
+def test_pose_features_are_added_to_patch_embeddings(tiny_dit):
     dit = tiny_dit()
     features = torch.randn(1, TINY.dim, FRAMES, HEIGHT // 2, WIDTH // 2)
     with torch.no_grad():
@@ -75,7 +62,7 @@ def test_pose_features_are_added_to_patch_embeddings():
         assert not torch.allclose(flow(dit, pose_features=features), flow(dit))
 
 
-def test_patched_dense_equals_unpatched():
+def test_patched_dense_equals_unpatched(tiny_dit):
     dit = tiny_dit()
     with torch.no_grad():
         expected = flow(dit)
@@ -85,7 +72,7 @@ def test_patched_dense_equals_unpatched():
         torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_all_allowing_sparse_layout_equals_dense():
+def test_all_allowing_sparse_layout_equals_dense(tiny_dit):
     dit = tiny_dit()
     tokens = (HEIGHT // 2) * (WIDTH // 2)
     with torch.no_grad():
@@ -95,21 +82,7 @@ def test_all_allowing_sparse_layout_equals_dense():
         torch.testing.assert_close(flow(dit), expected, rtol=1e-5, atol=1e-5)
 
 
-def brute_force_masked_attention(q, k, v, frame_selection, regions):
-    """SDPA with the IASA rule written out token by token: same frame, or chosen frame and same region."""
-    frames, tokens = regions.shape
-    frame_of = torch.arange(frames).repeat_interleave(tokens)
-    region_of = regions.flatten()
-    allowed = torch.zeros(frames * tokens, frames * tokens, dtype=torch.bool)
-    for i in range(frames * tokens):
-        for j in range(frames * tokens):
-            same_frame = frame_of[i] == frame_of[j]
-            chosen = frame_selection[frame_of[i], frame_of[j]] and region_of[i] == region_of[j] and region_of[i] != 0
-            allowed[i, j] = bool(same_frame or chosen)
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-
-
-def test_restrictive_layout_applies_the_iasa_rule():
+def test_restrictive_layout_applies_the_iasa_rule(tiny_dit, brute_force_allowed, brute_force_attention):
     heads, head_dim = TINY.num_heads, TINY.dim // TINY.num_heads
     tokens = (HEIGHT // 2) * (WIDTH // 2)
     generator = torch.Generator().manual_seed(3)
@@ -121,13 +94,14 @@ def test_restrictive_layout_applies_the_iasa_rule():
     q, k, v = (torch.randn(1, FRAMES * tokens, heads * head_dim, generator=generator) for _ in range(3))
     route.layout = layout(selection, regions)
     split = lambda t: t.view(1, -1, heads, head_dim).transpose(1, 2)  # noqa: E731
-    expected = brute_force_masked_attention(split(q), split(k), split(v), selection, regions)
-    torch.testing.assert_close(attention(q, k, v), expected.transpose(1, 2).reshape(1, -1, heads * head_dim), rtol=1e-5, atol=1e-5)
+    allowed = brute_force_allowed(selection, regions)
+    expected = brute_force_attention(split(q), split(k), split(v), allowed).float().transpose(1, 2).reshape(1, -1, heads * head_dim)
+    torch.testing.assert_close(attention(q, k, v), expected, rtol=1e-5, atol=1e-5)
     route.layout = None
-    assert not torch.allclose(attention(q, k, v), expected.transpose(1, 2).reshape(1, -1, heads * head_dim), atol=1e-3)
+    assert not torch.allclose(attention(q, k, v), expected, atol=1e-3)
 
 
-def test_layout_of_the_wrong_size_is_an_error():
+def test_layout_of_the_wrong_size_is_an_error(tiny_dit):
     dit = tiny_dit()
     patch_self_attention(dit)
     set_attention_layout(dit, layout(torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 24, dtype=torch.long)))
@@ -136,7 +110,7 @@ def test_layout_of_the_wrong_size_is_an_error():
 
 
 @pytest.mark.parametrize("attention", ["dense", "iasa"])
-def test_lora_and_gradient_checkpointing_keep_the_patch(attention):
+def test_lora_and_gradient_checkpointing_keep_the_patch(attention, tiny_dit):
     dit = tiny_dit()
     patch_self_attention(dit, backend="reference")
     dit = inject_lora(dit, rank=2, alpha=2)

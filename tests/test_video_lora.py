@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import functools
-
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors import safe_open
 
-from iasa.video.assembly import CheckpointKeyError, build_random
+from iasa.video.assembly import CheckpointKeyError
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
 from iasa.video.denoiser import predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
 from iasa.video.pose_guider import UniAnimatePoseNets
 
 TINY = ARCHITECTURES["tiny"]
-
-
-@functools.lru_cache(maxsize=1)
-def _base_dit():
-    torch.manual_seed(0)
-    return build_random("dit", TINY, torch.device("cpu"), torch.float32)
-
-
-def tiny_dit():
-    return copy.deepcopy(_base_dit())
 
 
 def flow(dit) -> torch.Tensor:
@@ -51,7 +38,7 @@ def randomize_lora(dit, seed: int) -> None:
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
 
 
-def test_lora_file_round_trip(tmp_path):
+def test_lora_file_round_trip(tmp_path, tiny_dit):
     trained = inject_lora(tiny_dit(), rank=3, alpha=6)
     randomize_lora(trained, seed=1)
     path = tmp_path / "lora" / "student.safetensors"
@@ -66,7 +53,7 @@ def test_lora_file_round_trip(tmp_path):
     assert not list(tmp_path.glob("lora/.*")), "temporary files left behind"
 
 
-def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path):
+def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path, tiny_dit):
     path = tmp_path / "narrow.safetensors"
     save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)))
     with pytest.raises(CheckpointKeyError, match="does not fit"):
@@ -89,14 +76,7 @@ def test_pose_nets_map_to_the_token_grid():
     assert reference.shape == (1, CONDITION_CHANNELS, 1, 8, 12)  # H/8 x W/8, broadcast over frames
 
 
-def write_unianimate_checkpoint(path, dit_lora: dict[str, torch.Tensor], pose_nets: UniAnimatePoseNets) -> None:
-    """UniAnimate's Lightning checkpoint: a flat dict of the trainable weights, peft adapter "default"."""
-    state = {f"pipe.dit.{key.replace('.weight', '.default.weight')}": value for key, value in dit_lora.items()}
-    state.update(pose_nets.state_dict())
-    torch.save(state, path)
-
-
-def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path):
+def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path, tiny_dit, write_unianimate_checkpoint):
     rank = 4
     # The expected model: peft's own forward with UniAnimate's adapter (alpha = rank -> update = B A).
     with_adapter = inject_adapter_in_model(
@@ -116,7 +96,7 @@ def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path):
         torch.testing.assert_close(value, source_nets.state_dict()[name], rtol=0, atol=0)
 
 
-def test_unianimate_checkpoint_with_unknown_keys_is_rejected(tmp_path):
+def test_unianimate_checkpoint_with_unknown_keys_is_rejected(tmp_path, tiny_dit):
     path = tmp_path / "other.ckpt"
     torch.save({"model.blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(CheckpointKeyError, match="neither DiT LoRA nor pose nets"):

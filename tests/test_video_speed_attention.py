@@ -4,13 +4,11 @@ SelfAttention.forward (complex128 RoPE) on a tiny DiT: float32 and bf16, with an
 from __future__ import annotations
 
 import copy
-import functools
 
 import pytest
 import torch
 from diffsynth.models.wan_video_dit import AttentionModule, SelfAttention, rope_apply
 
-from iasa.video.assembly import build_random
 from iasa.video.attention_patch import (
     AttentionRoute,
     RoutedSelfAttention,
@@ -26,15 +24,13 @@ TINY = ARCHITECTURES["tiny"]
 FRAMES, HEIGHT, WIDTH = 3, 4, 6  # token grid: 72 tokens
 
 
-@functools.lru_cache(maxsize=1)
-def _base_dit():
-    torch.manual_seed(0)
-    return build_random("dit", TINY, torch.device("cpu"), torch.float32)
+@pytest.fixture
+def dit_with_norms(tiny_dit):
+    """A factory of tiny DiTs in a dtype, with non-trivial norm weights (random init leaves them at one)."""
+    return lambda dtype=torch.float32: with_random_norms(tiny_dit().to(dtype), dtype)
 
 
-def tiny_dit(dtype: torch.dtype = torch.float32):
-    dit = copy.deepcopy(_base_dit()).to(dtype)
-    # Non-trivial norm weights (random init leaves them at one).
+def with_random_norms(dit, dtype: torch.dtype):
     generator = torch.Generator().manual_seed(3)
     for block in dit.blocks:
         for norm in (block.self_attn.norm_q, block.self_attn.norm_k):
@@ -50,15 +46,15 @@ def diffsynth_self_attention(module: SelfAttention, x: torch.Tensor, freqs: torc
     return SelfAttention.forward(original, x, freqs)
 
 
-def freqs_and_input(dtype: torch.dtype, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def freqs_and_input(dit, dtype: torch.dtype, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    freqs = rope_frequencies(_base_dit(), FRAMES, HEIGHT, WIDTH, torch.device("cpu"))
+    freqs = rope_frequencies(dit, FRAMES, HEIGHT, WIDTH, torch.device("cpu"))
     x = torch.randn(2, FRAMES * HEIGHT * WIDTH, TINY.dim, generator=generator).to(dtype)
     return freqs, x
 
 
-def test_norm_rope_equals_diffsynth_rms_norm_and_rope_apply():
-    freqs, x = freqs_and_input(torch.float64)
+def test_norm_rope_equals_diffsynth_rms_norm_and_rope_apply(tiny_dit):
+    freqs, x = freqs_and_input(tiny_dit(), torch.float64)
     weight = torch.rand(TINY.dim, dtype=torch.float64) + 0.5
     expected = rope_apply(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight, freqs, TINY.num_heads)
     cos, sin = AttentionRoute(backend="reference").rope_table(freqs)
@@ -66,9 +62,9 @@ def test_norm_rope_equals_diffsynth_rms_norm_and_rope_apply():
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_rope_table_is_built_once_per_freqs_tensor():
+def test_rope_table_is_built_once_per_freqs_tensor(tiny_dit):
     route = AttentionRoute(backend="reference")
-    freqs, _ = freqs_and_input(torch.float32)
+    freqs, _ = freqs_and_input(tiny_dit(), torch.float32)
     cos, sin = route.rope_table(freqs)
     assert route.rope_table(freqs)[0] is cos
     torch.testing.assert_close(torch.complex(cos.double(), sin.double()), freqs)
@@ -78,8 +74,8 @@ def test_rope_table_is_built_once_per_freqs_tensor():
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize("with_lora", [False, True])
-def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora):
-    dit = tiny_dit(dtype)
+def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora, dit_with_norms):
+    dit = dit_with_norms(dtype)
     if with_lora:
         dit = inject_lora(dit, rank=4, alpha=4.0)
         generator = torch.Generator().manual_seed(5)
@@ -87,7 +83,7 @@ def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora):
             if "lora_B" in name:  # B starts at zero: make the adapter change the output
                 parameter.data = 0.1 * torch.randn(parameter.shape, generator=generator)
     module = dit.blocks[0].self_attn
-    freqs, x = freqs_and_input(dtype)
+    freqs, x = freqs_and_input(dit, dtype)
     with torch.no_grad():
         expected = diffsynth_self_attention(module, x, freqs)
         patch_self_attention(dit)
@@ -100,8 +96,8 @@ def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora):
         assert "self_attn.q.lora_A" in str(list(dict(dit.named_parameters())))
 
 
-def test_patched_whole_dit_equals_unpatched_bf16():
-    dit = tiny_dit(torch.bfloat16)
+def test_patched_whole_dit_equals_unpatched_bf16(dit_with_norms):
+    dit = dit_with_norms(torch.bfloat16)
     generator = torch.Generator().manual_seed(2)
     latents = torch.randn(1, 16, FRAMES, 2 * HEIGHT, 2 * WIDTH, generator=generator).bfloat16()
     y = torch.randn(1, 20, FRAMES, 2 * HEIGHT, 2 * WIDTH, generator=generator).bfloat16()
@@ -116,8 +112,8 @@ def test_patched_whole_dit_equals_unpatched_bf16():
     torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=3e-2)
 
 
-def test_patched_state_dict_keys_unchanged_and_patch_idempotent():
-    dit = tiny_dit()
+def test_patched_state_dict_keys_unchanged_and_patch_idempotent(dit_with_norms):
+    dit = dit_with_norms()
     keys = set(dit.state_dict())
     patch_self_attention(dit)
     patch_self_attention(dit)
@@ -126,9 +122,9 @@ def test_patched_state_dict_keys_unchanged_and_patch_idempotent():
     assert isinstance(copied.blocks[1].self_attn, RoutedSelfAttention)
 
 
-def testcompiled_norm_rope_equals_eager():
+def test_compiled_norm_rope_equals_eager(tiny_dit):
     """The one-kernel version used for CUDA inference traces as one graph and computes the same."""
-    freqs, x = freqs_and_input(torch.bfloat16)
+    freqs, x = freqs_and_input(tiny_dit(), torch.bfloat16)
     weight = (torch.rand(TINY.dim) + 0.5).bfloat16()
     cos, sin = AttentionRoute(backend="reference").rope_table(freqs)
     with torch.no_grad():
