@@ -58,7 +58,7 @@ from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402
 from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
-from iasa.video.backbone import WanPoseBackbone  # noqa: E402
+from iasa.video.denoiser import FlowConditions, predict_flow  # noqa: E402
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears  # noqa: E402
 from iasa.video.vae_decode import decode_video  # noqa: E402
 from iasa.video.config import (  # noqa: E402
@@ -220,7 +220,7 @@ def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height,
     return ClipCosts(keypoints, pose_features, motion_s, motion_parts, pose_s, times, peaks, errors)
 
 
-def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
+def run_dit_records(costs, base, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
     """Dense, then each sparse kernel: one record each (a failing kernel becomes an error record)."""
     latent_h, latent_w = height // VAE_STRIDE, width // VAE_STRIDE
     with torch.no_grad():
@@ -229,13 +229,14 @@ def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, a
         context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype)
         clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype)
         timestep = torch.tensor([1000.0], device=device, dtype=dtype)
+        conditions = FlowConditions(context, clip_feature, y, costs.pose_features)
         vae_decode_s = costs.vae[PIPELINE_VAE]
         ours = {key: t for key, t in costs.vae.items() if key != "diffsynth" and t is not None}
         best_vae = min(ours, key=ours.get, default=None)
 
-        def record_for(attention: str, layout, layout_s: float) -> dict:
+        def record_for(attention: str, layout, layout_s: float, backend: str = "reference") -> dict:
             memory.reset()
-            step = lambda: backbone.conditioned_flow(latents, timestep, context, clip_feature, y, costs.pose_features, layout)  # noqa: E731
+            step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend)  # noqa: E731
             dit_step_s = timed(step, args.repeats, device)
             vae_peak = costs.vae_peak[PIPELINE_VAE]
             peak = max(memory.gib(), vae_peak) if vae_peak is not None else None
@@ -267,13 +268,12 @@ def run_dit_records(costs, base, backbone, dit, backends, sparse_config, args, a
         grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
         for backend in backends:
             try:  # one failing kernel must not cost the other's numbers
-                patch_self_attention(dit, backend)
                 layout_start = time.perf_counter()
                 layout = build_sparse_layout(costs.keypoints, sparse_config, grid_size=grid).to(device)
                 prepare_kernel_plan(backend, layout, device)
                 synchronize(device)
                 layout_s = time.perf_counter() - layout_start
-                sparse = record_for(f"iasa-{backend}", layout, layout_s)
+                sparse = record_for(f"iasa-{backend}", layout, layout_s, backend)
                 density = density_statistics(layout.to("cpu"))["token_density"]
                 speedup = dense["dit_step_s"] / sparse["dit_step_s"]
                 add({**sparse, "top_k": args.top_k, "density": density, "speedup_vs_dense": speedup})
@@ -324,7 +324,7 @@ def main() -> None:
     dit = build_random("dit", arch, device, dtype)
     pose_nets = build_random("pose_nets", arch, device, dtype)
     vae = build_random("vae", arch, device, dtype)
-    backbone = WanPoseBackbone(dit, pose_nets)
+    patch_self_attention(dit)
     motion_generator = make_motion_generator(args.motion, device)
     waveform = speech(VIDEO_FRAMES / 30 + 0.5)  # EMAGE may drop a few tail frames; the clip is cut to 81
     motion_generator(waveform)  # warm-up (CUDA kernels, librosa caches)
@@ -351,7 +351,7 @@ def main() -> None:
                     )
                 costs = fixed_costs[resolution]
                 run_dit_records(
-                    costs, base, backbone, dit, backends, sparse_config, args, arch, height, width, device, dtype,
+                    costs, base, dit, backends, sparse_config, args, arch, height, width, device, dtype,
                     memory, add,
                 )  # fmt: skip
             except Exception as error:  # keep going: the records so far are already on disk

@@ -52,14 +52,13 @@ from iasa.train.adapters import (  # noqa: E402
     set_trainable,
     use_adapter,
 )
-from iasa.train.backbone import ClipBatch  # noqa: E402
+from iasa.train.cache import ClipBatch  # noqa: E402
 from iasa.train.config import DistillConfig, FlowConfig, LoraConfig  # noqa: E402
 from iasa.train.distill import CRITIC, GENERATOR, TEACHER, Distiller  # noqa: E402
 from iasa.train.finetune import flow_matching_loss  # noqa: E402
 from iasa.train.flow_matching import TrainingSchedule  # noqa: E402
+from iasa.train.model import PoseDiT, load_training_components  # noqa: E402
 from iasa.train.runtime import clip_and_step, make_optimizer  # noqa: E402
-from iasa.train.wan_backbone import WanTrainingBackbone  # noqa: E402
-from iasa.video.assembly import load_wan_components  # noqa: E402
 from iasa.video.config import (  # noqa: E402
     CLIP_FEATURE_DIM,
     CLIP_TOKENS,
@@ -159,11 +158,13 @@ def main() -> None:
                              dtype="bfloat16" if dtype == torch.bfloat16 else "float32", device=device.type)  # fmt: skip
     parts = ("dit", "pose_nets") + (("vae",) if "distill" in args.tasks else ())
     sparse = SparseAttentionConfig(direction="both", backend=backend)
-    backbone = WanTrainingBackbone(load_wan_components(model, parts=parts), AttentionPatchConfig(attention="iasa", sparse=sparse))
-    backbone.set_gradient_checkpointing(not args.no_gradient_checkpointing, offload=False)
+    components = load_training_components(model, parts)
+    pose_dit = PoseDiT(
+        components.dit, components.pose_nets, components.dtype, backend, gradient_checkpointing=not args.no_gradient_checkpointing
+    )
     arch = architecture(args.model_size)
     batch = make_batch(size, args.frames, arch.text_dim, arch.text_length, sparse, device, dtype)
-    dit, guider = backbone.dit, backbone.pose_guider
+    dit, guider = pose_dit.dit, pose_dit.pose_guider
     # The fine-tune trains the adapter the distillation then uses as its teacher: one base, three adapters.
     inject_lora(dit, LORA.rank, LORA.alpha, LORA.targets, TEACHER)
     schedule = TrainingSchedule.from_config(FlowConfig())
@@ -197,7 +198,7 @@ def main() -> None:
             def train_step() -> dict:
                 layout = batch.layouts["both"] if attention == "iasa" else None
                 with autocast:
-                    loss = flow_matching_loss(backbone, batch.latents, batch, layout, schedule, FlowConfig())
+                    loss = flow_matching_loss(pose_dit, batch.latents, batch, layout, schedule, FlowConfig())
                 loss.backward()
                 clip_and_step(trained, optimizer, scheduler, 1.0)
                 return {}
@@ -221,7 +222,7 @@ def main() -> None:
             config = DistillConfig(attention=AttentionPatchConfig(attention=attention, sparse=sparse), generator_sigmas=(1.0,),
                                    teacher_cfg_scale=args.teacher_cfg_scale)  # fmt: skip
             config.region = replace(config.region, weight=1.0 if args.region_latent_frames else 0.0, latent_frames=max(args.region_latent_frames, 1))
-            distiller = Distiller(config, backbone)
+            distiller = Distiller(config, pose_dit, components.vae)
 
             def update(params, optimizers, loss_fn) -> None:
                 set_trainable([dit, guider], params)

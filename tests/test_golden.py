@@ -10,6 +10,7 @@ To re-pin after an intended numerical change, print `fingerprint(...)` of the fa
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -30,11 +31,10 @@ from iasa.train.config import DistillConfig, FlowConfig, RegionLossConfig
 from iasa.train.distill import CRITIC, GENERATOR, TEACHER, Distiller
 from iasa.train.finetune import flow_matching_loss
 from iasa.train.flow_matching import TrainingSchedule
+from iasa.train.model import PoseDiT, load_training_components
 from iasa.train.tasks import main
-from iasa.train.wan_backbone import WanTrainingBackbone
 from iasa.video.assembly import build_random
-from iasa.video.attention_patch import patch_self_attention, set_attention_layout
-from iasa.video.backbone import WanPoseBackbone
+from iasa.video.attention_patch import patch_self_attention
 from iasa.video.config import (
     ARCHITECTURES,
     CLIP_FEATURE_DIM,
@@ -46,7 +46,7 @@ from iasa.video.config import (
     SamplerConfig,
     VideoModelConfig,
 )
-from iasa.video.denoiser import predict_flow
+from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import inject_lora
 from iasa.video.pipeline import VideoGenerator
 from iasa.video.sampler import WindowInputs, sample_latents
@@ -142,12 +142,12 @@ def golden_dit_flow() -> dict[str, torch.Tensor]:
     inputs = dit_conditions()
     features = guider.pose_features(inputs["pose_video"])
     y = inputs["y"] + guider.reference_condition(inputs["reference_pose"])
-    patch_self_attention(dit, "reference")
+    patch_self_attention(dit)
+    conditions = FlowConditions(inputs["context"], inputs["clip_feature"], y, features)
     outputs = {}
     timestep = torch.tensor([700.0])
     for name, layout in (("dense", None), ("sparse", hand_made_layout(FRAMES, (HEIGHT // 2, WIDTH // 2)))):
-        set_attention_layout(dit, layout)
-        outputs[name] = predict_flow(dit, inputs["latents"], timestep, inputs["context"], inputs["clip_feature"], y, features)
+        outputs[name] = predict_flow(dit, inputs["latents"], timestep, conditions, layout, "reference")
     return outputs
 
 
@@ -156,17 +156,18 @@ def golden_sampler_step() -> dict[str, torch.Tensor]:
     """One flow-matching step with cfg (two DiT passes) from seeded noise, dense and sparse."""
     dit, guider = tiny_dit_and_pose_guider()
     inputs = dit_conditions()
-    backbone = WanPoseBackbone(dit, guider, "reference")
+    patch_self_attention(dit)
     features = guider.pose_features(inputs["pose_video"])
     y = inputs["y"] + guider.reference_condition(inputs["reference_pose"])
+    conditions = FlowConditions(inputs["context"], inputs["clip_feature"], y, features)
     sampler = SamplerConfig(num_steps=1, cfg_scale=2.5, seed=4)
+    denoise = functools.partial(predict_flow, dit, backend="reference")
     outputs = {}
     for name, layout in (("dense", None), ("sparse", hand_made_layout(FRAMES, (HEIGHT // 2, WIDTH // 2)))):
-        windows = [WindowInputs(Window(0, FRAMES), features, y, layout)]
+        windows = [WindowInputs(Window(0, FRAMES), conditions, layout)]
         outputs[name] = sample_latents(
-            backbone, windows, inputs["context"], inputs["negative"], inputs["clip_feature"], (FRAMES, HEIGHT, WIDTH),
-            sampler, overlap=0, progress=False,
-        )  # fmt: skip
+            denoise, windows, inputs["negative"], (FRAMES, HEIGHT, WIDTH), sampler, overlap=0, progress=False
+        )
     return outputs
 
 
@@ -249,17 +250,17 @@ def gradient_summary(parameters: dict[str, torch.nn.Parameter]) -> torch.Tensor:
 def golden_train_loss(cache_dir: Path) -> dict[str, torch.Tensor]:
     """The fine-tune's flow-matching loss on a cached window and its gradients, blocks checkpointed."""
     torch.manual_seed(0)
-    backbone = WanTrainingBackbone.from_config(TINY_MODEL, AttentionPatchConfig(attention="iasa"), ("dit", "pose_nets"))
-    inject_lora(backbone.dit, 4, 4)
-    use_adapter(backbone.dit, "default")
-    lora = adapter_parameters(backbone.dit, "default")
+    components = load_training_components(TINY_MODEL, ("dit", "pose_nets"))
+    model = PoseDiT(components.dit, components.pose_nets, components.dtype, "reference", gradient_checkpointing=True)
+    inject_lora(model.dit, 4, 4)
+    use_adapter(model.dit, "default")
+    lora = adapter_parameters(model.dit, "default")
     randomize([p for key, p in lora.items() if "lora_B" in key], seed=5)
-    trained = {**{f"lora.{k}": p for k, p in lora.items()}, **{f"pose.{k}": p for k, p in backbone.pose_guider.named_parameters()}}
-    set_trainable([backbone.dit, backbone.pose_guider], list(trained.values()))
-    backbone.set_gradient_checkpointing(True, False)
+    trained = {**{f"lora.{k}": p for k, p in lora.items()}, **{f"pose.{k}": p for k, p in model.pose_guider.named_parameters()}}
+    set_trainable([model.dit, model.pose_guider], list(trained.values()))
     batch = read_window(cache_dir, "clip0_w000")
     torch.manual_seed(2)
-    loss = flow_matching_loss(backbone, batch.latents, batch, batch.layouts["both"], TrainingSchedule.from_config(FlowConfig()), FlowConfig())
+    loss = flow_matching_loss(model, batch.latents, batch, batch.layouts["both"], TrainingSchedule.from_config(FlowConfig()), FlowConfig())
     loss.backward()
     return {"loss": loss.detach()[None], "gradients": gradient_summary(trained)}
 
@@ -267,24 +268,24 @@ def golden_train_loss(cache_dir: Path) -> dict[str, torch.Tensor]:
 def golden_distill_losses(cache_dir: Path) -> dict[str, torch.Tensor]:
     """DMD's critic and generator losses (teacher cfg, region loss) and their gradients, blocks checkpointed."""
     torch.manual_seed(0)
-    backbone = WanTrainingBackbone.from_config(TINY_MODEL, AttentionPatchConfig(attention="iasa"), ("dit", "pose_nets", "vae"))
-    dit = backbone.dit
+    components = load_training_components(TINY_MODEL, ("dit", "pose_nets", "vae"))
+    model = PoseDiT(components.dit, components.pose_nets, components.dtype, "reference", gradient_checkpointing=True)
+    dit = model.dit
     for name in (TEACHER, GENERATOR, CRITIC):
         inject_lora(dit, 4, 4, adapter_name=name)
     randomize(adapter_parameters(dit, TEACHER).values(), seed=6)
     copy_adapter(dit, TEACHER, GENERATOR)
     copy_adapter(dit, TEACHER, CRITIC)
-    backbone.set_gradient_checkpointing(True, False)
     config = DistillConfig(
         attention=AttentionPatchConfig(attention="iasa"), generator_sigmas=(1.0, 0.5), teacher_cfg_scale=2.0,
         region=RegionLossConfig(weight=1.0, latent_frames=1),
     )  # fmt: skip
-    distiller = Distiller(config, backbone)
+    distiller = Distiller(config, model, components.vae)
     batch = read_window(cache_dir, "clip1_w000")
     outputs = {}
     for role, loss_of in ((CRITIC, distiller.critic_loss), (GENERATOR, distiller.generator_loss)):
         parameters = adapter_parameters(dit, role)
-        set_trainable([dit, backbone.pose_guider], list(parameters.values()))
+        set_trainable([dit, model.pose_guider], list(parameters.values()))
         torch.manual_seed(3)
         losses = loss_of(batch)
         losses = losses if isinstance(losses, dict) else {"total": losses}

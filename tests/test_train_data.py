@@ -103,12 +103,12 @@ def test_command_line_names_bad_tasks_and_keys() -> None:
     from iasa.config import ConfigError
     from iasa.train.tasks import main
 
-    def never_built(config):  # the errors come before any model is built
-        raise AssertionError("backbone built despite a bad config")
+    def never_built(config):  # the errors come before any network is built
+        raise AssertionError("networks built despite a bad config")
 
     with pytest.raises(ConfigError, match="task must be one of"):
-        main(["--config", "config/train_sparseattn_lora.yaml", "task=finetune"], backbone_factory=never_built)
+        main(["--config", "config/train_sparseattn_lora.yaml", "task=finetune"], components_factory=never_built)
     with pytest.raises(ConfigError, match="unknown config key 'lora.rnak'"):
-        main(["--config", "config/train_sparseattn_lora.yaml", "lora.rnak=4"], backbone_factory=never_built)
+        main(["--config", "config/train_sparseattn_lora.yaml", "lora.rnak=4"], components_factory=never_built)
     with pytest.raises(ConfigError, match="unknown config key 'lora'"):
-        main(["--config", "config/distill_dmd.yaml", "lora.rank=4"], backbone_factory=never_built)
+        main(["--config", "config/distill_dmd.yaml", "lora.rank=4"], components_factory=never_built)

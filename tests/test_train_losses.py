@@ -15,11 +15,11 @@ from iasa.train.config import ConditionDropoutConfig, FlowConfig, RegionLossConf
 from iasa.train.distill import dmd_loss
 from iasa.train.finetune import drop_conditions, flow_matching_loss
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target, flow_to_clean
+from iasa.train.model import PoseDiT, load_training_components
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
 from iasa.train.tasks import main
-from iasa.train.wan_backbone import WanTrainingBackbone
 from iasa.video.assembly import load_wan_components
-from iasa.video.config import AttentionPatchConfig, VideoModelConfig
+from iasa.video.config import VideoModelConfig
 from iasa.video.lora import inject_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,7 +61,7 @@ def test_condition_dropout_rates_and_targets() -> None:
 
 
 def _fake_batch():
-    from iasa.train.backbone import ClipBatch
+    from iasa.train.cache import ClipBatch
 
     return ClipBatch(
         name="fake", latents=torch.randn(1, 16, 3, 4, 4), context=torch.randn(1, 16, 32), negative_context=torch.randn(1, 16, 32),
@@ -199,11 +199,12 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(make_dataset, tiny_overrides,
     dataset = make_dataset(tmp_path / "dataset", clips=1)
     main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
     torch.manual_seed(0)
-    backbone = WanTrainingBackbone.from_config(TINY, AttentionPatchConfig(attention="iasa"), ("dit", "pose_nets"))
-    inject_lora(backbone.dit, 8, 8)
-    use_adapter(backbone.dit, "default")
-    trained = list(adapter_parameters(backbone.dit, "default").values()) + list(backbone.pose_guider.parameters())
-    set_trainable([backbone.dit, backbone.pose_guider], trained)
+    components = load_training_components(TINY, ("dit", "pose_nets"))
+    model = PoseDiT(components.dit, components.pose_nets, components.dtype)
+    inject_lora(model.dit, 8, 8)
+    use_adapter(model.dit, "default")
+    trained = list(adapter_parameters(model.dit, "default").values()) + list(model.pose_guider.parameters())
+    set_trainable([model.dit, model.pose_guider], trained)
     optimizer = torch.optim.AdamW(trained, lr=1e-2)
     batch = read_window(tmp_path / "cache", "clip0_w000")
     schedule = TrainingSchedule.from_config(FlowConfig())
@@ -211,7 +212,7 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(make_dataset, tiny_overrides,
     losses = []
     for _ in range(20):
         torch.manual_seed(1)  # the same noise and timestep every step: only the weights change
-        loss = flow_matching_loss(backbone, batch.latents, batch, batch.layouts["both"], schedule, flow)
+        loss = flow_matching_loss(model, batch.latents, batch, batch.layouts["both"], schedule, flow)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -10,9 +10,9 @@ from diffsynth.pipelines.wan_video import model_fn_wan_video
 
 from iasa.attention.layout import SparseLayout
 from iasa.video.assembly import build_random
-from iasa.video.attention_patch import RoutedAttention, patch_self_attention, set_attention_layout
+from iasa.video.attention_patch import RoutedAttention, SelfAttentionArgs, patch_self_attention
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
-from iasa.video.denoiser import predict_flow
+from iasa.video.denoiser import FlowConditions, predict_flow, rope_frequencies
 
 pytestmark = pytest.mark.gpu
 
@@ -36,6 +36,12 @@ def inputs(device: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
+def flow(dit, device: torch.device, layout: SparseLayout | None = None, backend: str = "reference") -> torch.Tensor:
+    x = inputs(device)
+    conditions = FlowConditions(x["context"], x["clip_feature"], x["y"], None)
+    return predict_flow(dit, x["latents"], x["timestep"], conditions, layout, backend)
+
+
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(((a.float() - b.float()).norm() / b.float().norm()) < 2e-2)
 
@@ -51,8 +57,7 @@ def test_dense_route_matches_diffsynth_on_gpu(dit):
     with torch.no_grad():
         expected = model_fn_wan_video(dit=dit, **inputs(device))
         patch_self_attention(dit)
-        set_attention_layout(dit, None)
-        assert close(predict_flow(dit, **inputs(device), pose_features=None), expected)
+        assert close(flow(dit, device), expected)
 
 
 def restrictive_layout(device: torch.device) -> SparseLayout:
@@ -65,17 +70,15 @@ def restrictive_layout(device: torch.device) -> SparseLayout:
 @pytest.mark.parametrize("backend", ["flex", "fast"])
 def test_sparse_kernels_match_the_reference_in_the_routed_op(dit, backend):
     device = torch.device("cuda")
-    route = patch_self_attention(dit, backend="reference")
-    attention = RoutedAttention(ARCH.num_heads, route)
+    attention = RoutedAttention(ARCH.num_heads)
     generator = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, FRAMES * (HEIGHT // 2) * (WIDTH // 2), ARCH.dim, generator=generator).to(device, torch.bfloat16) for _ in range(3))
+    freqs = rope_frequencies(dit, FRAMES, HEIGHT // 2, WIDTH // 2, device)
+    layout = restrictive_layout(device)
     with torch.no_grad():
-        route.layout = None
-        dense = attention(q, k, v)
-        route.layout = restrictive_layout(device)
-        expected = attention(q, k, v)
-        route.backend = backend
-        got = attention(q, k, v)
+        dense = attention(q, k, v, SelfAttentionArgs.for_forward(freqs, None, "reference"))
+        expected = attention(q, k, v, SelfAttentionArgs.for_forward(freqs, layout, "reference"))
+        got = attention(q, k, v, SelfAttentionArgs.for_forward(freqs, layout, backend))
     assert close(got, expected)
     assert not close(dense, expected)  # the layout matters, so agreeing with the reference means something
 
@@ -83,9 +86,8 @@ def test_sparse_kernels_match_the_reference_in_the_routed_op(dit, backend):
 @pytest.mark.parametrize("backend", ["flex", "fast"])
 def test_sparse_kernels_run_inside_the_dit(dit, backend):
     device = torch.device("cuda")
+    layout = restrictive_layout(device)
     with torch.no_grad():
-        patch_self_attention(dit, backend="reference")
-        set_attention_layout(dit, restrictive_layout(device))
-        expected = predict_flow(dit, **inputs(device), pose_features=None)
-        patch_self_attention(dit, backend=backend)
-        assert close(predict_flow(dit, **inputs(device), pose_features=None), expected)
+        patch_self_attention(dit)
+        expected = flow(dit, device, layout, "reference")
+        assert close(flow(dit, device, layout, backend), expected)

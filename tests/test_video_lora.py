@@ -9,7 +9,8 @@ from safetensors import safe_open
 
 from iasa.video.assembly import CheckpointKeyError
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
-from iasa.video.denoiser import predict_flow
+from iasa.video.attention_patch import patch_self_attention
+from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
 from iasa.video.pose_guider import UniAnimatePoseNets
 
@@ -18,16 +19,13 @@ TINY = ARCHITECTURES["tiny"]
 
 def flow(dit) -> torch.Tensor:
     generator = torch.Generator().manual_seed(5)
+    latents = torch.randn(1, 16, 2, 4, 4, generator=generator)
+    context = torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator)
+    clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator)
+    y = torch.randn(1, CONDITION_CHANNELS, 2, 4, 4, generator=generator)
+    patch_self_attention(dit)
     with torch.no_grad():
-        return predict_flow(
-            dit,
-            latents=torch.randn(1, 16, 2, 4, 4, generator=generator),
-            timestep=torch.tensor([500.0]),
-            context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator),
-            clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator),
-            y=torch.randn(1, CONDITION_CHANNELS, 2, 4, 4, generator=generator),
-            pose_features=None,
-        )
+        return predict_flow(dit, latents, torch.tensor([500.0]), FlowConditions(context, clip_feature, y, None))
 
 
 def randomize_lora(dit, seed: int) -> None:

@@ -8,16 +8,17 @@ import copy
 import pytest
 import torch
 from diffsynth.models.wan_video_dit import AttentionModule, SelfAttention, rope_apply
+from diffsynth.pipelines.wan_video import model_fn_wan_video
 
 from iasa.video.attention_patch import (
-    AttentionRoute,
     RoutedSelfAttention,
+    SelfAttentionArgs,
     compiled_norm_rope,
     norm_rope,
     patch_self_attention,
 )
 from iasa.video.config import ARCHITECTURES
-from iasa.video.denoiser import predict_flow, rope_frequencies
+from iasa.video.denoiser import FlowConditions, predict_flow, rope_frequencies
 from iasa.video.lora import inject_lora
 
 TINY = ARCHITECTURES["tiny"]
@@ -57,19 +58,16 @@ def test_norm_rope_equals_diffsynth_rms_norm_and_rope_apply(tiny_dit):
     freqs, x = freqs_and_input(tiny_dit(), torch.float64)
     weight = torch.rand(TINY.dim, dtype=torch.float64) + 0.5
     expected = rope_apply(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight, freqs, TINY.num_heads)
-    cos, sin = AttentionRoute(backend="reference").rope_table(freqs)
-    got = norm_rope(x.float(), weight.float(), 1e-6, cos, sin, TINY.num_heads)
+    dense = SelfAttentionArgs.for_forward(freqs, None, "reference")
+    got = norm_rope(x.float(), weight.float(), 1e-6, dense.rope_cos, dense.rope_sin, TINY.num_heads)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_rope_table_is_built_once_per_freqs_tensor(tiny_dit):
-    route = AttentionRoute(backend="reference")
+def test_rope_tables_are_the_cos_and_sin_of_the_frequencies(tiny_dit):
     freqs, _ = freqs_and_input(tiny_dit(), torch.float32)
-    cos, sin = route.rope_table(freqs)
-    assert route.rope_table(freqs)[0] is cos
-    torch.testing.assert_close(torch.complex(cos.double(), sin.double()), freqs)
-    other = freqs.clone()
-    assert route.rope_table(other)[0] is not cos
+    arguments = SelfAttentionArgs.for_forward(freqs, None, "reference")
+    assert arguments.rope_cos.dtype == torch.float32 and arguments.rope_cos.is_contiguous()
+    torch.testing.assert_close(torch.complex(arguments.rope_cos.double(), arguments.rope_sin.double()), freqs)
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
@@ -88,7 +86,7 @@ def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora, di
         expected = diffsynth_self_attention(module, x, freqs)
         patch_self_attention(dit)
         assert isinstance(module, RoutedSelfAttention) and isinstance(module, SelfAttention)
-        got = module(x, freqs)
+        got = module(x, SelfAttentionArgs.for_forward(freqs, None, "reference"))
     assert got.dtype == dtype
     scale = expected.float().abs().max()
     torch.testing.assert_close(got.float() / scale, expected.float() / scale, rtol=0, atol=tolerance)
@@ -96,7 +94,7 @@ def test_patched_self_attention_equals_diffsynth(dtype, tolerance, with_lora, di
         assert "self_attn.q.lora_A" in str(list(dict(dit.named_parameters())))
 
 
-def test_patched_whole_dit_equals_unpatched_bf16(dit_with_norms):
+def test_patched_whole_dit_equals_diffsynth_bf16(dit_with_norms):
     dit = dit_with_norms(torch.bfloat16)
     generator = torch.Generator().manual_seed(2)
     latents = torch.randn(1, 16, FRAMES, 2 * HEIGHT, 2 * WIDTH, generator=generator).bfloat16()
@@ -105,9 +103,9 @@ def test_patched_whole_dit_equals_unpatched_bf16(dit_with_norms):
     clip_feature = torch.randn(1, 257, 1280, generator=generator).bfloat16()
     timestep = torch.tensor([700.0], dtype=torch.bfloat16)
     with torch.no_grad():
-        expected = predict_flow(dit, latents, timestep, context, clip_feature, y, None).float()
+        expected = model_fn_wan_video(dit=dit, latents=latents, timestep=timestep, context=context, clip_feature=clip_feature, y=y).float()
         patch_self_attention(dit)
-        got = predict_flow(dit, latents, timestep, context, clip_feature, y, None).float()
+        got = predict_flow(dit, latents, timestep, FlowConditions(context, clip_feature, y, None)).float()
     scale = expected.abs().max()
     torch.testing.assert_close(got / scale, expected / scale, rtol=0, atol=3e-2)
 
@@ -126,7 +124,8 @@ def test_compiled_norm_rope_equals_eager(tiny_dit):
     """The one-kernel version used for CUDA inference traces as one graph and computes the same."""
     freqs, x = freqs_and_input(tiny_dit(), torch.bfloat16)
     weight = (torch.rand(TINY.dim) + 0.5).bfloat16()
-    cos, sin = AttentionRoute(backend="reference").rope_table(freqs)
+    dense = SelfAttentionArgs.for_forward(freqs, None, "reference")
+    cos, sin = dense.rope_cos, dense.rope_sin
     with torch.no_grad():
         got = compiled_norm_rope(x, weight, 1e-6, cos, sin, TINY.num_heads)
     expected = norm_rope(x, weight, 1e-6, cos, sin, TINY.num_heads)

@@ -9,7 +9,8 @@ from torch import nn
 
 from iasa.video.assembly import build_random
 from iasa.video.config import ARCHITECTURES
-from iasa.video.denoiser import predict_flow
+from iasa.video.attention_patch import patch_self_attention
+from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.fp8_linear import (
     E4M3_MAX,
     Fp8Linear,
@@ -73,16 +74,15 @@ def test_compiled_quantize_rows_equals_eager():
 def test_quantized_tiny_dit_stays_close_to_bf16():
     torch.manual_seed(0)
     dit = build_random("dit", TINY, torch.device("cpu"), torch.bfloat16)
+    patch_self_attention(dit)
     generator = torch.Generator().manual_seed(2)
     frames, height, width = 2, 8, 8
-    args = (
-        torch.randn(1, 16, frames, height, width, generator=generator).bfloat16(),
-        torch.tensor([700.0], dtype=torch.bfloat16),
-        torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator).bfloat16(),
-        torch.randn(1, 257, 1280, generator=generator).bfloat16(),
-        torch.randn(1, 20, frames, height, width, generator=generator).bfloat16(),
-        None,
-    )
+    latents = torch.randn(1, 16, frames, height, width, generator=generator).bfloat16()
+    timestep = torch.tensor([700.0], dtype=torch.bfloat16)
+    context = torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator).bfloat16()
+    clip_feature = torch.randn(1, 257, 1280, generator=generator).bfloat16()
+    y = torch.randn(1, 20, frames, height, width, generator=generator).bfloat16()
+    args = (latents, timestep, FlowConditions(context, clip_feature, y, None))
     with torch.no_grad():
         expected = predict_flow(dit, *args)
         replaced = quantize_dit_linears(dit, check_device=False)

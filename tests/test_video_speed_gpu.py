@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from iasa.video.assembly import build_random
-from iasa.video.attention_patch import AttentionRoute, compiled_norm_rope, norm_rope
+from iasa.video.attention_patch import SelfAttentionArgs, compiled_norm_rope, norm_rope
 from iasa.video.config import ARCHITECTURES
 from iasa.video.fp8_linear import Fp8Linear, check_fp8_support, quantize_rows, scaled_matmul
 from iasa.video.vae_decode import decode_video
@@ -22,7 +22,8 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 def test_compiled_norm_rope_on_gpu_equals_eager():
     heads, head_dim, tokens = 4, 128, 300
     angles = torch.rand(tokens, 1, head_dim // 2, dtype=torch.float64, device=CUDA) * 6
-    cos, sin = AttentionRoute(backend="reference").rope_table(torch.polar(torch.ones_like(angles), angles))
+    tables = SelfAttentionArgs.for_forward(torch.polar(torch.ones_like(angles), angles), None, "reference")
+    cos, sin = tables.rope_cos, tables.rope_sin
     x = torch.randn(1, tokens, heads * head_dim, device=CUDA, dtype=torch.bfloat16)
     weight = torch.rand(heads * head_dim, device=CUDA, dtype=torch.bfloat16) + 0.5
     with torch.no_grad():

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iasa.video.config import SamplerConfig
+from iasa.video.denoiser import FlowConditions
 from iasa.video.sampler import WindowInputs, initial_noise, sample_latents
 from iasa.video.windows import Window, blend_windows, plan_windows, window_weights
 
@@ -51,26 +52,26 @@ def test_overlap_ramps_between_neighbours():
     torch.testing.assert_close(blended[0, 0, 17:21, 0, 0], torch.tensor([0.2, 0.4, 0.6, 0.8]))
 
 
-class FrameLocalBackbone:
+class FrameLocalDenoiser:
     """A stand-in DiT whose flow at each latent element depends only on that element, the timestep and
     the prompt: windowed sampling must then reproduce whole-clip sampling exactly."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
 
-    def conditioned_flow(self, noisy, timestep, context, clip_feature, y, pose_features, layout):
+    def __call__(self, noisy, timestep, conditions, layout):
         self.calls.append((noisy.shape[2], int(timestep.item())))
-        return torch.sin(3 * noisy) * timestep / 1000 + context.mean()
+        return torch.sin(3 * noisy) * timestep / 1000 + conditions.context.mean()
 
 
-def window_inputs(windows: list[Window]) -> list[WindowInputs]:
-    return [WindowInputs(window, pose_features=None, y=None, layout=None) for window in windows]
+def window_inputs(windows: list[Window], context: torch.Tensor) -> list[WindowInputs]:
+    return [WindowInputs(window, FlowConditions(context, None, None, None), layout=None) for window in windows]
 
 
 def run(num_latent_frames: int, windows: list[Window], sampler: SamplerConfig) -> torch.Tensor:
     context, negative = torch.full((1, 2, 3), 0.2), torch.full((1, 2, 3), -0.1)
     return sample_latents(
-        FrameLocalBackbone(), window_inputs(windows), context, negative, None, (num_latent_frames, 2, 3), sampler,
+        FrameLocalDenoiser(), window_inputs(windows, context), negative, (num_latent_frames, 2, 3), sampler,
         overlap=OVERLAP, progress=False,
     )  # fmt: skip
 
@@ -104,10 +105,10 @@ def test_single_window_sampling_is_wan_flow_matching_with_cfg():
 
 
 def test_student_settings_make_one_pass_per_window_and_step():
-    backbone = FrameLocalBackbone()
+    denoiser = FrameLocalDenoiser()
     windows = plan_windows(38, WINDOW, OVERLAP)
     sample_latents(
-        backbone, window_inputs(windows), torch.zeros(1, 2, 3), None, None, (38, 2, 3),
+        denoiser, window_inputs(windows, torch.zeros(1, 2, 3)), None, (38, 2, 3),
         SamplerConfig(num_steps=1, cfg_scale=1.0), overlap=OVERLAP, progress=False,
     )  # fmt: skip
-    assert backbone.calls == [(21, 1000), (21, 1000)]
+    assert denoiser.calls == [(21, 1000), (21, 1000)]

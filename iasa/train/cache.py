@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,9 +24,49 @@ from iasa.atomic_io import atomic_output
 from iasa.errors import InputError
 from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.train.backbone import ClipBatch
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
+
+
+@dataclass
+class ClipBatch:
+    """One cached training window (batch of one clip; larger batches come from gradient accumulation).
+
+    latents (1, 16, T, h, w) clean VAE latents; context (1, L, D_text) text embeddings; negative_context
+    (1, L, D_text) the negative prompt's; clip_feature (1, 257, D_clip) CLIP tokens of the reference frame;
+    y (1, 20, T, h, w) I2V condition (frame mask + first-frame latent); pose_video (1, 3, F, H, W) pose
+    images in [0, 1]; reference_pose (1, 3, H, W) pose image of the reference frame in [0, 1];
+    layouts: cached SparseLayout per attention direction; keypoints: the window's F video frames.
+    """
+
+    name: str
+    latents: torch.Tensor
+    context: torch.Tensor
+    negative_context: torch.Tensor
+    clip_feature: torch.Tensor
+    y: torch.Tensor
+    pose_video: torch.Tensor
+    reference_pose: torch.Tensor
+    layouts: dict[str, SparseLayout] = field(default_factory=dict)
+    keypoints: WholeBodyKeypoints | None = None
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ClipBatch":
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() and dtype else tensor.dtype)
+
+        tensors = {
+            name: move(getattr(self, name))
+            for name in ("latents", "context", "negative_context", "clip_feature", "y", "pose_video", "reference_pose")
+        }
+        layouts = {
+            direction: SparseLayout(
+                frame_selection=layout.frame_selection.to(device),
+                token_regions=layout.token_regions.to(device),
+                grid_size=layout.grid_size,
+            )
+            for direction, layout in self.layouts.items()
+        }
+        return replace(self, **tensors, layouts=layouts)
 
 
 class CacheError(InputError, ValueError):

@@ -4,13 +4,17 @@ so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from iasa.train.backbone import VideoBackbone
+from iasa.attention.build import build_sparse_layout
+from iasa.attention.layout import SparseLayout
+from iasa.pose.drawing import draw_pose_frames
+from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_negative_context, write_window
 from iasa.train.config import DataProcessConfig
 from iasa.train.dataset import (
@@ -25,13 +29,53 @@ from iasa.train.dataset import (
     video_frame_count,
     window_indices,
 )
+from iasa.video.assembly import WanComponents
+from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt
 
 VAE_STRIDE = 8
 PATCH = 2
 
 
-def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: int = 0, world_size: int = 1) -> int:
-    """Cache every window not cached yet (this process's share of them); returns how many were written."""
+class WindowEncoder:
+    """The frozen encoders data_process runs on a window: VAE, umt5, CLIP, the pose drawing and the layout rule."""
+
+    def __init__(self, components: WanComponents, config: DataProcessConfig) -> None:
+        self.components, self.sparse = components, config.attention.sparse
+
+    def _input(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=self.components.device, dtype=self.components.dtype)
+
+    def video(self, frames: torch.Tensor) -> torch.Tensor:
+        """(1, 3, F, H, W) in [-1, 1] -> latents (1, 16, T, H/8, W/8), T = (F - 1) / 4 + 1."""
+        vae = self.components.vae
+        return vae.encode([self._input(frames[0])], device=self.components.device).to(self.components.dtype)
+
+    def prompt(self, prompt: str) -> torch.Tensor:
+        """-> (1, L, D_text)."""
+        return encode_prompt(self.components.tokenizer, self.components.text_encoder, prompt, self.components.device)
+
+    def image(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) in [-1, 1] -> CLIP tokens (1, 257, D_clip)."""
+        return encode_clip_feature(self.components.image_encoder, self._input(image[0]))
+
+    def image_condition(self, image: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The I2V condition y (1, 20, T, H/8, W/8) of a reference frame (1, 3, H, W) in [-1, 1]."""
+        return encode_first_frame_condition(self.components.vae, self._input(image[0]), num_frames)
+
+    def pose(self, keypoints: WholeBodyKeypoints, height: int, width: int) -> torch.Tensor:
+        """Pose images (F, 3, H, W) in [0, 1] that the pose guider reads."""
+        if tuple(keypoints.image_size) != (height, width):
+            raise ValueError(f"keypoints are for {keypoints.image_size}, pose images asked at {(height, width)}")
+        return rearrange(torch.from_numpy(draw_pose_frames(keypoints)), "f h w c -> f c h w").float() / 255
+
+    def layout(self, keypoints: WholeBodyKeypoints, direction: str, grid_size: tuple[int, int]) -> SparseLayout:
+        """The window's sparse layout (latent-frame poses come from the video frames each latent covers)."""
+        return build_sparse_layout(keypoints, replace(self.sparse, direction=direction), grid_size)
+
+
+def process_dataset(config: DataProcessConfig, components: WanComponents, rank: int = 0, world_size: int = 1) -> int:
+    """Cache every window not cached yet (this process's share of them); returns how many were written.
+    components: the VAE, text and image encoders (iasa.train.model.load_training_components)."""
     data = config.data
     if (data.num_frames - 1) % 4:
         raise ValueError(f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is 4)")
@@ -40,10 +84,11 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
     dataset_dir, cache_dir = Path(data.dataset_dir), Path(data.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     grid = (data.height // (VAE_STRIDE * PATCH), data.width // (VAE_STRIDE * PATCH))
+    encode = WindowEncoder(components, config)
 
     with torch.no_grad():
         if rank == 0 and not (cache_dir / NEGATIVE_CONTEXT_FILE).is_file():
-            write_negative_context(cache_dir, backbone.encode_prompt(data.negative_prompt))
+            write_negative_context(cache_dir, encode.prompt(data.negative_prompt))
 
         clips = list_clips(dataset_dir)
         plans = []
@@ -74,19 +119,19 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
             reference = video[:, :, 0]
             prompt = read_prompt(dataset_dir, window.name, data.default_prompt)
             if prompt not in prompts:
-                prompts[prompt] = backbone.encode_prompt(prompt)[0]
-            pose = backbone.render_pose(window_keypoints, data.height, data.width)
+                prompts[prompt] = encode.prompt(prompt)[0]
+            pose = encode.pose(window_keypoints, data.height, data.width)
             pose_uint8 = rearrange((pose * 255).round().clamp(0, 255).to(torch.uint8), "f c h w -> c f h w")
             tensors = {
-                "latents": backbone.encode_video(video)[0],
-                "y": backbone.image_condition(reference, data.num_frames)[0],
-                "clip_feature": backbone.encode_image(reference)[0],
+                "latents": encode.video(video)[0],
+                "y": encode.image_condition(reference, data.num_frames)[0],
+                "clip_feature": encode.image(reference)[0],
                 "context": prompts[prompt],
                 "pose_video": pose_uint8,
                 "reference_pose": pose_uint8[:, 0],
             }
             layouts = {
-                direction: backbone.build_layout(window_keypoints, direction, grid)
+                direction: encode.layout(window_keypoints, direction, grid)
                 for direction in config.layout_directions
             }
             write_window(cache_dir, window.key, tensors, layouts, window_keypoints, prompt)

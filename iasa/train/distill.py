@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast
+from diffsynth.models.wan_video_vae import WanVideoVAE
 from einops import rearrange
 from tqdm import tqdm
 
@@ -31,15 +32,17 @@ from iasa.train.adapters import (
     set_trainable,
     use_adapter,
 )
-from iasa.train.backbone import ClipBatch, VideoBackbone
-from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.cache import ClipBatch, WindowOrder, list_cached, read_window
 from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
+from iasa.train.model import PoseDiT
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
 from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
-from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
+from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
+from iasa.video.assembly import WanComponents
 from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.video.vae_decode import decode_with_gradients
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 
@@ -54,10 +57,11 @@ def dmd_loss(sample: torch.Tensor, real_clean: torch.Tensor, fake_clean: torch.T
 
 
 class Distiller:
-    """The three roles on one backbone, and the two losses."""
+    """The three roles on one model, and the two losses; vae decodes frames for the region loss (None when
+    config.region.weight is 0)."""
 
-    def __init__(self, config: DistillConfig, backbone: VideoBackbone) -> None:
-        self.config, self.backbone = config, backbone
+    def __init__(self, config: DistillConfig, model: PoseDiT, vae: WanVideoVAE | None = None) -> None:
+        self.config, self.model, self.vae = config, model, vae
         self.schedule = TrainingSchedule.from_config(config.flow)
         self.sigmas = list(config.generator_sigmas)
         if not self.sigmas or any(b >= a for a, b in zip(self.sigmas, self.sigmas[1:])) or not 0 < self.sigmas[-1] <= 1:
@@ -66,10 +70,10 @@ class Distiller:
 
     def predict(self, adapter: str, noisy: torch.Tensor, sigma: float, batch: ClipBatch, direction: str, context=None) -> torch.Tensor:
         """x0 prediction of one adapter; noisy (1, 16, T, h, w) at noise level sigma."""
-        use_adapter(self.backbone.dit, adapter)
+        use_adapter(self.model.dit, adapter)
         timestep = torch.full((1,), sigma * self.config.flow.num_train_timesteps, device=noisy.device)
         layout = layout_for(batch, self.config.attention.attention, direction)
-        flow = self.backbone.predict_flow(noisy, timestep, batch, layout, context=context)
+        flow = self.model(noisy, timestep, batch, layout, context=context)
         return flow_to_clean(noisy, flow, sigma)
 
     def teacher_clean(self, noisy: torch.Tensor, sigma: float, batch: ClipBatch) -> torch.Tensor:
@@ -99,9 +103,9 @@ class Distiller:
         """Flow matching of the critic on a generator sample (the fake distribution)."""
         with torch.no_grad():
             sample = self.generate(batch, with_grad=False)
-        use_adapter(self.backbone.dit, CRITIC)
+        use_adapter(self.model.dit, CRITIC)
         layout = layout_for(batch, self.config.attention.attention, self.config.teacher_direction)
-        return flow_matching_loss(self.backbone, sample, batch, layout, self.schedule, self.config.flow)
+        return flow_matching_loss(self.model, sample, batch, layout, self.schedule, self.config.flow)
 
     def generator_loss(self, batch: ClipBatch) -> dict[str, torch.Tensor]:
         sample = self.generate(batch, with_grad=True)
@@ -111,9 +115,9 @@ class Distiller:
             noisy = add_noise(sample.detach(), torch.randn_like(sample), sigma)
             real = self.teacher_clean(noisy, sigma, batch)
             fake = self.predict(CRITIC, noisy, sigma, batch, self.config.teacher_direction)
-        # Checkpointed generator blocks are recomputed in backward: give them back the generator's state.
-        use_adapter(self.backbone.dit, GENERATOR)
-        self.backbone.set_attention_layout(layout_for(batch, self.config.attention.attention, self.config.student_direction))
+        # Checkpointed generator blocks are recomputed in backward with the active adapter of that moment (peft
+        # keeps it on the layers): make it the generator's again. The layout travels with the blocks' arguments.
+        use_adapter(self.model.dit, GENERATOR)
         losses = {"dmd": dmd_loss(sample, real, fake)}
         if self.region_loss is not None:
             losses["region"] = self.region_term(sample, batch)
@@ -126,9 +130,9 @@ class Distiller:
         latent_frames = sample.shape[2]
         run = min(self.config.region.latent_frames, latent_frames)
         first = int(torch.randint(latent_frames - run + 1, (1,)).item())
-        decoded = self.backbone.decode_latents(sample[:, :, first : first + run])
+        decoded = decode_with_gradients(self.vae, sample[:, :, first : first + run])
         with torch.no_grad():
-            reference = self.backbone.decode_latents(batch.latents[:, :, first : first + run])
+            reference = decode_with_gradients(self.vae, batch.latents[:, :, first : first + run])
         frames = decoded_frame_indices(first, run)
         height, width = decoded.shape[-2:]
         keypoints = batch.keypoints.slice_frames(frames[0], frames[-1] + 1)
@@ -137,12 +141,19 @@ class Distiller:
         return self.region_loss(rearrange(reference.float(), to_frames), rearrange(decoded.float(), to_frames), masks.to(sample.device))
 
 
-def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
+def run_distill(config: DistillConfig, components: WanComponents) -> Path:
+    """Distil, checkpointing every run.checkpoint_every generator steps; returns the folder of the student LoRA.
+    components: the frozen DiT and pose guider, and the VAE when the region loss is on
+    (iasa.train.model.load_training_components)."""
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
-    dit = backbone.dit
+    model = PoseDiT(
+        components.dit, components.pose_nets, components.dtype, config.attention.sparse.backend,
+        run.gradient_checkpointing, run.gradient_checkpointing_offload,
+    )  # fmt: skip
+    dit = model.dit
 
     if not config.teacher_lora:
         raise ValueError("teacher_lora is empty: set it to the lora.safetensors the train task wrote")
@@ -155,15 +166,14 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     freeze_adapter_in_base_dtype(dit, TEACHER)
     if config.teacher_pose_guider:
         guider = load_safetensors(config.teacher_pose_guider, "teacher_pose_guider")
-        backbone.pose_guider.load_state_dict(guider)
+        model.pose_guider.load_state_dict(guider)
     if uses_fsdp(accelerator):  # after every adapter holds its weights: fully_shard replaces the parameters
-        backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
+        model = shard_pose_dit(model, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
     generator_params = adapter_parameters(dit, GENERATOR)
     critic_params = adapter_parameters(dit, CRITIC)
-    backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
-    distiller = Distiller(config, backbone)
+    distiller = Distiller(config, model, components.vae)
     if distiller.region_loss is not None:
         distiller.region_loss.to(device)
     # One updater per trained adapter (under DeepSpeed one engine each, both over the one DiT).
@@ -190,7 +200,7 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
         logs = {}
         for phase_index, phase in enumerate(phases):
             update = updates[phase]
-            set_trainable([dit, backbone.pose_guider], update.parameters)
+            set_trainable([dit, model.pose_guider], update.parameters)
             totals: dict[str, float] = {}
             for micro in range(accumulation):
                 key = order.key(step * micro_batches_per_step + phase_index * accumulation + micro)

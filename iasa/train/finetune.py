@@ -16,12 +16,13 @@ from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
-from iasa.train.backbone import ClipBatch, VideoBackbone
-from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.cache import ClipBatch, WindowOrder, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
+from iasa.train.model import PoseDiT
 from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
-from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
+from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
+from iasa.video.assembly import WanComponents
 from iasa.video.lora import inject_lora, load_lora, save_lora
 
 ADAPTER = "default"
@@ -43,7 +44,7 @@ def drop_conditions(batch: ClipBatch, config: ConditionDropoutConfig) -> ClipBat
 
 
 def flow_matching_loss(
-    backbone: VideoBackbone,
+    model: PoseDiT,
     clean: torch.Tensor,
     batch: ClipBatch,
     layout: SparseLayout | None,
@@ -56,7 +57,7 @@ def flow_matching_loss(
     noise = torch.randn_like(clean)
     noisy = add_noise(clean, noise, sigma)
     timestep = schedule.timesteps[index : index + 1].to(clean.device)
-    prediction = backbone.predict_flow(noisy, timestep, batch, layout)
+    prediction = model(noisy, timestep, batch, layout)
     return F.mse_loss(prediction.float(), flow_target(clean, noise).float()) * schedule.weights[index].item()
 
 
@@ -71,11 +72,11 @@ def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout
     return batch.layouts[direction]
 
 
-def trained_tensors(backbone: VideoBackbone, train_pose_guider: bool) -> dict[str, torch.nn.Parameter]:
+def trained_tensors(model: PoseDiT, train_pose_guider: bool) -> dict[str, torch.nn.Parameter]:
     """The trained parameters by checkpoint name: "lora.<file key>" and, if trained, "pose_guider.<key>"."""
-    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(backbone.dit, ADAPTER).items()}
+    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(model.dit, ADAPTER).items()}
     if train_pose_guider:
-        named.update({f"pose_guider.{key}": parameter for key, parameter in backbone.pose_guider.named_parameters()})
+        named.update({f"pose_guider.{key}": parameter for key, parameter in model.pose_guider.named_parameters()})
     return named
 
 
@@ -84,26 +85,30 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
 
 
-def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
-    """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA."""
+def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
+    """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA. components:
+    the frozen DiT and pose guider (iasa.train.model.load_training_components)."""
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-finetune")
     device = accelerator.device
+    model = PoseDiT(
+        components.dit, components.pose_nets, components.dtype, config.attention.sparse.backend,
+        run.gradient_checkpointing, run.gradient_checkpointing_offload,
+    )  # fmt: skip
 
-    inject_lora(backbone.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
+    inject_lora(model.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
     if config.lora.init_path:
-        load_lora(config.lora.init_path, backbone.dit, ADAPTER)
-    use_adapter(backbone.dit, ADAPTER)
+        load_lora(config.lora.init_path, model.dit, ADAPTER)
+    use_adapter(model.dit, ADAPTER)
     if config.train_pose_guider:
-        backbone.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
-    set_trainable([backbone.dit, backbone.pose_guider], list(trained_tensors(backbone, config.train_pose_guider).values()))
+        model.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
+    set_trainable([model.dit, model.pose_guider], list(trained_tensors(model, config.train_pose_guider).values()))
     if uses_fsdp(accelerator):
-        backbone = ShardedBackbone(backbone, device, accelerator.num_processes)
+        model = shard_pose_dit(model, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
-    named = trained_tensors(backbone, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
+    named = trained_tensors(model, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
     trained = list(named.values())
-    backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
     update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
     checkpointer = Checkpointer(accelerator, run, named, update.states())
@@ -122,7 +127,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
             batch = drop_conditions(batch, config.dropout)
             layout = layout_for(batch, config.attention.attention, config.attention_direction)
             with autocast(accelerator, run):
-                loss = flow_matching_loss(backbone, batch.latents, batch, layout, schedule, config.flow)
+                loss = flow_matching_loss(model, batch.latents, batch, layout, schedule, config.flow)
             update.backward(loss / accumulation)
             total += loss.item() / accumulation
         grad_norm = update.step()
@@ -134,7 +139,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     output_dir = Path(run.output_dir)
     final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."))
+        save_lora(output_dir / LORA_FILE, model.dit, ADAPTER, with_prefix(final, "lora."))
         if config.train_pose_guider:
             save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()

@@ -2,7 +2,7 @@
 
 Chosen by the accelerate config (distributed_type FSDP, i.e. ACCELERATE_USE_FSDP=true, which accelerate
 launch sets for an FSDP config and which also reaches CPU runs under torchrun); the FSDP plugin options of
-that config are not read: `ShardedBackbone` shards every module the training forward calls, each DiT block
+that config are not read: `shard_pose_dit` shards every module the training forward calls, each DiT block
 on its own, so a process holds 1/N of the 14B base and all-gathers one block at a time. Every parameter
 becomes a DTensor sharded on dim 0; FSDP reduce-scatters (averages) the gradients, so no manual all-reduce
 runs.
@@ -23,8 +23,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from iasa.attention.layout import SparseLayout
-from iasa.train.backbone import ClipBatch, VideoBackbone
+from iasa.train.model import PoseDiT
 
 
 def uses_fsdp(accelerator: Accelerator) -> bool:
@@ -34,62 +33,27 @@ def uses_fsdp(accelerator: Accelerator) -> bool:
     )
 
 
-class ShardedBackbone(nn.Module):
-    """A VideoBackbone whose DiT and pose guider are sharded with FSDP2, for the training loops.
+def shard_pose_dit(model: PoseDiT, device: torch.device, world_size: int) -> PoseDiT:
+    """Shard the model's DiT and pose guider with FSDP2, in place; returns the model, now the FSDP root.
 
-    Each child of the DiT and of the pose guider that holds parameters is one FSDP unit (each DiT block on
-    its own: a process holds 1/N of the base and all-gathers one unit at a time). This module is the FSDP
-    root and a flow prediction is its forward: training never calls the DiT's own forward (iasa.video.denoiser
-    runs its submodules), and only a root forward lets FSDP free each unit after its forward and finish every
-    unit's gradient reduction at the end of backward."""
-
-    def __init__(self, backbone: VideoBackbone, device: torch.device, world_size: int) -> None:
-        super().__init__()
-        self.backbone = backbone  # a plain object: its networks are registered through the two below
-        self.dit, self.pose_guider = backbone.dit, backbone.pose_guider
-        mesh = init_device_mesh(device.type, (world_size,))
-        for root in (self.dit, self.pose_guider):
-            direct = [name for name, _ in root.named_parameters(recurse=False)]
-            if direct:
-                raise ValueError(
-                    f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); no FSDP unit would gather them"
-                )
-            for child in root.children():
-                for unit in child if isinstance(child, nn.ModuleList) else [child]:
-                    if any(True for _ in unit.parameters()):
-                        fully_shard(unit, mesh=mesh)
-        fully_shard(self, mesh=mesh)
-
-    def forward(
-        self,
-        noisy_latents: torch.Tensor,
-        timestep: torch.Tensor,
-        batch: ClipBatch,
-        layout: SparseLayout | None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.backbone.predict_flow(noisy_latents, timestep, batch, layout, context=context)
-
-    def predict_flow(
-        self,
-        noisy_latents: torch.Tensor,
-        timestep: torch.Tensor,
-        batch: ClipBatch,
-        layout: SparseLayout | None,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """VideoBackbone.predict_flow through the FSDP root."""
-        return self(noisy_latents, timestep, batch, layout, context=context)
-
-    def set_gradient_checkpointing(self, enabled: bool, offload: bool) -> None:
-        self.backbone.set_gradient_checkpointing(enabled, offload)
-
-    def set_attention_layout(self, layout: SparseLayout | None) -> None:
-        self.backbone.set_attention_layout(layout)
-
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """The VAE is not sharded (distill's region loss decodes with it)."""
-        return self.backbone.decode_latents(latents)
+    Each child of the DiT and of the pose guider that holds parameters is one FSDP unit (each DiT block on its
+    own: a process holds 1/N of the base and all-gathers one unit at a time). The model itself becomes the root:
+    its forward is the flow prediction every training loss calls (training never calls the DiT's own forward;
+    iasa.video.denoiser runs its submodules), and only a root forward lets FSDP free each unit after its forward
+    and finish every unit's gradient reduction at the end of backward."""
+    mesh = init_device_mesh(device.type, (world_size,))
+    for root in (model.dit, model.pose_guider):
+        direct = [name for name, _ in root.named_parameters(recurse=False)]
+        if direct:
+            raise ValueError(
+                f"{type(root).__name__} has parameters outside its submodules ({direct[:3]}); no FSDP unit would gather them"
+            )
+        for child in root.children():
+            for unit in child if isinstance(child, nn.ModuleList) else [child]:
+                if any(True for _ in unit.parameters()):
+                    fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,23 @@
 """Command line of examples/IASA/train_iasa.py: read `task` from the config, load that stage's schema,
-build the video model and run the stage."""
+load the networks the stage runs and run it."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from accelerate import PartialState
 from omegaconf import OmegaConf
 
 from iasa.config import ConfigError, load_config, split_config_args
-from iasa.train.backbone import VideoBackbone
 from iasa.train.config import SCHEMAS, TASKS, DataProcessConfig, DistillConfig, FinetuneConfig
 
-BackboneFactory = Callable[[DataProcessConfig | FinetuneConfig | DistillConfig], VideoBackbone]
+if TYPE_CHECKING:
+    from iasa.video.assembly import WanComponents
+
+ComponentsFactory = Callable[[DataProcessConfig | FinetuneConfig | DistillConfig], "WanComponents"]
 
 
 def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
@@ -43,13 +45,13 @@ def parts_needed(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> 
     return ("dit", "pose_nets")
 
 
-def default_backbone(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> VideoBackbone:
-    from iasa.train.wan_backbone import WanTrainingBackbone
+def default_components(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> "WanComponents":
+    from iasa.train.model import load_training_components
 
-    return WanTrainingBackbone.from_config(config.model, config.attention, parts_needed(config))
+    return load_training_components(config.model, parts_needed(config))
 
 
-def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = default_backbone) -> Path | int:
+def main(argv: Sequence[str] | None = None, components_factory: ComponentsFactory = default_components) -> Path | int:
     parser = argparse.ArgumentParser(description="IASA training: data_process | train | distill (key=value overrides)")
     parser.add_argument("--config", required=True, help="YAML config of one stage (config/*.yaml)")
     overrides, rest = split_config_args(list(argv) if argv is not None else __import__("sys").argv[1:])
@@ -61,15 +63,15 @@ def main(argv: Sequence[str] | None = None, backbone_factory: BackboneFactory = 
     if task != "data_process":
         # Random base weights (model_dir null) must be the same in an interrupted and a resumed run.
         torch.manual_seed(config.run.seed)
-    backbone = backbone_factory(config)
+    components = components_factory(config)
     if task == "data_process":
         from iasa.train.data_process import process_dataset
 
-        return process_dataset(config, backbone, rank=state.process_index, world_size=state.num_processes)
+        return process_dataset(config, components, rank=state.process_index, world_size=state.num_processes)
     if task == "train":
         from iasa.train.finetune import run_finetune
 
-        return run_finetune(config, backbone)
+        return run_finetune(config, components)
     from iasa.train.distill import run_distill
 
-    return run_distill(config, backbone)
+    return run_distill(config, components)

@@ -3,7 +3,7 @@
 Reusable pieces (also for training, iasa/train):
     load_wan_components(VideoModelConfig)            networks from a model folder or random (assembly.py)
     apply_unianimate_checkpoint / inject_lora / save_lora / load_lora                     (lora.py)
-    patch_self_attention(dit, backend) / set_attention_layout(dit, layout)       (attention_patch.py)
-    WanPoseBackbone(dit, pose_nets).predict_flow(...)                                  (backbone.py)
+    patch_self_attention(dit); SelfAttentionArgs (per forward)                    (attention_patch.py)
+    predict_flow(dit, latents, timestep, FlowConditions(...), layout, backend)          (denoiser.py)
     VideoGenerator.from_config(...).generate(...)                                      (pipeline.py)
 """

@@ -1,32 +1,30 @@
-"""Route every DiT block's self-attention through the project's attention: dense SDPA or IASA sparse.
+"""Every DiT block's self-attention as the project's: dense SDPA or IASA sparse, chosen per forward by its arguments.
 
-`patch_self_attention(dit, backend)` makes each block's whole self-attention the project's: the block's own
-q/k/v/o linears, then RMSNorm + RoPE in one float32 pass (`norm_rope`), then `RoutedAttention` (dense SDPA or
-the sparse kernel), which replaces `block.self_attn.attn`. diffsynth's SelfAttention does the same math with
-RoPE in complex128 (a float64 copy of q and k in every layer) and an unfused float32 RMSNorm; here the RoPE
-cos/sin tables are derived once per DiT forward (the `freqs` tensor all layers share) and the norm and
-rotation run as one kernel on CUDA (torch.compile, inference only). Results differ by bf16 rounding only.
+`patch_self_attention(dit)` swaps the class of each `block.self_attn` for `RoutedSelfAttention` (another forward,
+no new parameters) and its attention op `block.self_attn.attn` for `RoutedAttention` (no parameters). The block
+loop (iasa.video.denoiser) then hands every block one `SelfAttentionArgs`: the clip's sparse layout (None =
+dense), the sparse kernel and the RoPE cos/sin tables of this forward. Nothing per forward is stored on a module,
+so a forward's result depends only on its arguments, and gradient checkpointing, which re-runs a block with
+the arguments it was called with, recomputes exactly the forward being differentiated.
 
-All blocks share one `AttentionRoute`; `set_attention_layout(dit, layout)` sets the clip's sparse layout once
-before sampling, and every layer and step reuses it (None = dense). Only self-attention is touched: the
-cross-attention stays diffsynth's.
-
-The patch swaps the class of each `block.self_attn` for a subclass with another forward and adds no
-parameters: state-dict keys, peft LoRA injection (which wraps the q/k/v/o linears, before or after patching)
-and gradient checkpointing (which re-runs the block, reading the same route) all work unchanged. Tokens
-arrive in Wan's (f h w) order, the order SparseLayout uses.
+The self-attention forward: the block's own q/k/v/o linears, then RMSNorm + RoPE in one float32 pass
+(`norm_rope`, one fused kernel on CUDA for inference), then dense or sparse attention. diffsynth's SelfAttention
+does the same math with RoPE in complex128 (a float64 copy of q and k in every layer) and an unfused float32
+RMSNorm; results differ by bf16 rounding only. Only self-attention is touched: the cross-attention stays
+diffsynth's. State-dict keys, peft LoRA injection (which wraps the q/k/v/o linears, before or after patching),
+FSDP2 (which shards and calls whole blocks) and gradient checkpointing all work unchanged. Tokens arrive in
+Wan's (f h w) order, the order SparseLayout uses.
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffsynth.models.wan_video_dit import SelfAttention
 from einops import rearrange
 from torch import nn
-from diffsynth.models.wan_video_dit import SelfAttention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iasa.attention import sparse_attention
@@ -44,40 +42,34 @@ CUDA_SDPA_PRIORITY = [
 ATTENTION_MODES = ("dense", "iasa")
 
 
+@dataclass(frozen=True, eq=False)
+class SelfAttentionArgs:
+    """What every block's self-attention reads in one DiT forward, besides the hidden states.
+
+    layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
+    rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of this forward's token
+    grid. A per-layer key/value cache (streaming generation) becomes one more field, set per block by the loop.
+    """
+
+    layout: SparseLayout | None
+    backend: str
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
+    @classmethod
+    def for_forward(cls, freqs: torch.Tensor, layout: SparseLayout | None, backend: str) -> "SelfAttentionArgs":
+        """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
+        # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
+        table = torch.view_as_real(freqs).float()
+        return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
+
+
 def dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Full attention, (b, heads, tokens, head_dim) in and out, with the fastest SDPA kernel available."""
     if query.is_cuda:
         with sdpa_kernel(CUDA_SDPA_PRIORITY, set_priority=True):
             return F.scaled_dot_product_attention(query, key, value)
     return F.scaled_dot_product_attention(query, key, value)
-
-
-@dataclass
-class RopeTable:
-    """cos and sin (tokens, 1, head_dim / 2) float32 of one `freqs` tensor (kept only as a weak reference)."""
-
-    source: weakref.ref
-    cos: torch.Tensor
-    sin: torch.Tensor
-
-
-@dataclass
-class AttentionRoute:
-    """Shared by all patched blocks: the clip's layout (None = dense), the sparse kernel backend and the
-    RoPE table of the current forward."""
-
-    backend: str
-    layout: SparseLayout | None = None
-    rope: RopeTable | None = field(default=None, repr=False)
-
-    def rope_table(self, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) of diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2), built once per
-        `freqs` tensor (one per DiT forward, shared by all layers and by checkpointed re-runs)."""
-        if self.rope is None or self.rope.source() is not freqs:
-            # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
-            table = torch.view_as_real(freqs).float()
-            self.rope = RopeTable(weakref.ref(freqs), table[..., 0].contiguous(), table[..., 1].contiguous())
-        return self.rope.cos, self.rope.sin
 
 
 def norm_rope(
@@ -111,16 +103,17 @@ def fused_norm_rope(
 
 
 class RoutedAttention(nn.Module):
-    """Drop-in for diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) -> (b, s, heads * head_dim)."""
+    """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
+    head_dim), dense or sparse as `attention` says. The place to wrap for sequence parallelism (an all-to-all
+    from token shards to head shards before, and back after)."""
 
-    def __init__(self, num_heads: int, route: AttentionRoute) -> None:
+    def __init__(self, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.route = route
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
         q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=self.num_heads) for t in (q, k, v))
-        layout = self.route.layout
+        layout = attention.layout
         if layout is None:
             out = dense_attention(q, k, v)
         else:
@@ -129,7 +122,7 @@ class RoutedAttention(nn.Module):
                     f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
                     f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
                 )
-            out = sparse_attention(q, k, v, layout, self.route.backend)
+            out = sparse_attention(q, k, v, layout, attention.backend)
         return rearrange(out, "b n s d -> b s (n d)")
 
 
@@ -138,32 +131,22 @@ class RoutedSelfAttention(SelfAttention):
 
     attn: RoutedAttention
 
-    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        """x (b, s, dim), freqs (s, 1, head_dim / 2) complex -> (b, s, dim)."""
-        cos, sin = self.attn.route.rope_table(freqs)
+    def forward(self, x: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
+        """x (b, s, dim) -> (b, s, dim)."""
+        cos, sin = attention.rope_cos, attention.rope_sin
         q = fused_norm_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, cos, sin, self.num_heads)
         k = fused_norm_rope(self.k(x), self.norm_k.weight, self.norm_k.eps, cos, sin, self.num_heads)
-        return self.o(self.attn(q, k, self.v(x)))
+        return self.o(self.attn(q, k, self.v(x), attention))
 
 
-def patch_self_attention(dit: nn.Module, backend: str = "reference") -> AttentionRoute:
-    """Make every DiT block's self-attention the project's (idempotent); returns the shared route."""
-    route = getattr(dit, "attention_route", None)
-    if route is None:
-        route = AttentionRoute(backend=backend)
-        # Stored outside the module tree: the route is state, not a submodule or a parameter.
-        object.__setattr__(dit, "attention_route", route)
-    route.backend = backend
+def patch_self_attention(dit: nn.Module) -> None:
+    """Make every DiT block's self-attention the project's (idempotent)."""
     for block in dit.blocks:
-        block.self_attn.attn = RoutedAttention(block.self_attn.num_heads, route)
+        if not isinstance(block.self_attn.attn, RoutedAttention):
+            block.self_attn.attn = RoutedAttention(block.self_attn.num_heads)
         # A class swap, not a new module: the linears (peft-wrapped or not) and norms stay where they are.
         block.self_attn.__class__ = RoutedSelfAttention
-    return route
 
 
-def set_attention_layout(dit: nn.Module, layout: SparseLayout | None) -> None:
-    """Use `layout` in every layer until changed (None = dense). The DiT must be patched first."""
-    route = getattr(dit, "attention_route", None)
-    if route is None:
-        raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
-    route.layout = layout
+def is_patched(dit: nn.Module) -> bool:
+    return all(isinstance(block.self_attn, RoutedSelfAttention) for block in dit.blocks)

@@ -1,16 +1,38 @@
-"""One flow prediction of the pose-conditioned Wan2.1-I2V DiT.
+"""One flow prediction of the pose-conditioned Wan2.1-I2V DiT: what the sampler and every training loss run.
 
-diffsynth's `WanModel.forward` is broken in 2.1.12 and its `model_fn_wan_video` has no input for
-UniAnimate's pose features, so `predict_flow` runs the DiT's own submodules in Wan's order, adding the pose
-guider's features to the patch embeddings (UniAnimate's `add_condition`).
+diffsynth's `WanModel.forward` is broken in 2.1.12 and its `model_fn_wan_video` has no input for UniAnimate's
+pose features, so `predict_flow` runs the DiT's own submodules in Wan's order, adding the pose guider's
+features to the patch embeddings (UniAnimate's `add_condition`). Its result depends on its arguments only:
+the clip's sparse layout and the kernel travel to every block's self-attention as `SelfAttentionArgs`
+(iasa.video.attention_patch), built here once per forward.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from diffsynth.core.gradient import gradient_checkpoint_forward
 from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 from einops import rearrange
+
+from iasa.attention.layout import SparseLayout
+from iasa.video.attention_patch import SelfAttentionArgs, is_patched
+
+
+@dataclass(frozen=True, eq=False)
+class FlowConditions:
+    """What the DiT is conditioned on besides the noisy latents, for a batch of clips (or windows).
+
+    context (b, L, text_dim) umt5 embeddings of the prompt (or of the negative prompt); clip_feature (b, 257,
+    1280) CLIP tokens of the reference image; y (b, 20, T, h, w) I2V condition with the reference-pose embedding
+    already added; pose_features (b, dim, T, h/2, w/2) from the pose guider, or None.
+    """
+
+    context: torch.Tensor
+    clip_feature: torch.Tensor
+    y: torch.Tensor
+    pose_features: torch.Tensor | None
 
 
 def rope_frequencies(dit: WanModel, frames: int, height: int, width: int, device: torch.device) -> torch.Tensor:
@@ -30,31 +52,36 @@ def predict_flow(
     dit: WanModel,
     latents: torch.Tensor,
     timestep: torch.Tensor,
-    context: torch.Tensor,
-    clip_feature: torch.Tensor,
-    y: torch.Tensor,
-    pose_features: torch.Tensor | None,
+    conditions: FlowConditions,
+    layout: SparseLayout | None = None,
+    backend: str = "reference",
     use_gradient_checkpointing: bool = False,
     use_gradient_checkpointing_offload: bool = False,
 ) -> torch.Tensor:
-    """Flow (noise - x0) for noisy latents.
+    """Flow (noise - x0) for noisy latents (b, 16, T, h, w) at timestep (b,) in [0, 1000]: (b, 16, T, h, w).
 
-    latents (b, 16, T, h, w); timestep (b,) in [0, 1000]; context (b, L, text_dim) umt5 embeddings;
-    clip_feature (b, 257, 1280); y (b, 20, T, h, w) I2V condition (reference pose embedding already added);
-    pose_features (b, dim, T, h/2, w/2) from the pose guider, or None. Returns (b, 16, T, h, w).
+    layout: the sparse layout of the clip's (T, h/2, w/2) token grid, None = dense attention; backend: the
+    sparse kernel. The DiT's self-attention must be patched (iasa.video.attention_patch.patch_self_attention).
     """
+    if not is_patched(dit):
+        raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
     t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep).to(latents.dtype))
     t_mod = rearrange(dit.time_projection(t), "b (six d) -> b six d", six=6)
-    context = torch.cat([dit.img_emb(clip_feature), dit.text_embedding(context)], dim=1)
-    x = dit.patch_embedding(torch.cat([latents, y], dim=1))
+    context = torch.cat([dit.img_emb(conditions.clip_feature), dit.text_embedding(conditions.context)], dim=1)
+    x = dit.patch_embedding(torch.cat([latents, conditions.y], dim=1))
     frames, height, width = x.shape[2:]
-    if pose_features is not None:
-        x = x + pose_features.to(x.dtype)
+    if conditions.pose_features is not None:
+        x = x + conditions.pose_features.to(x.dtype)
     x = rearrange(x, "b c f h w -> b (f h w) c").contiguous()
-    freqs = rope_frequencies(dit, frames, height, width, x.device)
+    attention = SelfAttentionArgs.for_forward(rope_frequencies(dit, frames, height, width, x.device), layout, backend)
     for block in dit.blocks:
+        # diffsynth's DiTBlock.forward(x, context, t_mod, freqs) hands its fourth argument to self_attn alone,
+        # which after patching is RoutedSelfAttention: it takes this forward's SelfAttentionArgs there. Each
+        # block is called whole (FSDP all-gathers a block in its forward pre-hook), and a checkpointed block is
+        # re-run in backward with these same arguments. A per-layer key/value cache (streaming) would be
+        # handed to block i as dataclasses.replace(attention, <cache field>=caches[i]).
         x = gradient_checkpoint_forward(
-            block, use_gradient_checkpointing, use_gradient_checkpointing_offload, x, context, t_mod, freqs
+            block, use_gradient_checkpointing, use_gradient_checkpointing_offload, x, context, t_mod, attention
         )
     x = dit.head(x, t)
     return dit.unpatchify(x, (frames, height, width))

@@ -7,6 +7,7 @@ flow-matching sampling with window fusion, VAE decode.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +19,7 @@ from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
-from iasa.video.attention_patch import ATTENTION_MODES
-from iasa.video.backbone import WanPoseBackbone
+from iasa.video.attention_patch import ATTENTION_MODES, patch_self_attention
 from iasa.video.conditioning import (
     encode_clip_feature,
     encode_first_frame_condition,
@@ -35,6 +35,7 @@ from iasa.video.config import (
     SamplerConfig,
     VideoModelConfig,
 )
+from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
@@ -62,7 +63,6 @@ def pad_keypoints(keypoints: WholeBodyKeypoints, count: int) -> WholeBodyKeypoin
 @dataclass
 class VideoGenerator:
     components: WanComponents
-    backbone: WanPoseBackbone
     attention: AttentionPatchConfig
     long_video: LongVideoConfig
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
@@ -95,13 +95,20 @@ class VideoGenerator:
             components.dit.to(device=components.device, dtype=components.dtype)
         if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
             quantize_dit_linears(components.dit)
-        backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
-        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed)
+        patch_self_attention(components.dit)
+        return cls(components=components, attention=attention, long_video=long_video, speed=speed)
 
     def window_inputs(
-        self, pose: torch.Tensor, y: torch.Tensor, keypoints: WholeBodyKeypoints | None, num_latent_frames: int
+        self,
+        pose: torch.Tensor,
+        context: torch.Tensor,
+        clip_feature: torch.Tensor,
+        y: torch.Tensor,
+        keypoints: WholeBodyKeypoints | None,
+        num_latent_frames: int,
     ) -> list[WindowInputs]:
-        """Pose features and layout per window; pose (1, 3, F, H, W) in [0, 1] for the padded clip."""
+        """Conditions and layout per window: pose (1, 3, F, H, W) in [0, 1] for the padded clip; context, the
+        CLIP tokens and y (with the reference-pose embedding, as long as one window) are every window's."""
         windows = plan_windows(
             num_latent_frames, self.long_video.window_latent_frames, self.long_video.overlap_latent_frames
         )
@@ -116,7 +123,8 @@ class VideoGenerator:
                     grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
                 ).to(pose.device)  # fmt: skip
             features = self.components.pose_nets.pose_features(pose[:, :, window.video_frames])
-            inputs.append(WindowInputs(window, features, y[:, :, : window.length], layout))
+            conditions = FlowConditions(context, clip_feature, y[:, :, : window.length], features)
+            inputs.append(WindowInputs(window, conditions, layout))
         return inputs
 
     @torch.no_grad()
@@ -162,10 +170,10 @@ class VideoGenerator:
             torch.from_numpy(pad_frames(pose_video, padded)).to(c.device, c.dtype) / 255.0, "f h w c -> 1 c f h w"
         )
         keypoints = pad_keypoints(keypoints, padded) if keypoints is not None else None
-        windows = self.window_inputs(pose, y, keypoints, latent_frames)
+        windows = self.window_inputs(pose, context, clip_feature, y, keypoints, latent_frames)
+        denoise = functools.partial(predict_flow, c.dit, backend=self.attention.sparse.backend)
         latents = sample_latents(
-            self.backbone, windows, context, negative, clip_feature,
-            (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
+            denoise, windows, negative, (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
         video = decode_video(

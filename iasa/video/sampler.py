@@ -7,25 +7,31 @@ features and sparse layout once per window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
+
 import torch
 from diffsynth.diffusion.flow_match import FlowMatchScheduler
 from tqdm.auto import tqdm
 
 from iasa.attention.layout import SparseLayout
-from iasa.video.backbone import WanPoseBackbone
 from iasa.video.config import LATENT_CHANNELS, SamplerConfig
+from iasa.video.denoiser import FlowConditions
 from iasa.video.windows import Window, blend_windows, window_weights
+
+# (noisy latents (1, 16, T, h, w), timestep (1,), conditions, layout or None) -> flow (1, 16, T, h, w):
+# iasa.video.denoiser.predict_flow with the DiT and the sparse kernel bound.
+Denoiser = Callable[[torch.Tensor, torch.Tensor, FlowConditions, SparseLayout | None], torch.Tensor]
 
 
 @dataclass
 class WindowInputs:
-    """What the DiT needs for one window: pose_features (1, dim, T, h/2, w/2), y (1, 20, T, h, w) with the
-    reference-pose embedding added, and the window's sparse layout (None = dense)."""
+    """What the DiT needs for one window: its conditions (pose_features (1, dim, T, h/2, w/2), y (1, 20, T, h, w)
+    with the reference-pose embedding added, the prompt's context and the CLIP tokens) and its sparse layout
+    (None = dense)."""
 
     window: Window
-    pose_features: torch.Tensor
-    y: torch.Tensor
+    conditions: FlowConditions
     layout: SparseLayout | None
 
 
@@ -44,11 +50,9 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device, dtype
 
 @torch.no_grad()
 def sample_latents(
-    backbone: WanPoseBackbone,
+    denoise: Denoiser,
     windows: list[WindowInputs],
-    context: torch.Tensor,
     negative_context: torch.Tensor | None,
-    clip_feature: torch.Tensor,
     latent_shape: tuple[int, int, int],
     sampler: SamplerConfig,
     overlap: int,
@@ -56,11 +60,13 @@ def sample_latents(
 ) -> torch.Tensor:
     """Denoise latents (1, 16, T, h, w) of latent_shape (T, h, w) over all windows.
 
-    At every step each window predicts the flow of its slice (with cfg when cfg_scale != 1), the
-    predictions are blended over overlaps, and one Euler step moves the whole clip.
+    At every step each window predicts the flow of its slice (with cfg when cfg_scale != 1: the same
+    conditions with negative_context (1, L, text_dim) as the prompt), the predictions are blended over
+    overlaps, and one Euler step moves the whole clip.
     """
     if sampler.cfg_scale != 1.0 and negative_context is None:
         raise ValueError("cfg_scale != 1 needs the negative prompt's embeddings")
+    context = windows[0].conditions.context
     dtype, device = context.dtype, context.device
     frames, height, width = latent_shape
     latents = initial_noise((1, LATENT_CHANNELS, frames, height, width), sampler.seed, device, dtype)
@@ -72,11 +78,9 @@ def sample_latents(
         predictions = []
         for inputs in windows:
             noisy = latents[:, :, inputs.window.start : inputs.window.stop]
-            flow = backbone.conditioned_flow(noisy, t, context, clip_feature, inputs.y, inputs.pose_features, inputs.layout)
+            flow = denoise(noisy, t, inputs.conditions, inputs.layout)
             if sampler.cfg_scale != 1.0:
-                unconditional = backbone.conditioned_flow(
-                    noisy, t, negative_context, clip_feature, inputs.y, inputs.pose_features, inputs.layout
-                )
+                unconditional = denoise(noisy, t, replace(inputs.conditions, context=negative_context), inputs.layout)
                 flow = unconditional + sampler.cfg_scale * (flow - unconditional)
             predictions.append(flow)
             bar.update(1)

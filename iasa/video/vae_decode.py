@@ -77,3 +77,11 @@ def decode_video(
         model.clear_cache()  # drop the causal caches (GPU memory) now, not at the next decode
         torch.backends.cudnn.benchmark = previous_benchmark
     return torch.cat(videos).contiguous()
+
+
+def decode_with_gradients(vae: WanVideoVAE, latents: torch.Tensor) -> torch.Tensor:
+    """latents (b, 16, T, h, w) -> frames (b, 3, 4 (T - 1) + 1, 8 h, 8 w) in [-1, 1], differentiable (the
+    distillation's region loss): diffsynth's decoder in one call, in the VAE's dtype. (`decode_video` and
+    diffsynth's decode run without gradients and clamp in place.)"""
+    dtype = next(vae.model.parameters()).dtype
+    return vae.model.decode(latents.to(dtype), vae.scale).clamp(-1, 1)
