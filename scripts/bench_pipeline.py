@@ -68,9 +68,8 @@ from iasa.video.config import (  # noqa: E402
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
     InferenceSpeedConfig,
-    TOKEN_STRIDE,
-    VAE_STRIDE,
 )
+from iasa.video.latent_grid import TOKEN_STRIDE, VAE_STRIDE  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pipeline.json"
 VIDEO_FRAMES, LATENT_FRAMES, SAMPLE_RATE = 81, 21, 16000
@@ -180,7 +179,7 @@ class ClipCosts:
     vae_errors: dict
 
 
-def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
+def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
     motion_start = time.perf_counter()
     motion = motion_generator(waveform)
     generated = time.perf_counter()
@@ -195,8 +194,8 @@ def measure_clip_costs(motion_generator, waveform, pose_nets, vae, arch, height,
         raise RuntimeError(f"motion gave {keypoints.num_frames} frames, expected {VIDEO_FRAMES}")
     with torch.no_grad():
         pose_video = torch.from_numpy(pose_frames).to(device, dtype).permute(3, 0, 1, 2)[None] / 255.0
-        pose_s = timed(lambda: pose_nets.pose_features(pose_video), 1, device)
-        pose_features = pose_nets.pose_features(pose_video)
+        pose_s = timed(lambda: pose_guider.pose_features(pose_video), 1, device)
+        pose_features = pose_guider.pose_features(pose_video)
         del pose_video
         latents = torch.randn(
             1, LATENT_CHANNELS, LATENT_FRAMES, height // VAE_STRIDE, width // VAE_STRIDE, device=device, dtype=dtype
@@ -322,13 +321,13 @@ def main() -> None:
     start = time.perf_counter()
     torch.manual_seed(0)
     dit = build_random("dit", arch, device, dtype)
-    pose_nets = build_random("pose_nets", arch, device, dtype)
+    pose_guider = build_random("pose_guider", arch, device, dtype)
     vae = build_random("vae", arch, device, dtype)
     patch_self_attention(dit)
     motion_generator = make_motion_generator(args.motion, device)
     waveform = speech(VIDEO_FRAMES / 30 + 0.5)  # EMAGE may drop a few tail frames; the clip is cut to 81
     motion_generator(waveform)  # warm-up (CUDA kernels, librosa caches)
-    print(f"built {args.model_size} DiT, VAE, pose nets and {args.motion} motion in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"built {args.model_size} DiT, VAE, pose guider and {args.motion} motion in {time.perf_counter() - start:.1f} s", flush=True)
 
     fixed_costs: dict[str, ClipCosts] = {}  # per resolution, measured in the first precision's pass
     for precision in args.dit_precision:
@@ -347,7 +346,7 @@ def main() -> None:
             try:
                 if resolution not in fixed_costs:
                     fixed_costs[resolution] = measure_clip_costs(
-                        motion_generator, waveform, pose_nets, vae, arch, height, width, device, dtype, memory
+                        motion_generator, waveform, pose_guider, vae, arch, height, width, device, dtype, memory
                     )
                 costs = fixed_costs[resolution]
                 run_dit_records(

@@ -64,11 +64,11 @@ from iasa.video.config import (  # noqa: E402
     CLIP_TOKENS,
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
-    VAE_STRIDE,
     AttentionPatchConfig,
     VideoModelConfig,
     architecture,
 )
+from iasa.video.latent_grid import VAE_STRIDE, num_latent_frames  # noqa: E402
 from iasa.video.lora import inject_lora  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "train.json"
@@ -108,8 +108,7 @@ def default_sparse_backend() -> str:
 def make_batch(size: tuple[int, int], frames: int, text_dim: int, text_length: int, sparse: SparseAttentionConfig, device, dtype) -> ClipBatch:
     """A random cached window with real pose images and layouts of a synthetic speaker."""
     height, width = size
-    latent_frames = (frames - 1) // 4 + 1
-    latent = (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE)
+    latent = (num_latent_frames(frames), height // VAE_STRIDE, width // VAE_STRIDE)
     keypoints = synthetic_talking_upper_body(num_frames=frames, image_size=size, seed=0)
     pose = rearrange(torch.from_numpy(draw_pose_frames(keypoints)), "f h w c -> 1 c f h w").float() / 255
     layouts = {direction: build_sparse_layout(keypoints, replace(sparse, direction=direction)) for direction in ("both", "past")}
@@ -156,11 +155,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = VideoModelConfig(model_size=args.model_size, model_dir=None, unianimate_checkpoint=None,
                              dtype="bfloat16" if dtype == torch.bfloat16 else "float32", device=device.type)  # fmt: skip
-    parts = ("dit", "pose_nets") + (("vae",) if "distill" in args.tasks else ())
+    parts = ("dit", "pose_guider") + (("vae",) if "distill" in args.tasks else ())
     sparse = SparseAttentionConfig(direction="both", backend=backend)
     components = load_training_components(model, parts)
     pose_dit = PoseDiT(
-        components.dit, components.pose_nets, components.dtype, backend, gradient_checkpointing=not args.no_gradient_checkpointing
+        components.dit, components.pose_guider, components.dtype, backend, gradient_checkpointing=not args.no_gradient_checkpointing
     )
     arch = architecture(args.model_size)
     batch = make_batch(size, args.frames, arch.text_dim, arch.text_length, sparse, device, dtype)

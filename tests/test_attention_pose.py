@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from iasa.attention.latent_frames import latent_frame_groups, num_latent_frames
+from iasa.video.latent_grid import latent_frame_groups, num_latent_frames
 from iasa.attention.pose_distance import (
     UPPER_BODY_INDICES,
     latent_pose_distance,

@@ -17,7 +17,7 @@ import torch
 
 from iasa.motion.emage_checkpoint import save_emage
 from iasa.motion.emage_config import BODY_PARTS, EmageCheckpointError, EmageConfig
-from iasa.motion.emage_inference import EmageMotionGenerator, WindowPlan
+from iasa.motion.emage_inference import EmageMotionGenerator, AudioWindowPlan
 from iasa.motion.emage_model import EmageAudioModel
 from iasa.motion.emage_vq import EmageMotionDecoder
 
@@ -215,7 +215,7 @@ def test_bad_waveforms_are_errors(generator) -> None:
 
 def test_windows_tile_the_clip_with_the_fewest_windows() -> None:
     for frames in list(range(0, 200)) + [1799, 1800, 1801, 1830]:
-        plan = WindowPlan(num_frames=frames, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
+        plan = AudioWindowPlan(num_frames=frames, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
         assert plan.covered_frames >= frames
         # One window fewer would not reach the end (unless a single window already does).
         assert plan.num_windows == 1 or (plan.num_windows - 1) * 60 + 4 < frames
@@ -224,13 +224,13 @@ def test_windows_tile_the_clip_with_the_fewest_windows() -> None:
 
 
 def test_windows_read_audio_at_exact_positions_without_drift() -> None:
-    ten_minutes = WindowPlan(num_frames=18000, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
+    ten_minutes = AudioWindowPlan(num_frames=18000, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
     # 60 frames at 30 fps are exactly 2 s = 32000 samples, so window w starts at sample 32000 w.
     assert [ten_minutes.start_sample(w) for w in range(ten_minutes.num_windows)] == [
         32000 * w for w in range(ten_minutes.num_windows)
     ]
     assert ten_minutes.window_samples == 34133  # 64 frames of 533.33 samples
-    plan = WindowPlan(num_frames=150, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
+    plan = AudioWindowPlan(num_frames=150, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
     waveform = torch.arange(80000, dtype=torch.float32)
     windows = plan.audio_windows(waveform)
     assert windows.shape == (3, 34133)

@@ -26,7 +26,7 @@ from iasa.motion.emage_model import EmageAudioModel
 from iasa.motion.emage_vq import EmageMotionDecoder
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.adapters import adapter_parameters, copy_adapter, set_trainable, use_adapter
-from iasa.train.cache import read_window, write_negative_context, write_window
+from iasa.train.cache import read_clip, write_negative_context, write_clip
 from iasa.train.config import DistillConfig, FlowConfig, RegionLossConfig
 from iasa.train.distill import CRITIC, GENERATOR, TEACHER, Distiller
 from iasa.train.finetune import flow_matching_loss
@@ -121,7 +121,7 @@ def dit_conditions(seed: int = 1) -> dict[str, torch.Tensor]:
 def tiny_dit_and_pose_guider():
     torch.manual_seed(0)
     dit = build_random("dit", TINY, CPU, torch.float32)
-    guider = build_random("pose_nets", TINY, CPU, torch.float32)
+    guider = build_random("pose_guider", TINY, CPU, torch.float32)
     return dit, guider
 
 
@@ -211,7 +211,7 @@ CACHE_FRAMES, CACHE_SIZE = 9, 32  # 9 video frames of 32 x 32 -> 3 latent frames
 
 
 def write_golden_cache(cache_dir: Path, clips: int = 2) -> Path:
-    """Cached training windows of seeded random tensors, hand-made layouts and jittered keypoints."""
+    """Cached training clips of seeded random tensors, hand-made layouts and jittered keypoints."""
     randn = seeded(11)
     latent = (3, CACHE_SIZE // 8, CACHE_SIZE // 8)
     write_negative_context(cache_dir, randn(1, TINY.text_length, TINY.text_dim))
@@ -226,7 +226,7 @@ def write_golden_cache(cache_dir: Path, clips: int = 2) -> Path:
         both = SparseLayout(torch.ones(3, 3, dtype=torch.bool), both.token_regions, both.grid_size)
         layouts = {"both": both, "past": hand_made_layout(3, (2, 2))}
         keypoints = random_keypoints(CACHE_FRAMES, (CACHE_SIZE, CACHE_SIZE), seed=index)
-        write_window(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt")
+        write_clip(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt")
     return cache_dir
 
 
@@ -248,17 +248,17 @@ def gradient_summary(parameters: dict[str, torch.nn.Parameter]) -> torch.Tensor:
 
 
 def golden_train_loss(cache_dir: Path) -> dict[str, torch.Tensor]:
-    """The fine-tune's flow-matching loss on a cached window and its gradients, blocks checkpointed."""
+    """The fine-tune's flow-matching loss on a cached clip and its gradients, blocks checkpointed."""
     torch.manual_seed(0)
-    components = load_training_components(TINY_MODEL, ("dit", "pose_nets"))
-    model = PoseDiT(components.dit, components.pose_nets, components.dtype, "reference", gradient_checkpointing=True)
+    components = load_training_components(TINY_MODEL, ("dit", "pose_guider"))
+    model = PoseDiT(components.dit, components.pose_guider, components.dtype, "reference", gradient_checkpointing=True)
     inject_lora(model.dit, 4, 4)
     use_adapter(model.dit, "default")
     lora = adapter_parameters(model.dit, "default")
     randomize([p for key, p in lora.items() if "lora_B" in key], seed=5)
     trained = {**{f"lora.{k}": p for k, p in lora.items()}, **{f"pose.{k}": p for k, p in model.pose_guider.named_parameters()}}
     set_trainable([model.dit, model.pose_guider], list(trained.values()))
-    batch = read_window(cache_dir, "clip0_w000")
+    batch = read_clip(cache_dir, "clip0_w000")
     torch.manual_seed(2)
     loss = flow_matching_loss(model, batch.latents, batch, batch.layouts["both"], TrainingSchedule.from_config(FlowConfig()), FlowConfig())
     loss.backward()
@@ -268,8 +268,8 @@ def golden_train_loss(cache_dir: Path) -> dict[str, torch.Tensor]:
 def golden_distill_losses(cache_dir: Path) -> dict[str, torch.Tensor]:
     """DMD's critic and generator losses (teacher cfg, region loss) and their gradients, blocks checkpointed."""
     torch.manual_seed(0)
-    components = load_training_components(TINY_MODEL, ("dit", "pose_nets", "vae"))
-    model = PoseDiT(components.dit, components.pose_nets, components.dtype, "reference", gradient_checkpointing=True)
+    components = load_training_components(TINY_MODEL, ("dit", "pose_guider", "vae"))
+    model = PoseDiT(components.dit, components.pose_guider, components.dtype, "reference", gradient_checkpointing=True)
     dit = model.dit
     for name in (TEACHER, GENERATOR, CRITIC):
         inject_lora(dit, 4, 4, adapter_name=name)
@@ -281,7 +281,7 @@ def golden_distill_losses(cache_dir: Path) -> dict[str, torch.Tensor]:
         region=RegionLossConfig(weight=1.0, latent_frames=1),
     )  # fmt: skip
     distiller = Distiller(config, model, components.vae)
-    batch = read_window(cache_dir, "clip1_w000")
+    batch = read_clip(cache_dir, "clip1_w000")
     outputs = {}
     for role, loss_of in ((CRITIC, distiller.critic_loss), (GENERATOR, distiller.generator_loss)):
         parameters = adapter_parameters(dit, role)

@@ -1,4 +1,4 @@
-"""Dataset folder reading, window planning, cropping, cache and checkpoint files."""
+"""Dataset folder reading, training clip planning, cropping, cache and checkpoint files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.train.cache import CacheError, is_cached, list_cached
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import DataConfig
-from iasa.train.dataset import CropTransform, DatasetError, load_clip_keypoints, plan_windows, window_indices
+from iasa.train.dataset import CropTransform, DatasetError, load_video_keypoints, plan_clips, clip_frame_indices
 
 
 def test_dwpose_dict_folder_reads_like_the_npz(tmp_path: Path) -> None:
@@ -25,24 +25,24 @@ def test_dwpose_dict_folder_reads_like_the_npz(tmp_path: Path) -> None:
     for index, frame in enumerate(keypoints.to_dwpose_dicts()):
         as_lists = json.loads(json.dumps(frame, default=lambda array: array.tolist()))
         (folder / f"{index:05d}.json").write_text(json.dumps(as_lists))
-    from_npz = load_clip_keypoints(tmp_path, "a", (60, 80))
-    from_json = load_clip_keypoints(tmp_path, "b", (60, 80))
+    from_npz = load_video_keypoints(tmp_path, "a", (60, 80))
+    from_json = load_video_keypoints(tmp_path, "b", (60, 80))
     for name in ("body", "body_score", "hands", "hands_score", "face", "face_score"):
         np.testing.assert_allclose(getattr(from_json, name), getattr(from_npz, name), atol=1e-6)
-    with pytest.raises(DatasetError, match="no keypoints for clip 'c'"):
-        load_clip_keypoints(tmp_path, "c", (60, 80))
+    with pytest.raises(DatasetError, match="no keypoints for video 'c'"):
+        load_video_keypoints(tmp_path, "c", (60, 80))
 
 
-def test_windows_fit_inside_the_video_and_do_not_overlap() -> None:
-    config = DataConfig(num_frames=9, frame_stride=2, max_windows_per_video=10)
-    assert plan_windows(16, "v", config) == []
-    assert len(plan_windows(17, "v", config)) == 1
-    windows = plan_windows(60, "v", config)
-    frames = [window_indices(window, config) for window in windows]
+def test_clips_fit_inside_the_video_and_do_not_overlap() -> None:
+    config = DataConfig(num_frames=9, frame_stride=2, max_clips_per_video=10)
+    assert plan_clips(16, "v", config) == []
+    assert len(plan_clips(17, "v", config)) == 1
+    clips = plan_clips(60, "v", config)
+    frames = [clip_frame_indices(clip, config) for clip in clips]
     assert all(f[-1] < 60 and np.all(np.diff(f) == 2) and len(f) == 9 for f in frames)
     flat = [i for f in frames for i in f]
-    assert len(flat) == len(set(flat)) and len(windows) == 3  # 0..16, 18..34, 36..52; 54..70 does not fit
-    assert len(plan_windows(60, "v", DataConfig(num_frames=9, frame_stride=2, max_windows_per_video=2))) == 2
+    assert len(flat) == len(set(flat)) and len(clips) == 3  # 0..16, 18..34, 36..52; 54..70 does not fit
+    assert len(plan_clips(60, "v", DataConfig(num_frames=9, frame_stride=2, max_clips_per_video=2))) == 2
 
 
 def test_crop_moves_keypoints_with_the_pixels() -> None:
@@ -65,7 +65,7 @@ def test_crop_moves_keypoints_with_the_pixels() -> None:
     assert (outside == 0).all()
 
 
-def test_a_half_written_window_is_not_cached(tmp_path: Path) -> None:
+def test_a_half_written_clip_is_not_cached(tmp_path: Path) -> None:
     (tmp_path / ".clip_w000.partial").mkdir()
     (tmp_path / ".clip_w000.partial" / "tensors.safetensors").write_bytes(b"x")
     assert not is_cached(tmp_path, "clip_w000")

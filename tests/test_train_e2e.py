@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.train.cache import list_cached, read_window
+from iasa.train.cache import list_cached, read_clip
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
@@ -22,18 +22,18 @@ def run_overrides(output: Path, steps: int) -> list[str]:
             "run.checkpoint_every=2", "run.log_every=1"]  # fmt: skip
 
 
-def test_data_process_caches_every_window_and_resumes(tiny_dataset_and_cache: tuple[Path, Path], tiny_overrides) -> None:
+def test_data_process_caches_every_clip_and_resumes(tiny_dataset_and_cache: tuple[Path, Path], tiny_overrides) -> None:
     dataset, cache = tiny_dataset_and_cache
     assert list_cached(cache) == ["clip0_w000", "clip1_w000"]
-    window = read_window(cache, "clip0_w000")
+    clip = read_clip(cache, "clip0_w000")
     # 9 frames at 32x32 -> 3 latent frames of 4x4 latent cells, 2x2 tokens.
-    assert window.latents.shape == (1, 16, 3, 4, 4)
-    assert window.y.shape == (1, 20, 3, 4, 4)
-    assert window.pose_video.shape == (1, 3, 9, 32, 32) and window.pose_video.max() > 0
-    assert set(window.layouts) == {"both", "past"}
-    past = window.layouts["past"].frame_selection
+    assert clip.latents.shape == (1, 16, 3, 4, 4)
+    assert clip.y.shape == (1, 20, 3, 4, 4)
+    assert clip.pose_video.shape == (1, 3, 9, 32, 32) and clip.pose_video.max() > 0
+    assert set(clip.layouts) == {"both", "past"}
+    past = clip.layouts["past"].frame_selection
     assert not torch.triu(past, diagonal=1).any(), "the student's layout must not look at future frames"
-    assert window.keypoints.num_frames == 9
+    assert clip.keypoints.num_frames == 9
     # A rerun finds everything cached and writes nothing.
     assert main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache)]) == 0
 

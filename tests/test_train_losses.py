@@ -10,7 +10,7 @@ import torch
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.train.adapters import adapter_parameters, copy_adapter, set_trainable, use_adapter
-from iasa.train.cache import WindowOrder, read_window
+from iasa.train.cache import ClipOrder, read_clip
 from iasa.train.config import ConditionDropoutConfig, FlowConfig, RegionLossConfig
 from iasa.train.distill import dmd_loss
 from iasa.train.finetune import drop_conditions, flow_matching_loss
@@ -160,10 +160,10 @@ def test_decoded_frame_indices_follow_the_causal_vae() -> None:
 
 def test_window_order_visits_every_window_once_per_epoch() -> None:
     keys = [f"w{i}" for i in range(7)]
-    order = WindowOrder(keys, seed=3)
+    order = ClipOrder(keys, seed=3)
     assert sorted(order.key(i) for i in range(7)) == keys
     assert sorted(order.key(i) for i in range(7, 14)) == keys
-    ranks = [WindowOrder(keys, seed=3, rank=r, world_size=2) for r in range(2)]
+    ranks = [ClipOrder(keys, seed=3, rank=r, world_size=2) for r in range(2)]
     first_epoch = [rank.key(i) for rank in ranks for i in range(3)]
     assert len(set(first_epoch)) == 6, "processes read disjoint windows"
 
@@ -199,14 +199,14 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(make_dataset, tiny_overrides,
     dataset = make_dataset(tmp_path / "dataset", clips=1)
     main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
     torch.manual_seed(0)
-    components = load_training_components(TINY, ("dit", "pose_nets"))
-    model = PoseDiT(components.dit, components.pose_nets, components.dtype)
+    components = load_training_components(TINY, ("dit", "pose_guider"))
+    model = PoseDiT(components.dit, components.pose_guider, components.dtype)
     inject_lora(model.dit, 8, 8)
     use_adapter(model.dit, "default")
     trained = list(adapter_parameters(model.dit, "default").values()) + list(model.pose_guider.parameters())
     set_trainable([model.dit, model.pose_guider], trained)
     optimizer = torch.optim.AdamW(trained, lr=1e-2)
-    batch = read_window(tmp_path / "cache", "clip0_w000")
+    batch = read_clip(tmp_path / "cache", "clip0_w000")
     schedule = TrainingSchedule.from_config(FlowConfig())
     flow = FlowConfig(min_timestep_fraction=0.5, max_timestep_fraction=0.5)
     losses = []

@@ -1,4 +1,4 @@
-"""LoRA files round trip, UniAnimate's checkpoint (LoRA merged + pose nets), pose-net key names and shapes."""
+"""LoRA files round trip, UniAnimate's checkpoint (LoRA merged + pose guider), pose guider key names and shapes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, COND
 from iasa.video.attention_patch import patch_self_attention
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
-from iasa.video.pose_guider import UniAnimatePoseNets
+from iasa.video.pose_guider import PoseGuider
 
 TINY = ARCHITECTURES["tiny"]
 
@@ -59,22 +59,22 @@ def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path, tiny_dit):
 
 
 def test_pose_net_keys_are_unianimates():
-    keys = set(UniAnimatePoseNets(dit_dim=TINY.dim).state_dict())
+    keys = set(PoseGuider(dit_dim=TINY.dim).state_dict())
     expected = {f"dwpose_embedding.{i}.{p}" for i in range(0, 13, 2) for p in ("weight", "bias")}
     expected |= {f"randomref_embedding_pose.{i}.{p}" for i in range(0, 11, 2) for p in ("weight", "bias")}
     assert keys == expected
 
 
-def test_pose_nets_map_to_the_token_grid():
-    nets = UniAnimatePoseNets(dit_dim=TINY.dim)
+def test_pose_guider_maps_to_the_token_grid():
+    guider = PoseGuider(dit_dim=TINY.dim)
     with torch.no_grad():
-        features = nets.pose_features(torch.rand(1, 3, 81, 64, 96))
-        reference = nets.reference_condition(torch.rand(1, 3, 64, 96))
+        features = guider.pose_features(torch.rand(1, 3, 81, 64, 96))
+        reference = guider.reference_condition(torch.rand(1, 3, 64, 96))
     assert features.shape == (1, TINY.dim, 21, 4, 6)  # 21 latent frames, H/16 x W/16 tokens
     assert reference.shape == (1, CONDITION_CHANNELS, 1, 8, 12)  # H/8 x W/8, broadcast over frames
 
 
-def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path, tiny_dit, write_unianimate_checkpoint):
+def test_unianimate_checkpoint_merges_lora_and_loads_the_pose_guider(tmp_path, tiny_dit, write_unianimate_checkpoint):
     rank = 4
     # The expected model: peft's own forward with UniAnimate's adapter (alpha = rank -> update = B A).
     with_adapter = inject_adapter_in_model(
@@ -83,19 +83,19 @@ def test_unianimate_checkpoint_merges_lora_and_loads_pose_nets(tmp_path, tiny_di
     randomize_lora(with_adapter, seed=2)
     adapter = get_peft_model_state_dict(with_adapter)
     torch.manual_seed(3)
-    source_nets = UniAnimatePoseNets(dit_dim=TINY.dim)
+    source_guider = PoseGuider(dit_dim=TINY.dim)
     path = tmp_path / "UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
-    write_unianimate_checkpoint(path, adapter, source_nets)
+    write_unianimate_checkpoint(path, adapter, source_guider)
 
-    merged, nets = tiny_dit(), UniAnimatePoseNets(dit_dim=TINY.dim)
-    apply_unianimate_checkpoint(path, merged, nets, lora_strength=1.0)
+    merged, guider = tiny_dit(), PoseGuider(dit_dim=TINY.dim)
+    apply_unianimate_checkpoint(path, merged, guider, lora_strength=1.0)
     torch.testing.assert_close(flow(merged), flow(with_adapter), rtol=1e-4, atol=1e-5)
-    for name, value in nets.state_dict().items():
-        torch.testing.assert_close(value, source_nets.state_dict()[name], rtol=0, atol=0)
+    for name, value in guider.state_dict().items():
+        torch.testing.assert_close(value, source_guider.state_dict()[name], rtol=0, atol=0)
 
 
 def test_unianimate_checkpoint_with_unknown_keys_is_rejected(tmp_path, tiny_dit):
     path = tmp_path / "other.ckpt"
     torch.save({"model.blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, path)
-    with pytest.raises(CheckpointKeyError, match="neither DiT LoRA nor pose nets"):
-        apply_unianimate_checkpoint(path, tiny_dit(), UniAnimatePoseNets(dit_dim=TINY.dim))
+    with pytest.raises(CheckpointKeyError, match="neither DiT LoRA nor pose guider"):
+        apply_unianimate_checkpoint(path, tiny_dit(), PoseGuider(dit_dim=TINY.dim))

@@ -1,7 +1,7 @@
 """Input-aware sparse attention (paper section 3.2): layouts from keypoints, and the kernels that use them.
 
 Data flow, one module per idea:
-    keypoints -> pose_distance (Procrustes, per video frame pair) -> latent_frames (Wan VAE grouping)
+    keypoints -> pose_distance (Procrustes, per video frame pair) -> latent frames (iasa.video.latent_grid)
               -> frame_selection (global mask: top-K frames)                      -> SparseLayout
     keypoints -> regions (local mask: polygons -> pixels -> tokens, priorities)   -> SparseLayout
     build.build_sparse_layout does both. masks: the rule as mask_mod functions and the dense mask;

@@ -6,11 +6,11 @@ import torch
 
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.frame_selection import select_frames
-from iasa.attention.latent_frames import num_latent_frames
 from iasa.attention.layout import SparseLayout
 from iasa.attention.pose_distance import latent_pose_distance, video_pose_distance
 from iasa.attention.regions import label_tokens, region_token_masks
 from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.video.latent_grid import num_latent_frames
 
 
 def token_grid(image_size: tuple[int, int], token_stride: int) -> tuple[int, int]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iasa.attention.latent_frames import latent_frame_groups
 from iasa.pose.keypoints import BODY_NAMES, HAND_POINTS, WholeBodyKeypoints
+from iasa.video.latent_grid import latent_frame_groups
 
 UPPER_BODY_NAMES = (
     "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",

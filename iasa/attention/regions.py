@@ -23,9 +23,9 @@ import numpy as np
 from einops import rearrange
 
 from iasa.attention.config import SparseAttentionConfig
-from iasa.attention.latent_frames import latent_frame_groups
 from iasa.attention.layout import BACKGROUND
 from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
+from iasa.video.latent_grid import latent_frame_groups
 
 REGION_NAMES = ("face", "left_hand", "right_hand", "hands", "arms", "torso")
 HEAD_INDICES = tuple(BODY_NAMES.index(n) for n in ("nose", "right_eye", "left_eye", "right_ear", "left_ear"))

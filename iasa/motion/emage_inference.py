@@ -45,8 +45,8 @@ def round_half_up_ratio(numerator: int, denominator: int) -> int:
 
 
 @dataclass(frozen=True)
-class WindowPlan:
-    """Where the windows of a clip of ``num_frames`` frames lie.
+class AudioWindowPlan:
+    """Where the audio windows (EMAGE's pose_length frames each) of a clip of ``num_frames`` frames lie.
 
     Window w covers frames [w * step, w * step + window_frames); its first ``seed_frames`` repeat
     the previous window's last ones. Enough windows are planned to reach ``num_frames`` (at least
@@ -131,9 +131,9 @@ class EmageMotionGenerator:
     def fps(self) -> int:
         return self.config.audio.pose_fps
 
-    def plan(self, num_samples: int) -> WindowPlan:
+    def plan(self, num_samples: int) -> AudioWindowPlan:
         audio = self.config.audio
-        return WindowPlan(
+        return AudioWindowPlan(
             num_frames=round_half_up_ratio(num_samples * audio.pose_fps, audio.audio_sr),
             window_frames=audio.pose_length,
             seed_frames=audio.seed_frames,
@@ -185,7 +185,7 @@ class EmageMotionGenerator:
         extras = torch.zeros(audio.seed_frames, SEED_EXTRA_FEATURES, device=self.device)
         return torch.cat([rest.reshape(audio.seed_frames, -1), extras], dim=-1)[None]
 
-    def generate(self, audio: torch.Tensor, plan: WindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def generate(self, audio: torch.Tensor, plan: AudioWindowPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(samples,) -> poses (T, 55, 3), expressions (T, 100), trans (T, 3), T = plan.num_frames."""
         face_audio, body_audio = self.encode_audio(plan.audio_windows(audio))
         seed = self.initial_seed()

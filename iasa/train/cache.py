@@ -1,10 +1,10 @@
-"""On-disk cache of training windows: one folder per window, written whole or not at all.
+"""On-disk cache of training clips: one folder per clip, written whole or not at all.
 
 <cache_dir>/<video>_w<k>/
     tensors.safetensors   latents (16, T, h, w), y (20, T, h, w), clip_feature (257, D), context (L, D),
                           pose_video uint8 (3, F, H, W), reference_pose uint8 (3, H, W),
                           layout.<direction>.frame_selection (T, T) bool, layout.<direction>.token_regions (T, N)
-    keypoints.npz         the window's keypoints (WholeBodyKeypoints, cropped)
+    keypoints.npz         the clip's keypoints (WholeBodyKeypoints, cropped)
     meta.json             {"name", "prompt", "grid_size", "directions"}
 <cache_dir>/negative_context.safetensors   the negative prompt's text embedding (1, L, D)
 A folder is first written as .<key>.partial and renamed when complete, so a crash leaves no half item.
@@ -30,13 +30,13 @@ NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
 
 @dataclass
 class ClipBatch:
-    """One cached training window (batch of one clip; larger batches come from gradient accumulation).
+    """One cached training clip (a batch of one; larger batches come from gradient accumulation).
 
     latents (1, 16, T, h, w) clean VAE latents; context (1, L, D_text) text embeddings; negative_context
     (1, L, D_text) the negative prompt's; clip_feature (1, 257, D_clip) CLIP tokens of the reference frame;
     y (1, 20, T, h, w) I2V condition (frame mask + first-frame latent); pose_video (1, 3, F, H, W) pose
     images in [0, 1]; reference_pose (1, 3, H, W) pose image of the reference frame in [0, 1];
-    layouts: cached SparseLayout per attention direction; keypoints: the window's F video frames.
+    layouts: cached SparseLayout per attention direction; keypoints: the clip's F video frames.
     """
 
     name: str
@@ -77,7 +77,7 @@ def is_cached(cache_dir: Path, key: str) -> bool:
     return (cache_dir / key / "meta.json").is_file()
 
 
-def write_window(
+def write_clip(
     cache_dir: Path,
     key: str,
     tensors: dict[str, torch.Tensor],
@@ -109,15 +109,15 @@ def write_negative_context(cache_dir: Path, context: torch.Tensor) -> None:
 def list_cached(cache_dir: Path) -> list[str]:
     keys = sorted(path.parent.name for path in cache_dir.glob("*/meta.json"))
     if not keys:
-        raise CacheError(f"no cached windows in {cache_dir}; run the data_process task (config/data_process.yaml) first")
+        raise CacheError(f"no cached clips in {cache_dir}; run the data_process task (config/data_process.yaml) first")
     return keys
 
 
-def read_window(cache_dir: Path, key: str) -> ClipBatch:
-    """A cached window as a batch of one; pose images become floats in [0, 1]."""
+def read_clip(cache_dir: Path, key: str) -> ClipBatch:
+    """A cached clip as a batch of one; pose images become floats in [0, 1]."""
     folder = cache_dir / key
     if not (folder / "meta.json").is_file():
-        raise CacheError(f"{folder} is not a complete cached window; rerun data_process")
+        raise CacheError(f"{folder} is not a complete cached clip; rerun data_process")
     negative = cache_dir / NEGATIVE_CONTEXT_FILE
     if not negative.is_file():
         raise CacheError(f"{negative} is missing; rerun data_process")
@@ -145,14 +145,14 @@ def read_window(cache_dir: Path, key: str) -> ClipBatch:
     )
 
 
-class WindowOrder:
-    """Which cached window every micro-batch reads: a fresh seeded permutation per epoch, a pure function
+class ClipOrder:
+    """Which cached clip every micro-batch reads: a fresh seeded permutation per epoch, a pure function
     of (seed, micro-batch index), so a resumed run reads exactly what the uninterrupted run would have.
     Each process of a multi-GPU run takes every world_size-th item of the permutation."""
 
     def __init__(self, keys: list[str], seed: int, rank: int = 0, world_size: int = 1) -> None:
         if len(keys) < world_size:
-            raise CacheError(f"{len(keys)} cached windows cannot feed {world_size} processes")
+            raise CacheError(f"{len(keys)} cached clips cannot feed {world_size} processes")
         self.keys, self.seed, self.rank, self.world_size = keys, seed, rank, world_size
         self.per_epoch = len(keys) // world_size
 

@@ -19,17 +19,17 @@ class DataConfig:
     # Dataset folder: videos/<name>.mp4, keypoints/<name>.npz (or keypoints/<name>/ with one DWPose dict
     # per frame as .json or .npy), optional prompts/<name>.txt and audio/<name>.wav.
     dataset_dir: str = "data/train"
-    # Where data_process writes one folder of cached tensors per training window.
+    # Where data_process writes one folder of cached tensors per training clip.
     cache_dir: str = "data/train_cache"
     # Training resolution; source frames are resized (aspect kept) and centre-cropped to it.
     height: int = 512
     width: int = 512
-    # Video frames per training window; must be 4k + 1 for the Wan VAE (81 -> 21 latent frames).
+    # Video frames per training clip; must be 4k + 1 for the Wan VAE (81 -> 21 latent frames).
     num_frames: int = 81
-    # Take every n-th source frame (e.g. 2 turns 30 fps footage into 15 fps windows).
+    # Take every n-th source frame (e.g. 2 turns 30 fps footage into 15 fps clips).
     frame_stride: int = 1
-    # Cut at most this many consecutive non-overlapping windows from each video.
-    max_windows_per_video: int = 4
+    # Cut at most this many consecutive non-overlapping training clips from each video.
+    max_clips_per_video: int = 4
     # Prompt for clips without prompts/<name>.txt.
     default_prompt: str = "a person talking and gesturing with their hands"
     # Prompt of the unconditional branch for classifier-free guidance (Wan's usual negative prompt idea).
@@ -120,7 +120,7 @@ class ConditionDropoutConfig:
 @dataclass
 class FinetuneConfig:
     task: str = "train"
-    # Cached windows written by the data_process stage.
+    # Cached training clips written by the data_process stage.
     cache_dir: str = "data/train_cache"
     # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
@@ -164,7 +164,7 @@ class RegionLossConfig:
 @dataclass
 class DistillConfig:
     task: str = "distill"
-    # Cached windows written by the data_process stage (with both "both" and "past" layouts).
+    # Cached training clips written by the data_process stage (with both "both" and "past" layouts).
     cache_dir: str = "data/train_cache"
     # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
     model: VideoModelConfig = field(default_factory=VideoModelConfig)

@@ -1,5 +1,5 @@
 """The data_process task: cache VAE latents, CLIP and text embeddings, pose images and sparse layouts of
-every training window, so training never runs the VAE encoder, T5 or CLIP. Finished windows are skipped,
+every training clip, so training never runs the VAE encoder, T5 or CLIP. Finished clips are skipped,
 so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
@@ -15,29 +15,28 @@ from iasa.attention.build import build_sparse_layout
 from iasa.attention.layout import SparseLayout
 from iasa.pose.drawing import draw_pose_frames
 from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_negative_context, write_window
+from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_clip, write_negative_context
 from iasa.train.config import DataProcessConfig
 from iasa.train.dataset import (
     CropTransform,
     DatasetError,
-    list_clips,
-    load_clip_keypoints,
-    plan_windows,
+    clip_frame_indices,
+    list_videos,
+    load_video_keypoints,
+    plan_clips,
     read_frames,
     read_prompt,
     select_keypoint_frames,
     video_frame_count,
-    window_indices,
 )
 from iasa.video.assembly import WanComponents
 from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt
-
-VAE_STRIDE = 8
-PATCH = 2
+from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE
 
 
-class WindowEncoder:
-    """The frozen encoders data_process runs on a window: VAE, umt5, CLIP, the pose drawing and the layout rule."""
+
+class ClipEncoder:
+    """The frozen encoders data_process runs on a training clip: VAE, umt5, CLIP, the pose drawing and the layout rule."""
 
     def __init__(self, components: WanComponents, config: DataProcessConfig) -> None:
         self.components, self.sparse = components, config.attention.sparse
@@ -69,58 +68,60 @@ class WindowEncoder:
         return rearrange(torch.from_numpy(draw_pose_frames(keypoints)), "f h w c -> f c h w").float() / 255
 
     def layout(self, keypoints: WholeBodyKeypoints, direction: str, grid_size: tuple[int, int]) -> SparseLayout:
-        """The window's sparse layout (latent-frame poses come from the video frames each latent covers)."""
+        """The clip's sparse layout (latent-frame poses come from the video frames each latent covers)."""
         return build_sparse_layout(keypoints, replace(self.sparse, direction=direction), grid_size)
 
 
 def process_dataset(config: DataProcessConfig, components: WanComponents, rank: int = 0, world_size: int = 1) -> int:
-    """Cache every window not cached yet (this process's share of them); returns how many were written.
+    """Cache every training clip not cached yet (this process's share of them); returns how many were written.
     components: the VAE, text and image encoders (iasa.train.model.load_training_components)."""
     data = config.data
-    if (data.num_frames - 1) % 4:
-        raise ValueError(f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is 4)")
-    if data.height % (VAE_STRIDE * PATCH) or data.width % (VAE_STRIDE * PATCH):
-        raise ValueError(f"data.height and data.width must be multiples of {VAE_STRIDE * PATCH}")
+    if (data.num_frames - 1) % TEMPORAL_STRIDE:
+        raise ValueError(
+            f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is {TEMPORAL_STRIDE})"
+        )
+    if data.height % TOKEN_STRIDE or data.width % TOKEN_STRIDE:
+        raise ValueError(f"data.height and data.width must be multiples of {TOKEN_STRIDE}")
     dataset_dir, cache_dir = Path(data.dataset_dir), Path(data.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    grid = (data.height // (VAE_STRIDE * PATCH), data.width // (VAE_STRIDE * PATCH))
-    encode = WindowEncoder(components, config)
+    grid = (data.height // TOKEN_STRIDE, data.width // TOKEN_STRIDE)
+    encode = ClipEncoder(components, config)
 
     with torch.no_grad():
         if rank == 0 and not (cache_dir / NEGATIVE_CONTEXT_FILE).is_file():
             write_negative_context(cache_dir, encode.prompt(data.negative_prompt))
 
-        clips = list_clips(dataset_dir)
+        videos = list_videos(dataset_dir)
         plans = []
-        for name in tqdm(clips, desc="scanning videos", disable=rank != 0):
+        for name in tqdm(videos, desc="scanning videos", disable=rank != 0):
             frame_count, size = video_frame_count(dataset_dir / "videos" / f"{name}.mp4")
-            windows = plan_windows(frame_count, name, data)
-            if not windows:
-                tqdm.write(f"skipping {name}: {frame_count} frames, shorter than one window")
-            plans.extend((window, size) for window in windows)
-        pending = [(window, size) for window, size in plans[rank::world_size] if not is_cached(cache_dir, window.key)]
+            clips = plan_clips(frame_count, name, data)
+            if not clips:
+                tqdm.write(f"skipping {name}: {frame_count} frames, shorter than one training clip")
+            plans.extend((clip, size) for clip in clips)
+        pending = [(clip, size) for clip, size in plans[rank::world_size] if not is_cached(cache_dir, clip.key)]
 
         written = 0
         prompts: dict[str, torch.Tensor] = {}
-        for window, size in tqdm(pending, desc="caching windows", disable=rank != 0):
-            video_path = dataset_dir / "videos" / f"{window.name}.mp4"
-            indices = window_indices(window, data)
-            keypoints = load_clip_keypoints(dataset_dir, window.name, size)
+        for clip, size in tqdm(pending, desc="caching clips", disable=rank != 0):
+            video_path = dataset_dir / "videos" / f"{clip.name}.mp4"
+            indices = clip_frame_indices(clip, data)
+            keypoints = load_video_keypoints(dataset_dir, clip.name, size)
             if keypoints.num_frames <= indices[-1]:
                 raise DatasetError(
-                    f"keypoints of '{window.name}' cover {keypoints.num_frames} frames, the video has more; "
+                    f"keypoints of '{clip.name}' cover {keypoints.num_frames} frames, the video has more; "
                     "extract keypoints for every video frame"
                 )
             crop = CropTransform.centre(size, data.height, data.width)
             frames = crop.frames(read_frames(video_path, indices))
-            window_keypoints = crop.keypoints(select_keypoint_frames(keypoints, indices))
+            clip_keypoints = crop.keypoints(select_keypoint_frames(keypoints, indices))
 
             video = rearrange(torch.from_numpy(frames), "f h w c -> 1 c f h w").float() / 127.5 - 1
             reference = video[:, :, 0]
-            prompt = read_prompt(dataset_dir, window.name, data.default_prompt)
+            prompt = read_prompt(dataset_dir, clip.name, data.default_prompt)
             if prompt not in prompts:
                 prompts[prompt] = encode.prompt(prompt)[0]
-            pose = encode.pose(window_keypoints, data.height, data.width)
+            pose = encode.pose(clip_keypoints, data.height, data.width)
             pose_uint8 = rearrange((pose * 255).round().clamp(0, 255).to(torch.uint8), "f c h w -> c f h w")
             tensors = {
                 "latents": encode.video(video)[0],
@@ -131,9 +132,9 @@ def process_dataset(config: DataProcessConfig, components: WanComponents, rank: 
                 "reference_pose": pose_uint8[:, 0],
             }
             layouts = {
-                direction: encode.layout(window_keypoints, direction, grid)
+                direction: encode.layout(clip_keypoints, direction, grid)
                 for direction in config.layout_directions
             }
-            write_window(cache_dir, window.key, tensors, layouts, window_keypoints, prompt)
+            write_clip(cache_dir, clip.key, tensors, layouts, clip_keypoints, prompt)
             written += 1
     return written

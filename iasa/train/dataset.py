@@ -1,13 +1,13 @@
-"""The raw dataset folder (videos + keypoints + prompts) and the cached training windows.
+"""The raw dataset folder (videos + keypoints + prompts) and the training clips cut from its videos.
 
-Raw layout, one name per clip:
+Raw layout, one name per video:
     videos/<name>.mp4
     keypoints/<name>.npz            WholeBodyKeypoints of every video frame (what infer_motion writes), or
     keypoints/<name>/<frame>.json   one DWPose dict per video frame (.json or pickled .npy), sorted by name
     prompts/<name>.txt              optional text prompt
     audio/<name>.wav                optional, not read by training (pose-driven)
 
-A training window is `num_frames` frames taken every `frame_stride` source frames, resized (aspect kept)
+A training clip is `num_frames` frames taken every `frame_stride` source frames, resized (aspect kept)
 and centre-cropped to height x width; its keypoints get the same crop.
 """
 
@@ -30,8 +30,8 @@ class DatasetError(InputError, ValueError):
 
 
 @dataclass(frozen=True)
-class WindowSpec:
-    """Window `index` of video `name`: source frames start, start + stride, ... (num_frames of them)."""
+class ClipSpec:
+    """Training clip `index` of video `name`: source frames start, start + stride, ... (num_frames of them)."""
 
     name: str
     index: int
@@ -71,12 +71,12 @@ def read_frames(path: Path, indices: list[int]) -> np.ndarray:
         position += 1
     capture.release()
     if len(frames) != len(wanted):
-        raise DatasetError(f"{path} ended at frame {position}, before frame {indices[-1]} of the window")
+        raise DatasetError(f"{path} ended at frame {position}, before frame {indices[-1]} of the clip")
     return np.stack([frames[index] for index in indices])
 
 
-def load_clip_keypoints(dataset_dir: Path, name: str, image_size: tuple[int, int]) -> WholeBodyKeypoints:
-    """Keypoints of every video frame of clip `name`, from an .npz or a folder of DWPose dicts."""
+def load_video_keypoints(dataset_dir: Path, name: str, image_size: tuple[int, int]) -> WholeBodyKeypoints:
+    """Keypoints of every frame of video `name`, from an .npz or a folder of DWPose dicts."""
     npz = dataset_dir / "keypoints" / f"{name}.npz"
     folder = dataset_dir / "keypoints" / name
     if npz.is_file():
@@ -95,27 +95,27 @@ def load_clip_keypoints(dataset_dir: Path, name: str, image_size: tuple[int, int
             return WholeBodyKeypoints.from_dwpose_dicts(frames, image_size)
         except KeypointFileError as error:
             raise DatasetError(f"{folder}: {error}") from error
-    raise DatasetError(f"no keypoints for clip '{name}': expected {npz} or a folder {folder} of DWPose dicts")
+    raise DatasetError(f"no keypoints for video '{name}': expected {npz} or a folder {folder} of DWPose dicts")
 
 
-def list_clips(dataset_dir: Path) -> list[str]:
+def list_videos(dataset_dir: Path) -> list[str]:
     videos = sorted((dataset_dir / "videos").glob("*.mp4"))
     if not videos:
         raise DatasetError(f"no videos in {dataset_dir / 'videos'}; expected <name>.mp4 files (scripts/prepare_dataset.py writes them)")
     return [video.stem for video in videos]
 
 
-def plan_windows(frame_count: int, name: str, config: DataConfig) -> list[WindowSpec]:
-    """Consecutive non-overlapping windows that fit in the video."""
+def plan_clips(frame_count: int, name: str, config: DataConfig) -> list[ClipSpec]:
+    """Consecutive non-overlapping training clips that fit in the video."""
     span = (config.num_frames - 1) * config.frame_stride + 1
     step = config.num_frames * config.frame_stride
     fitting = (frame_count - span) // step + 1 if frame_count >= span else 0
-    count = min(fitting, config.max_windows_per_video)
-    return [WindowSpec(name=name, index=index, start=index * step) for index in range(count)]
+    count = min(fitting, config.max_clips_per_video)
+    return [ClipSpec(name=name, index=index, start=index * step) for index in range(count)]
 
 
-def window_indices(window: WindowSpec, config: DataConfig) -> list[int]:
-    return [window.start + i * config.frame_stride for i in range(config.num_frames)]
+def clip_frame_indices(clip: ClipSpec, config: DataConfig) -> list[int]:
+    return [clip.start + i * config.frame_stride for i in range(config.num_frames)]
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def zero_config(
     if micro_batch not in (None, 1):
         raise DeepSpeedSetupError(
             f"the DeepSpeed config sets train_micro_batch_size_per_gpu={micro_batch}; every micro-batch here is "
-            "one window: set it to 1 or auto"
+            "one training clip: set it to 1 or auto"
         )
     # The training config decides these (as Accelerator arguments supersede accelerate's DeepSpeed config);
     # `accelerate config` writes accumulation and clipping values by default, so a difference is only noted.

@@ -32,7 +32,7 @@ from iasa.train.adapters import (
     set_trainable,
     use_adapter,
 )
-from iasa.train.cache import ClipBatch, WindowOrder, list_cached, read_window
+from iasa.train.cache import ClipBatch, ClipOrder, list_cached, read_clip
 from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
@@ -150,7 +150,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     model = PoseDiT(
-        components.dit, components.pose_nets, components.dtype, config.attention.sparse.backend,
+        components.dit, components.pose_guider, components.dtype, config.attention.sparse.backend,
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
     dit = model.dit
@@ -191,7 +191,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     start = checkpointer.resume()
 
     cache_dir = Path(config.cache_dir)
-    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    order = ClipOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
     micro_batches_per_step = len(phases) * accumulation
@@ -204,7 +204,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
             totals: dict[str, float] = {}
             for micro in range(accumulation):
                 key = order.key(step * micro_batches_per_step + phase_index * accumulation + micro)
-                batch = read_window(cache_dir, key).to(device)
+                batch = read_clip(cache_dir, key).to(device)
                 with autocast(accelerator, run):
                     losses = {"total": distiller.critic_loss(batch)} if phase == CRITIC else distiller.generator_loss(batch)
                 update.backward(losses["total"] / accumulation)

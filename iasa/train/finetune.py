@@ -1,7 +1,7 @@
 """The train task: sparse-attention LoRA fine-tune of the pose-driven Wan2.1-I2V with the flow-matching loss.
 
 Trained: one LoRA adapter ("default") on the DiT's q, k, v, o, ffn.0, ffn.2 layers and, optionally, the
-pose guider. Every step reads one cached window per micro-batch, drops conditions as UniAnimate does and
+pose guider. Every step reads one cached clip per micro-batch, drops conditions as UniAnimate does and
 regresses the flow at a random noise level of Wan's training schedule.
 """
 
@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
-from iasa.train.cache import ClipBatch, WindowOrder, list_cached, read_window
+from iasa.train.cache import ClipBatch, ClipOrder, list_cached, read_clip
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.model import PoseDiT
@@ -66,7 +66,7 @@ def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout
         return None
     if direction not in batch.layouts:
         raise ValueError(
-            f"window {batch.name} has no cached '{direction}' layout (cached: {sorted(batch.layouts)}); "
+            f"clip {batch.name} has no cached '{direction}' layout (cached: {sorted(batch.layouts)}); "
             "add it to layout_directions of the data_process config and rerun data_process"
         )
     return batch.layouts[direction]
@@ -93,7 +93,7 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     start_run(accelerator, config, run, project="iasa-finetune")
     device = accelerator.device
     model = PoseDiT(
-        components.dit, components.pose_nets, components.dtype, config.attention.sparse.backend,
+        components.dit, components.pose_guider, components.dtype, config.attention.sparse.backend,
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
 
@@ -117,13 +117,13 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
 
     schedule = TrainingSchedule.from_config(config.flow)
     cache_dir = Path(config.cache_dir)
-    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    order = ClipOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)
     for step in progress:
         total = 0.0
         for micro in range(accumulation):
-            batch = read_window(cache_dir, order.key(step * accumulation + micro)).to(device)
+            batch = read_clip(cache_dir, order.key(step * accumulation + micro)).to(device)
             batch = drop_conditions(batch, config.dropout)
             layout = layout_for(batch, config.attention.attention, config.attention_direction)
             with autocast(accelerator, run):

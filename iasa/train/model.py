@@ -23,7 +23,7 @@ from iasa.video.attention_patch import patch_self_attention
 from iasa.video.config import VideoModelConfig
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint
-from iasa.video.pose_guider import UniAnimatePoseNets
+from iasa.video.pose_guider import PoseGuider
 
 
 def load_training_components(model: VideoModelConfig, parts: Sequence[str]) -> WanComponents:
@@ -37,9 +37,9 @@ def load_training_components(model: VideoModelConfig, parts: Sequence[str]) -> W
     components = load_wan_components(model, parts)
     if model.unianimate_checkpoint is not None and components.dit is not None:
         apply_unianimate_checkpoint(
-            model.unianimate_checkpoint, components.dit, components.pose_nets, model.unianimate_lora_strength
+            model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
         )
-    for part in (components.dit, components.vae, components.text_encoder, components.image_encoder, components.pose_nets):
+    for part in (components.dit, components.vae, components.text_encoder, components.image_encoder, components.pose_guider):
         if part is not None:
             part.requires_grad_(False)
     return components
@@ -56,7 +56,7 @@ class PoseDiT(nn.Module):
     def __init__(
         self,
         dit: WanModel,
-        pose_guider: UniAnimatePoseNets,
+        pose_guider: PoseGuider,
         dtype: torch.dtype,
         backend: str = "reference",
         gradient_checkpointing: bool = False,

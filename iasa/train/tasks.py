@@ -36,13 +36,13 @@ def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
 
 
 def parts_needed(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> tuple[str, ...]:
-    """The networks a stage runs: encoders to cache data; the DiT and pose nets to train (+ the VAE decoder
+    """The networks a stage runs: encoders to cache data; the DiT and the pose guider to train (+ the VAE decoder
     for the region loss)."""
     if isinstance(config, DataProcessConfig):
         return ("text_encoder", "vae", "image_encoder")
     if isinstance(config, DistillConfig) and config.region.weight > 0:
-        return ("dit", "pose_nets", "vae")
-    return ("dit", "pose_nets")
+        return ("dit", "pose_guider", "vae")
+    return ("dit", "pose_guider")
 
 
 def default_components(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> "WanComponents":

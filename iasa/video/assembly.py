@@ -1,4 +1,4 @@
-"""Build Wan2.1-I2V (DiT, umt5 text encoder, VAE, CLIP image encoder) and UniAnimate's pose nets, either
+"""Build Wan2.1-I2V (DiT, umt5 text encoder, VAE, CLIP image encoder) and UniAnimate's pose guider, either
 with random weights or from the files of a Wan2.1-I2V-14B-720P folder.
 
 diffsynth picks a model class by hashing a checkpoint's key names and shapes, so it cannot recognise a
@@ -35,11 +35,12 @@ from iasa.video.config import (
     WanArchitecture,
     architecture,
 )
+from iasa.video.latent_grid import PATCH_SIZE
 from iasa.video.model_files import locate_model_files
-from iasa.video.pose_guider import UniAnimatePoseNets
+from iasa.video.pose_guider import PoseGuider
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-ALL_PARTS = ("dit", "text_encoder", "vae", "image_encoder", "pose_nets")
+ALL_PARTS = ("dit", "text_encoder", "vae", "image_encoder", "pose_guider")
 
 
 class CheckpointKeyError(InputError, RuntimeError):
@@ -62,7 +63,7 @@ def resolve_dtype(name: str) -> torch.dtype:
 def build_dit(arch: WanArchitecture) -> WanModel:
     return WanModel(
         dim=arch.dim, in_dim=LATENT_CHANNELS + CONDITION_CHANNELS, ffn_dim=arch.ffn_dim, out_dim=LATENT_CHANNELS,
-        text_dim=arch.text_dim, freq_dim=arch.freq_dim, eps=1e-6, patch_size=(1, 2, 2), num_heads=arch.num_heads,
+        text_dim=arch.text_dim, freq_dim=arch.freq_dim, eps=1e-6, patch_size=(1, PATCH_SIZE, PATCH_SIZE), num_heads=arch.num_heads,
         num_layers=arch.num_layers, has_image_input=True,
     )  # fmt: skip
 
@@ -95,8 +96,8 @@ def build_image_encoder(arch: WanArchitecture) -> WanImageEncoder:
     return encoder
 
 
-def build_pose_nets(arch: WanArchitecture) -> UniAnimatePoseNets:
-    return UniAnimatePoseNets(dit_dim=arch.dim, hidden_channels=arch.pose_hidden_channels)
+def build_pose_guider(arch: WanArchitecture) -> PoseGuider:
+    return PoseGuider(dit_dim=arch.dim, hidden_channels=arch.pose_hidden_channels)
 
 
 BUILDERS: dict[str, Callable[[WanArchitecture], nn.Module]] = {
@@ -104,7 +105,7 @@ BUILDERS: dict[str, Callable[[WanArchitecture], nn.Module]] = {
     "text_encoder": build_text_encoder,
     "vae": build_vae,
     "image_encoder": build_image_encoder,
-    "pose_nets": build_pose_nets,
+    "pose_guider": build_pose_guider,
 }
 
 
@@ -205,11 +206,11 @@ class WanComponents:
     tokenizer: Callable | None = None
     vae: WanVideoVAE | None = None
     image_encoder: WanImageEncoder | None = None
-    pose_nets: UniAnimatePoseNets | None = None
+    pose_guider: PoseGuider | None = None
 
 
 def load_wan_components(config: VideoModelConfig, parts: Sequence[str] = ALL_PARTS) -> WanComponents:
-    """Networks for `config`: from config.model_dir, or random when it is null. Pose nets come from the
+    """Networks for `config`: from config.model_dir, or random when it is null. The pose guider comes from the
     UniAnimate checkpoint (loaded by iasa.video.lora.apply_unianimate_checkpoint), so here they start random."""
     unknown = set(parts) - set(ALL_PARTS)
     if unknown:

@@ -12,8 +12,7 @@ from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 from diffsynth.models.wan_video_vae import WanVideoVAE
 from einops import rearrange, repeat
 
-from iasa.attention.latent_frames import TEMPORAL_STRIDE, num_latent_frames
-from iasa.video.config import VAE_STRIDE
+from iasa.video.latent_grid import TEMPORAL_STRIDE, VAE_STRIDE, num_latent_frames
 
 
 @torch.no_grad()

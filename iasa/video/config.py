@@ -15,9 +15,6 @@ CLIP_TOKENS = 257
 # Channels of the I2V condition y: 4 first-frame mask channels + 16 VAE latent channels.
 CONDITION_CHANNELS = 20
 LATENT_CHANNELS = 16
-# Pixels per latent cell (VAE) and per token side (VAE x patch 2x2).
-VAE_STRIDE = 8
-TOKEN_STRIDE = 16
 
 
 @dataclass
@@ -48,7 +45,7 @@ class WanArchitecture:
     clip_mlp_ratio: float = 4.0
     # Wan VAE base channel count.
     vae_base_dim: int = 96
-    # UniAnimate pose nets hidden channels (their concat_dim * 4).
+    # Hidden channels of UniAnimate's pose guider (their concat_dim * 4).
     pose_hidden_channels: int = 16
 
 
@@ -77,7 +74,7 @@ class VideoModelConfig:
     model_size: str = "14b"
     # Folder in the Wan2.1-I2V-14B-720P layout; null = random weights (benchmarks, tiny smoke runs).
     model_dir: Optional[str] = "checkpoints/Wan2.1-I2V-14B-720P"
-    # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + pose nets); null = none.
+    # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + the pose guider); null = none.
     unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
     # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
     unianimate_lora_strength: float = 1.0

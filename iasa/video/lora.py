@@ -5,7 +5,7 @@ This project's LoRA file: safetensors with peft's key names without the adapter 
 metadata (rank, alpha, target modules), so a file alone is enough to rebuild the adapter.
 
 UniAnimate-Wan2.1-14B-Lora-12000.ckpt (a torch pickle of a flat dict) holds
-``pipe.dit.<module>.lora_A.default.weight`` / ``lora_B`` (rank 128, alpha 128: update = B A) and the pose nets
+``pipe.dit.<module>.lora_A.default.weight`` / ``lora_B`` (rank 128, alpha 128: update = B A) and the pose guider's two nets
 ``dwpose_embedding.*`` and ``randomref_embedding_pose.*``. Its LoRA is merged into the DiT's weights, so the
 UniAnimate model becomes the base that this project's adapters train on.
 """
@@ -27,7 +27,7 @@ from torch import nn
 from iasa.video.model_files import ModelFilesError
 from iasa.atomic_io import atomic_output
 from iasa.video.assembly import CheckpointKeyError, load_strict
-from iasa.video.pose_guider import UniAnimatePoseNets
+from iasa.video.pose_guider import PoseGuider
 
 # The linear layers UniAnimate and the IASA reference trainer adapt (q/k/v/o match self- and cross-attention).
 DEFAULT_LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
@@ -126,9 +126,9 @@ def merge_lora_pairs(dit: nn.Module, pairs: dict[str, dict[str, torch.Tensor]], 
 
 
 def apply_unianimate_checkpoint(
-    path: str | Path, dit: nn.Module, pose_nets: UniAnimatePoseNets, lora_strength: float = 1.0
+    path: str | Path, dit: nn.Module, pose_guider: PoseGuider, lora_strength: float = 1.0
 ) -> None:
-    """Merge UniAnimate's LoRA into the DiT and load both pose nets strictly."""
+    """Merge UniAnimate's LoRA into the DiT and load the pose guider strictly."""
     path = Path(path)
     if not path.is_file():
         raise ModelFilesError(
@@ -147,10 +147,10 @@ def apply_unianimate_checkpoint(
         else:
             unknown.append(key)
     if unknown:
-        raise CheckpointKeyError(f"{path}: keys that are neither DiT LoRA nor pose nets: {unknown[:5]} ({len(unknown)})")
+        raise CheckpointKeyError(f"{path}: keys that are neither DiT LoRA nor pose guider: {unknown[:5]} ({len(unknown)})")
     if not pairs:
         raise CheckpointKeyError(f"{path}: no '{UNIANIMATE_DIT_PREFIX}*.lora_A/B' keys; not a UniAnimate LoRA checkpoint")
     merge_lora_pairs(dit, pairs, lora_strength, origin=str(path))
-    reference = next(pose_nets.parameters())
+    reference = next(pose_guider.parameters())
     pose_state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in pose_state.items()}
-    load_strict(pose_nets, pose_state, origin=str(path))
+    load_strict(pose_guider, pose_state, origin=str(path))

@@ -16,7 +16,6 @@ from einops import rearrange
 
 from iasa.config import ConfigError
 from iasa.attention import build_sparse_layout
-from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
 from iasa.video.attention_patch import ATTENTION_MODES, patch_self_attention
@@ -27,8 +26,6 @@ from iasa.video.conditioning import (
     image_to_tensor,
 )
 from iasa.video.config import (
-    TOKEN_STRIDE,
-    VAE_STRIDE,
     AttentionPatchConfig,
     InferenceSpeedConfig,
     LongVideoConfig,
@@ -37,15 +34,11 @@ from iasa.video.config import (
 )
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
+from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, num_latent_frames, padded_frame_count
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
 from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
 from iasa.video.windows import plan_windows
-
-
-def padded_frame_count(num_frames: int) -> int:
-    """The smallest 4n + 1 >= num_frames (the Wan VAE's clip lengths)."""
-    return num_frames + (-(num_frames - 1)) % TEMPORAL_STRIDE
 
 
 def pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
@@ -88,7 +81,7 @@ class VideoGenerator:
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
-                model.unianimate_checkpoint, components.dit, components.pose_nets, model.unianimate_lora_strength
+                model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
             )
         if model.lora_path is not None:
             components.dit = load_lora(model.lora_path, components.dit)
@@ -122,7 +115,7 @@ class VideoGenerator:
                     keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
                     grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
                 ).to(pose.device)  # fmt: skip
-            features = self.components.pose_nets.pose_features(pose[:, :, window.video_frames])
+            features = self.components.pose_guider.pose_features(pose[:, :, window.video_frames])
             conditions = FlowConditions(context, clip_feature, y[:, :, : window.length], features)
             inputs.append(WindowInputs(window, conditions, layout))
         return inputs
@@ -149,7 +142,7 @@ class VideoGenerator:
         if self.attention.attention == "iasa" and (keypoints is None or keypoints.num_frames != num_frames):
             raise ValueError("attention 'iasa' needs the keypoints of every frame of the pose video")
         padded = padded_frame_count(num_frames)
-        latent_frames = (padded - 1) // TEMPORAL_STRIDE + 1
+        latent_frames = num_latent_frames(padded)
         window_frames = TEMPORAL_STRIDE * (min(latent_frames, self.long_video.window_latent_frames) - 1) + 1
 
         context = encode_prompt(c.tokenizer, c.text_encoder, sampler.prompt, c.device)
@@ -164,7 +157,7 @@ class VideoGenerator:
         reference_pose_tensor = rearrange(
             torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0, "h w c -> 1 c h w"
         )
-        y = y + c.pose_nets.reference_condition(reference_pose_tensor)
+        y = y + c.pose_guider.reference_condition(reference_pose_tensor)
 
         pose = rearrange(
             torch.from_numpy(pad_frames(pose_video, padded)).to(c.device, c.dtype) / 255.0, "f h w c -> 1 c f h w"

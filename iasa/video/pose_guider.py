@@ -1,6 +1,6 @@
-"""UniAnimate's pose conditioning nets, with the key names of UniAnimate-DiT checkpoints.
+"""UniAnimate's pose guider, with the key names of UniAnimate-DiT checkpoints.
 
-``dwpose_embedding`` (the pose guider) maps a pose video to one feature per DiT token, added to the patch
+It has two nets: ``dwpose_embedding`` maps a pose video to one feature per DiT token, added to the patch
 embeddings; ``randomref_embedding_pose`` maps the reference frame's pose image to the 20 channels of the I2V
 condition y, added to y at every latent frame. Both take pose images scaled to [0, 1].
 """
@@ -18,7 +18,7 @@ from iasa.video.config import CONDITION_CHANNELS
 LEADING_POSE_REPEATS = 3
 
 
-def _pose_guider(hidden: int, out_dim: int) -> nn.Sequential:
+def _pose_video_embedding(hidden: int, out_dim: int) -> nn.Sequential:
     """(b, 3, 4T, H, W) -> (b, out_dim, T, H/16, W/16): three full-resolution 3D convs, then spatial
     stride 2, two space-time stride 2, and a (1, 2, 2) patchify to the DiT width."""
 
@@ -52,12 +52,12 @@ def _reference_pose_embedding(hidden: int) -> nn.Sequential:
     )  # fmt: skip
 
 
-class UniAnimatePoseNets(nn.Module):
-    """Both pose nets; state-dict keys ``dwpose_embedding.*`` and ``randomref_embedding_pose.*``."""
+class PoseGuider(nn.Module):
+    """UniAnimate's pose guider, both nets; state-dict keys ``dwpose_embedding.*`` and ``randomref_embedding_pose.*``."""
 
     def __init__(self, dit_dim: int, hidden_channels: int = 16) -> None:
         super().__init__()
-        self.dwpose_embedding = _pose_guider(hidden_channels, dit_dim)
+        self.dwpose_embedding = _pose_video_embedding(hidden_channels, dit_dim)
         self.randomref_embedding_pose = _reference_pose_embedding(hidden_channels)
 
     def pose_features(self, pose_video: torch.Tensor) -> torch.Tensor:

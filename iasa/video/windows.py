@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from iasa.attention.latent_frames import TEMPORAL_STRIDE
+from iasa.video.latent_grid import TEMPORAL_STRIDE
 
 
 @dataclass(frozen=True)

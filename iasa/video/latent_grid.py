@@ -1,13 +1,19 @@
-"""Video frames to latent frames, as the Wan VAE groups them in time.
+"""How the Wan video model maps a clip's frames and pixels to latent frames, latent cells and tokens.
 
 The Wan VAE keeps video frame 0 as latent frame 0 on its own and compresses every following group of
-4 video frames into one latent frame, so a clip must have 4n + 1 frames (81 -> 21).
+4 video frames into one latent frame, so a clip must have 4n + 1 frames (81 -> 21); in space it maps
+8 x 8 pixels to one latent cell, and the DiT patchifies 2 x 2 cells into one token (16 x 16 pixels).
+Nothing heavy is imported here: iasa/attention reads the frame grouping from this module.
 """
 
 from __future__ import annotations
 
 # Video frames per latent frame after the first (temporal stride of the Wan VAE).
 TEMPORAL_STRIDE = 4
+# Pixels per latent cell side (Wan VAE), latent cells per token side (the DiT's patch), pixels per token side.
+VAE_STRIDE = 8
+PATCH_SIZE = 2
+TOKEN_STRIDE = VAE_STRIDE * PATCH_SIZE
 
 
 def num_latent_frames(num_video_frames: int) -> int:
@@ -19,6 +25,11 @@ def num_latent_frames(num_video_frames: int) -> int:
             f"4n + 1 frames (e.g. 81); trim it to {shorter} frames or pad it to {shorter + TEMPORAL_STRIDE}"
         )
     return (num_video_frames - 1) // TEMPORAL_STRIDE + 1
+
+
+def padded_frame_count(num_frames: int) -> int:
+    """The smallest 4n + 1 >= num_frames (the Wan VAE's clip lengths)."""
+    return num_frames + (-(num_frames - 1)) % TEMPORAL_STRIDE
 
 
 def latent_frame_groups(num_video_frames: int) -> list[range]:
