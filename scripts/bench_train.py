@@ -64,7 +64,7 @@ from iasa.video.config import (  # noqa: E402
     CLIP_TOKENS,
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
-    AttentionPatchConfig,
+    AttentionConfig,
     VideoModelConfig,
     architecture,
 )
@@ -116,7 +116,7 @@ def make_batch(size: tuple[int, int], frames: int, text_dim: int, text_length: i
         name="bench", latents=torch.randn(1, LATENT_CHANNELS, *latent), context=torch.randn(1, text_length, text_dim),
         negative_context=torch.randn(1, text_length, text_dim), clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM),
         y=torch.randn(1, CONDITION_CHANNELS, *latent), pose_video=pose, reference_pose=pose[:, :, 0],
-        layouts=layouts, keypoints=keypoints,
+        layouts=layouts, keypoints=keypoints, layout_rule=sparse,
     )  # fmt: skip
     return batch.to(device, dtype)
 
@@ -156,7 +156,7 @@ def main() -> None:
     model = VideoModelConfig(model_size=args.model_size, model_dir=None, unianimate_checkpoint=None,
                              dtype="bfloat16" if dtype == torch.bfloat16 else "float32", device=device.type)  # fmt: skip
     parts = ("dit", "pose_guider") + (("vae",) if "distill" in args.tasks else ())
-    sparse = SparseAttentionConfig(direction="both", backend=backend)
+    sparse = SparseAttentionConfig(direction="both")
     components = load_training_components(model, parts)
     pose_dit = PoseDiT(
         components.dit, components.pose_guider, components.dtype, backend, gradient_checkpointing=not args.no_gradient_checkpointing
@@ -218,7 +218,7 @@ def main() -> None:
         generator_optimizer = make_optimizer(generator_params, DistillConfig().optim, 1e-5)
         critic_optimizer = make_optimizer(critic_params, DistillConfig().optim, 1e-5)
         for attention in args.attention:
-            config = DistillConfig(attention=AttentionPatchConfig(attention=attention, sparse=sparse), generator_sigmas=(1.0,),
+            config = DistillConfig(attention=AttentionConfig(attention=attention, backend=backend), generator_sigmas=(1.0,),
                                    teacher_cfg_scale=args.teacher_cfg_scale)  # fmt: skip
             config.region = replace(config.region, weight=1.0 if args.region_latent_frames else 0.0, latent_frames=max(args.region_latent_frames, 1))
             distiller = Distiller(config, pose_dit, components.vae)

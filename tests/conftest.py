@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -93,11 +94,10 @@ def brute_force_attention() -> Callable[..., torch.Tensor]:
 # --------------------------------------------------------------------------------- tiny training data
 SOURCE_SIZE = (48, 64)  # (height, width) of the synthetic source videos
 SOURCE_FRAMES = 12
-# The tiny random model on the CPU, as command-line overrides of the training stages.
-TINY_MODEL_OVERRIDES = (
-    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=float32",
-    "model.device=cpu", "attention.sparse.backend=reference",
-)  # fmt: skip
+# The tiny random model on the CPU, as command-line overrides: of data_process (the encoders), and of the
+# train and distill stages (no UniAnimate checkpoint, the reference kernel).
+TINY_ENCODER_OVERRIDES = ("model.model_size=tiny", "model.model_dir=null", "model.dtype=float32", "model.device=cpu")
+TINY_MODEL_OVERRIDES = (*TINY_ENCODER_OVERRIDES, "model.unianimate_checkpoint=null", "attention.backend=reference")
 
 
 def write_dataset(root: Path, clips: int = 2) -> Path:
@@ -119,7 +119,7 @@ def write_dataset(root: Path, clips: int = 2) -> Path:
 
 def data_process_overrides(dataset: Path, cache: Path) -> list[str]:
     """data_process of the synthetic dataset with the tiny model: 9 frames at 32 x 32."""
-    return [*TINY_MODEL_OVERRIDES, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32",
+    return [*TINY_ENCODER_OVERRIDES, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}", "data.height=32",
             "data.width=32", "data.num_frames=9"]  # fmt: skip
 
 
@@ -247,3 +247,48 @@ def tiny_emage_config() -> Callable[[], object]:
 @pytest.fixture(scope="session")
 def write_emage_checkpoint() -> Callable[..., tuple]:
     return write_emage
+
+
+# The SMPL-X 2020 model file (licence-gated, so tests write a synthetic one with the official keys and shapes).
+NUM_VERTICES, NUM_FACES = 10475, 20908  # smplx hard-codes vertex ids of the extra joints: the count must match
+
+
+def write_synthetic_smplx(folder: Path, seed: int = 0) -> Path:
+    """A SMPL-X 2020 file with the official keys and shapes, zero blend shapes and a joint regressor that
+    averages a block of vertices clustered (zero-mean) around each joint of the built-in skeleton, each
+    vertex skinned to its joint only. Its joints are then the built-in skeleton's, posed by smplx's LBS."""
+    from iasa.pose.skeleton import REST_JOINTS, SMPLX_PARENTS
+
+    rng = np.random.default_rng(seed)
+    owner = np.arange(NUM_VERTICES) % 55
+    offsets = rng.normal(scale=0.01, size=(NUM_VERTICES, 3))
+    for joint in range(55):
+        offsets[owner == joint] -= offsets[owner == joint].mean(axis=0)
+    regressor = np.zeros((55, NUM_VERTICES), np.float32)
+    regressor[owner, np.arange(NUM_VERTICES)] = 1.0
+    regressor /= regressor.sum(axis=1, keepdims=True)
+    kintree = np.stack([SMPLX_PARENTS, np.arange(55)]).astype(np.int64)
+    kintree[0, 0] = 4294967295  # the official files store the root's parent as uint32 -1
+    arrays = {
+        "v_template": (REST_JOINTS[owner] + offsets).astype(np.float32),
+        "f": rng.integers(0, NUM_VERTICES, size=(NUM_FACES, 3)).astype(np.uint32),
+        "shapedirs": np.zeros((NUM_VERTICES, 3, 400), np.float32),
+        "posedirs": np.zeros((NUM_VERTICES, 3, 486), np.float32),
+        "J_regressor": regressor,
+        "weights": np.eye(55, dtype=np.float32)[owner],
+        "kintree_table": kintree,
+        "hands_componentsl": np.eye(45, dtype=np.float32), "hands_componentsr": np.eye(45, dtype=np.float32),
+        "hands_meanl": np.zeros(45, np.float32), "hands_meanr": np.zeros(45, np.float32),
+        "lmk_faces_idx": rng.integers(0, NUM_FACES, size=51).astype(np.int64),
+        "lmk_bary_coords": rng.dirichlet(np.ones(3), size=51).astype(np.float32),
+        "dynamic_lmk_faces_idx": rng.integers(0, NUM_FACES, size=(79, 17)).astype(np.int64),
+        "dynamic_lmk_bary_coords": rng.dirichlet(np.ones(3), size=(79, 17)).astype(np.float32),
+    }  # fmt: skip
+    (folder / "smplx").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "smplx" / "SMPLX_NEUTRAL_2020.npz", **arrays)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_smplx_model() -> Callable[..., Path]:
+    return write_synthetic_smplx

@@ -43,7 +43,7 @@ def test_generate_cli_writes_video_with_audio(tmp_path):
     command = [
         sys.executable, str(ROOT / "scripts" / "generate.py"), "--config", str(ROOT / "config" / "infer_iasa.yaml"),
         "--smoke", "--no-progress", f"audio={tmp_path / 'speech.wav'}", f"image={tmp_path / 'person.png'}",
-        f"out={out}", f"reference_keypoints={tmp_path / 'person_keypoints.npz'}", "attention.sparse.backend=reference",
+        f"out={out}", f"reference_keypoints={tmp_path / 'person_keypoints.npz'}", "attention.backend=reference",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

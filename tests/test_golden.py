@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.config import LayoutRuleConfig, SparseAttentionConfig
 from iasa.attention.layout import SparseLayout
 from iasa.motion.emage_inference import EmageMotionGenerator
 from iasa.motion.emage_model import EmageAudioModel
@@ -41,6 +41,7 @@ from iasa.video.config import (
     CLIP_TOKENS,
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
+    AttentionConfig,
     AttentionPatchConfig,
     LongVideoConfig,
     SamplerConfig,
@@ -195,7 +196,7 @@ def golden_generate() -> dict[str, torch.Tensor]:
     """The whole video pipeline (conditions, pose guider, sparse layouts, two overlapping windows, cfg,
     VAE decode) on a 13-frame 32x32 clip."""
     torch.manual_seed(0)
-    attention = AttentionPatchConfig(attention="iasa", sparse=SparseAttentionConfig(top_k=1, backend="reference"))
+    attention = AttentionPatchConfig(attention="iasa", backend="reference", sparse=SparseAttentionConfig(top_k=1))
     generator = VideoGenerator.from_config(TINY_MODEL, attention, LongVideoConfig(window_latent_frames=3, overlap_latent_frames=1))
     rng = np.random.default_rng(3)
     pose_video = rng.integers(0, 255, (13, 32, 32, 3), dtype=np.uint8)
@@ -226,7 +227,7 @@ def write_golden_cache(cache_dir: Path, clips: int = 2) -> Path:
         both = SparseLayout(torch.ones(3, 3, dtype=torch.bool), both.token_regions, both.grid_size)
         layouts = {"both": both, "past": hand_made_layout(3, (2, 2))}
         keypoints = random_keypoints(CACHE_FRAMES, (CACHE_SIZE, CACHE_SIZE), seed=index)
-        write_clip(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt")
+        write_clip(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt", LayoutRuleConfig())
     return cache_dir
 
 
@@ -277,7 +278,7 @@ def golden_distill_losses(cache_dir: Path) -> dict[str, torch.Tensor]:
     copy_adapter(dit, TEACHER, GENERATOR)
     copy_adapter(dit, TEACHER, CRITIC)
     config = DistillConfig(
-        attention=AttentionPatchConfig(attention="iasa"), generator_sigmas=(1.0, 0.5), teacher_cfg_scale=2.0,
+        attention=AttentionConfig(attention="iasa"), generator_sigmas=(1.0, 0.5), teacher_cfg_scale=2.0,
         region=RegionLossConfig(weight=1.0, latent_frames=1),
     )  # fmt: skip
     distiller = Distiller(config, model, components.vae)
@@ -296,7 +297,7 @@ def golden_distill_losses(cache_dir: Path) -> dict[str, torch.Tensor]:
 
 
 MODEL_OVERRIDES = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=float32",
-                   "model.device=cpu", "attention.sparse.backend=reference"]  # fmt: skip
+                   "model.device=cpu", "attention.backend=reference"]  # fmt: skip
 
 
 def run_overrides(cache_dir: Path, output: Path, steps: int) -> list[str]:

@@ -8,49 +8,12 @@ import pytest
 from iasa.motion.motion_file import SmplxMotion
 from iasa.pose.config import PoseConfig
 from iasa.pose.pipeline import motion_to_keypoints
-from iasa.pose.skeleton import REST_JOINTS, SMPLX_PARENTS, builtin_skeleton_points
+from iasa.pose.skeleton import builtin_skeleton_points
 from iasa.pose.smplx_model import SmplxModelMissingError, load_smplx_model, smplx_points
 
-NUM_VERTICES, NUM_FACES = 10475, 20908  # smplx hard-codes vertex ids of the extra joints: the count must match
-
-
-def write_synthetic_smplx(folder: Path, seed: int = 0) -> Path:
-    """A SMPL-X 2020 file with the official keys and shapes, zero blend shapes and a joint regressor that
-    averages a block of vertices clustered (zero-mean) around each joint of the built-in skeleton, each
-    vertex skinned to its joint only. Its joints are then the built-in skeleton's, posed by smplx's LBS."""
-    rng = np.random.default_rng(seed)
-    owner = np.arange(NUM_VERTICES) % 55
-    offsets = rng.normal(scale=0.01, size=(NUM_VERTICES, 3))
-    for joint in range(55):
-        offsets[owner == joint] -= offsets[owner == joint].mean(axis=0)
-    regressor = np.zeros((55, NUM_VERTICES), np.float32)
-    regressor[owner, np.arange(NUM_VERTICES)] = 1.0
-    regressor /= regressor.sum(axis=1, keepdims=True)
-    kintree = np.stack([SMPLX_PARENTS, np.arange(55)]).astype(np.int64)
-    kintree[0, 0] = 4294967295  # the official files store the root's parent as uint32 -1
-    arrays = {
-        "v_template": (REST_JOINTS[owner] + offsets).astype(np.float32),
-        "f": rng.integers(0, NUM_VERTICES, size=(NUM_FACES, 3)).astype(np.uint32),
-        "shapedirs": np.zeros((NUM_VERTICES, 3, 400), np.float32),
-        "posedirs": np.zeros((NUM_VERTICES, 3, 486), np.float32),
-        "J_regressor": regressor,
-        "weights": np.eye(55, dtype=np.float32)[owner],
-        "kintree_table": kintree,
-        "hands_componentsl": np.eye(45, dtype=np.float32), "hands_componentsr": np.eye(45, dtype=np.float32),
-        "hands_meanl": np.zeros(45, np.float32), "hands_meanr": np.zeros(45, np.float32),
-        "lmk_faces_idx": rng.integers(0, NUM_FACES, size=51).astype(np.int64),
-        "lmk_bary_coords": rng.dirichlet(np.ones(3), size=51).astype(np.float32),
-        "dynamic_lmk_faces_idx": rng.integers(0, NUM_FACES, size=(79, 17)).astype(np.int64),
-        "dynamic_lmk_bary_coords": rng.dirichlet(np.ones(3), size=(79, 17)).astype(np.float32),
-    }  # fmt: skip
-    (folder / "smplx").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / "smplx" / "SMPLX_NEUTRAL_2020.npz", **arrays)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def smplx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_smplx(tmp_path_factory.mktemp("body_models"))
+def smplx_dir(tmp_path_factory: pytest.TempPathFactory, write_smplx_model) -> Path:
+    return write_smplx_model(tmp_path_factory.mktemp("body_models"))
 
 
 def random_motion(frames: int, seed: int = 0, scale: float = 0.3) -> SmplxMotion:

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body
-from iasa.train.cache import CacheError, is_cached, list_cached
+from iasa.attention.config import LayoutRuleConfig
+from iasa.attention.layout import SparseLayout
+from iasa.train.cache import CacheError, is_cached, list_cached, read_clip, write_clip, write_negative_context
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import DataConfig
 from iasa.train.dataset import CropTransform, DatasetError, load_video_keypoints, plan_clips, clip_frame_indices
@@ -71,6 +73,39 @@ def test_a_half_written_clip_is_not_cached(tmp_path: Path) -> None:
     assert not is_cached(tmp_path, "clip_w000")
     with pytest.raises(CacheError, match="run the data_process task"):
         list_cached(tmp_path)
+
+
+def test_cached_layouts_keep_every_field_and_the_rule(tmp_path: Path) -> None:
+    """Layouts go through SparseLayout.state into the cache and come back whole (block size and region names
+    too), with the rule they were built with; moving the batch keeps them whole."""
+    keypoints = synthetic_talking_upper_body(num_frames=9, image_size=(32, 32), seed=1)
+    regions = torch.tensor([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 1, 1]])
+    layouts = {
+        "past": SparseLayout(torch.eye(3, dtype=torch.bool) | torch.ones(3, 3, dtype=torch.bool).tril(), regions, (2, 2), 16, ("face", "arms")),
+        "both": SparseLayout(torch.ones(3, 3, dtype=torch.bool), regions.flip(0), (2, 2), 16, ("face", "arms")),
+    }
+    rule = LayoutRuleConfig(top_k=2, regions=("face", "arms"), limb_width=0.3, block_size=16)
+    tensors = {"latents": torch.randn(16, 3, 4, 4), "y": torch.randn(20, 3, 4, 4), "clip_feature": torch.randn(257, 8),
+               "context": torch.randn(5, 8), "pose_video": torch.zeros(3, 9, 32, 32, dtype=torch.uint8),
+               "reference_pose": torch.zeros(3, 32, 32, dtype=torch.uint8)}  # fmt: skip
+    write_negative_context(tmp_path, torch.randn(1, 5, 8))
+    write_clip(tmp_path, "v_w000", tensors, layouts, keypoints, "a prompt", rule)
+    batch = read_clip(tmp_path, "v_w000").to("cpu", torch.float64)
+    assert batch.layout_rule == rule
+    for direction, layout in layouts.items():
+        cached = batch.layouts[direction]
+        assert torch.equal(cached.frame_selection, layout.frame_selection) and torch.equal(cached.token_regions, layout.token_regions)
+        assert (cached.grid_size, cached.block_size, cached.region_names) == ((2, 2), 16, ("face", "arms"))
+    assert batch.latents.dtype == torch.float64 and torch.allclose(batch.latents[0].float(), tensors["latents"])
+
+
+def test_a_clip_cached_without_layout_metadata_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "v_w000"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"name": "v_w000", "prompt": "", "grid_size": [2, 2], "directions": ["past"]}))
+    write_negative_context(tmp_path, torch.randn(1, 5, 8))
+    with pytest.raises(CacheError, match="earlier version.*rerun data_process"):
+        read_clip(tmp_path, "v_w000")
 
 
 def test_checkpoint_round_trip_restores_weights_optimiser_and_rng(tmp_path: Path) -> None:

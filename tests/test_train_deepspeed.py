@@ -230,8 +230,8 @@ def test_deepspeed_without_a_launcher_is_a_one_line_input_error(monkeypatch: pyt
         make_accelerator(RunConfig())
 
 
-GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
-             "model.device=cuda"]  # fmt: skip
+GPU_ENCODERS = ["model.model_size=tiny", "model.model_dir=null", "model.dtype=bfloat16", "model.device=cuda"]
+GPU_MODEL = [*GPU_ENCODERS, "model.unianimate_checkpoint=null"]
 
 
 @pytest.mark.gpu
@@ -239,9 +239,9 @@ GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_
 def test_zero2_train_and_distill_on_one_gpu(make_dataset, weights, tmp_path: Path) -> None:
     """bf16 base, float32 adapters under autocast, fused AdamW inside the ZeRO engines, on the GPU."""
     dataset, cache_dir = make_dataset(tmp_path / "dataset"), tmp_path / "cache"
-    main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache_dir}",
+    main(["--config", "config/data_process.yaml", *GPU_ENCODERS, f"data.dataset_dir={dataset}", f"data.cache_dir={cache_dir}",
           "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
-    stage = [*GPU_MODEL, f"cache_dir={cache_dir}", "attention.sparse.backend=flex", "run.mixed_precision=bf16", *RUN]
+    stage = [*GPU_MODEL, f"cache_dir={cache_dir}", "attention.backend=flex", "run.mixed_precision=bf16", *RUN]
     train = tmp_path / "train"
     launch(
         [

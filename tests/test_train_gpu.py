@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
-             "model.device=cuda"]  # fmt: skip
+GPU_ENCODERS = ["model.model_size=tiny", "model.model_dir=null", "model.dtype=bfloat16", "model.device=cuda"]
+GPU_MODEL = [*GPU_ENCODERS, "model.unianimate_checkpoint=null"]
 RUN = ["run.mixed_precision=bf16", "run.report_to=none", "run.max_steps=2", "run.checkpoint_every=2"]
 
 
@@ -29,9 +29,9 @@ def test_stages_run_in_bf16_on_the_gpu(make_dataset, tmp_path: Path, backend: st
 
     dataset = make_dataset(tmp_path / "dataset")
     cache = tmp_path / "cache"
-    main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}",
+    main(["--config", "config/data_process.yaml", *GPU_ENCODERS, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}",
           "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
-    stage = [*GPU_MODEL, f"cache_dir={cache}", f"attention.sparse.backend={backend}", *RUN]
+    stage = [*GPU_MODEL, f"cache_dir={cache}", f"attention.backend={backend}", *RUN]
     train = main(["--config", "config/train_sparseattn_lora.yaml", *stage, f"run.output_dir={tmp_path / 'train'}", "lora.rank=4", "lora.alpha=4"])
     lora = load_file(str(train / "lora.safetensors"))
     assert all(torch.isfinite(value).all() for value in lora.values())

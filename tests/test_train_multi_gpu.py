@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from iasa.train.tasks import main
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_MODEL = ["model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.dtype=bfloat16",
-             "model.device=cuda"]  # fmt: skip
+GPU_ENCODERS = ["model.model_size=tiny", "model.model_dir=null", "model.dtype=bfloat16", "model.device=cuda"]
+GPU_MODEL = [*GPU_ENCODERS, "model.unianimate_checkpoint=null"]
 # What accelerate launch sets for each kind of accelerate config.
 PARALLELISMS = {
     "data_parallel": {},
@@ -50,9 +50,9 @@ def test_data_parallel_fsdp_and_zero2_take_the_same_steps_on_two_gpus(make_datas
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed is not installed (pip install -e .[dev] installs it)")
     dataset, cache = make_dataset(tmp_path / "dataset", clips=2), tmp_path / "cache"
-    main(["--config", "config/data_process.yaml", *GPU_MODEL, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}",
+    main(["--config", "config/data_process.yaml", *GPU_ENCODERS, f"data.dataset_dir={dataset}", f"data.cache_dir={cache}",
           "data.height=32", "data.width=32", "data.num_frames=9"])  # fmt: skip
-    train = ["--config", "config/train_sparseattn_lora.yaml", *GPU_MODEL, f"cache_dir={cache}", "attention.sparse.backend=reference",
+    train = ["--config", "config/train_sparseattn_lora.yaml", *GPU_MODEL, f"cache_dir={cache}", "attention.backend=reference",
              "run.mixed_precision=bf16", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=3",
              "lora.rank=4", "lora.alpha=4"]  # fmt: skip
     updates = {}

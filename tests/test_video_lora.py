@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from iasa.video.assembly import CheckpointKeyError
-from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
 from iasa.video.attention_patch import patch_self_attention
+from iasa.video.config import (
+    ARCHITECTURES,
+    CLIP_FEATURE_DIM,
+    CLIP_TOKENS,
+    CONDITION_CHANNELS,
+    AttentionPatchConfig,
+    LongVideoConfig,
+    VideoModelConfig,
+)
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
+from iasa.video.model_files import ModelFilesError
+from iasa.video.pipeline import VideoGenerator
 from iasa.video.pose_guider import PoseGuider
 
 TINY = ARCHITECTURES["tiny"]
@@ -99,3 +112,26 @@ def test_unianimate_checkpoint_with_unknown_keys_is_rejected(tmp_path, tiny_dit)
     torch.save({"model.blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, path)
     with pytest.raises(CheckpointKeyError, match="neither DiT LoRA nor pose guider"):
         apply_unianimate_checkpoint(path, tiny_dit(), PoseGuider(dit_dim=TINY.dim))
+
+
+def test_generation_uses_the_trained_pose_guider(tmp_path):
+    """model.pose_guider_path: the train stage's pose_guider.safetensors replaces UniAnimate's guider."""
+    torch.manual_seed(4)
+    trained = PoseGuider(dit_dim=TINY.dim)
+    path = tmp_path / "pose_guider.safetensors"
+    save_file({key: value.contiguous() for key, value in trained.state_dict().items()}, str(path))
+    model = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+    generator = VideoGenerator.from_config(
+        dataclasses.replace(model, pose_guider_path=str(path)), AttentionPatchConfig(), LongVideoConfig()
+    )
+    for name, value in generator.components.pose_guider.state_dict().items():
+        assert torch.equal(value, trained.state_dict()[name]), name
+    with pytest.raises(ModelFilesError, match="pose_guider_path"):
+        VideoGenerator.from_config(
+            dataclasses.replace(model, pose_guider_path=str(tmp_path / "none.safetensors")), AttentionPatchConfig(), LongVideoConfig()
+        )
+
+
+def test_a_missing_lora_file_says_how_to_make_one(tmp_path, tiny_dit):
+    with pytest.raises(ModelFilesError, match="train_iasa.py"):
+        load_lora(tmp_path / "student.safetensors", tiny_dit())

@@ -1,16 +1,19 @@
-"""Configuration of input-aware sparse attention (paper section 3.2)."""
+"""Configuration of input-aware sparse attention (paper section 3.2): the rule that turns keypoints into a
+layout. The kernel that runs a layout is chosen where attention runs (iasa.video.config.AttentionConfig)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from iasa.video.latent_grid import TOKEN_STRIDE
 
 
 @dataclass
-class SparseAttentionConfig:
+class LayoutRuleConfig:
+    """The layout rule for either attention direction (data_process caches one layout per direction)."""
+
     # How many pose-similar frames each latent query frame attends to across frames (the paper's K).
     top_k: int = 4
-    # "past": only earlier latent frames (causal student); "both": any other frame (bidirectional teacher).
-    direction: str = "past"
     # Latent frame 0 holds the reference image: keep it visible to every frame on top of the K chosen.
     keep_first_frame: bool = True
     # Allow a scale in the rigid alignment of two poses (similarity instead of rotation + translation).
@@ -30,9 +33,21 @@ class SparseAttentionConfig:
     min_token_coverage: float = 0.25
     # Grow every region by this many tokens, to tolerate keypoint jitter.
     dilation_tokens: int = 1
-    # Pixels per token side: VAE stride 8 x patch size 2.
-    token_stride: int = 16
-    # Block size of block-sparse kernels.
+    # Pixels per token side at which regions are drawn (the DiT's token: VAE stride 8 x patch size 2).
+    token_stride: int = TOKEN_STRIDE
+    # Tile size of block-sparse kernels (stored in the layout).
     block_size: int = 128
-    # Kernel: "reference" (SDPA with a dense mask), "flex" (FlexAttention), "fast" (structured kernel).
-    backend: str = "reference"
+
+    def for_direction(self, direction: str) -> "SparseAttentionConfig":
+        """This rule for one attention direction."""
+        return SparseAttentionConfig(
+            **{field.name: getattr(self, field.name) for field in fields(LayoutRuleConfig)}, direction=direction
+        )
+
+
+@dataclass
+class SparseAttentionConfig(LayoutRuleConfig):
+    """The layout rule of one attention direction: what build_sparse_layout takes."""
+
+    # "past": only earlier latent frames (causal student); "both": any other frame (bidirectional teacher).
+    direction: str = "past"

@@ -9,8 +9,11 @@ Background tokens (region 0) therefore never cross frames. Tokens are in Wan's (
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
+
+from iasa.attention.config import LayoutRuleConfig
 
 BACKGROUND = 0
 
@@ -27,7 +30,7 @@ class SparseLayout:
     frame_selection: torch.Tensor
     token_regions: torch.Tensor
     grid_size: tuple[int, int]
-    block_size: int = 128
+    block_size: int = LayoutRuleConfig.block_size
     region_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -57,3 +60,30 @@ class SparseLayout:
         return replace(
             self, frame_selection=self.frame_selection.to(device), token_regions=self.token_regions.to(device)
         )
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What saving the layout writes: its tensors (CPU, contiguous: ready for a safetensors file) and every
+        other field as JSON-able metadata. `from_state` is the inverse."""
+        tensors = {name: getattr(self, name).cpu().contiguous() for name in LAYOUT_TENSORS}
+        metadata = {"grid_size": list(self.grid_size), "block_size": self.block_size, "region_names": list(self.region_names)}
+        return tensors, metadata
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> "SparseLayout":
+        """The layout `state` gave these tensors and metadata for."""
+        missing = [name for name in LAYOUT_TENSORS if name not in tensors]
+        missing += [key for key in LAYOUT_METADATA if key not in metadata]
+        if missing:
+            raise ValueError(f"a saved layout lacks {missing}")
+        return cls(
+            frame_selection=tensors["frame_selection"],
+            token_regions=tensors["token_regions"],
+            grid_size=tuple(int(side) for side in metadata["grid_size"]),
+            block_size=int(metadata["block_size"]),
+            region_names=tuple(metadata["region_names"]),
+        )
+
+
+# What SparseLayout.state writes: the tensors, and the metadata keys of the other fields.
+LAYOUT_TENSORS = ("frame_selection", "token_regions")
+LAYOUT_METADATA = ("grid_size", "block_size", "region_names")

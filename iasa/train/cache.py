@@ -5,24 +5,28 @@
                           pose_video uint8 (3, F, H, W), reference_pose uint8 (3, H, W),
                           layout.<direction>.frame_selection (T, T) bool, layout.<direction>.token_regions (T, N)
     keypoints.npz         the clip's keypoints (WholeBodyKeypoints, cropped)
-    meta.json             {"name", "prompt", "grid_size", "directions"}
+    meta.json             {"name", "prompt", "layouts": {<direction>: the layout's other fields (SparseLayout.state)},
+                           "layout_rule": the data_process layout rule (LayoutRuleConfig)}
 <cache_dir>/negative_context.safetensors   the negative prompt's text embedding (1, L, D)
 A folder is first written as .<key>.partial and renamed when complete, so a crash leaves no half item.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from iasa.atomic_io import atomic_output
-from iasa.errors import InputError
+from iasa.attention.config import LayoutRuleConfig
 from iasa.attention.layout import SparseLayout
+from iasa.errors import InputError
 from iasa.pose.keypoints import WholeBodyKeypoints
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
@@ -36,7 +40,8 @@ class ClipBatch:
     (1, L, D_text) the negative prompt's; clip_feature (1, 257, D_clip) CLIP tokens of the reference frame;
     y (1, 20, T, h, w) I2V condition (frame mask + first-frame latent); pose_video (1, 3, F, H, W) pose
     images in [0, 1]; reference_pose (1, 3, H, W) pose image of the reference frame in [0, 1];
-    layouts: cached SparseLayout per attention direction; keypoints: the clip's F video frames.
+    layouts: cached SparseLayout per attention direction; keypoints: the clip's F video frames; layout_rule:
+    the rule the layouts were built with (the region-loss masks are drawn with it too).
     """
 
     name: str
@@ -49,6 +54,7 @@ class ClipBatch:
     reference_pose: torch.Tensor
     layouts: dict[str, SparseLayout] = field(default_factory=dict)
     keypoints: WholeBodyKeypoints | None = None
+    layout_rule: LayoutRuleConfig | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ClipBatch":
         def move(tensor: torch.Tensor) -> torch.Tensor:
@@ -58,14 +64,7 @@ class ClipBatch:
             name: move(getattr(self, name))
             for name in ("latents", "context", "negative_context", "clip_feature", "y", "pose_video", "reference_pose")
         }
-        layouts = {
-            direction: SparseLayout(
-                frame_selection=layout.frame_selection.to(device),
-                token_regions=layout.token_regions.to(device),
-                grid_size=layout.grid_size,
-            )
-            for direction, layout in self.layouts.items()
-        }
+        layouts = {direction: layout.to(device) for direction, layout in self.layouts.items()}
         return replace(self, **tensors, layouts=layouts)
 
 
@@ -84,18 +83,19 @@ def write_clip(
     layouts: dict[str, SparseLayout],
     keypoints: WholeBodyKeypoints,
     prompt: str,
+    layout_rule: LayoutRuleConfig,
 ) -> None:
     partial = cache_dir / f".{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     flat = {name: value.detach().cpu().contiguous() for name, value in tensors.items()}
-    for direction, layout in layouts.items():
-        flat[f"layout.{direction}.frame_selection"] = layout.frame_selection.cpu().contiguous()
-        flat[f"layout.{direction}.token_regions"] = layout.token_regions.cpu().contiguous()
+    layout_metadata = {}
+    for direction, layout in sorted(layouts.items()):
+        layout_tensors, layout_metadata[direction] = layout.state()
+        flat.update({f"layout.{direction}.{name}": tensor for name, tensor in layout_tensors.items()})
     save_file(flat, str(partial / "tensors.safetensors"))
     keypoints.save(partial / "keypoints.npz")
-    grid = next(iter(layouts.values())).grid_size if layouts else None
-    meta = {"name": key, "prompt": prompt, "grid_size": grid, "directions": sorted(layouts)}
+    meta = {"name": key, "prompt": prompt, "layouts": layout_metadata, "layout_rule": dataclasses.asdict(layout_rule)}
     (partial / "meta.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(cache_dir / key, ignore_errors=True)
     partial.rename(cache_dir / key)
@@ -122,15 +122,15 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
     if not negative.is_file():
         raise CacheError(f"{negative} is missing; rerun data_process")
     meta = json.loads((folder / "meta.json").read_text())
+    if "layouts" not in meta or "layout_rule" not in meta:
+        raise CacheError(f"{folder} was cached by an earlier version (no layout metadata); delete it and rerun data_process")
     tensors = load_file(str(folder / "tensors.safetensors"))
-    layouts = {
-        direction: SparseLayout(
-            frame_selection=tensors[f"layout.{direction}.frame_selection"],
-            token_regions=tensors[f"layout.{direction}.token_regions"],
-            grid_size=tuple(meta["grid_size"]),
-        )
-        for direction in meta["directions"]
-    }
+    layouts = {}
+    for direction, metadata in meta["layouts"].items():
+        prefix = f"layout.{direction}."
+        layout_tensors = {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+        layouts[direction] = SparseLayout.from_state(layout_tensors, metadata)
+    layout_rule = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LayoutRuleConfig), meta["layout_rule"]))
     return ClipBatch(
         name=key,
         latents=tensors["latents"][None],
@@ -142,6 +142,7 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
         reference_pose=tensors["reference_pose"][None].float() / 255,
         layouts=layouts,
         keypoints=WholeBodyKeypoints.load(folder / "keypoints.npz"),
+        layout_rule=layout_rule,
     )
 
 

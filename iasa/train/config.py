@@ -8,8 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from iasa.attention.config import SparseAttentionConfig
-from iasa.video.config import AttentionPatchConfig, VideoModelConfig
+from iasa.attention.config import LayoutRuleConfig
+from iasa.video.config import (
+    LORA_TARGETS,
+    NEGATIVE_PROMPT,
+    PROMPT,
+    AttentionConfig,
+    PoseDrivenModelConfig,
+    WanModelConfig,
+)
 
 TASKS = ("data_process", "train", "distill")
 
@@ -30,14 +37,14 @@ class DataConfig:
     frame_stride: int = 1
     # Cut at most this many consecutive non-overlapping training clips from each video.
     max_clips_per_video: int = 4
-    # Prompt for clips without prompts/<name>.txt.
-    default_prompt: str = "a person talking and gesturing with their hands"
-    # Prompt of the unconditional branch for classifier-free guidance (Wan's usual negative prompt idea).
-    negative_prompt: str = "blurry, distorted hands, deformed face, static, low quality"
+    # Prompt for videos without prompts/<name>.txt.
+    default_prompt: str = PROMPT
+    # Prompt of the unconditional branch of classifier-free guidance, cached for the teacher's cfg in distill.
+    negative_prompt: str = NEGATIVE_PROMPT
 
 
-def sparse_attention_patch() -> AttentionPatchConfig:
-    return AttentionPatchConfig(attention="iasa", sparse=SparseAttentionConfig(direction="both"))
+def sparse_attention() -> AttentionConfig:
+    return AttentionConfig(attention="iasa")
 
 
 @dataclass
@@ -46,7 +53,7 @@ class LoraConfig:
     rank: int = 128
     alpha: int = 128
     # Linear layers of every DiT block that get LoRA (matched by name suffix, peft style).
-    targets: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+    targets: tuple[str, ...] = LORA_TARGETS
     # A LoRA file (iasa.video.lora format, e.g. a train run's lora.safetensors) to start from; null = fresh (B = 0).
     init_path: Optional[str] = None
 
@@ -102,10 +109,10 @@ class RunConfig:
 class DataProcessConfig:
     task: str = "data_process"
     data: DataConfig = field(default_factory=DataConfig)
-    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
-    model: VideoModelConfig = field(default_factory=VideoModelConfig)
-    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
-    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    # The Wan2.1-I2V encoders (size, files, dtype, device); see iasa/video/config.py.
+    model: WanModelConfig = field(default_factory=WanModelConfig)
+    # The sparse layout rule (iasa/attention/config.py); the region-loss masks of distill are drawn with it too.
+    layout: LayoutRuleConfig = field(default_factory=LayoutRuleConfig)
     # Build and cache a layout for each of these attention directions ("both" teacher, "past" student).
     layout_directions: tuple[str, ...] = ("both", "past")
 
@@ -122,10 +129,10 @@ class FinetuneConfig:
     task: str = "train"
     # Cached training clips written by the data_process stage.
     cache_dir: str = "data/train_cache"
-    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
-    model: VideoModelConfig = field(default_factory=VideoModelConfig)
-    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
-    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    # The Wan2.1-I2V + UniAnimate base (size, files, UniAnimate checkpoint, dtype, device); iasa/video/config.py.
+    model: PoseDrivenModelConfig = field(default_factory=PoseDrivenModelConfig)
+    # Self-attention: "iasa" (sparse, with the cached layouts) or "dense", and the sparse kernel.
+    attention: AttentionConfig = field(default_factory=sparse_attention)
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Train the pose guider together with the LoRA.
     train_pose_guider: bool = True
@@ -142,8 +149,9 @@ class RegionLossConfig:
     # lambda_region: weight of the region loss next to the DMD loss; 0 switches decoding off.
     weight: float = 1.0
     # Per-region weights lambda_r of the pixel and LPIPS terms. Regions are drawn by iasa/attention's
-    # rasteriser (face, hands, left_hand, right_hand, arms, torso); where they overlap the one listed first
-    # wins; "background" is every pixel outside them.
+    # rasteriser (face, hands, left_hand, right_hand, arms, torso) with the layout rule each clip was cached
+    # with (data_process's layout keys); where they overlap the one listed first wins; "background" is every
+    # pixel outside them.
     region_weights: dict[str, float] = field(
         default_factory=lambda: {"face": 2.0, "hands": 2.0, "arms": 1.0, "torso": 0.5, "background": 0.1}
     )
@@ -166,10 +174,10 @@ class DistillConfig:
     task: str = "distill"
     # Cached training clips written by the data_process stage (with both "both" and "past" layouts).
     cache_dir: str = "data/train_cache"
-    # The Wan2.1-I2V + UniAnimate model (sizes, files, dtype, device); see iasa/video/config.py.
-    model: VideoModelConfig = field(default_factory=VideoModelConfig)
-    # Self-attention: "iasa" (sparse, layouts from attention.sparse) or "dense".
-    attention: AttentionPatchConfig = field(default_factory=sparse_attention_patch)
+    # The Wan2.1-I2V + UniAnimate base (size, files, UniAnimate checkpoint, dtype, device); iasa/video/config.py.
+    model: PoseDrivenModelConfig = field(default_factory=PoseDrivenModelConfig)
+    # Self-attention of every role: "iasa" (sparse, with the cached layouts) or "dense", and the sparse kernel.
+    attention: AttentionConfig = field(default_factory=sparse_attention)
     # Teacher: the fine-tuned LoRA (and pose guider; null = UniAnimate's) from the train stage, frozen.
     teacher_lora: Optional[str] = None
     teacher_pose_guider: Optional[str] = None

@@ -4,7 +4,6 @@ so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,7 +38,7 @@ class ClipEncoder:
     """The frozen encoders data_process runs on a training clip: VAE, umt5, CLIP, the pose drawing and the layout rule."""
 
     def __init__(self, components: WanComponents, config: DataProcessConfig) -> None:
-        self.components, self.sparse = components, config.attention.sparse
+        self.components, self.rule = components, config.layout
 
     def _input(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device=self.components.device, dtype=self.components.dtype)
@@ -69,7 +68,7 @@ class ClipEncoder:
 
     def layout(self, keypoints: WholeBodyKeypoints, direction: str, grid_size: tuple[int, int]) -> SparseLayout:
         """The clip's sparse layout (latent-frame poses come from the video frames each latent covers)."""
-        return build_sparse_layout(keypoints, replace(self.sparse, direction=direction), grid_size)
+        return build_sparse_layout(keypoints, self.rule.for_direction(direction), grid_size)
 
 
 def process_dataset(config: DataProcessConfig, components: WanComponents, rank: int = 0, world_size: int = 1) -> int:
@@ -135,6 +134,6 @@ def process_dataset(config: DataProcessConfig, components: WanComponents, rank: 
                 direction: encode.layout(clip_keypoints, direction, grid)
                 for direction in config.layout_directions
             }
-            write_clip(cache_dir, clip.key, tensors, layouts, clip_keypoints, prompt)
+            write_clip(cache_dir, clip.key, tensors, layouts, clip_keypoints, prompt, config.layout)
             written += 1
     return written

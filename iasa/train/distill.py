@@ -136,7 +136,9 @@ class Distiller:
         frames = decoded_frame_indices(first, run)
         height, width = decoded.shape[-2:]
         keypoints = batch.keypoints.slice_frames(frames[0], frames[-1] + 1)
-        masks = region_masks(keypoints, self.region_loss.regions, (height, width), self.config.attention.sparse)
+        if batch.layout_rule is None:
+            raise ValueError(f"clip {batch.name} carries no layout rule to draw the region-loss masks with")
+        masks = region_masks(keypoints, self.region_loss.regions, (height, width), batch.layout_rule)
         to_frames = "1 c f h w -> f c h w"
         return self.region_loss(rearrange(reference.float(), to_frames), rearrange(decoded.float(), to_frames), masks.to(sample.device))
 
@@ -150,7 +152,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     model = PoseDiT(
-        components.dit, components.pose_guider, components.dtype, config.attention.sparse.backend,
+        components.dit, components.pose_guider, components.dtype, config.attention.backend,
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
     dit = model.dit

@@ -93,7 +93,7 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     start_run(accelerator, config, run, project="iasa-finetune")
     device = accelerator.device
     model = PoseDiT(
-        components.dit, components.pose_guider, components.dtype, config.attention.sparse.backend,
+        components.dit, components.pose_guider, components.dtype, config.attention.backend,
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
 

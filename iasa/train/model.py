@@ -20,22 +20,18 @@ from iasa.attention.layout import SparseLayout
 from iasa.train.cache import ClipBatch
 from iasa.video.assembly import WanComponents, load_wan_components
 from iasa.video.attention_patch import patch_self_attention
-from iasa.video.config import VideoModelConfig
+from iasa.video.config import PoseDrivenModelConfig, WanModelConfig
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.lora import apply_unianimate_checkpoint
 from iasa.video.pose_guider import PoseGuider
 
 
-def load_training_components(model: VideoModelConfig, parts: Sequence[str]) -> WanComponents:
+def load_training_components(model: WanModelConfig, parts: Sequence[str]) -> WanComponents:
     """The listed networks (data_process needs no DiT, train no VAE, T5 or CLIP), UniAnimate's LoRA merged into
     the DiT and its pose guider loaded when a checkpoint is given, every weight frozen (training unfreezes what
     it trains)."""
-    if model.lora_path is not None:
-        raise ValueError(
-            "model.lora_path is for inference; in training set lora.init_path (train) or teacher_lora (distill)"
-        )
     components = load_wan_components(model, parts)
-    if model.unianimate_checkpoint is not None and components.dit is not None:
+    if isinstance(model, PoseDrivenModelConfig) and model.unianimate_checkpoint is not None:
         apply_unianimate_checkpoint(
             model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
         )

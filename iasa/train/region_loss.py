@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from iasa.errors import MissingFileError
-from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.config import LayoutRuleConfig
 from iasa.attention.regions import REGION_DRAWERS, frame_shapes, validate_regions
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.config import RegionLossConfig
@@ -27,7 +27,7 @@ EPS = 1e-6
 
 
 def region_masks(
-    keypoints: WholeBodyKeypoints, regions: list[str], size: tuple[int, int], sparse: SparseAttentionConfig
+    keypoints: WholeBodyKeypoints, regions: list[str], size: tuple[int, int], sparse: LayoutRuleConfig
 ) -> torch.Tensor:
     """Exclusive pixel masks (F, R, H, W) float of the listed regions (BACKGROUND = the rest), the first
     listed region winning where they overlap."""

@@ -1,7 +1,7 @@
 """Pose-driven Wan2.1-I2V-14B with UniAnimate's pose guider and input-aware sparse self-attention.
 
 Reusable pieces (also for training, iasa/train):
-    load_wan_components(VideoModelConfig)            networks from a model folder or random (assembly.py)
+    load_wan_components(WanModelConfig)              networks from a model folder or random (assembly.py)
     apply_unianimate_checkpoint / inject_lora / save_lora / load_lora                     (lora.py)
     patch_self_attention(dit); SelfAttentionArgs (per forward)                    (attention_patch.py)
     predict_flow(dit, latents, timestep, FlowConditions(...), layout, backend)          (denoiser.py)

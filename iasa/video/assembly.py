@@ -31,8 +31,8 @@ from iasa.errors import InputError
 from iasa.video.config import (
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
-    VideoModelConfig,
     WanArchitecture,
+    WanModelConfig,
     architecture,
 )
 from iasa.video.latent_grid import PATCH_SIZE
@@ -209,7 +209,7 @@ class WanComponents:
     pose_guider: PoseGuider | None = None
 
 
-def load_wan_components(config: VideoModelConfig, parts: Sequence[str] = ALL_PARTS) -> WanComponents:
+def load_wan_components(config: WanModelConfig, parts: Sequence[str] = ALL_PARTS) -> WanComponents:
     """Networks for `config`: from config.model_dir, or random when it is null. The pose guider comes from the
     UniAnimate checkpoint (loaded by iasa.video.lora.apply_unianimate_checkpoint), so here they start random."""
     unknown = set(parts) - set(ALL_PARTS)

@@ -15,6 +15,12 @@ CLIP_TOKENS = 257
 # Channels of the I2V condition y: 4 first-frame mask channels + 16 VAE latent channels.
 CONDITION_CHANNELS = 20
 LATENT_CHANNELS = 16
+# The prompt of clips without their own (training) and of generation, and the negative prompt of
+# classifier-free guidance (the teacher's cfg in generation and distillation).
+PROMPT = "a person talking and gesturing with their hands"
+NEGATIVE_PROMPT = "blurry, distorted hands, deformed face, static, low quality"
+# The DiT linears UniAnimate and the IASA reference trainer adapt (q/k/v/o match self- and cross-attention).
+LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 
 
 @dataclass
@@ -69,17 +75,13 @@ def architecture(model_size: str) -> WanArchitecture:
 
 
 @dataclass
-class VideoModelConfig:
+class WanModelConfig:
+    """Which Wan networks, from where, in which dtype and on which device (what data_process needs)."""
+
     # Network sizes: "14b" (Wan2.1-I2V-14B) or "tiny" (CPU tests and smoke runs).
     model_size: str = "14b"
     # Folder in the Wan2.1-I2V-14B-720P layout; null = random weights (benchmarks, tiny smoke runs).
     model_dir: Optional[str] = "checkpoints/Wan2.1-I2V-14B-720P"
-    # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + the pose guider); null = none.
-    unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
-    # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
-    unianimate_lora_strength: float = 1.0
-    # This project's LoRA (.safetensors written by iasa.video.lora.save_lora); null = none.
-    lora_path: Optional[str] = None
     # Compute dtype of every network.
     dtype: str = "bfloat16"
     # Torch device; "auto" = cuda when available, else cpu.
@@ -87,10 +89,44 @@ class VideoModelConfig:
 
 
 @dataclass
-class AttentionPatchConfig:
+class PoseDrivenModelConfig(WanModelConfig):
+    """The Wan networks with UniAnimate's LoRA merged and its pose guider: the base training starts from."""
+
+    # UniAnimate-Wan2.1-14B-Lora-12000.ckpt (LoRA merged into the DiT + the pose guider); null = none.
+    unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
+    # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
+    unianimate_lora_strength: float = 1.0
+
+
+@dataclass
+class VideoModelConfig(PoseDrivenModelConfig):
+    """What generation runs: the pose-driven base plus this project's trained weights."""
+
+    # This project's LoRA (.safetensors written by iasa.video.lora.save_lora: the train stage's for the
+    # teacher, the distill stage's for the student); null = none.
+    lora_path: Optional[str] = None
+    # The pose guider that LoRA was trained with (the train stage's pose_guider.safetensors, which distillation
+    # keeps frozen); null = UniAnimate's, from unianimate_checkpoint.
+    pose_guider_path: Optional[str] = None
+
+
+@dataclass
+class AttentionConfig:
+    """The DiT's self-attention: what training runs (its layouts come from the data_process cache)."""
+
     # "dense": full self-attention (fastest SDPA kernel); "iasa": input-aware sparse attention.
     attention: str = "dense"
-    # The sparse layout rule and kernel (used when attention is "iasa").
+    # Sparse kernel (attention "iasa"): "fast" (own frame through cuDNN SDPA + cross-region Triton kernels,
+    # iasa.attention.fast; CUDA), "flex" (FlexAttention block mask; CUDA, forward-only elsewhere) or
+    # "reference" (SDPA with the dense mask; any device, slow: CPU runs and tests).
+    backend: str = "reference"
+
+
+@dataclass
+class AttentionPatchConfig(AttentionConfig):
+    """The DiT's self-attention in generation, where each window's layout is built from its keypoints."""
+
+    # The sparse layout rule (attention "iasa").
     sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
 
 
@@ -117,8 +153,9 @@ class SamplerConfig:
     shift: float = 5.0
     # Noise seed.
     seed: int = 0
-    prompt: str = "a person is talking and gesturing"
-    negative_prompt: str = "blurry, distorted hands, deformed face, low quality, static"
+    prompt: str = PROMPT
+    # The unconditional branch's prompt when cfg_scale != 1.
+    negative_prompt: str = NEGATIVE_PROMPT
 
 
 @dataclass

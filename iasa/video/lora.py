@@ -1,4 +1,4 @@
-"""LoRA on the Wan DiT: peft injection, this project's LoRA files, and UniAnimate's checkpoint.
+"""LoRA on the Wan DiT: peft injection, this project's LoRA and pose guider files, and UniAnimate's checkpoint.
 
 This project's LoRA file: safetensors with peft's key names without the adapter name
 (``blocks.0.self_attn.q.lora_A.weight``, what `get_peft_model_state_dict` gives) and the LoRA shape in the
@@ -21,16 +21,15 @@ import torch
 from diffsynth.core.loader.file import load_state_dict
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iasa.video.model_files import ModelFilesError
 from iasa.atomic_io import atomic_output
 from iasa.video.assembly import CheckpointKeyError, load_strict
+from iasa.video.config import LORA_TARGETS
 from iasa.video.pose_guider import PoseGuider
 
-# The linear layers UniAnimate and the IASA reference trainer adapt (q/k/v/o match self- and cross-attention).
-DEFAULT_LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 UNIANIMATE_DIT_PREFIX = "pipe.dit."
 UNIANIMATE_POSE_PREFIXES = ("dwpose_embedding.", "randomref_embedding_pose.")
 LORA_FILE_FORMAT = "iasa-lora-v1"
@@ -40,7 +39,7 @@ def inject_lora(
     dit: nn.Module,
     rank: int,
     alpha: float,
-    target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
+    target_modules: Sequence[str] = LORA_TARGETS,
     adapter_name: str = "default",
 ) -> nn.Module:
     """Add a trainable LoRA adapter (B initialised to zero: the model is unchanged until trained). LoRA
@@ -85,7 +84,10 @@ def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
     the file must land in the adapter and every adapter weight must come from the file."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFilesError(f"LoRA file {path} does not exist; train one (issue 6) or set model.lora_path=null")
+        raise ModelFilesError(
+            f"LoRA file {path} does not exist; write one with examples/IASA/train_iasa.py (the train stage's "
+            "lora.safetensors, or the distill stage's for the student) or set model.lora_path=null"
+        )
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -104,6 +106,19 @@ def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
         )
     set_peft_model_state_dict(dit, tensors, adapter_name=adapter_name)
     return dit
+
+
+def load_pose_guider(path: str | Path, pose_guider: PoseGuider) -> None:
+    """Load a pose guider file the train stage wrote (pose_guider.safetensors) strictly, in the guider's dtype."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFilesError(
+            f"pose guider file {path} does not exist; set model.pose_guider_path to the pose_guider.safetensors of "
+            "the train stage that the LoRA comes from, or to null for UniAnimate's"
+        )
+    reference = next(pose_guider.parameters())
+    state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in load_file(str(path)).items()}
+    load_strict(pose_guider, state, origin=str(path))
 
 
 def merge_lora_pairs(dit: nn.Module, pairs: dict[str, dict[str, torch.Tensor]], strength: float, origin: str) -> None:

@@ -35,7 +35,7 @@ from iasa.video.config import (
 from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, num_latent_frames, padded_frame_count
-from iasa.video.lora import apply_unianimate_checkpoint, load_lora
+from iasa.video.lora import apply_unianimate_checkpoint, load_lora, load_pose_guider
 from iasa.video.sampler import WindowInputs, sample_latents
 from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
 from iasa.video.windows import plan_windows
@@ -83,6 +83,8 @@ class VideoGenerator:
             apply_unianimate_checkpoint(
                 model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
             )
+        if model.pose_guider_path is not None:
+            load_pose_guider(model.pose_guider_path, components.pose_guider)
         if model.lora_path is not None:
             components.dit = load_lora(model.lora_path, components.dit)
             components.dit.to(device=components.device, dtype=components.dtype)
@@ -164,7 +166,7 @@ class VideoGenerator:
         )
         keypoints = pad_keypoints(keypoints, padded) if keypoints is not None else None
         windows = self.window_inputs(pose, context, clip_feature, y, keypoints, latent_frames)
-        denoise = functools.partial(predict_flow, c.dit, backend=self.attention.sparse.backend)
+        denoise = functools.partial(predict_flow, c.dit, backend=self.attention.backend)
         latents = sample_latents(
             denoise, windows, negative, (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
