@@ -158,8 +158,9 @@ def main() -> None:
     parts = ("dit", "pose_guider") + (("vae",) if "distill" in args.tasks else ())
     sparse = SparseAttentionConfig(direction="both")
     components = load_training_components(model, parts)
+    checkpointing = not args.no_gradient_checkpointing
     pose_dit = PoseDiT(
-        components.dit, components.pose_guider, components.dtype, backend, gradient_checkpointing=not args.no_gradient_checkpointing
+        components.dit, components.pose_guider, components.dtype, backend, gradient_checkpointing=checkpointing
     )
     arch = architecture(args.model_size)
     batch = make_batch(size, args.frames, arch.text_dim, arch.text_length, sparse, device, dtype)

@@ -65,7 +65,9 @@ class SparseLayout:
         """What saving the layout writes: its tensors (CPU, contiguous: ready for a safetensors file) and every
         other field as JSON-able metadata. `from_state` is the inverse."""
         tensors = {name: getattr(self, name).cpu().contiguous() for name in LAYOUT_TENSORS}
-        metadata = {"grid_size": list(self.grid_size), "block_size": self.block_size, "region_names": list(self.region_names)}
+        metadata = {
+            "grid_size": list(self.grid_size), "block_size": self.block_size, "region_names": list(self.region_names)
+        }
         return tensors, metadata
 
     @classmethod

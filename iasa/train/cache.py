@@ -123,7 +123,9 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
         raise CacheError(f"{negative} is missing; rerun data_process")
     meta = json.loads((folder / "meta.json").read_text())
     if "layouts" not in meta or "layout_rule" not in meta:
-        raise CacheError(f"{folder} was cached by an earlier version (no layout metadata); delete it and rerun data_process")
+        raise CacheError(
+            f"{folder} was cached by an earlier version (no layout metadata); delete it and rerun data_process"
+        )
     tensors = load_file(str(folder / "tensors.safetensors"))
     layouts = {}
     for direction, metadata in meta["layouts"].items():

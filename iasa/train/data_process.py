@@ -33,9 +33,9 @@ from iasa.video.conditioning import encode_clip_feature, encode_first_frame_cond
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE
 
 
-
 class ClipEncoder:
-    """The frozen encoders data_process runs on a training clip: VAE, umt5, CLIP, the pose drawing and the layout rule."""
+    """What data_process computes of a training clip: VAE latents, umt5 and CLIP embeddings, the I2V condition
+    (frozen encoders), pose images and sparse layouts (the config's layout rule)."""
 
     def __init__(self, components: WanComponents, config: DataProcessConfig) -> None:
         self.components, self.rule = components, config.layout

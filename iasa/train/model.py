@@ -35,7 +35,8 @@ def load_training_components(model: WanModelConfig, parts: Sequence[str]) -> Wan
         apply_unianimate_checkpoint(
             model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
         )
-    for part in (components.dit, components.vae, components.text_encoder, components.image_encoder, components.pose_guider):
+    parts = (components.dit, components.vae, components.text_encoder, components.image_encoder, components.pose_guider)
+    for part in parts:
         if part is not None:
             part.requires_grad_(False)
     return components
@@ -62,7 +63,8 @@ class PoseDiT(nn.Module):
         patch_self_attention(dit)
         self.dit, self.pose_guider = dit, pose_guider
         self.dtype, self.backend = dtype, backend
-        self.gradient_checkpointing, self.gradient_checkpointing_offload = gradient_checkpointing, gradient_checkpointing_offload
+        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing_offload = gradient_checkpointing_offload
 
     def conditions(self, batch: ClipBatch, context: torch.Tensor | None = None) -> FlowConditions:
         """The DiT's conditions of a cached clip: the pose guider's features of its pose video and the

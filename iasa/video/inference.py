@@ -132,7 +132,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
         raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
     size = (config.pose.image_height, config.pose.image_width)
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
-        raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE {VAE_STRIDE} x patch {PATCH_SIZE})")
+        raise ConfigError(
+            f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} "
+            f"(VAE {VAE_STRIDE} x patch {PATCH_SIZE})"
+        )
     timer = StageTimer()
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)

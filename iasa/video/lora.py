@@ -117,7 +117,8 @@ def load_pose_guider(path: str | Path, pose_guider: PoseGuider) -> None:
             "the train stage that the LoRA comes from, or to null for UniAnimate's"
         )
     reference = next(pose_guider.parameters())
-    state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in load_file(str(path)).items()}
+    state = load_file(str(path))
+    state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in state.items()}
     load_strict(pose_guider, state, origin=str(path))
 
 

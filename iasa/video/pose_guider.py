@@ -53,7 +53,7 @@ def _reference_pose_embedding(hidden: int) -> nn.Sequential:
 
 
 class PoseGuider(nn.Module):
-    """UniAnimate's pose guider, both nets; state-dict keys ``dwpose_embedding.*`` and ``randomref_embedding_pose.*``."""
+    """UniAnimate's pose guider, both nets: keys ``dwpose_embedding.*`` and ``randomref_embedding_pose.*``."""
 
     def __init__(self, dit_dim: int, hidden_channels: int = 16) -> None:
         super().__init__()
