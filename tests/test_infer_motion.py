@@ -112,10 +112,9 @@ def test_unknown_config_key_is_an_error(audio_folder: Path, tmp_path: Path, caps
     assert code == infer_motion.EXIT_USAGE and "image_heigth" in err
 
 
-def test_emage_checkpoint_runs_through_the_cli(tmp_path: Path, capsys) -> None:
-    emage_tests = pytest.importorskip("test_emage", reason="EMAGE test helpers not available")
+def test_emage_checkpoint_runs_through_the_cli(tmp_path: Path, capsys, write_emage_checkpoint, tiny_emage_config) -> None:
     checkpoint = tmp_path / "emage_audio"
-    emage_tests.write_official_layout(checkpoint, emage_tests.tiny_config())
+    write_emage_checkpoint(checkpoint, tiny_emage_config())
     folder = tmp_path / "audio"
     folder.mkdir()
     soundfile.write(folder / "speech.wav", speech_like(2.13), SR)

@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO training (a DeepSpeed accelerate config): CPU processes under torchrun (gloo) give the
 data-parallel / single-process run's weights, write full-tensor checkpoints that resume exactly, and a LoRA
 file the inference loader reads. The accelerate config's DeepSpeed settings this trainer cannot honour are
-refused with the key to change (helpers and the cached dataset fixture from test_train_fsdp)."""
+refused with the key to change (the cached tiny dataset and the checkpoint helpers are conftest fixtures)."""
 
 from __future__ import annotations
 
