@@ -56,7 +56,8 @@ def clip_layout(keypoints: WholeBodyKeypoints) -> SparseLayout:
 def clip_motion() -> SmplxMotion:
     generator = np.random.default_rng(3)
     still = SmplxMotion.still(7, fps=25.0)
-    return SmplxMotion(*(generator.standard_normal(a.shape).astype(np.float32) for a in (still.poses, still.expressions, still.trans, still.betas)), fps=25.0)  # fmt: skip
+    arrays = (still.poses, still.expressions, still.trans, still.betas)
+    return SmplxMotion(*(generator.standard_normal(a.shape).astype(np.float32) for a in arrays), fps=25.0)
 
 
 def qkv(heads: int = HEADS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

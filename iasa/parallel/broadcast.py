@@ -40,7 +40,7 @@ DTYPES: dict[str, torch.dtype] = {
 def _dtype_name(tensor: torch.Tensor, name: str) -> str:
     dtype = str(tensor.dtype).removeprefix("torch.")
     if dtype not in DTYPES:
-        raise TypeError(f"{name!r} has dtype {tensor.dtype}, which broadcast_tensors does not send; one of {sorted(DTYPES)}")
+        raise TypeError(f"{name!r} has dtype {tensor.dtype}, which broadcasts do not carry; use one of {sorted(DTYPES)}")
     return dtype
 
 

@@ -9,9 +9,10 @@ A process that dies or hangs must end the run, not stall it. Every collective wa
 `ParallelConfig.collective_timeout_s` (the process group's timeout). gloo then raises in the waiting call
 (at once when the peer's socket closes, after the timeout when the peer is alive but silent), and
 `collective(parallel, what)` turns that into a `CollectiveError` naming the rank, the operation, the
-timeout and the likely cause. NCCL runs collectives asynchronously: its watchdog aborts the process after
-the same timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING, on by default) and logs the collective it waited for.
-Either way every rank exits with an error, and torchrun reports the first failure.
+timeout and the likely cause. NCCL runs collectives asynchronously: its watchdog tears the process down
+after the same timeout (torchrun sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1) and logs the collective it waited
+for. Either way every rank exits with an error; under torchrun its agent also stops the other processes as
+soon as one exits with an error, and reports the first failure.
 
 The sequence-parallel group is the world group created here with that timeout. yunchang's
 `set_seq_parallel_pg` was not used for it: it creates its groups with `new_group`'s default timeout
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Iterator
 
@@ -66,7 +67,9 @@ class ParallelGroup:
         return self.rank == 0
 
 
-def single_process(device: torch.device | str = "cpu", timeout_s: float = ParallelConfig.collective_timeout_s) -> ParallelGroup:
+def single_process(
+    device: torch.device | str = "cpu", timeout_s: float = ParallelConfig.collective_timeout_s
+) -> ParallelGroup:
     """A group of one: sharding and gathering are identities, broadcasts return their input."""
     return ParallelGroup(rank=0, world_size=1, device=torch.device(device), timeout_s=timeout_s)
 
@@ -122,7 +125,7 @@ def start_parallel_group(config: ParallelConfig, device_type: str) -> ParallelGr
             timeout=timedelta(seconds=config.collective_timeout_s),
             device_id=device if device.type == "cuda" else None,
         )
-    return ParallelGroup(rank, world_size, device, config.collective_timeout_s, group=dist.group.WORLD)
+    return replace(parallel, group=dist.group.WORLD)
 
 
 @contextmanager

@@ -141,7 +141,7 @@ class _GatherTokens(torch.autograd.Function):
 def gather_tokens(x: torch.Tensor, shards: SequenceShards, dim: int = 1) -> torch.Tensor:
     """The whole sequence on every process from each one's shard along `dim` (local_tokens -> tokens)."""
     if x.shape[dim] != shards.local_tokens:
-        raise ValueError(f"expected a shard of {shards.local_tokens} tokens along dim {dim}, got shape {tuple(x.shape)}")
+        raise ValueError(f"expected {shards.local_tokens} tokens (one shard) along dim {dim}, got {tuple(x.shape)}")
     if shards.parallel.world_size == 1:
         return x
     return _GatherTokens.apply(x, shards, dim)
