@@ -19,7 +19,10 @@ from iasa.attention import (
     inverse_permutation,
     sparse_attention,
 )
+from iasa.attention import masks
+from iasa.attention.fast import fast_sparse_attention
 from iasa.attention.flex import cached_flex_plan
+from iasa.attention.layout import BACKGROUND
 from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 
 
@@ -197,3 +200,51 @@ def test_moving_a_layout_keeps_every_field():
     moved = layout.to("meta")
     assert moved.token_regions.device.type == "meta" and moved.frame_selection.device.type == "meta"
     assert (moved.grid_size, moved.block_size, moved.region_names) == (layout.grid_size, 32, layout.region_names)
+
+
+def test_a_new_rule_is_one_change(monkeypatch):
+    """Every backend reads the rule from masks.allowed: a variant in which background tokens also see all
+    of latent frame 0 (a reference-image sink) reaches the dense mask, the block layout, FlexAttention
+    and the fast path's plan and CPU kernels without any other change."""
+    paper_rule = masks.allowed
+
+    def background_sees_frame_zero(frame_q, region_q, frame_k, region_k, frame_selection):
+        sink = (region_q == BACKGROUND) & (frame_k == 0)
+        return paper_rule(frame_q, region_q, frame_k, region_k, frame_selection) | sink
+
+    monkeypatch.setattr(masks, "allowed", background_sees_frame_zero)
+    generator = torch.Generator().manual_seed(4)
+    selection = (torch.rand(4, 4, generator=generator) < 0.5) | torch.eye(4, dtype=torch.bool)
+    regions = torch.randint(0, 3, (4, 12), generator=generator)
+    layout = SparseLayout(selection, regions, (3, 4), block_size=8, region_names=("a", "b"))
+    paper = torch.from_numpy(brute_force_mask(selection.numpy(), regions.numpy()))
+    token_frame = torch.arange(4).repeat_interleave(12)
+    expected = paper | ((regions.reshape(-1) == 0)[:, None] & (token_frame == 0)[None, :])
+    assert not torch.equal(expected, paper)
+    assert torch.equal(dense_mask(layout), expected)
+
+    permutation = frame_region_order(layout)
+    counts = block_layout(layout, permutation=permutation).pair_counts
+    reordered = expected[permutation][:, permutation].reshape(6, 8, 6, 8)
+    assert torch.equal(counts, reordered.sum((1, 3)))
+
+    query, key, value = torch.randn(3, 1, 2, layout.num_tokens, 8, dtype=torch.float64).unbind(0)
+    want = brute_force_attention(query, key, value, expected)
+    assert torch.allclose(sparse_attention(query, key, value, layout, backend="reference"), want, atol=1e-10)
+    assert torch.allclose(sparse_attention(query, key, value, layout, backend="flex"), want, atol=1e-10)
+    inputs = [x.clone().requires_grad_() for x in (query, key, value)]
+    fast = fast_sparse_attention(*inputs, layout)
+    assert torch.allclose(fast, want, atol=1e-10)
+    reference_inputs = [x.clone().requires_grad_() for x in (query, key, value)]
+    reference_grads = torch.autograd.grad(brute_force_attention(*reference_inputs, expected).sum(), reference_inputs)
+    for got, wanted in zip(torch.autograd.grad(fast.sum(), inputs), reference_grads):
+        assert torch.allclose(got, wanted, atol=1e-10)
+
+
+def test_fast_path_refuses_a_rule_that_is_not_dense_within_a_frame(monkeypatch):
+    """The fast path runs each frame as dense attention; a rule hiding pairs inside a frame is an error."""
+    monkeypatch.setattr(masks, "allowed", lambda frame_q, region_q, frame_k, region_k, selection: region_q == region_k)
+    layout = SparseLayout(torch.eye(2, dtype=torch.bool), torch.tensor([[0, 1], [1, 1]]), (1, 2))
+    query = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="dense attention"):
+        fast_sparse_attention(query, query, query, layout)
