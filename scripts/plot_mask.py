@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iasa.atomic_io import atomic_output  # noqa: E402
 from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_layout, density_statistics  # noqa: E402
 from iasa.attention.masks import class_table, token_classes  # noqa: E402
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
 from iasa.pose.keypoints import WholeBodyKeypoints  # noqa: E402
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.keypoints is not None:
         keypoints, source = WholeBodyKeypoints.load(args.keypoints), args.keypoints.name
     else:
-        keypoints = synthetic_talking_upper_body(args.frames, tuple(args.size), seed=args.seed)
+        keypoints = synthetic_speaker(args.frames, tuple(args.size), seed=args.seed)
         source = f"a synthetic speaker ({args.size[0]}x{args.size[1]})"
     layout = build_sparse_layout(keypoints, config)
     query_frame = layout.num_frames - 1 if args.query_frame is None else args.query_frame

@@ -23,7 +23,7 @@ from iasa.attention import masks
 from iasa.attention.fast import fast_sparse_attention
 from iasa.attention.flex import cached_flex_plan
 from iasa.attention.layout import BACKGROUND
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.pose.synthetic_speaker import synthetic_speaker
 
 
 def brute_force_mask(selection: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_dense_mask_equals_brute_force(layout):
 
 
 def test_dense_mask_of_a_real_layout_equals_brute_force():
-    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=2)
+    keypoints = synthetic_speaker(17, (64, 96), seed=2)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2))
     expected = brute_force_mask(layout.frame_selection.numpy(), layout.token_regions.numpy())
     assert np.array_equal(dense_mask(layout).numpy(), expected)
@@ -70,7 +70,7 @@ def test_dense_mask_of_a_real_layout_equals_brute_force():
 @settings(max_examples=20, deadline=None)
 @given(top_k=st.integers(0, 6), direction=st.sampled_from(["past", "both"]), seed=st.integers(0, 50))
 def test_rule_properties_on_real_layouts(top_k, direction, seed):
-    keypoints = synthetic_talking_upper_body(25, (64, 64), seed=seed)
+    keypoints = synthetic_speaker(25, (64, 64), seed=seed)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, direction=direction))
     mask = dense_mask(layout)
     frames, tokens = layout.token_regions.shape
@@ -109,7 +109,7 @@ def test_reordering_groups_frames_then_regions():
 
 
 def test_density_statistics_match_the_dense_mask():
-    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=3)
+    keypoints = synthetic_speaker(17, (64, 96), seed=3)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2, block_size=8))
     statistics = density_statistics(layout)
     mask = dense_mask(layout)
@@ -126,7 +126,7 @@ def brute_force_attention(query, key, value, mask):
 
 
 def small_layout(seed=0, top_k=2, block_size=16):
-    keypoints = synthetic_talking_upper_body(13, (64, 80), seed=seed)
+    keypoints = synthetic_speaker(13, (64, 80), seed=seed)
     return build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, block_size=block_size, direction="both"))
 
 

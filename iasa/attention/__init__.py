@@ -8,7 +8,7 @@ Data flow, one module per idea:
     classes, its mask_mod and the dense mask; block_layout: (frame, region) reordering, tile counts,
     density statistics.
     Kernels: reference (dense-mask SDPA), flex (FlexAttention block mask), fast (own-frame + region
-    kernels, another module); dispatch.sparse_attention picks one. synthetic_motion: a test speaker.
+    kernels, another module); dispatch.sparse_attention picks one.
 """
 
 from iasa.attention.block_layout import (
