@@ -7,7 +7,7 @@ import cv2
 import torch
 
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, dense_mask
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.pose.synthetic_speaker import synthetic_speaker
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_mask.py"
 spec = importlib.util.spec_from_file_location("plot_mask", SCRIPT)
@@ -16,7 +16,7 @@ spec.loader.exec_module(plot_mask)
 
 
 def test_plotted_keys_are_the_union_of_the_query_frames_rows():
-    layout = build_sparse_layout(synthetic_talking_upper_body(17, (64, 96), seed=0), SparseAttentionConfig(top_k=2))
+    layout = build_sparse_layout(synthetic_speaker(17, (64, 96), seed=0), SparseAttentionConfig(top_k=2))
     mask = dense_mask(layout)
     tokens = layout.tokens_per_frame
     for query_frame in (0, 4):
@@ -30,7 +30,7 @@ def test_plotted_keys_are_the_union_of_the_query_frames_rows():
 
 def test_png_from_a_keypoint_file(tmp_path):
     keypoints_path = tmp_path / "clip.npz"
-    synthetic_talking_upper_body(9, (64, 64), seed=1).save(keypoints_path)
+    synthetic_speaker(9, (64, 64), seed=1).save(keypoints_path)
     out = tmp_path / "mask.png"
     plot_mask.main(["--keypoints", str(keypoints_path), "--out", str(out), "--query-region", "face", "top_k=1"])
     image = cv2.imread(str(out))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.train.cache import CacheError, is_cached, list_cached
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import DataConfig
@@ -18,7 +18,7 @@ from iasa.train.dataset import CropTransform, DatasetError, load_clip_keypoints,
 
 
 def test_dwpose_dict_folder_reads_like_the_npz(tmp_path: Path) -> None:
-    keypoints = synthetic_talking_upper_body(num_frames=4, image_size=(60, 80), seed=2)
+    keypoints = synthetic_speaker(num_frames=4, image_size=(60, 80), seed=2)
     keypoints.save(tmp_path / "keypoints" / "a.npz")
     folder = tmp_path / "keypoints" / "b"
     folder.mkdir()
@@ -47,7 +47,7 @@ def test_windows_fit_inside_the_video_and_do_not_overlap() -> None:
 
 def test_crop_moves_keypoints_with_the_pixels() -> None:
     source = (90, 160)
-    keypoints = synthetic_talking_upper_body(num_frames=1, image_size=source, seed=0)
+    keypoints = synthetic_speaker(num_frames=1, image_size=source, seed=0)
     crop = CropTransform.centre(source, 64, 64)
     # Mark the nose in the source frame, crop the frame, find the mark again.
     nose = keypoints.body[0, 0] * np.array([source[1], source[0]])

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.pose.drawing import draw_pose_frames
+from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.train.cache import list_cached, read_window
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
@@ -38,7 +38,7 @@ def make_dataset(root: Path, clips: int = 2) -> Path:
     (root / "videos").mkdir(parents=True)
     (root / "keypoints").mkdir()
     for index in range(clips):
-        keypoints = synthetic_talking_upper_body(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
+        keypoints = synthetic_speaker(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
         writer = cv2.VideoWriter(str(root / "videos" / f"clip{index}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, SOURCE_SIZE[::-1])
         for frame in draw_pose_frames(keypoints):
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from iasa.attention.config import SparseAttentionConfig
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.train.adapters import adapter_parameters, copy_adapter, set_trainable, use_adapter
 from iasa.train.cache import WindowOrder, read_window
 from iasa.train.config import ConditionDropoutConfig, FlowConfig, RegionLossConfig
@@ -82,7 +82,7 @@ def test_dmd_loss_gradient_is_the_normalised_score_difference() -> None:
 
 
 def test_region_masks_partition_the_frame_with_priority() -> None:
-    keypoints = synthetic_talking_upper_body(num_frames=5, image_size=(96, 96), seed=1)
+    keypoints = synthetic_speaker(num_frames=5, image_size=(96, 96), seed=1)
     regions = ["face", "hands", "arms", "torso", "background"]
     masks = region_masks(keypoints, regions, (96, 96), SparseAttentionConfig())
     assert masks.shape == (5, 5, 96, 96)
