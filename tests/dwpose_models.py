@@ -11,6 +11,8 @@ Stand-ins:
 - ``channel_peak_pose_model``: COCO-WholeBody point k peaks where channel k % 3 of the crop is brightest:
   simcc_x = X_WEIGHT[k] x the column maxima of that channel, each crop pixel repeated over two bins
   (SimCC's split ratio 2), simcc_y likewise with Y_WEIGHT[k] and the row maxima.
+
+``person_image`` draws what they look for: a mid-grey box and one bright dot per colour channel.
 """
 
 from __future__ import annotations
@@ -29,8 +31,28 @@ ROW_VALUES = 85  # 4 box values, objectness, 80 COCO classes
 POINTS = 133
 # Per-point weights of the x and y logits: the score (the smaller maximum) comes from x for even points
 # and from y for odd ones.
-X_WEIGHT = np.where(np.arange(POINTS) % 2 == 0, 0.1, 0.3).astype(np.float32)
-Y_WEIGHT = np.where(np.arange(POINTS) % 2 == 0, 0.3, 0.1).astype(np.float32)
+X_WEIGHT = np.where(np.arange(POINTS) % 2 == 0, 0.2, 0.4).astype(np.float32)
+Y_WEIGHT = np.where(np.arange(POINTS) % 2 == 0, 0.4, 0.2).astype(np.float32)
+
+
+DOT_RADIUS = 6
+
+
+def person_image(
+    size: tuple[int, int], dots: dict[int, tuple[int, int]], grey_box: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB image: dark, a mid-grey (128) box x0, y0, x1, y1 if given, and for each
+    channel -> (x, y) of ``dots`` a pyramid of height 255 and radius DOT_RADIUS in that channel, centred
+    on that integer pixel."""
+    image = np.full((*size, 3), 30, np.uint8)
+    if grey_box is not None:
+        x0, y0, x1, y1 = grey_box
+        image[y0:y1, x0:x1] = 128
+    ys, xs = np.mgrid[0 : size[0], 0 : size[1]]
+    for channel, (x, y) in dots.items():
+        peak = 255.0 * np.clip(1 - np.maximum(abs(xs - x), abs(ys - y)) / DOT_RADIUS, 0, 1)
+        image[..., channel] = np.maximum(image[..., channel], peak.round().astype(np.uint8))
+    return image
 
 
 def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:

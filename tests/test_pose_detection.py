@@ -24,27 +24,6 @@ EXACT_BOX = (100.0, 90.2, 200.0, 243.8)
 EXACT_IMAGE = (320, 320)
 LETTERBOX_RATIO = 2.0  # 640 / 320
 DOTS = {0: (120, 130), 1: (175, 200), 2: (140, 240)}  # channel -> dot centre (x, y) in image pixels
-DOT_RADIUS = 6
-
-
-def draw_dots(image: np.ndarray, dots: dict[int, tuple[int, int]]) -> np.ndarray:
-    """Pyramids of height 255 (radius DOT_RADIUS) in one colour channel each, centred on integer pixels."""
-    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
-    for channel, (x, y) in dots.items():
-        distance = np.maximum(abs(xs - x), abs(ys - y))
-        peak = 255.0 * np.clip(1 - distance / DOT_RADIUS, 0, 1)
-        image[..., channel] = np.maximum(image[..., channel], peak.round().astype(np.uint8))
-    return image
-
-
-def dotted_image(size: tuple[int, int], dots=DOTS, grey_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    image = np.full((*size, 3), 30, np.uint8)
-    if grey_box is not None:
-        x0, y0, x1, y1 = grey_box
-        image[y0:y1, x0:x1] = 128
-    return draw_dots(image, dots)
-
-
 def expected_keypoints(dots: dict[int, tuple[int, int]], size: tuple[int, int]):
     """COCO-WholeBody point k at the dot of channel k % 3 (normalised), score = the smaller weight x the
     normalised peak value 255 of that channel, in the DWPose layout."""
@@ -84,10 +63,10 @@ def test_known_pose_comes_back_exactly_through_the_crop(tmp_path: Path, pose_fil
         tmp_path / "yolox_l.onnx", {0: dwpose_models.encode_row(letterbox_box(EXACT_BOX), 0.9, {0: 1.0})}
     )
     detector = detector_for(person, pose_file)
-    boxes, scores = detector.person_boxes(dotted_image(EXACT_IMAGE))
+    boxes, scores = detector.person_boxes(dwpose_models.person_image(EXACT_IMAGE, DOTS))
     np.testing.assert_allclose(boxes, [EXACT_BOX], atol=1e-3)
     np.testing.assert_allclose(scores, [0.9], atol=1e-6)
-    keypoints = detector.detect(dotted_image(EXACT_IMAGE))
+    keypoints = detector.detect(dwpose_models.person_image(EXACT_IMAGE, DOTS))
     assert keypoints.num_frames == 1 and keypoints.image_size == EXACT_IMAGE
     # Exact sampling: every point on its dot (one SimCC bin is a quarter image pixel here).
     assert_pose(keypoints, expected_keypoints(DOTS, EXACT_IMAGE), EXACT_IMAGE, bin_pixels=0.25)
@@ -99,7 +78,7 @@ def test_person_box_follows_the_grey_rectangle_through_the_letterbox(tmp_path: P
     detector = detector_for(dwpose_models.rectangle_detector(tmp_path / "yolox_l.onnx"), pose_file)
     size = (240, 400)  # letterboxed by 1.6 into 640 x 384 with 256 padded rows
     rectangle = (150, 40, 260, 200)
-    boxes, _ = detector.person_boxes(dotted_image(size, dots={}, grey_box=rectangle))
+    boxes, _ = detector.person_boxes(dwpose_models.person_image(size, dots={}, grey_box=rectangle))
     np.testing.assert_allclose(boxes, [rectangle], atol=1.0)
 
 
@@ -108,7 +87,7 @@ def test_known_pose_from_the_rectangle_detector(tmp_path: Path, pose_file: Path)
     size = (300, 260)
     rectangle = (60, 50, 210, 290)
     dots = {0: (90, 100), 1: (170, 160), 2: (120, 260)}
-    keypoints = detector.detect(dotted_image(size, dots=dots, grey_box=rectangle))
+    keypoints = detector.detect(dwpose_models.person_image(size, dots=dots, grey_box=rectangle))
     # The crop spans 1.25 x the box's height at the model's 3:4 aspect: a SimCC bin is half a crop pixel.
     crop_height = 1.25 * max(rectangle[3] - rectangle[1], (rectangle[2] - rectangle[0]) * 4 / 3)
     bin_pixels = 0.5 * crop_height / 384
@@ -125,26 +104,26 @@ def test_several_people_take_the_largest_with_a_warning(tmp_path: Path, pose_fil
         4: dwpose_models.encode_row((0, 0, 500, 500), 0.5, {0: 0.5}),  # score 0.25: below 0.3
     }
     detector = detector_for(dwpose_models.constant_detector(tmp_path / "yolox_l.onnx", rows), pose_file)
-    boxes, scores = detector.person_boxes(dotted_image(EXACT_IMAGE))
+    boxes, scores = detector.person_boxes(dwpose_models.person_image(EXACT_IMAGE, DOTS))
     np.testing.assert_allclose(boxes, [(5, 5, 30, 40), EXACT_BOX], atol=1e-3)
     np.testing.assert_allclose(scores, [0.95, 0.9], atol=1e-6)
     with pytest.warns(UserWarning, match="2 people found in photo.png; using the largest"):
-        keypoints = detector.detect(dotted_image(EXACT_IMAGE), origin="photo.png")
+        keypoints = detector.detect(dwpose_models.person_image(EXACT_IMAGE, DOTS), origin="photo.png")
     assert_pose(keypoints, expected_keypoints(DOTS, EXACT_IMAGE), EXACT_IMAGE, bin_pixels=0.25)
 
 
 def test_no_person_is_an_error_naming_the_image(tmp_path: Path, pose_file: Path) -> None:
     detector = detector_for(dwpose_models.rectangle_detector(tmp_path / "yolox_l.onnx"), pose_file)
     with pytest.raises(NoPersonError, match="no person found in photo.png"):
-        detector.detect(dotted_image((100, 120), dots={}), origin="photo.png")
+        detector.detect(dwpose_models.person_image((100, 120), dots={}), origin="photo.png")
 
 
 def test_frames_without_a_person_get_zero_scores(tmp_path: Path, pose_file: Path) -> None:
     detector = detector_for(dwpose_models.rectangle_detector(tmp_path / "yolox_l.onnx"), pose_file)
     size, rectangle = (300, 260), (60, 50, 210, 290)
     moving = [{0: (90 + 10 * t, 100), 1: (170, 160 + 5 * t), 2: (120, 260)} for t in range(3)]
-    frames = [dotted_image(size, dots=dots, grey_box=rectangle) for dots in moving]
-    frames[1] = dotted_image(size, dots={})
+    frames = [dwpose_models.person_image(size, dots=dots, grey_box=rectangle) for dots in moving]
+    frames[1] = dwpose_models.person_image(size, dots={})
     with pytest.warns(UserWarning, match="0 of 3 frames show several people .* 1 show nobody"):
         keypoints = detector.detect_frames(frames, total=3, progress=False)
     assert keypoints.num_frames == 3 and keypoints.image_size == size
