@@ -303,7 +303,7 @@ class DWPoseDetector:
         a person gets score 0 everywhere; frames with several people or none are counted in one warning."""
         points, scores, size = [], [], None
         crowded, empty = 0, 0
-        for frame in tqdm(frames, total=total, desc="DWPose keypoints", unit="frame", disable=not progress):
+        for frame in tqdm(frames, total=total, desc="DWPose keypoints", unit="frame", leave=False, disable=not progress):
             frame = _rgb_uint8(frame, origin)
             if size is None:
                 size = frame.shape[:2]
