@@ -3,7 +3,6 @@ tiny ONNX models in the official input/output layout (tests/dwpose_models.py) on
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ EXACT_BOX = (100.0, 90.2, 200.0, 243.8)
 EXACT_IMAGE = (320, 320)
 LETTERBOX_RATIO = 2.0  # 640 / 320
 DOTS = {0: (120, 130), 1: (175, 200), 2: (140, 240)}  # channel -> dot centre (x, y) in image pixels
+
+
 def expected_keypoints(dots: dict[int, tuple[int, int]], size: tuple[int, int]):
     """COCO-WholeBody point k at the dot of channel k % 3 (normalised), score = the smaller weight x the
     normalised peak value 255 of that channel, in the DWPose layout."""
@@ -147,9 +148,22 @@ def test_a_model_without_simcc_outputs_is_refused(tmp_path: Path) -> None:
     person = dwpose_models.rectangle_detector(tmp_path / "yolox_l.onnx")
     with pytest.raises(DetectorModelError, match="simcc_x and simcc_y"):
         detector_for(person, person)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        not_onnx = tmp_path / "broken.onnx"
-        not_onnx.write_bytes(b"not a model")
-        with pytest.raises(DetectorModelError, match="not a loadable ONNX model"):
-            detector_for(person, not_onnx)
+    not_onnx = tmp_path / "broken.onnx"
+    not_onnx.write_bytes(b"not a model")
+    with pytest.raises(DetectorModelError, match="not a loadable ONNX model"):
+        detector_for(person, not_onnx)
+
+
+def test_unknown_or_unavailable_providers_are_config_errors(tmp_path: Path, pose_file: Path) -> None:
+    import onnxruntime
+
+    from iasa.config import ConfigError
+
+    person = dwpose_models.rectangle_detector(tmp_path / "yolox_l.onnx")
+    config = DetectorConfig(person_model=str(person), pose_model=str(pose_file), providers="tpu")
+    with pytest.raises(ConfigError, match="providers must be one of"):
+        DWPoseDetector.from_config(config)
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        config.providers = "cuda"
+        with pytest.raises(ConfigError, match="onnxruntime-gpu"):
+            DWPoseDetector.from_config(config)

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from iasa.config import ConfigError
 from iasa.errors import InputError, MissingFileError
 from iasa.pose.config import DetectorConfig
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -80,11 +81,11 @@ def execution_providers(choice: str) -> list[str]:
     import onnxruntime
 
     if choice not in PROVIDERS:
-        raise DetectorModelError(f"detector providers must be one of {PROVIDERS}, got {choice!r}")
+        raise ConfigError(f"detector providers must be one of {PROVIDERS}, got {choice!r}")
     available = onnxruntime.get_available_providers()
     has_cuda = "CUDAExecutionProvider" in available
     if choice == "cuda" and not has_cuda:
-        raise DetectorModelError(
+        raise ConfigError(
             "detector providers=cuda, but this onnxruntime has no CUDA provider; "
             "pip install onnxruntime-gpu, or set providers to auto or cpu"
         )
