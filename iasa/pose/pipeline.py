@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from iasa.motion.motion_file import SmplxMotion
-from iasa.pose.alignment import Similarity2D, fit_similarity
+from iasa.config import ConfigError
+from iasa.pose.alignment import fit_limb_retarget, fit_similarity
 from iasa.pose.camera import framing_camera
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
@@ -42,23 +43,42 @@ def turn_to_face_camera(points: np.ndarray, motion: SmplxMotion) -> np.ndarray:
     return ((points - centre) @ about_y.T + centre).astype(np.float32)
 
 
+ALIGNMENTS = ("unianimate", "similarity")
+
+
 def align_to_reference(
-    body_pixels: np.ndarray, body_valid: np.ndarray, reference: WholeBodyKeypoints, config: PoseConfig
-) -> Similarity2D | None:
-    """The similarity taking this clip's first-frame body (18, 2) pixels onto the reference's first frame,
-    fitted on ``config.align_body_points``; None (with a warning) when fewer than two points are shared."""
+    body: np.ndarray, body_valid: np.ndarray, hands: np.ndarray, face: np.ndarray,
+    reference: WholeBodyKeypoints, config: PoseConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clip's body (T, 18, 2), hands (T, 2, 21, 2) and face (T, 68, 2) pixels laid onto the reference's
+    first frame by ``config.alignment``, fitted on the clip's first frame (``body_valid`` (18,) marks its
+    usable points). Unchanged, with a warning, when the reference lacks the points the fit needs."""
+    if config.alignment not in ALIGNMENTS:
+        raise ConfigError(f"pose.alignment must be one of {ALIGNMENTS}, got {config.alignment!r}")
     height, width = reference.image_size
-    target = reference.body[0] * np.array([width, height])
+    target = reference.body[0].astype(np.float64) * np.array([width, height])
+    confident = reference.body_score[0] >= config.align_min_score
+    if config.alignment == "unianimate":
+        shoulders = [BODY_NAMES.index("right_shoulder"), BODY_NAMES.index("left_shoulder")]
+        if not confident[shoulders].all():
+            warnings.warn(
+                f"reference keypoints lack a confident shoulder (score >= {config.align_min_score}); "
+                "keeping the default framing",
+                stacklevel=3,
+            )
+            return body, hands, face
+        return fit_limb_retarget(target, confident, body[0]).apply(body, hands, face)
     chosen = np.isin(np.array(BODY_NAMES), config.align_body_points)
-    shared = chosen & body_valid & (reference.body_score[0] >= config.align_min_score)
+    shared = chosen & body_valid & confident
     if shared.sum() < 2:
         warnings.warn(
             f"reference keypoints share only {int(shared.sum())} confident body points with the skeleton "
             f"(of {list(config.align_body_points)}); keeping the default framing",
             stacklevel=3,
         )
-        return None
-    return fit_similarity(body_pixels[shared], target[shared])
+        return body, hands, face
+    similarity = fit_similarity(body[0][shared], target[shared])
+    return similarity.apply(body), similarity.apply(hands), similarity.apply(face)
 
 
 def motion_to_keypoints(
@@ -70,8 +90,8 @@ def motion_to_keypoints(
     """The DWPose keypoints (T frames) of ``motion`` seen by the upper-body camera of ``config``.
 
     With ``reference`` (keypoints of the reference image; frame 0 is used) the image size is the
-    reference's and the whole clip is moved by the similarity that best lays its first frame onto the
-    reference pose. Points outside the image or behind the camera get score 0 and are clipped to [0, 1].
+    reference's and the clip is laid onto the reference pose by ``config.alignment`` (align_to_reference).
+    Points outside the image or behind the camera get score 0 and are clipped to [0, 1].
     """
     config = config or PoseConfig()
     points = motion_points(motion, config, smplx_dir)
@@ -81,18 +101,19 @@ def motion_to_keypoints(
     anchor = points[:, PELVIS].mean(axis=0) if motion.num_frames else np.zeros(3)
     camera = framing_camera(config, anchor, image_size)
     pixels, in_front = camera.project(smplx_to_coco_wholebody(points).astype(np.float64))
-
+    body, body_valid, hands, hands_valid, face, face_valid = coco_wholebody_to_dwpose(pixels, in_front)
     if reference is not None and motion.num_frames:
-        body_pixels, body_valid = coco_wholebody_to_dwpose(pixels[0], in_front[0].astype(np.float32))[:2]
-        similarity = align_to_reference(body_pixels, body_valid > 0, reference, config)
-        if similarity is not None:
-            pixels = similarity.apply(pixels)
+        body, hands, face = align_to_reference(body, body_valid[0], hands, face, reference, config)
 
     height, width = image_size
-    normalized = pixels / np.array([width, height])
-    inside = in_front & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
-    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(
-        np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
+
+    def normalise(part: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        normalized = part / np.array([width, height])
+        inside = valid & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
+        return np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
+
+    (body, body_score), (hands, hands_score), (face, face_score) = (
+        normalise(body, body_valid), normalise(hands, hands_valid), normalise(face, face_valid)
     )
     return WholeBodyKeypoints(
         body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,

@@ -1,7 +1,8 @@
 """Speech + reference image -> talking, gesturing video: the end-to-end path of scripts/generate.py.
 
-audio -> motion (EMAGE, or procedural without a checkpoint) -> keypoints (aligned to the reference
-image's keypoints when given) -> pose video -> pose-driven Wan2.1-I2V -> mp4 with the audio muxed in.
+reference image -> its pose (DWPose, or a keypoint file); audio -> motion (EMAGE, or procedural without a
+checkpoint) -> keypoints aligned to the reference pose -> pose video -> pose-driven Wan2.1-I2V -> mp4 with
+the audio muxed in.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from iasa.config import ConfigError
 from iasa.errors import InputError
-from iasa.pose.config import PoseConfig
+from iasa.pose.config import DetectorConfig, PoseConfig
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.config import (
     TOKEN_STRIDE,
@@ -37,8 +38,12 @@ class InferenceConfig:
     # Output mp4.
     out: str = "outputs/video.mp4"
     # DWPose keypoints (.npz, iasa.pose.keypoints) of the reference image: the motion is aligned to them and
-    # their pose image conditions UniAnimate's reference embedding; null = default framing.
+    # their pose image conditions UniAnimate's reference embedding; null = detect them in the image.
     reference_keypoints: Optional[str] = None
+    # With reference_keypoints null: find the reference pose in the image with DWPose (`detector`);
+    # false = no reference pose, the skeleton keeps the default framing (smoke runs without DWPose files).
+    detect_reference_pose: bool = True
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     # EMAGE checkpoint folder (H-Liu1997/emage_audio layout); null = procedural talking motion.
     emage_dir: Optional[str] = None
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -86,8 +91,8 @@ def center_crop_box(source: tuple[int, int], target: tuple[int, int]) -> tuple[f
     return (source_height - height) / 2, 0.0, height, float(source_width)
 
 
-def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """The image center-cropped to size's aspect and resized to size (h, w): ((h, w, 3) uint8, original size)."""
+def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The image center-cropped to size's aspect and resized to size (h, w), and the original image (both uint8 RGB)."""
     import cv2
     import imageio.v2 as imageio
 
@@ -103,7 +108,7 @@ def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.nd
     image = image[..., :3].astype(np.uint8)
     top, left, height, width = (int(round(v)) for v in center_crop_box(image.shape[:2], size))
     crop = image[top : top + height, left : left + width]
-    return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA), image.shape[:2]
+    return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA), image
 
 
 def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size: tuple[int, int]) -> WholeBodyKeypoints:
@@ -121,6 +126,23 @@ def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size:
     return WholeBodyKeypoints(**mapped, image_size=size)
 
 
+def reference_image_and_pose(config: InferenceConfig, size: tuple[int, int]) -> tuple[np.ndarray, Optional[WholeBodyKeypoints]]:
+    """The reference image cropped and resized to size (h, w) and its pose in that crop: from
+    config.reference_keypoints (keypoints of the original image), else detected in the original image with
+    DWPose, else (detect_reference_pose false) None."""
+    image, original = load_reference_image(config.image, size)
+    if config.reference_keypoints is not None:
+        keypoints = WholeBodyKeypoints.load(config.reference_keypoints)
+    elif config.detect_reference_pose:
+        from iasa.pose.detection import DWPoseDetector
+
+        detector = DWPoseDetector.from_config(config.detector)
+        keypoints = detector.detect(original, origin=f"reference image {config.image}")
+    else:
+        return image, None
+    return image, crop_keypoints(keypoints, original.shape[:2], size)
+
+
 def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     """Write config.out; returns the stage timings."""
     from iasa.motion.audio import load_audio
@@ -134,6 +156,9 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
         raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
     timer = StageTimer()
+    # First, so that a missing DWPose file or a photo without a person fails before the video model loads.
+    with timer.stage("reference pose"):
+        image, reference = reference_image_and_pose(config, size)
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
     with timer.stage("audio -> motion"):
@@ -147,10 +172,6 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
 
             motion = ProceduralMotionGenerator()(waveform)
     with timer.stage("motion -> keypoints"):
-        image, source_size = load_reference_image(config.image, size)
-        reference = None
-        if config.reference_keypoints is not None:
-            reference = crop_keypoints(WholeBodyKeypoints.load(config.reference_keypoints), source_size, size)
         keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
     with timer.stage("pose video"):
         pose_video = draw_pose_frames(keypoints)
