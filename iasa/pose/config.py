@@ -1,4 +1,5 @@
-"""Configuration of the motion -> 2D keypoints path: body model, camera framing, alignment."""
+"""Configuration of the motion -> 2D keypoints -> pose images path: body model, camera framing, alignment,
+drawing style."""
 
 from __future__ import annotations
 
@@ -32,3 +33,7 @@ class PoseConfig:
     )  # fmt: skip
     # Reference points with a lower score are left out of the alignment.
     align_min_score: float = 0.3
+    # Pose images (iasa.pose.style): "unianimate" (body, feet, hands: what UniAnimate's checkpoint was trained
+    # on), "face" (also the 68 face points) or "auto" (what the loaded weights were trained on: the style a
+    # LoRA file records, else "unianimate").
+    style: str = "auto"

@@ -83,18 +83,13 @@ def motion_to_keypoints(
     pixels, in_front = camera.project(smplx_to_coco_wholebody(points).astype(np.float64))
 
     if reference is not None and motion.num_frames:
-        body_pixels, body_valid = coco_wholebody_to_dwpose(pixels[0], in_front[0].astype(np.float32))[:2]
-        similarity = align_to_reference(body_pixels, body_valid > 0, reference, config)
+        first = coco_wholebody_to_dwpose(pixels[0], in_front[0].astype(np.float32))
+        similarity = align_to_reference(first["body"], first["body_score"] > 0, reference, config)
         if similarity is not None:
             pixels = similarity.apply(pixels)
 
     height, width = image_size
     normalized = pixels / np.array([width, height])
     inside = in_front & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
-    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(
-        np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
-    )
-    return WholeBodyKeypoints(
-        body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,
-        face_score=face_score, image_size=(int(height), int(width)),
-    )  # fmt: skip
+    parts = coco_wholebody_to_dwpose(np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32))
+    return WholeBodyKeypoints(**parts, image_size=(int(height), int(width)))

@@ -17,7 +17,8 @@ import numpy as np
 from iasa.config import ConfigError
 from iasa.errors import InputError
 from iasa.pose.config import PoseConfig
-from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.pose.keypoints import POINT_PARTS, WholeBodyKeypoints
+from iasa.pose.style import resolve_pose_style
 from iasa.video.config import (
     TOKEN_STRIDE,
     AttentionPatchConfig,
@@ -113,7 +114,7 @@ def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size:
     scale = np.array([source[1] / width, source[0] / height], np.float32)
     offset = np.array([left / width, top / height], np.float32)
     mapped = {}
-    for name in ("body", "hands", "face"):
+    for name in POINT_PARTS:
         points = getattr(keypoints, name) * scale - offset
         inside = ((points >= 0) & (points <= 1)).all(axis=-1)
         mapped[name] = np.clip(points, 0, 1).astype(np.float32)
@@ -125,6 +126,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     """Write config.out; returns the stage timings."""
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
+    from iasa.video.lora import lora_pose_style
     from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import write_video
 
@@ -133,6 +135,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     size = (config.pose.image_height, config.pose.image_width)
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
         raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
+    pose_style = resolve_pose_style(
+        config.pose.style, lora_pose_style(config.model.lora_path) if config.model.lora_path else None,
+        source=f"model.lora_path {config.model.lora_path}",
+    )  # fmt: skip
     timer = StageTimer()
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
@@ -153,8 +159,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
             reference = crop_keypoints(WholeBodyKeypoints.load(config.reference_keypoints), source_size, size)
         keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
     with timer.stage("pose video"):
-        pose_video = draw_pose_frames(keypoints)
-        reference_pose = draw_pose_frames(reference.slice_frames(0, 1))[0] if reference is not None else pose_video[0]
+        pose_video = draw_pose_frames(keypoints, pose_style)
+        reference_pose = pose_video[0]
+        if reference is not None:
+            reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0]
     with timer.stage("video generation"):
         video = generator.generate(image, pose_video, reference_pose, keypoints, config.sampler, progress=progress)
     with timer.stage("write video"):
