@@ -75,3 +75,27 @@ def test_inference_draws_the_style_its_lora_file_records(
     # Face points are the only white pixels any style draws.
     for images in (seen["pose_video"], seen["reference_pose"]):
         assert (images == WHITE).all(axis=-1).any() == face_drawn
+
+
+def test_inference_style_without_a_lora_is_unianimates_and_old_loras_warn(tmp_path: Path) -> None:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from iasa.video.assembly import build_random
+    from iasa.video.config import ARCHITECTURES, VideoModelConfig
+    from iasa.video.inference import inference_pose_style
+    from iasa.video.lora import inject_lora, save_lora
+
+    unianimate = VideoModelConfig(unianimate_checkpoint="UniAnimate-Wan2.1-14B-Lora-12000.ckpt", lora_path=None)
+    assert inference_pose_style("auto", unianimate) == "unianimate"
+    with pytest.warns(UserWarning, match="UniAnimate-Wan2.1-14B-Lora-12000.ckpt was trained on 'unianimate'"):
+        assert inference_pose_style("face", unianimate) == "face"
+    # A LoRA file from before styles were recorded: the config decides, with a warning to set it.
+    old = tmp_path / "old.safetensors"
+    save_lora(old, inject_lora(build_random("dit", ARCHITECTURES["tiny"], torch.device("cpu"), torch.float32), 2, 2), pose_style="face")
+    with safe_open(str(old), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(old), metadata={k: v for k, v in metadata.items() if not k.startswith("pose_")})
+    with pytest.warns(UserWarning, match="records no pose style"):
+        assert inference_pose_style("auto", VideoModelConfig(lora_path=str(old))) == "unianimate"

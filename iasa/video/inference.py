@@ -7,6 +7,7 @@ image's keypoints when given) -> pose video -> pose-driven Wan2.1-I2V -> mp4 wit
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from iasa.config import ConfigError
 from iasa.errors import InputError
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import POINT_PARTS, WholeBodyKeypoints
-from iasa.pose.style import resolve_pose_style
+from iasa.pose.style import CHECKPOINT_STYLE, resolve_pose_style
 from iasa.video.config import (
     TOKEN_STRIDE,
     AttentionPatchConfig,
@@ -122,11 +123,29 @@ def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size:
     return WholeBodyKeypoints(**mapped, image_size=size)
 
 
+def inference_pose_style(requested: str, model: VideoModelConfig) -> str:
+    """The pose style to draw for pose.style ``requested``: the style this project's LoRA file records, else
+    UniAnimate's checkpoint's (iasa.pose.style.resolve_pose_style; an explicit other style warns)."""
+    from iasa.video.lora import lora_pose_style
+
+    if model.lora_path is not None:
+        recorded = lora_pose_style(model.lora_path)
+        if recorded is None:
+            warnings.warn(
+                f"model.lora_path {model.lora_path} records no pose style (written before styles were recorded); "
+                "set pose.style to the style it was trained on",
+                stacklevel=2,
+            )
+        return resolve_pose_style(requested, recorded, f"model.lora_path {model.lora_path}")
+    if model.unianimate_checkpoint is not None:
+        return resolve_pose_style(requested, CHECKPOINT_STYLE, f"model.unianimate_checkpoint {model.unianimate_checkpoint}")
+    return resolve_pose_style(requested, None, "the randomly initialised pose guider")
+
+
 def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     """Write config.out; returns the stage timings."""
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
-    from iasa.video.lora import lora_pose_style
     from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import write_video
 
@@ -135,10 +154,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     size = (config.pose.image_height, config.pose.image_width)
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
         raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
-    pose_style = resolve_pose_style(
-        config.pose.style, lora_pose_style(config.model.lora_path) if config.model.lora_path else None,
-        source=f"model.lora_path {config.model.lora_path}",
-    )  # fmt: skip
+    pose_style = inference_pose_style(config.pose.style, config.model)
     timer = StageTimer()
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
