@@ -6,7 +6,7 @@
 Every audio file (wav, mp3, flac, m4a, ogg) in DIR becomes, in the save folder:
   <name>_output.npz     SMPL-X motion in the BEAT format (iasa.motion.motion_file)
   <name>_keypoints.npz  DWPose keypoints (iasa.pose.keypoints)
-  <name>_skeleton.mp4   with --visualization: the skeleton video with the audio
+  <name>_skeleton.mp4   with --visualization: the pose video (pose.style, as the pose guider sees it) with the audio
 A file that cannot be read is reported and skipped; the others finish and the exit code is then 1.
 Outputs are written to temporary files and renamed, so nothing half-written is left behind.
 Config keys (InferMotionConfig below; e.g. pose.image_height=512 procedural.seed=3) come from --config
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,6 +34,7 @@ from iasa.motion.motion_file import SmplxMotion
 from iasa.motion.procedural import ProceduralMotionConfig, ProceduralMotionGenerator
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
+from iasa.pose.style import PoseStyleError, resolve_pose_style
 
 SAMPLE_RATE = 16000
 EXIT_OK, EXIT_SOME_FILES_FAILED, EXIT_USAGE = 0, 1, 2
@@ -138,8 +139,10 @@ def audio_warnings(name: str, waveform: np.ndarray, config: InferMotionConfig) -
     return messages
 
 
-def write_skeleton_video(keypoints: WholeBodyKeypoints, fps: float, audio: Path, path: Path, crf: int) -> None:
-    """Draw the skeleton frames into an H.264 mp4 and mux ``audio`` in, via temporary files."""
+def write_skeleton_video(
+    keypoints: WholeBodyKeypoints, style: str, fps: float, audio: Path, path: Path, crf: int
+) -> None:
+    """Draw the pose images in ``style`` into an H.264 mp4 and mux ``audio`` in, via temporary files."""
     import imageio.v2 as imageio
     import imageio_ffmpeg
 
@@ -155,7 +158,7 @@ def write_skeleton_video(keypoints: WholeBodyKeypoints, fps: float, audio: Path,
             macro_block_size=2, ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
         )  # fmt: skip
         with writer:
-            for frame in iter_pose_frames(keypoints):
+            for frame in iter_pose_frames(keypoints, style):
                 writer.append_data(frame)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", silent_video, "-i", str(audio),
@@ -193,7 +196,7 @@ def process_file(
         motion.save(outputs[0])
         keypoints.save(outputs[1])
         if args.visualization:
-            write_skeleton_video(keypoints, motion.fps, audio, outputs[2], config.video_crf)
+            write_skeleton_video(keypoints, config.pose.style, motion.fps, audio, outputs[2], config.video_crf)
     except BaseException:
         for path in outputs:
             path.unlink(missing_ok=True)
@@ -205,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(InferMotionConfig, args.config, overrides)
-    except ConfigError as error:
+        # No video model here: "auto" draws what UniAnimate's checkpoint was trained on.
+        config.pose = replace(config.pose, style=resolve_pose_style(config.pose.style, None, "infer_motion.py"))
+    except (ConfigError, PoseStyleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:

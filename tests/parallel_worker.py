@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_layout, sparse_attention  # noqa: E402
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.motion.motion_file import SmplxMotion  # noqa: E402
 from iasa.parallel import (  # noqa: E402
     HeadSplitError,
@@ -46,7 +46,7 @@ DEATH_TIMEOUT_S = 3.0
 
 
 def clip_keypoints() -> WholeBodyKeypoints:
-    return synthetic_talking_upper_body(VIDEO_FRAMES, IMAGE_SIZE, seed=5)
+    return synthetic_speaker(VIDEO_FRAMES, IMAGE_SIZE, seed=5)
 
 
 def clip_layout(keypoints: WholeBodyKeypoints) -> SparseLayout:

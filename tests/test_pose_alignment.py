@@ -32,36 +32,41 @@ REFERENCE = np.array([
     (315, 320), (315, 390), (315, 480),  # 70, 90
     (292, 170), (308, 170), (286, 170), (314, 170),
 ], np.float64)  # fmt: skip
-RIGHT_WRIST, RIGHT_ELBOW, LEFT_WRIST, NOSE = 4, 3, 7, 0
+RIGHT_WRIST, RIGHT_ELBOW, LEFT_WRIST, NOSE, RIGHT_ANKLE, LEFT_ANKLE = 4, 3, 7, 0, 10, 13
 
 
-def driving_clip() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def driving_clip() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two frames: the figure, then the figure moved by (10, 5) with the right forearm turned to point
     left. Each hand is 21 points 10 px below its wrist, except the right hand of frame 1, 10 px left of
-    it; the face is 68 points 5 px below the nose."""
+    it; the face is 68 points 5 px below the nose; each foot's 3 points lie 10 px right of its ankle."""
     body = np.stack([DRIVING, DRIVING + (10, 5)])
     body[1, RIGHT_WRIST] = body[1, RIGHT_ELBOW] + (-40, 0)
     hands = np.repeat(body[:, [LEFT_WRIST, RIGHT_WRIST], None, :], 21, axis=2) + (0, 10)
     hands[1, 1] += (-10, -10)
     face = np.repeat(body[:, None, NOSE], 68, axis=1) + (0, 5)
-    return body, hands, face
+    feet = np.repeat(body[:, [LEFT_ANKLE, RIGHT_ANKLE]], 3, axis=1) + (10, 0)
+    return body, feet, hands, face
 
 
 def test_first_frame_takes_the_reference_limbs_and_place() -> None:
-    body, hands, face = driving_clip()
+    body, feet, hands, face = driving_clip()
     retarget = fit_limb_retarget(REFERENCE, np.ones(18, bool), body[0])
     np.testing.assert_allclose(retarget.scale, [1.5, 1.2])
-    aligned_body, aligned_hands, aligned_face = retarget.apply(body, hands, face)
+    aligned_body, aligned_feet, aligned_hands, aligned_face = retarget.apply(body, feet, hands, face)
     np.testing.assert_allclose(aligned_body[0], REFERENCE, atol=1e-9)
     # Hands follow their wrists and the face the nose, their offsets scaled by (1.5, 1.2).
     np.testing.assert_allclose(aligned_hands[0, 0], np.repeat([REFERENCE[LEFT_WRIST] + (0, 12)], 21, 0))
     np.testing.assert_allclose(aligned_hands[0, 1], np.repeat([REFERENCE[RIGHT_WRIST] + (0, 12)], 21, 0))
     np.testing.assert_allclose(aligned_face[0], np.repeat([REFERENCE[NOSE] + (0, 6)], 68, 0))
+    # Feet follow their ankles (left foot = COCO-WholeBody's first three foot points).
+    np.testing.assert_allclose(aligned_feet[0, :3], np.repeat([REFERENCE[LEFT_ANKLE] + (15, 0)], 3, 0))
+    np.testing.assert_allclose(aligned_feet[0, 3:], np.repeat([REFERENCE[RIGHT_ANKLE] + (15, 0)], 3, 0))
 
 
 def test_later_frames_keep_the_motion_with_the_first_frame_ratios() -> None:
-    body, hands, face = driving_clip()
-    aligned_body, aligned_hands, aligned_face = fit_limb_retarget(REFERENCE, np.ones(18, bool), body[0]).apply(body, hands, face)
+    body, feet, hands, face = driving_clip()
+    retarget = fit_limb_retarget(REFERENCE, np.ones(18, bool), body[0])
+    aligned_body, _, aligned_hands, aligned_face = retarget.apply(body, feet, hands, face)
     # The move (10, 5) becomes (15, 6). The turned forearm, (-40, 0) -> scaled (-60, 0), keeps the forearm
     # ratio of frame 0 (60 px over 1.2 x 40 = 48 px: 1.25): (-75, 0) from the elbow.
     expected = REFERENCE + (15, 6)
@@ -79,7 +84,7 @@ def test_upper_body_reference_scales_both_axes_by_the_shoulders() -> None:
     reference[8:14] = 0.0  # whatever a detector left there is not read
     retarget = fit_limb_retarget(reference, present, DRIVING)
     np.testing.assert_allclose(retarget.scale, [1.5, 1.5])
-    aligned = retarget.apply(DRIVING[None], np.zeros((1, 2, 21, 2)), np.zeros((1, 68, 2)))[0][0]
+    aligned = retarget.apply(DRIVING[None], np.zeros((1, 6, 2)), np.zeros((1, 2, 21, 2)), np.zeros((1, 68, 2)))[0][0]
     # Upper body on the reference; legs at their scaled driving lengths below the reference's neck.
     np.testing.assert_allclose(aligned, 1.5 * DRIVING + (150, 50), atol=1e-9)
 

@@ -48,15 +48,11 @@ def detector_for(person_file: Path, pose_file: Path) -> DWPoseDetector:
 
 
 def assert_pose(keypoints, expected, size, bin_pixels: float, check_scores: bool = True) -> None:
-    body, body_score, hands, hands_score, face, face_score = expected
     tolerance = bin_pixels / min(size) + 1e-6
-    np.testing.assert_allclose(keypoints.body[0], body, atol=tolerance)
-    np.testing.assert_allclose(keypoints.hands[0], hands, atol=tolerance)
-    np.testing.assert_allclose(keypoints.face[0], face, atol=tolerance)
-    if check_scores:
-        np.testing.assert_allclose(keypoints.body_score[0], body_score, atol=1e-3)
-        np.testing.assert_allclose(keypoints.hands_score[0], hands_score, atol=1e-3)
-        np.testing.assert_allclose(keypoints.face_score[0], face_score, atol=1e-3)
+    for part in ("body", "feet", "hands", "face"):
+        np.testing.assert_allclose(getattr(keypoints, part)[0], expected[part], atol=tolerance)
+        if check_scores:
+            np.testing.assert_allclose(getattr(keypoints, f"{part}_score")[0], expected[f"{part}_score"], atol=1e-3)
 
 
 def test_known_pose_comes_back_exactly_through_the_crop(tmp_path: Path, pose_file: Path) -> None:
@@ -130,7 +126,7 @@ def test_frames_without_a_person_get_zero_scores(tmp_path: Path, pose_file: Path
     assert keypoints.num_frames == 3 and keypoints.image_size == size
     assert not keypoints.body_score[1].any() and not keypoints.hands_score[1].any() and not keypoints.face_score[1].any()
     for t in (0, 2):
-        body = expected_keypoints(moving[t], size)[0]
+        body = expected_keypoints(moving[t], size)["body"]
         np.testing.assert_allclose(keypoints.body[t], body, atol=1.5 / min(size))
 
 

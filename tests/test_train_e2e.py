@@ -5,6 +5,7 @@ and the overrides that select the tiny random model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -14,11 +15,11 @@ from safetensors.torch import load_file
 
 from iasa.pose.drawing import draw_pose_frames
 from iasa.pose.synthetic_speaker import synthetic_speaker
-from iasa.train.cache import list_cached, read_window
+from iasa.train.cache import CacheError, cached_pose_style, list_cached, read_window
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
-from iasa.video.lora import load_lora
+from iasa.video.lora import load_lora, lora_pose_style
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -40,7 +41,7 @@ def make_dataset(root: Path, clips: int = 2) -> Path:
     for index in range(clips):
         keypoints = synthetic_speaker(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
         writer = cv2.VideoWriter(str(root / "videos" / f"clip{index}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, SOURCE_SIZE[::-1])
-        for frame in draw_pose_frames(keypoints):
+        for frame in draw_pose_frames(keypoints, "face"):
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
         keypoints.save(root / "keypoints" / f"clip{index}.npz")
@@ -88,6 +89,11 @@ def test_data_process_caches_every_window_and_resumes(cached: tuple[Path, Path])
     assert window.keypoints.num_frames == 9
     # A rerun finds everything cached and writes nothing.
     assert main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache)]) == 0
+    # The pose images are in the style data_process.yaml asks for, and the cache says so.
+    assert cached_pose_style(cache, list_cached(cache)) == "face"
+    assert json.loads((cache / "clip0_w000" / "meta.json").read_text())["pose_channel_order"] == "bgr"
+    with pytest.raises(CacheError, match="drawn in pose style 'face', data.pose_style asks 'unianimate'"):
+        main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache), "data.pose_style=unianimate"])
 
 
 def test_train_then_distill_write_loras_that_the_inference_loader_reads(cached: tuple[Path, Path], tmp_path: Path) -> None:
@@ -106,6 +112,8 @@ def test_train_then_distill_write_loras_that_the_inference_loader_reads(cached: 
                         "critic_steps_per_generator_step=2", "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"])  # fmt: skip
     student = load_file(str(distill_dir / "lora.safetensors"))
     assert student.keys() == trained.keys()
+    # Both LoRA files record the cache's pose style, for inference to draw.
+    assert lora_pose_style(train_dir / "lora.safetensors") == lora_pose_style(distill_dir / "lora.safetensors") == "face"
     assert any(not torch.equal(student[key], trained[key]) for key in student), "the generator did not move off the teacher"
 
     # The inference side's loader reads the student into a fresh tiny DiT, weight for weight.

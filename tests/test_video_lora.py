@@ -9,11 +9,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from iasa.video.assembly import CheckpointKeyError, build_random
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS
 from iasa.video.denoiser import predict_flow
-from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
+from iasa.pose.style import PoseStyleError
+from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, lora_pose_style, save_lora
 from iasa.video.pose_guider import UniAnimatePoseNets
 
 TINY = ARCHITECTURES["tiny"]
@@ -55,11 +57,14 @@ def test_lora_file_round_trip(tmp_path):
     trained = inject_lora(tiny_dit(), rank=3, alpha=6)
     randomize_lora(trained, seed=1)
     path = tmp_path / "lora" / "student.safetensors"
-    save_lora(path, trained)
+    save_lora(path, trained, pose_style="face")
     with safe_open(str(path), framework="pt") as handle:
         keys, metadata = set(handle.keys()), handle.metadata()
     assert "blocks.0.self_attn.q.lora_A.weight" in keys and "blocks.1.ffn.2.lora_B.weight" in keys
     assert metadata["rank"] == "3" and float(metadata["alpha"]) == 6
+    # The pose images it was trained on: the style and UniAnimate's reversed channel order.
+    assert metadata["pose_style"] == "face" and metadata["pose_channel_order"] == "bgr"
+    assert lora_pose_style(path) == "face"
     loaded = load_lora(path, tiny_dit())
     torch.testing.assert_close(flow(loaded), flow(trained), rtol=0, atol=0)
     assert not torch.allclose(flow(loaded), flow(tiny_dit()), atol=1e-4)
@@ -68,9 +73,36 @@ def test_lora_file_round_trip(tmp_path):
 
 def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path):
     path = tmp_path / "narrow.safetensors"
-    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)))
+    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)), pose_style="unianimate")
     with pytest.raises(CheckpointKeyError, match="does not fit"):
         load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2))
+
+
+def rewrite_metadata(path, changes: dict[str, str | None]) -> None:
+    """The file with its metadata entries changed (None removes one), as another writer would have left it."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = dict(handle.metadata()), {key: handle.get_tensor(key) for key in handle.keys()}
+    for key, value in changes.items():
+        if value is None:
+            del metadata[key]
+        else:
+            metadata[key] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_lora_files_without_a_pose_style_or_with_another_channel_order(tmp_path):
+    path = tmp_path / "lora.safetensors"
+    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2), pose_style="unianimate")
+    assert lora_pose_style(path) == "unianimate"
+    rewrite_metadata(path, {"pose_style": None, "pose_channel_order": None})  # written before styles were recorded
+    assert lora_pose_style(path) is None
+    load_lora(path, tiny_dit())
+    rewrite_metadata(path, {"pose_style": "face", "pose_channel_order": "rgb"})
+    with pytest.raises(PoseStyleError, match="channel order 'rgb'"):
+        load_lora(path, tiny_dit())
+    rewrite_metadata(path, {"pose_style": "sketch", "pose_channel_order": "bgr"})
+    with pytest.raises(PoseStyleError, match="sketch"):
+        lora_pose_style(path)
 
 
 def test_pose_net_keys_are_unianimates():

@@ -57,6 +57,9 @@ LIMBS = (
 # The body point each hand (index 0 = left, as in the DWPose layout) and the face move with.
 HAND_WRISTS = (LEFT_WRIST, RIGHT_WRIST)
 FACE_ANCHOR = NOSE
+# The body point each COCO-WholeBody foot point (left big toe, small toe, heel, then right) moves with, as
+# UniAnimate's toe points follow the ankles.
+FOOT_ANKLES = (LEFT_ANKLE,) * 3 + (RIGHT_ANKLE,) * 3
 _SHORTEST_PX = 1e-6  # a driving length below this cannot be rescaled
 
 
@@ -82,9 +85,10 @@ class LimbRetarget:
     offset: np.ndarray  # (2,) the shift of step 3
 
     def apply(
-        self, body: np.ndarray, hands: np.ndarray, face: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pixels of body (..., 18, 2), hands (..., 2, 21, 2) and face (..., 68, 2) -> the same, aligned."""
+        self, body: np.ndarray, feet: np.ndarray, hands: np.ndarray, face: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pixels of body (..., 18, 2), feet (..., 6, 2), hands (..., 2, 21, 2) and face (..., 68, 2) -> the
+        same, aligned."""
         scaled = body * self.scale
         rebuilt = scaled.copy()
         for (parent, child), ratio in zip(LIMBS, self.limb_ratios):
@@ -92,7 +96,8 @@ class LimbRetarget:
         moved = rebuilt - scaled
         hands = hands * self.scale + moved[..., HAND_WRISTS, None, :]
         face = face * self.scale + moved[..., FACE_ANCHOR, None, :]
-        return rebuilt + self.offset, hands + self.offset, face + self.offset
+        feet = feet * self.scale + moved[..., FOOT_ANKLES, :]
+        return rebuilt + self.offset, feet + self.offset, hands + self.offset, face + self.offset
 
 
 def fit_limb_retarget(

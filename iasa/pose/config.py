@@ -1,5 +1,5 @@
-"""Configuration of the motion -> 2D keypoints path (body model, camera framing, alignment to a reference
-pose) and of the DWPose detector that finds a reference pose in a photo or video."""
+"""Configuration of the motion -> 2D keypoints -> pose images path (body model, camera framing, alignment to a
+reference pose, drawing style) and of the DWPose detector that finds a reference pose in a photo or video."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class PoseConfig:
     )  # fmt: skip
     # Reference points with a lower score are left out of the alignment (DWPose draws points above 0.3).
     align_min_score: float = 0.3
+    # Pose images (iasa.pose.style): "unianimate" (body, feet, hands: what UniAnimate's checkpoint was trained
+    # on), "face" (also the 68 face points) or "auto" (what the loaded weights were trained on: the style a
+    # LoRA file records, else "unianimate").
+    style: str = "auto"
 
 
 @dataclass

@@ -219,13 +219,8 @@ def to_dwpose_keypoints(points: np.ndarray, scores: np.ndarray, image_size: tupl
     normalised = points / np.array([width, height], np.float64)
     inside = ((normalised >= 0) & (normalised <= 1)).all(axis=-1)
     scores = np.where(inside, np.clip(scores, 0.0, 1.0), 0.0).astype(np.float32)
-    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(
-        np.clip(normalised, 0.0, 1.0).astype(np.float32), scores
-    )
-    return WholeBodyKeypoints(
-        body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,
-        face_score=face_score, image_size=(int(height), int(width)),
-    )  # fmt: skip
+    parts = coco_wholebody_to_dwpose(np.clip(normalised, 0.0, 1.0).astype(np.float32), scores)
+    return WholeBodyKeypoints(**parts, image_size=(int(height), int(width)))
 
 
 def largest(boxes: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from iasa.config import ConfigError
 from iasa.pose.alignment import fit_limb_retarget, fit_similarity
 from iasa.pose.camera import framing_camera
 from iasa.pose.config import PoseConfig
-from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
+from iasa.pose.keypoints import BODY_NAMES, POINT_PARTS, WholeBodyKeypoints
 from iasa.pose.skeleton import axis_angle_to_matrix, builtin_skeleton_points
 from iasa.pose.wholebody import coco_wholebody_to_dwpose, smplx_to_coco_wholebody
 
@@ -47,17 +47,18 @@ ALIGNMENTS = ("unianimate", "similarity")
 
 
 def align_to_reference(
-    body: np.ndarray, body_valid: np.ndarray, hands: np.ndarray, face: np.ndarray,
-    reference: WholeBodyKeypoints, config: PoseConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The clip's body (T, 18, 2), hands (T, 2, 21, 2) and face (T, 68, 2) pixels laid onto the reference's
-    first frame by ``config.alignment``, fitted on the clip's first frame (``body_valid`` (18,) marks its
-    usable points). Unchanged, with a warning, when the reference lacks the points the fit needs."""
+    parts: dict[str, np.ndarray], reference: WholeBodyKeypoints, config: PoseConfig
+) -> dict[str, np.ndarray]:
+    """The clip's DWPose parts in pixels (coco_wholebody_to_dwpose's dict: body (T, 18, 2), feet (T, 6, 2),
+    hands (T, 2, 21, 2), face (T, 68, 2) and their scores) laid onto the reference's first frame by
+    ``config.alignment``, fitted on the clip's first frame. Unchanged, with a warning, when the reference lacks
+    the points the fit needs."""
     if config.alignment not in ALIGNMENTS:
         raise ConfigError(f"pose.alignment must be one of {ALIGNMENTS}, got {config.alignment!r}")
     height, width = reference.image_size
     target = reference.body[0].astype(np.float64) * np.array([width, height])
     confident = reference.body_score[0] >= config.align_min_score
+    body = parts["body"]
     if config.alignment == "unianimate":
         shoulders = [BODY_NAMES.index("right_shoulder"), BODY_NAMES.index("left_shoulder")]
         if not confident[shoulders].all():
@@ -66,19 +67,21 @@ def align_to_reference(
                 "keeping the default framing",
                 stacklevel=3,
             )
-            return body, hands, face
-        return fit_limb_retarget(target, confident, body[0]).apply(body, hands, face)
+            return parts
+        retarget = fit_limb_retarget(target, confident, body[0])
+        aligned = dict(zip(("body", "feet", "hands", "face"), retarget.apply(body, parts["feet"], parts["hands"], parts["face"])))
+        return parts | aligned
     chosen = np.isin(np.array(BODY_NAMES), config.align_body_points)
-    shared = chosen & body_valid & confident
+    shared = chosen & (parts["body_score"][0] > 0) & confident
     if shared.sum() < 2:
         warnings.warn(
             f"reference keypoints share only {int(shared.sum())} confident body points with the skeleton "
             f"(of {list(config.align_body_points)}); keeping the default framing",
             stacklevel=3,
         )
-        return body, hands, face
+        return parts
     similarity = fit_similarity(body[0][shared], target[shared])
-    return similarity.apply(body), similarity.apply(hands), similarity.apply(face)
+    return parts | {name: similarity.apply(parts[name]) for name in POINT_PARTS}
 
 
 def motion_to_keypoints(
@@ -101,21 +104,14 @@ def motion_to_keypoints(
     anchor = points[:, PELVIS].mean(axis=0) if motion.num_frames else np.zeros(3)
     camera = framing_camera(config, anchor, image_size)
     pixels, in_front = camera.project(smplx_to_coco_wholebody(points).astype(np.float64))
-    body, body_valid, hands, hands_valid, face, face_valid = coco_wholebody_to_dwpose(pixels, in_front)
+    parts = coco_wholebody_to_dwpose(pixels, in_front.astype(np.float32))
     if reference is not None and motion.num_frames:
-        body, hands, face = align_to_reference(body, body_valid[0], hands, face, reference, config)
+        parts = align_to_reference(parts, reference, config)
 
     height, width = image_size
-
-    def normalise(part: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        normalized = part / np.array([width, height])
-        inside = valid & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
-        return np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
-
-    (body, body_score), (hands, hands_score), (face, face_score) = (
-        normalise(body, body_valid), normalise(hands, hands_valid), normalise(face, face_valid)
-    )
-    return WholeBodyKeypoints(
-        body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,
-        face_score=face_score, image_size=(int(height), int(width)),
-    )  # fmt: skip
+    for name in POINT_PARTS:
+        normalized = parts[name] / np.array([width, height])
+        inside = (parts[f"{name}_score"] > 0) & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
+        parts[name] = np.clip(normalized, 0.0, 1.0).astype(np.float32)
+        parts[f"{name}_score"] = inside.astype(np.float32)
+    return WholeBodyKeypoints(**parts, image_size=(int(height), int(width)))

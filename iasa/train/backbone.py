@@ -104,8 +104,8 @@ class VideoBackbone(Protocol):
         """The I2V condition y (1, 20, T, H/8, W/8) of a reference frame (1, 3, H, W) in [-1, 1]."""
         ...
 
-    def render_pose(self, keypoints: WholeBodyKeypoints, height: int, width: int) -> torch.Tensor:
-        """Pose images (F, 3, H, W) in [0, 1] that the pose guider reads."""
+    def render_pose(self, keypoints: WholeBodyKeypoints, height: int, width: int, style: str) -> torch.Tensor:
+        """Pose images (F, 3, H, W) in [0, 1] that the pose guider reads, in ``style`` (iasa.pose.style)."""
         ...
 
     def build_layout(self, keypoints: WholeBodyKeypoints, direction: str, grid_size: tuple[int, int]) -> SparseLayout:

@@ -5,7 +5,7 @@
                           pose_video uint8 (3, F, H, W), reference_pose uint8 (3, H, W),
                           layout.<direction>.frame_selection (T, T) bool, layout.<direction>.token_regions (T, N)
     keypoints.npz         the window's keypoints (WholeBodyKeypoints, cropped)
-    meta.json             {"name", "prompt", "grid_size", "directions"}
+    meta.json             {"name", "prompt", "grid_size", "directions", "pose_style", "pose_channel_order"}
 <cache_dir>/negative_context.safetensors   the negative prompt's text embedding (1, L, D)
 A folder is first written as .<key>.partial and renamed when complete, so a crash leaves no half item.
 """
@@ -23,6 +23,7 @@ from iasa.atomic_io import atomic_output
 from iasa.errors import InputError
 from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.pose.style import PoseStyleError, pose_format_record, read_pose_format_record
 from iasa.train.backbone import ClipBatch
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
@@ -43,7 +44,9 @@ def write_window(
     layouts: dict[str, SparseLayout],
     keypoints: WholeBodyKeypoints,
     prompt: str,
+    pose_style: str,
 ) -> None:
+    """pose_style: the style pose_video and reference_pose were drawn in (iasa.pose.style)."""
     partial = cache_dir / f".{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -55,6 +58,7 @@ def write_window(
     keypoints.save(partial / "keypoints.npz")
     grid = next(iter(layouts.values())).grid_size if layouts else None
     meta = {"name": key, "prompt": prompt, "grid_size": grid, "directions": sorted(layouts)}
+    meta.update(pose_format_record(pose_style))
     (partial / "meta.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(cache_dir / key, ignore_errors=True)
     partial.rename(cache_dir / key)
@@ -70,6 +74,31 @@ def list_cached(cache_dir: Path) -> list[str]:
     if not keys:
         raise CacheError(f"no cached windows in {cache_dir}; run the data_process task (config/data_process.yaml) first")
     return keys
+
+
+def cached_pose_style(cache_dir: Path, keys: list[str]) -> str:
+    """The pose style every listed window was drawn in; a CacheError when they were drawn in different
+    styles or before the style was recorded (those have the old RGB drawing: rerun data_process)."""
+    styles = set()
+    for key in keys:
+        origin = f"cached window {cache_dir / key}"
+        try:
+            style = read_pose_format_record(json.loads((cache_dir / key / "meta.json").read_text()), origin)
+        except PoseStyleError as error:
+            raise CacheError(str(error)) from error
+        if style is None:
+            raise CacheError(
+                f"{origin} records no pose style (cached by an older version); rerun data_process into a fresh "
+                "data.cache_dir"
+            )
+        styles.add(style)
+    if len(styles) > 1:
+        raise CacheError(
+            f"{cache_dir} mixes windows drawn in pose styles {sorted(styles)}; rerun data_process into a fresh "
+            "data.cache_dir"
+        )
+    (style,) = styles
+    return style
 
 
 def read_window(cache_dir: Path, key: str) -> ClipBatch:

@@ -34,6 +34,10 @@ class DataConfig:
     default_prompt: str = "a person talking and gesturing with their hands"
     # Prompt of the unconditional branch for classifier-free guidance (Wan's usual negative prompt idea).
     negative_prompt: str = "blurry, distorted hands, deformed face, static, low quality"
+    # Pose images cached for training (iasa.pose.style): "unianimate", "face" (also the face points, so that
+    # the guider sees the mouth) or "auto" (UniAnimate's checkpoint's: "unianimate"). The LoRA trained on the
+    # cache records it, and inference draws it.
+    pose_style: str = "auto"
 
 
 def sparse_attention_patch() -> AttentionPatchConfig:

@@ -10,8 +10,16 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from iasa.pose.style import resolve_pose_style
 from iasa.train.backbone import VideoBackbone
-from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_negative_context, write_window
+from iasa.train.cache import (
+    NEGATIVE_CONTEXT_FILE,
+    CacheError,
+    cached_pose_style,
+    is_cached,
+    write_negative_context,
+    write_window,
+)
 from iasa.train.config import DataProcessConfig
 from iasa.train.dataset import (
     CropTransform,
@@ -37,6 +45,8 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
         raise ValueError(f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is 4)")
     if data.height % (VAE_STRIDE * PATCH) or data.width % (VAE_STRIDE * PATCH):
         raise ValueError(f"data.height and data.width must be multiples of {VAE_STRIDE * PATCH}")
+    # The fine-tune starts from UniAnimate's checkpoint, so "auto" is its style.
+    pose_style = resolve_pose_style(data.pose_style, None, "UniAnimate's checkpoint", key="data.pose_style")
     dataset_dir, cache_dir = Path(data.dataset_dir), Path(data.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     grid = (data.height // (VAE_STRIDE * PATCH), data.width // (VAE_STRIDE * PATCH))
@@ -53,6 +63,12 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
             if not windows:
                 tqdm.write(f"skipping {name}: {frame_count} frames, shorter than one window")
             plans.extend((window, size) for window in windows)
+        done = [window.key for window, _ in plans if is_cached(cache_dir, window.key)]
+        if done and (found := cached_pose_style(cache_dir, done)) != pose_style:
+            raise CacheError(
+                f"{cache_dir} holds windows drawn in pose style {found!r}, data.pose_style asks {pose_style!r}: "
+                "set data.cache_dir to a fresh folder"
+            )
         pending = [(window, size) for window, size in plans[rank::world_size] if not is_cached(cache_dir, window.key)]
 
         written = 0
@@ -75,7 +91,7 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
             prompt = read_prompt(dataset_dir, window.name, data.default_prompt)
             if prompt not in prompts:
                 prompts[prompt] = backbone.encode_prompt(prompt)[0]
-            pose = backbone.render_pose(window_keypoints, data.height, data.width)
+            pose = backbone.render_pose(window_keypoints, data.height, data.width, pose_style)
             pose_uint8 = rearrange((pose * 255).round().clamp(0, 255).to(torch.uint8), "f c h w -> c f h w")
             tensors = {
                 "latents": backbone.encode_video(video)[0],
@@ -89,6 +105,6 @@ def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: in
                 direction: backbone.build_layout(window_keypoints, direction, grid)
                 for direction in config.layout_directions
             }
-            write_window(cache_dir, window.key, tensors, layouts, window_keypoints, prompt)
+            write_window(cache_dir, window.key, tensors, layouts, window_keypoints, prompt, pose_style)
             written += 1
     return written

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from iasa.errors import InputError
-from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
+from iasa.pose.keypoints import POINT_PARTS, KeypointFileError, WholeBodyKeypoints
 from iasa.train.config import DataConfig
 
 
@@ -151,15 +151,14 @@ class CropTransform:
             inside = ((moved >= 0) & (moved <= 1)).all(axis=-1)
             return np.clip(moved, 0, 1), np.where(inside, scores, 0).astype(np.float32)
 
-        body, body_score = move(keypoints.body, keypoints.body_score)
-        hands, hands_score = move(keypoints.hands, keypoints.hands_score)
-        face, face_score = move(keypoints.face, keypoints.face_score)
-        return WholeBodyKeypoints(body, body_score, hands, hands_score, face, face_score, (self.height, self.width))
+        moved = {}
+        for part in POINT_PARTS:
+            moved[part], moved[f"{part}_score"] = move(getattr(keypoints, part), getattr(keypoints, f"{part}_score"))
+        return WholeBodyKeypoints(**moved, image_size=(self.height, self.width))
 
 
 def select_keypoint_frames(keypoints: WholeBodyKeypoints, indices: list[int]) -> WholeBodyKeypoints:
-    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
-    return WholeBodyKeypoints(**{name: getattr(keypoints, name)[indices] for name in fields}, image_size=keypoints.image_size)
+    return keypoints.select_frames(indices)
 
 
 def read_prompt(dataset_dir: Path, name: str, default: str) -> str:

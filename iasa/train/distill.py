@@ -32,14 +32,14 @@ from iasa.train.adapters import (
     use_adapter,
 )
 from iasa.train.backbone import ClipBatch, VideoBackbone
-from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.cache import CacheError, WindowOrder, cached_pose_style, list_cached, read_window
 from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
 from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import ShardedBackbone, gather, uses_fsdp
-from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.video.lora import inject_lora, load_lora, lora_pose_style, save_lora
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
 
@@ -181,7 +181,14 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     start = checkpointer.resume()
 
     cache_dir = Path(config.cache_dir)
-    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    keys = list_cached(cache_dir)
+    pose_style = cached_pose_style(cache_dir, keys)
+    if (teacher_style := lora_pose_style(config.teacher_lora)) not in (None, pose_style):
+        raise CacheError(
+            f"teacher_lora {config.teacher_lora} was trained on {teacher_style!r} pose images, {cache_dir} holds "
+            f"{pose_style!r} ones; distill on the cache the teacher was trained on"
+        )
+    order = WindowOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
     micro_batches_per_step = len(phases) * accumulation
@@ -210,6 +217,6 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     output_dir = Path(run.output_dir)
     generator = gather(generator_params)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator)
+        save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator, pose_style=pose_style)
     accelerator.end_training()
     return output_dir

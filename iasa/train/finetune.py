@@ -17,7 +17,7 @@ from tqdm import tqdm
 from iasa.attention.layout import SparseLayout
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.backbone import ClipBatch, VideoBackbone
-from iasa.train.cache import WindowOrder, list_cached, read_window
+from iasa.train.cache import WindowOrder, cached_pose_style, list_cached, read_window
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
@@ -112,7 +112,9 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
 
     schedule = TrainingSchedule.from_config(config.flow)
     cache_dir = Path(config.cache_dir)
-    order = WindowOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    keys = list_cached(cache_dir)
+    pose_style = cached_pose_style(cache_dir, keys)  # recorded in the LoRA, so inference draws the same
+    order = WindowOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)
     for step in progress:
@@ -134,7 +136,7 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     output_dir = Path(run.output_dir)
     final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."))
+        save_lora(output_dir / LORA_FILE, backbone.dit, ADAPTER, with_prefix(final, "lora."), pose_style=pose_style)
         if config.train_pose_guider:
             save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()

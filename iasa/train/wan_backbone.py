@@ -84,10 +84,10 @@ class WanTrainingBackbone:
     def image_condition(self, image: torch.Tensor, num_frames: int) -> torch.Tensor:
         return encode_first_frame_condition(self.components.vae, self._input(image[0]), num_frames)
 
-    def render_pose(self, keypoints: WholeBodyKeypoints, height: int, width: int) -> torch.Tensor:
+    def render_pose(self, keypoints: WholeBodyKeypoints, height: int, width: int, style: str) -> torch.Tensor:
         if tuple(keypoints.image_size) != (height, width):
             raise ValueError(f"keypoints are for {keypoints.image_size}, pose images asked at {(height, width)}")
-        return rearrange(torch.from_numpy(draw_pose_frames(keypoints)), "f h w c -> f c h w").float() / 255
+        return rearrange(torch.from_numpy(draw_pose_frames(keypoints, style)), "f h w c -> f c h w").float() / 255
 
     def build_layout(self, keypoints: WholeBodyKeypoints, direction: str, grid_size: tuple[int, int]) -> SparseLayout:
         return build_sparse_layout(keypoints, replace(self.attention.sparse, direction=direction), grid_size)

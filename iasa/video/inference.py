@@ -8,6 +8,7 @@ the audio muxed in.
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ import numpy as np
 from iasa.config import ConfigError
 from iasa.errors import InputError
 from iasa.pose.config import DetectorConfig, PoseConfig
-from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.pose.keypoints import POINT_PARTS, WholeBodyKeypoints
+from iasa.pose.style import CHECKPOINT_STYLE, resolve_pose_style
 from iasa.video.config import (
     TOKEN_STRIDE,
     AttentionPatchConfig,
@@ -118,7 +120,7 @@ def crop_keypoints(keypoints: WholeBodyKeypoints, source: tuple[int, int], size:
     scale = np.array([source[1] / width, source[0] / height], np.float32)
     offset = np.array([left / width, top / height], np.float32)
     mapped = {}
-    for name in ("body", "hands", "face"):
+    for name in POINT_PARTS:
         points = getattr(keypoints, name) * scale - offset
         inside = ((points >= 0) & (points <= 1)).all(axis=-1)
         mapped[name] = np.clip(points, 0, 1).astype(np.float32)
@@ -143,6 +145,25 @@ def reference_image_and_pose(config: InferenceConfig, size: tuple[int, int]) -> 
     return image, crop_keypoints(keypoints, original.shape[:2], size)
 
 
+def inference_pose_style(requested: str, model: VideoModelConfig) -> str:
+    """The pose style to draw for pose.style ``requested``: the style this project's LoRA file records, else
+    UniAnimate's checkpoint's (iasa.pose.style.resolve_pose_style; an explicit other style warns)."""
+    from iasa.video.lora import lora_pose_style
+
+    if model.lora_path is not None:
+        recorded = lora_pose_style(model.lora_path)
+        if recorded is None:
+            warnings.warn(
+                f"model.lora_path {model.lora_path} records no pose style (written before styles were recorded); "
+                "set pose.style to the style it was trained on",
+                stacklevel=2,
+            )
+        return resolve_pose_style(requested, recorded, f"model.lora_path {model.lora_path}")
+    if model.unianimate_checkpoint is not None:
+        return resolve_pose_style(requested, CHECKPOINT_STYLE, f"model.unianimate_checkpoint {model.unianimate_checkpoint}")
+    return resolve_pose_style(requested, None, "the randomly initialised pose guider")
+
+
 def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     """Write config.out; returns the stage timings."""
     from iasa.motion.audio import load_audio
@@ -155,6 +176,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     size = (config.pose.image_height, config.pose.image_width)
     if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
         raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
+    pose_style = inference_pose_style(config.pose.style, config.model)
     timer = StageTimer()
     # First, so that a missing DWPose file or a photo without a person fails before the video model loads.
     with timer.stage("reference pose"):
@@ -174,8 +196,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     with timer.stage("motion -> keypoints"):
         keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
     with timer.stage("pose video"):
-        pose_video = draw_pose_frames(keypoints)
-        reference_pose = draw_pose_frames(reference.slice_frames(0, 1))[0] if reference is not None else pose_video[0]
+        pose_video = draw_pose_frames(keypoints, pose_style)
+        reference_pose = pose_video[0]
+        if reference is not None:
+            reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0]
     with timer.stage("video generation"):
         video = generator.generate(image, pose_video, reference_pose, keypoints, config.sampler, progress=progress)
     with timer.stage("write video"):

@@ -16,7 +16,7 @@ from einops import rearrange
 from iasa.config import ConfigError
 from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
-from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.pose.keypoints import ARRAY_FIELDS, WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
 from iasa.video.attention_patch import ATTENTION_MODES
 from iasa.video.backbone import WanPoseBackbone
@@ -53,9 +53,8 @@ def pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
 
 
 def pad_keypoints(keypoints: WholeBodyKeypoints, count: int) -> WholeBodyKeypoints:
-    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
     return WholeBodyKeypoints(
-        **{name: pad_frames(getattr(keypoints, name), count) for name in fields}, image_size=keypoints.image_size
+        **{name: pad_frames(getattr(keypoints, name), count) for name in ARRAY_FIELDS}, image_size=keypoints.image_size
     )
 
 
