@@ -57,13 +57,15 @@ def parse_config(argv: list[str]) -> tuple[SyntheticDatasetConfig, argparse.Name
     parser.add_argument("--out", type=Path, required=True, help="dataset folder; OUT/train and OUT/heldout are written")
     for name in ("seed", "train_clips", "heldout_clips", "identities_train", "identities_heldout", "frames", "size", "crf"):
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="clips rendered in parallel")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes rendering clips in parallel")
     parser.add_argument("--preview", type=Path, default=None, help="write a PNG contact sheet here")
     args = parser.parse_args(argv)
     known = {field.name for field in fields(SyntheticDatasetConfig)}
     config = SyntheticDatasetConfig(**{key: value for key, value in vars(args).items() if key in known})
     if config.frames < 5 or (config.frames - 1) % 4:
         raise SyntheticDatasetError(f"--frames {config.frames}: use 4n + 1 frames (33, 49, 81), as the Wan VAE needs")
+    if args.workers < 1:
+        raise SyntheticDatasetError(f"--workers {args.workers}: use at least 1")
     if config.size < 64 or config.size % 16:
         raise SyntheticDatasetError(f"--size {config.size}: use a multiple of 16 of at least 64 (VAE stride 8 x patch 2)")
     return config, args
@@ -96,18 +98,21 @@ def main(argv: list[str]) -> None:
     plans = {split: plan_split(config, split) for split in SPLITS}
     for split in SPLITS:
         check_empty(args.out / split)
-    context = get_context("spawn")  # a fresh interpreter per worker: no forked thread state
-    with ProcessPoolExecutor(max(1, args.workers), mp_context=context) as pool:
+    # Workers are fresh interpreters (spawn: no forked thread state); one worker runs in this process.
+    pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) if args.workers > 1 else None
+    parallel_map = pool.map if pool is not None else (lambda function, items, chunksize=1: map(function, items))
+    try:
         for split, (people, clips) in plans.items():
             split_dir = args.out / split
-            list(pool.map(partial(write_identity, split_dir, config=config), people))
-            for _ in tqdm(
-                pool.map(partial(write_clip, split_dir, config=config), clips, chunksize=4),
-                total=len(clips), desc=f"{split} clips",
-            ):
+            list(parallel_map(partial(write_identity, split_dir, config=config), people))
+            written = parallel_map(partial(write_clip, split_dir, config=config), clips, chunksize=4)
+            for _ in tqdm(written, total=len(clips), desc=f"{split} clips"):
                 pass
             write_manifest(split_dir, split, people, clips, config)
             print(f"wrote {len(clips)} clips of {len(people)} people to {split_dir}")
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if args.preview is not None:
         shown = [
             clips[index] for split, (people, clips) in plans.items() for index in range(min(PREVIEW_PEOPLE[split], len(people), len(clips)))

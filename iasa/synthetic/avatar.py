@@ -68,8 +68,9 @@ SHORT_SLEEVE_LENGTH = 0.55  # of the upper arm
 FINGER_RADIUS, THUMB_RADIUS = 0.09, 0.11  # of the palm length (wrist to the middle finger's base)
 PALM_PADDING = 0.2  # of the palm length
 OUTLINE_WIDTH = 0.012  # of the shoulder width
-IRIS_RADIUS = 0.23  # of the drawn eye width
-TEETH_HEIGHT = 0.1  # of the drawn mouth width
+IRIS_RADIUS = 0.25  # of the drawn eye width
+EYE_ROUNDNESS = 1.5  # the drawn eye opening is this much taller than the landmarks' (relative to its width)
+TEETH_HEIGHT = 0.15  # of the drawn mouth width
 
 SCLERA, PUPIL, MOUTH_INSIDE, TEETH, TONGUE = (246, 246, 240), (15, 12, 12), (75, 22, 30), (250, 250, 245), (205, 95, 105)
 LASH = (35, 25, 25)
@@ -265,9 +266,16 @@ def head_outline(head: HeadFrame, face: np.ndarray, identity: Identity) -> np.nd
 
 def draw_eye(canvas: np.ndarray, eye: np.ndarray, identity: Identity) -> None:
     """eye (6, 2): corner, two upper-lid points, corner, two lower-lid points. White, iris and pupil inside
-    the lids (scaled about the eye centre by eye_scale), a lash line along the upper lid."""
+    the lids (scaled about the eye centre by eye_scale, EYE_ROUNDNESS times more across the lids), a lash
+    line along the upper lid."""
     centre = (eye[0] + eye[3]) / 2
-    scaled = centre + identity.eye_scale * (eye - centre)
+    across = (eye[3] - eye[0]) / max(float(np.hypot(*(eye[3] - eye[0]))), 1e-6)
+    up_down = np.array([-across[1], across[0]])
+    relative = eye - centre
+    # Scaled in the eye's own frame, taller than wide: a cartoon eye, still closed when the lids meet.
+    scaled = centre + identity.eye_scale * (
+        np.outer(relative @ across, across) + EYE_ROUNDNESS * np.outer(relative @ up_down, up_down)
+    )
     upper = smooth_curve(scaled[[0, 1, 2, 3]], closed=False)
     lower = smooth_curve(scaled[[3, 4, 5, 0]], closed=False)
     opening = np.concatenate([upper, lower[1:-1]])
