@@ -20,7 +20,7 @@ GESTURE_STYLES: dict[str, dict[str, Any]] = {
     },
     "left_handed": {"beat_arm_weights": (0.75, 0.05, 0.2)},
     "right_handed": {"beat_arm_weights": (0.05, 0.75, 0.2)},
-    "hands_high": {"arm_forward_rad": 0.55, "elbow_bend_rad": 1.75},
+    "hands_high": {"arm_forward_rad": 0.45, "elbow_bend_rad": 1.55},
     "hands_low": {"arm_forward_rad": 0.25, "elbow_bend_rad": 1.3, "arm_abduction_rad": 0.18},
     "expressive_head": {"nod_rad": 0.2, "sway_rad": 0.07, "jaw_open_max_rad": 0.38},
 }  # fmt: skip
