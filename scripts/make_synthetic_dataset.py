@@ -114,9 +114,11 @@ def main(argv: list[str]) -> None:
         if pool is not None:
             pool.shutdown()
     if args.preview is not None:
-        shown = [
-            clips[index] for split, (people, clips) in plans.items() for index in range(min(PREVIEW_PEOPLE[split], len(people), len(clips)))
-        ]  # fmt: skip
+        shown = [  # the first clip of the first few people of each split
+            clips[index]
+            for split, (people, clips) in plans.items()
+            for index in range(min(PREVIEW_PEOPLE[split], len(people), len(clips)))
+        ]
         sheet = contact_sheet(config, shown)
         with atomic_output(args.preview) as temporary:
             cv2.imwrite(str(temporary), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

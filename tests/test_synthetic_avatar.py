@@ -127,7 +127,10 @@ def test_a_blink_in_the_motion_closes_the_rendered_eyes() -> None:
 def test_jaw_rotation_opens_the_landmark_mouth() -> None:
     poses = np.zeros((2, 165), np.float32)
     poses[1, 3 * JAW] = 0.3
-    motion = SmplxMotion(poses=poses, expressions=np.zeros((2, 100), np.float32), trans=np.zeros((2, 3), np.float32), betas=np.zeros(300, np.float32), fps=30.0)
+    motion = SmplxMotion(
+        poses=poses, expressions=np.zeros((2, 100), np.float32), trans=np.zeros((2, 3), np.float32),
+        betas=np.zeros(300, np.float32), fps=30.0,
+    )  # fmt: skip
     face = motion_to_keypoints(motion, PERSON.pose_config(SIZE)).face * SIZE
     inner_gap = face[:, 66, 1] - face[:, 62, 1]
     assert inner_gap[1] > inner_gap[0] + 4.0  # the lower lip drops with the jaw ...
@@ -212,7 +215,10 @@ def test_speech_syllables_are_heard_where_planned() -> None:
     frames = int(seconds * 30)
     loudness = frame_loudness(waveform, frames, motion_config)
     onsets = detect_onsets(smooth_envelope(loudness, 2.0), motion_config) / 30
-    phrase_starts = [s.start_s for previous, s in zip([None, *plan], plan) if previous is None or s.start_s - (previous.start_s + previous.duration_s) > 0.15]
+    phrase_starts = [
+        syllable.start_s for previous, syllable in zip([None, *plan], plan)
+        if previous is None or syllable.start_s - (previous.start_s + previous.duration_s) > 0.15
+    ]  # fmt: skip
     assert len(phrase_starts) >= 3
     for start in phrase_starts:
         assert np.abs(onsets - start).min() < 0.1

@@ -66,12 +66,15 @@ def test_splits_are_seeded_and_disjoint() -> None:
     assert {c.identity for c in train} == set(train_people) and {c.identity for c in heldout} == set(heldout_people)
     assert len({c.style for c in train}) >= 4 and np.ptp([c.tempo for c in train]) > 2.0
     # The held-out split does not depend on how many training clips are asked for, and the seed matters.
-    assert plan_split(SyntheticDatasetConfig(train_clips=7, heldout_clips=12, identities_train=6, identities_heldout=3), "heldout")[1] == heldout
+    fewer_train = SyntheticDatasetConfig(train_clips=7, heldout_clips=12, identities_train=6, identities_heldout=3)
+    assert plan_split(fewer_train, "heldout")[1] == heldout
     assert plan_split(SyntheticDatasetConfig(seed=1, train_clips=40, identities_train=6), "train")[1] != train
 
 
 def test_written_split_reads_back_through_the_training_reader(written: Path) -> None:
-    config = SyntheticDatasetConfig(train_clips=3, heldout_clips=2, identities_train=2, identities_heldout=1, frames=9, size=64)
+    config = SyntheticDatasetConfig(
+        train_clips=3, heldout_clips=2, identities_train=2, identities_heldout=1, frames=9, size=64
+    )  # the sizes of TINY
     for split, count in (("train", 3), ("heldout", 2)):
         split_dir = written / split
         _, specs = plan_split(config, split)
@@ -97,7 +100,8 @@ def test_manifest_and_reference_images(written: Path) -> None:
     train = json.loads((written / "train" / "manifest.json").read_text())
     heldout = json.loads((written / "heldout" / "manifest.json").read_text())
     assert set(train["identities"]).isdisjoint(heldout["identities"])
-    assert {c["motion_seed"] for c in train["clips"].values()}.isdisjoint(c["motion_seed"] for c in heldout["clips"].values())
+    train_motions = {clip["motion_seed"] for clip in train["clips"].values()}
+    assert train_motions.isdisjoint(clip["motion_seed"] for clip in heldout["clips"].values())
     assert {c["identity"] for c in train["clips"].values()} <= set(train["identities"])
     config = SyntheticDatasetConfig(frames=9, size=64, train_clips=3, identities_train=2)
     people, _ = plan_split(config, "train")

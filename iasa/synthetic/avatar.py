@@ -142,6 +142,7 @@ def render_background(identity: Identity, image_size: tuple[int, int]) -> np.nda
         image[floor:] = np.array(identity.background_bottom) * 0.78
         image[floor : floor + max(1, height // 128)] = np.array(identity.background_bottom) * 0.6
     elif pattern == "window":
+        # The window hangs on the left or the right, by the parity of the seed.
         top, left = int(height * 0.08), int(width * (0.06 if identity.seed % 2 else 0.66))
         box_h, box_w = int(height * 0.3), int(width * 0.28)
         image[top : top + box_h, left : left + box_w] = image[top : top + box_h, left : left + box_w] * 0.55 + 115
@@ -224,12 +225,14 @@ def draw_torso(canvas: np.ndarray, body: np.ndarray, body_visible: np.ndarray, i
         half = 0.6 * COLLAR_HALF_WIDTH * width * across
         neckline = [collar + half + 0.6 * dip, collar + dip, collar - half + 0.6 * dip]
     outline_points = side(right, -1.0) + side(left, 1.0)[::-1] + neckline
-    fill_polygon(canvas, smooth_curve(np.array(outline_points), closed=True), identity.clothing, _shade(identity.clothing, 0.55), outline)
+    shirt = smooth_curve(np.array(outline_points), closed=True)
+    fill_polygon(canvas, shirt, identity.clothing, _shade(identity.clothing, 0.55), outline)
     accent, accent_line = identity.clothing_accent, _shade(identity.clothing_accent, 0.55)
     if identity.neckline == "collar":
         for sign in (-1.0, 1.0):
             base = collar + sign * COLLAR_HALF_WIDTH * width * across
-            flap = np.array([base, collar + sign * 0.02 * width * across + 1.6 * dip, base + 0.9 * dip - sign * 0.05 * width * across])
+            tip = collar + sign * 0.02 * width * across + 1.6 * dip
+            flap = np.array([base, tip, base + 0.9 * dip - sign * 0.05 * width * across])
             fill_polygon(canvas, flap, accent, accent_line, outline)
     else:
         trim = np.array([outline_points[-len(neckline) - 1], *neckline, outline_points[0]])
@@ -240,7 +243,8 @@ def draw_head(canvas: np.ndarray, head: HeadFrame, face: np.ndarray, identity: I
     skin, skin_line = identity.skin, _shade(identity.skin, 0.6)
     for sign in (-1.0, 1.0):
         centre = head.to_image(np.array([sign * identity.face_width * EAR_CENTRE[0], EAR_CENTRE[1]]))
-        fill_ellipse(canvas, centre, np.multiply(EAR_AXES, head.scale), head.angle_deg, _shade(skin, 0.93), skin_line, outline)
+        axes = np.multiply(EAR_AXES, head.scale)
+        fill_ellipse(canvas, centre, axes, head.angle_deg, _shade(skin, 0.93), skin_line, outline)
     fill_polygon(canvas, head_outline(head, face, identity), skin, skin_line, outline)
     draw_nose(canvas, face, head, identity)
     draw_mouth(canvas, face, identity, outline)
@@ -306,16 +310,18 @@ def draw_mouth(canvas: np.ndarray, face: np.ndarray, identity: Identity, outline
     opening = smooth_curve(scaled(face[INNER_LIPS]), closed=True)
     corners = scaled(face[list(MOUTH_CORNERS)])
     mouth_width = float(np.hypot(*(corners[1] - corners[0])))
+    across = (corners[1] - corners[0]) / max(mouth_width, 1e-6)
     upper_lip = smooth_curve(scaled(face[list(INNER_UPPER_LIP)]), closed=False)
     if polygon_area(opening) >= MIN_OPEN_AREA_PX:
         lower_middle = scaled(face[66])
-        down = np.array([0.0, TEETH_HEIGHT * mouth_width])
+        down = TEETH_HEIGHT * mouth_width * np.array([-across[1], across[0]])  # towards the chin
+        tilt = float(np.degrees(np.arctan2(across[1], across[0])))
 
         def paint(layer: np.ndarray, offset: np.ndarray) -> None:
             layer[:] = MOUTH_INSIDE
             teeth = np.concatenate([upper_lip, (upper_lip + down)[::-1]]) - offset
             fill_polygon(layer, teeth, TEETH)
-            fill_ellipse(layer, lower_middle - offset, (0.24 * mouth_width, 0.12 * mouth_width), 0.0, TONGUE)
+            fill_ellipse(layer, lower_middle - offset, (0.24 * mouth_width, 0.12 * mouth_width), tilt, TONGUE)
 
         paint_clipped(canvas, opening, paint)
     stroke(canvas, upper_lip, _shade(identity.lips, 0.5), 0.6 * outline)
@@ -357,7 +363,8 @@ def draw_hair(canvas: np.ndarray, head: HeadFrame, identity: Identity, behind: b
         "short": [(0.98, 0.15), (0.9, -0.45), (0.5, -0.85), (0.0, -0.92), (-0.5, -0.85), (-0.9, -0.45), (-0.98, 0.15)],
         "long": [(0.98, 0.3), (0.88, -0.4), (0.45, -0.75), (0.05, -0.98), (-0.45, -0.75), (-0.88, -0.4), (-0.98, 0.3)],
         "side_part": [(0.98, 0.1), (0.85, -0.5), (0.3, -0.72), (-0.4, -0.95), (-0.85, -0.62), (-0.98, 0.1)],
-        "fringe": [(0.98, 0.1), (0.9, -0.5)] + [(u, -0.52 if i % 2 == 0 else -0.64) for i, u in enumerate(np.linspace(0.78, -0.78, 9))]
+        "fringe": [(0.98, 0.1), (0.9, -0.5)]
+        + [(u, -0.52 if i % 2 == 0 else -0.64) for i, u in enumerate(np.linspace(0.78, -0.78, 9))]  # zigzag
         + [(-0.9, -0.5), (-0.98, 0.1)],
     }  # fmt: skip
     hairline = hairlines.get(style, hairlines["short"])
@@ -425,7 +432,10 @@ def fill_polygon(
         cv2.polylines(canvas, [fixed], True, line, max(1, int(round(line_width))), cv2.LINE_AA, SUBPIXEL_BITS)
 
 
-def fill_circle(canvas: np.ndarray, centre: np.ndarray, radius: float, colour: RGB, line: RGB | None = None, line_width: float = 1.0) -> None:
+def fill_circle(
+    canvas: np.ndarray, centre: np.ndarray, radius: float, colour: RGB, line: RGB | None = None, line_width: float = 1.0
+) -> None:
+    """A filled disc, optionally ringed by ``line`` ``line_width`` pixels wide."""
     if line is not None:
         cv2.circle(canvas, _fixed_tuple(centre), int(_fixed(radius + line_width)), line, -1, cv2.LINE_AA, SUBPIXEL_BITS)
     cv2.circle(canvas, _fixed_tuple(centre), int(_fixed(radius)), colour, -1, cv2.LINE_AA, SUBPIXEL_BITS)
@@ -438,7 +448,8 @@ def fill_ellipse(
     centre_fixed, axes_fixed = _fixed_tuple(centre), _fixed_tuple(axes)
     cv2.ellipse(canvas, centre_fixed, axes_fixed, angle_deg, 0, 360, colour, -1, cv2.LINE_AA, SUBPIXEL_BITS)
     if line is not None:
-        cv2.ellipse(canvas, centre_fixed, axes_fixed, angle_deg, 0, 360, line, max(1, int(round(line_width))), cv2.LINE_AA, SUBPIXEL_BITS)
+        thickness = max(1, int(round(line_width)))
+        cv2.ellipse(canvas, centre_fixed, axes_fixed, angle_deg, 0, 360, line, thickness, cv2.LINE_AA, SUBPIXEL_BITS)
 
 
 def capsules(starts: np.ndarray, ends: np.ndarray, radii: np.ndarray, samples: int = 8) -> np.ndarray:
@@ -463,8 +474,8 @@ def capsule_chain(
     reads as one limb with one outline. One fillPoly call per polygon: within one call OpenCV fills by
     the even-odd rule, which would cut the overlaps out."""
     points, radii = np.asarray(points, dtype=np.float64), np.asarray(radii, dtype=np.float64)
-    for polygons, fill in ((capsules(points[:-1], points[1:], radii + line_width), line), (capsules(points[:-1], points[1:], radii), colour)):
-        for polygon in polygons:
+    for grow, fill in ((line_width, line), (0.0, colour)):
+        for polygon in capsules(points[:-1], points[1:], radii + grow):
             cv2.fillPoly(canvas, [polygon], fill, cv2.LINE_AA, SUBPIXEL_BITS)
 
 

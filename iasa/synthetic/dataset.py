@@ -98,7 +98,10 @@ class ClipSpec:
 
 def plan_split(config: SyntheticDatasetConfig, split: str) -> tuple[list[IdentitySpec], list[ClipSpec]]:
     """The identities and clips of ``split``, a function of (config.seed, split) and the sizes."""
-    clips, identities = {"train": (config.train_clips, config.identities_train), "heldout": (config.heldout_clips, config.identities_heldout)}[split]
+    clips, identities = {
+        "train": (config.train_clips, config.identities_train),
+        "heldout": (config.heldout_clips, config.identities_heldout),
+    }[split]
     if clips < 0 or identities < 1 and clips > 0:
         raise SyntheticDatasetError(f"{split}: {clips} clips need at least one identity (--identities_{split})")
     rng = np.random.default_rng([config.seed, SPLITS.index(split)])
@@ -109,7 +112,7 @@ def plan_split(config: SyntheticDatasetConfig, split: str) -> tuple[list[Identit
     people = [
         IdentitySpec(
             name=f"person{first + index:03d}", seed=int(seed),
-            framed_height_m=config.framed_height_m * float(rng.uniform(1 - config.framing_jitter, 1 + config.framing_jitter)),
+            framed_height_m=config.framed_height_m * float(1 + rng.uniform(-1, 1) * config.framing_jitter),
             frame_center_above_pelvis_m=config.frame_center_above_pelvis_m,
         )
         for index, seed in enumerate(identity_seeds)
@@ -131,7 +134,8 @@ def plan_split(config: SyntheticDatasetConfig, split: str) -> tuple[list[Identit
 
 def clip_audio(spec: ClipSpec, config: SyntheticDatasetConfig) -> np.ndarray:
     """(N,) float32 16 kHz speech of the clip, exactly long enough for config.frames video frames."""
-    return synthesize_speech(config.frames / config.fps, spec.motion_seed, SpeechConfig(tempo=spec.tempo, pitch_hz=spec.pitch_hz))
+    voice = SpeechConfig(tempo=spec.tempo, pitch_hz=spec.pitch_hz)
+    return synthesize_speech(config.frames / config.fps, spec.motion_seed, voice)
 
 
 def clip_keypoints(spec: ClipSpec, waveform: np.ndarray, config: SyntheticDatasetConfig) -> WholeBodyKeypoints:
@@ -172,7 +176,9 @@ def write_identity(split_dir: Path, person: IdentitySpec, config: SyntheticDatas
             raise OSError(f"could not write {temporary}")
 
 
-def write_manifest(split_dir: Path, split: str, people: list[IdentitySpec], clips: list[ClipSpec], config: SyntheticDatasetConfig) -> None:
+def write_manifest(
+    split_dir: Path, split: str, people: list[IdentitySpec], clips: list[ClipSpec], config: SyntheticDatasetConfig
+) -> None:
     identities = {}
     for person in people:
         look = Identity.sample(person.seed)
