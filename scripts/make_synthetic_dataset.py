@@ -8,8 +8,8 @@ Each clip: speech-like audio made from a seed -> procedural talking motion (a ge
 keypoints -> a cartoon person drawn from the keypoints (iasa.synthetic). Writes OUT/train and
 OUT/heldout in the layout of iasa.synthetic.dataset (videos/, keypoints/, audio/, prompts/, identities/,
 manifest.json); held-out identities and motion seeds never occur in train. The same arguments give the
-same data on any machine. --preview writes a contact sheet of a few identities over time, the last
-column the pose image drawn over the video.
+same data (bit for bit with the same numpy, OpenCV and ffmpeg). --preview writes a contact sheet of a
+few identities over time, the last column the pose image drawn over the video.
 """
 
 from __future__ import annotations

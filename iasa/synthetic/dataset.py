@@ -2,11 +2,12 @@
 
 Every clip is a pure function of its ClipSpec (identity seed, motion seed, tempo, pitch, gesture style)
 and the dataset config, and every spec comes from one seed, so a dataset is reproducible bit for bit
-(keypoints, audio and rendered frames; the mp4 is encoded single-threaded, so its frames decode the same
-everywhere). Two splits: train, and heldout with identities and motion seeds that train never uses.
+(keypoints, audio, rendered frames, and the lossless mp4, encoded on one thread) with the same numpy,
+OpenCV and ffmpeg builds. Two splits: train, and heldout with identities and motion seeds that train
+never uses.
 
 Layout of one split folder (what iasa.train.dataset reads, plus the synthetic extras):
-    videos/<clip>.mp4          H.264 at `fps`, `frames` frames of size x size
+    videos/<clip>.mp4          RGB H.264 (lossless at crf 0, the default), `frames` frames of size x size
     keypoints/<clip>.npz       WholeBodyKeypoints of every frame (the motion the video shows)
     audio/<clip>.wav           the 16 kHz speech that drove the motion
     prompts/<clip>.txt         a description of the person

@@ -9,7 +9,7 @@ so an identity looks the same at every image size and framing.
 from __future__ import annotations
 
 import colorsys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Identity:
 
     @classmethod
     def sample(cls, seed: int) -> "Identity":
-        """The identity of ``seed``: the same seed gives the same person on every machine."""
+        """The identity of ``seed`` (numpy's default_rng): the same seed gives the same person."""
         rng = np.random.default_rng(seed)
         skin_name, skin = SKIN_TONES[rng.integers(len(SKIN_TONES))]
         skin = _jitter(skin, rng, 8)
@@ -113,8 +113,6 @@ class Identity:
         top = "t-shirt" if self.sleeves == "short" else "long-sleeved shirt"
         return f"a cartoon person with {self.skin_name} skin and {hair}, wearing a {self.clothing_name} {top}, talking"
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _hsv(hue: float, saturation: float, value: float) -> RGB:
