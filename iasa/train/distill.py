@@ -176,7 +176,11 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     updates = {GENERATOR: generator_update, CRITIC: critic_update}
     named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
     states = generator_update.states(prefix=f"{GENERATOR}_") | critic_update.states(prefix=f"{CRITIC}_")
-    checkpointer = Checkpointer(accelerator, run, named, states)
+    built_with = {  # the student and critic copy the teacher LoRA's shape
+        "teacher_lora rank": teacher.r, "teacher_lora alpha": teacher.lora_alpha,
+        "teacher_lora targets": sorted(teacher.target_modules),
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, states, config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 

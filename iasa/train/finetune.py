@@ -106,7 +106,11 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
     update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
-    checkpointer = Checkpointer(accelerator, run, named, update.states())
+    built_with = {
+        "lora.rank": config.lora.rank, "lora.alpha": config.lora.alpha, "lora.targets": sorted(config.lora.targets),
+        "train_pose_guider": config.train_pose_guider,
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, update.states(), config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
