@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from iasa.config import ConfigError, load_config, split_config_args
+from iasa.config import ConfigError, check, load_config, split_config_args
 from iasa.motion.audio import AUDIO_EXTENSIONS, AudioFileError, load_audio
 from iasa.motion.motion_file import SmplxMotion
 from iasa.motion.procedural import ProceduralMotionConfig, ProceduralMotionGenerator
@@ -60,6 +60,10 @@ class InferMotionConfig:
     silent_peak_dbfs: float = -50.0
     # x264 constant rate factor of the skeleton video (lower = larger, sharper).
     video_crf: int = 18
+
+    def validate(self) -> None:
+        check(self.short_audio_s >= 0, "short_audio_s", self.short_audio_s, "must be >= 0 seconds")
+        check(0 <= self.video_crf <= 51, "video_crf", self.video_crf, "must be in [0, 51] (x264)")
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

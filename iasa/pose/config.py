@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iasa.config import check
+
 
 @dataclass
 class PoseConfig:
@@ -32,3 +34,14 @@ class PoseConfig:
     )  # fmt: skip
     # Reference points with a lower score are left out of the alignment.
     align_min_score: float = 0.3
+
+    def validate(self) -> None:
+        from iasa.pose.keypoints import BODY_NAMES
+
+        for key in ("image_height", "image_width", "smplx_chunk_frames"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        for key in ("camera_distance_m", "framed_height_m"):
+            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0 metres")
+        unknown = [name for name in self.align_body_points if name not in BODY_NAMES]
+        check(not unknown, "align_body_points", list(self.align_body_points), f"unknown points {unknown}; choose from {list(BODY_NAMES)}")
+        check(0 <= self.align_min_score <= 1, "align_min_score", self.align_min_score, "must be in [0, 1]")

@@ -10,6 +10,7 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from iasa.config import validate_config
 from iasa.train.backbone import VideoBackbone
 from iasa.train.cache import NEGATIVE_CONTEXT_FILE, is_cached, write_negative_context, write_window
 from iasa.train.config import DataProcessConfig
@@ -32,11 +33,8 @@ PATCH = 2
 
 def process_dataset(config: DataProcessConfig, backbone: VideoBackbone, rank: int = 0, world_size: int = 1) -> int:
     """Cache every window not cached yet (this process's share of them); returns how many were written."""
+    validate_config(config)  # load_config did already; here for configs built in code
     data = config.data
-    if (data.num_frames - 1) % 4:
-        raise ValueError(f"data.num_frames={data.num_frames} must be 4k + 1 (the Wan VAE's temporal stride is 4)")
-    if data.height % (VAE_STRIDE * PATCH) or data.width % (VAE_STRIDE * PATCH):
-        raise ValueError(f"data.height and data.width must be multiples of {VAE_STRIDE * PATCH}")
     dataset_dir, cache_dir = Path(data.dataset_dir), Path(data.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     grid = (data.height // (VAE_STRIDE * PATCH), data.width // (VAE_STRIDE * PATCH))

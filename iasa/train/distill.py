@@ -23,6 +23,7 @@ from accelerate.utils import broadcast
 from einops import rearrange
 from tqdm import tqdm
 
+from iasa.config import validate_config
 from iasa.train.adapters import (
     adapter_parameters,
     copy_adapter,
@@ -138,14 +139,12 @@ class Distiller:
 
 
 def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     dit = backbone.dit
-
-    if not config.teacher_lora:
-        raise ValueError("teacher_lora is empty: set it to the lora.safetensors the train task wrote")
     load_lora(config.teacher_lora, dit, TEACHER)
     teacher = dit.peft_config[TEACHER]
     for name in (GENERATOR, CRITIC):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
+from iasa.config import validate_config
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, list_cached, read_window
@@ -86,6 +87,7 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 
 def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA."""
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-finetune")

@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import parse_flag_from_env, set_seed
 from torch.distributed.tensor import DTensor
 
-from iasa.config import config_to_yaml
+from iasa.config import config_to_yaml, validate_config
 from iasa.train.checkpoint import apply_checkpoint, check_run_settings, resume_checkpoint, save_checkpoint
 from iasa.train.config import OptimConfig, RunConfig
 from iasa.train.deepspeed_zero import DeepSpeedSetupError, ZeroUpdate, uses_deepspeed, zero_config
@@ -39,12 +39,7 @@ AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(run: RunConfig) -> Accelerator:
-    if run.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise ValueError("run.report_to=wandb but wandb is not installed; pip install wandb or use tensorboard")
-    if run.report_to not in ("tensorboard", "wandb", "none"):
-        raise ValueError(f"run.report_to must be tensorboard, wandb or none, got {run.report_to!r}")
-    if run.mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
+    validate_config(run, "run.")  # load_config did already; here for configs built in code
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise DeepSpeedSetupError(

@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from iasa.config import ConfigError
+from iasa.config import ConfigError, check, validate_config
 from iasa.errors import InputError
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -47,6 +47,11 @@ class InferenceConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+
+    def validate(self) -> None:
+        for key in ("image_height", "image_width"):
+            value = getattr(self.pose, key)
+            check(value % TOKEN_STRIDE == 0, f"pose.{key}", value, f"must be a multiple of {TOKEN_STRIDE} (VAE 8 x patch 2)")
 
 
 class StageTimer:
@@ -128,11 +133,10 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import write_video
 
+    validate_config(config)  # load_config did already; here for configs built in code
     if not config.audio or not config.image:
         raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
     size = (config.pose.image_height, config.pose.image_width)
-    if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
-        raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
     timer = StageTimer()
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
