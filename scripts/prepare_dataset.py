@@ -1,6 +1,7 @@
 """Cut and crop training clips from local source videos listed in a CSV (the reference dataset's format).
 
     python scripts/prepare_dataset.py --csv clips.csv --source_dir sources/ --output_dir data/train [--size 512] [--fps 30]
+    python scripts/prepare_dataset.py --convert_keypoints data/train
 
 CSV columns: video_link, video_name, start_time, end_time, x, y, width, height (times in seconds or
 [HH:]MM:SS(.ms); the crop box in source pixels). The source of a row is <source_dir>/<video_name>.<ext>
@@ -8,7 +9,8 @@ CSV columns: video_link, video_name, start_time, end_time, x, y, width, height (
 Writes <output_dir>/videos/<clip>.mp4 (H.264) and, when the source has sound, audio/<clip>.wav (16 kHz
 mono), clip = <video_name>_<start ms>_<end ms>. Finished clips are skipped; every file is written to a
 temporary name and renamed. Keypoints (keypoints/<clip>.npz or DWPose folders) come from a pose
-estimator run on the written videos.
+estimator run on the written videos; --convert_keypoints turns DWPose folders (.json frames, or DWPose's
+pickled .npy frames, read without running code) into the keypoints/<clip>.npz files that training reads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # iasa, for --convert_keypoints
 
 COLUMNS = ("video_link", "video_name", "start_time", "end_time", "x", "y", "width", "height")
 SOURCE_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov")
@@ -124,14 +128,28 @@ def cut_clip(ffmpeg: str, source: Path, row: ClipRow, output_dir: Path, size: in
         run_ffmpeg(ffmpeg, [*window, "-vn", "-ac", "1", "-ar", str(AUDIO_RATE), "-c:a", "pcm_s16le"], audio)
 
 
+def convert_keypoints(dataset_dir: Path) -> int:
+    from iasa.train.dataset import convert_dwpose_folders
+
+    written = convert_dwpose_folders(dataset_dir)
+    print(f"wrote {len(written)} keypoint files: {', '.join(path.name for path in written) or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", type=Path, required=True, help="clip list in the reference format")
-    parser.add_argument("--source_dir", type=Path, required=True, help="folder of <video_name>.<ext> source videos")
-    parser.add_argument("--output_dir", type=Path, required=True, help="dataset folder to write videos/ and audio/ into")
+    parser.add_argument("--csv", type=Path, help="clip list in the reference format")
+    parser.add_argument("--source_dir", type=Path, help="folder of <video_name>.<ext> source videos")
+    parser.add_argument("--output_dir", type=Path, help="dataset folder to write videos/ and audio/ into")
     parser.add_argument("--size", type=int, default=None, help="resize every crop to size x size (default: keep)")
     parser.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
+    parser.add_argument("--convert_keypoints", type=Path, metavar="DATASET_DIR",
+                        help="instead of cutting clips: write keypoints/<clip>.npz for each DWPose folder of this dataset")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.convert_keypoints is not None:
+        return convert_keypoints(args.convert_keypoints)
+    if args.csv is None or args.source_dir is None or args.output_dir is None:
+        parser.error("--csv, --source_dir and --output_dir are required to cut clips")
 
     rows = read_rows(args.csv)
     (args.output_dir / "videos").mkdir(parents=True, exist_ok=True)
@@ -151,4 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from iasa.errors import InputError
+
+    try:
+        sys.exit(main())
+    except InputError as error:  # bad user input: the message names the file and the fix
+        sys.exit(f"error: {error}")

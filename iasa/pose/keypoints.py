@@ -10,6 +10,7 @@ On disk a clip is one .npz holding the stacked arrays (keys below) plus ``image_
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,29 @@ _EXPECTED_SHAPES = {
 }
 
 
+# A confident point farther than this outside [0, 1] means pixel coordinates were saved as normalised ones.
+PIXEL_COORDINATE_LIMIT = 2.0
+
+
 class KeypointFileError(InputError, ValueError):
     """A keypoint file or array that does not follow the DWPose layout."""
+
+
+def check_plausible(keypoints: "WholeBodyKeypoints", origin: str) -> None:
+    """Keypoints that would give sparse-attention masks without any region: pixel coordinates where
+    normalised ones belong, or no confident point in any frame."""
+    pairs = [(keypoints.body, keypoints.body_score), (keypoints.hands, keypoints.hands_score), (keypoints.face, keypoints.face_score)]
+    if not any((scores > 0).any() for _, scores in pairs):
+        raise KeypointFileError(
+            f"{origin}: every keypoint has confidence 0 in every frame; the detector found no person, or its scores "
+            "were not saved (a present point needs a score > 0)"
+        )
+    largest = max(float(np.abs(points[scores > 0]).max(initial=0)) for points, scores in pairs)
+    if largest > PIXEL_COORDINATE_LIMIT:
+        raise KeypointFileError(
+            f"{origin}: confident keypoints reach coordinate {largest:.1f}; these look like pixels, but coordinates "
+            "are normalised to [0, 1] (divide x by the image width and y by its height)"
+        )
 
 
 @dataclass
@@ -100,7 +122,16 @@ class WholeBodyKeypoints:
         if not path.is_file():
             raise KeypointFileError(f"keypoint file {path} does not exist; create it with infer_motion.py")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise KeypointFileError(
+                f"{path} is not a keypoint .npz (a zip of arrays, as WholeBodyKeypoints.save and infer_motion.py write "
+                f"it): {type(error).__name__}"
+            ) from error
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise KeypointFileError(f"{path} holds a single array, not a keypoint .npz of named arrays")
+        try:
+            with data:
                 missing = [key for key in (*_EXPECTED_SHAPES, "image_size") if key not in data]
                 if missing:
                     raise KeypointFileError(
@@ -108,7 +139,7 @@ class WholeBodyKeypoints:
                     )
                 fields = {name: data[name].astype(np.float32) for name in _EXPECTED_SHAPES}
                 height, width = (int(v) for v in data["image_size"])
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             if isinstance(error, KeypointFileError):
                 raise
             raise KeypointFileError(f"{path} is not a readable keypoint .npz ({error})") from error
@@ -117,6 +148,7 @@ class WholeBodyKeypoints:
             setattr(keypoints, name, value)
         keypoints.image_size = (height, width)
         keypoints.validate(origin=str(path))
+        check_plausible(keypoints, origin=str(path))
         return keypoints
 
     def to_dwpose_dicts(self) -> list[dict[str, Any]]:
