@@ -74,6 +74,8 @@ def never_built(config):
         ("distill", "region.region_weights.elbows=1.0", "region.region_weights"),
         ("distill", "region.lpips_weight=1.0", "region.lpips_path"),
         ("distill", "student_direction=future", "student_direction"),
+        ("distill", "region.lpips_path=data/train_cache/lpips.pt", "region.lpips_path"),  # TorchScript from the data
+        ("distill", "region.face_id_path=outputs/distill/arcface.pt", "region.face_id_path"),  # ... or a run folder
     ],
 )
 def test_training_values_are_checked_before_the_model_is_built(config: str, override: str, key: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from iasa.attention.config import SparseAttentionConfig
@@ -219,9 +220,13 @@ class RegionLossConfig:
     # Region-weighted mean absolute pixel error: needs no model file.
     pixel_weight: float = 1.0
     # LPIPS as a TorchScript file taking two (N, 3, H, W) images in [-1, 1] -> (N,) distances.
+    # A TorchScript file is code, and loading it runs that code: use only a file you exported yourself (or
+    # otherwise trust), never one that came with a dataset or a shared checkpoint. Paths inside the run's
+    # cache_dir or run.output_dir are refused.
     lpips_weight: float = 0.0
     lpips_path: Optional[str] = None
-    # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D).
+    # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D); trusted
+    # code, as lpips_path.
     face_id_weight: float = 0.0
     face_id_path: Optional[str] = None
 
@@ -285,6 +290,12 @@ class DistillConfig:
         check(self.critic_steps_per_generator_step >= 0, "critic_steps_per_generator_step",
               self.critic_steps_per_generator_step, "must be >= 0")  # fmt: skip
         check(self.critic_learning_rate > 0, "critic_learning_rate", self.critic_learning_rate, "must be > 0")
+        for key in ("lpips_path", "face_id_path"):
+            path = getattr(self.region, key)
+            for folder, name in ((self.cache_dir, "cache_dir"), (self.run.output_dir, "run.output_dir")):
+                inside = path is not None and Path(path).resolve().is_relative_to(Path(folder).resolve())
+                check(not inside, f"region.{key}", path, f"is inside {name}, where files come with data or other runs; "
+                      "a TorchScript file runs code when loaded: keep your own trusted export elsewhere")  # fmt: skip
 
 
 SCHEMAS = {"data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig}
