@@ -55,7 +55,9 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
     when the block raises. ``suffix`` (default: the target's) matters to writers that pick a format by it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(suffix=path.suffix if suffix is None else suffix, dir=path.parent, prefix=temporary_prefix(path))
+    descriptor, name = tempfile.mkstemp(
+        suffix=path.suffix if suffix is None else suffix, dir=path.parent, prefix=temporary_prefix(path)
+    )
     os.close(descriptor)
     temporary = Path(name)
     try:

@@ -70,7 +70,8 @@ class ProceduralMotionConfig:
     def validate(self) -> None:
         check(self.fps > 0, "fps", self.fps, "must be > 0")
         interval = list(self.blink_interval_s)
-        check(len(interval) == 2 and 0 < interval[0] <= interval[-1], "blink_interval_s", interval, "must be [shortest, longest] with 0 < shortest <= longest")
+        check(len(interval) == 2 and 0 < interval[0] <= interval[-1], "blink_interval_s", interval,
+              "must be [shortest, longest] with 0 < shortest <= longest")  # fmt: skip
 
 
 class ProceduralMotionGenerator:

@@ -43,5 +43,6 @@ class PoseConfig:
         for key in ("camera_distance_m", "framed_height_m"):
             check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0 metres")
         unknown = [name for name in self.align_body_points if name not in BODY_NAMES]
-        check(not unknown, "align_body_points", list(self.align_body_points), f"unknown points {unknown}; choose from {list(BODY_NAMES)}")
+        check(not unknown, "align_body_points", list(self.align_body_points),
+              f"unknown points {unknown}; choose from {list(BODY_NAMES)}")  # fmt: skip
         check(0 <= self.align_min_score <= 1, "align_min_score", self.align_min_score, "must be in [0, 1]")

@@ -52,7 +52,10 @@ class KeypointFileError(InputError, ValueError):
 def check_plausible(keypoints: "WholeBodyKeypoints", origin: str) -> None:
     """Keypoints that would give sparse-attention masks without any region: pixel coordinates where
     normalised ones belong, or no confident point in any frame."""
-    pairs = [(keypoints.body, keypoints.body_score), (keypoints.hands, keypoints.hands_score), (keypoints.face, keypoints.face_score)]
+    pairs = [
+        (keypoints.body, keypoints.body_score), (keypoints.hands, keypoints.hands_score),
+        (keypoints.face, keypoints.face_score),
+    ]  # fmt: skip
     if not any((scores > 0).any() for _, scores in pairs):
         raise KeypointFileError(
             f"{origin}: every keypoint has confidence 0 in every frame; the detector found no person, or its scores "

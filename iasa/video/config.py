@@ -96,7 +96,8 @@ class VideoModelConfig:
 
         check_choice("model_size", self.model_size, sorted(ARCHITECTURES))
         check_choice("dtype", self.dtype, sorted(DTYPES))
-        check(math.isfinite(self.unianimate_lora_strength), "unianimate_lora_strength", self.unianimate_lora_strength, "must be a finite number")
+        strength = self.unianimate_lora_strength
+        check(math.isfinite(strength), "unianimate_lora_strength", strength, "must be a finite number")
         if self.device != "auto":
             try:
                 torch.device(self.device)

@@ -88,7 +88,10 @@ def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
     metadata = safetensors_metadata(path, "LoRA file")
     if metadata.get("format") != LORA_FILE_FORMAT:
         raise CheckpointKeyError(f"{path} is not an IASA LoRA file (metadata format {metadata.get('format')!r})")
-    shape = {"rank": int(metadata["rank"]), "alpha": float(metadata["alpha"]), "targets": sorted(json.loads(metadata["target_modules"]))}
+    shape = {
+        "rank": int(metadata["rank"]), "alpha": float(metadata["alpha"]),
+        "targets": sorted(json.loads(metadata["target_modules"])),
+    }  # fmt: skip
     if adapter_name not in getattr(dit, "peft_config", {}):
         dit = inject_lora(dit, shape["rank"], shape["alpha"], shape["targets"], adapter_name)
     else:  # an adapter built from the config: its rank, scale and layers must be the file's
