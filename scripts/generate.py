@@ -29,7 +29,8 @@ from iasa.video.inference import InferenceConfig, run_inference  # noqa: E402
 SMOKE_OVERRIDES = [
     "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
     "model.device=cpu", "model.dtype=float32", "pose.image_height=64", "pose.image_width=64",
-    "sampler.num_steps=2", "emage_dir=null", "attention.sparse.backend=reference", "detect_reference_pose=false",
+    "sampler.num_steps=2", "emage_dir=null", "attention.attention=iasa", "attention.sparse.backend=reference",
+    "detect_reference_pose=false",
 ]  # fmt: skip
 
 

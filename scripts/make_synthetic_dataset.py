@@ -85,7 +85,7 @@ def contact_sheet(config: SyntheticDatasetConfig, clips: list[ClipSpec]) -> np.n
         video = render_avatar(keypoints, Identity.sample(spec.identity.seed))
         times = np.linspace(0, config.frames - 1, PREVIEW_COLUMNS).round().astype(int)
         middle = config.frames // 2
-        pose = draw_pose_frames(keypoints.slice_frames(middle, middle + 1))[0]
+        pose = draw_pose_frames(keypoints.slice_frames(middle, middle + 1), "face")[0]
         overlay = np.where(pose.any(axis=-1, keepdims=True), pose, video[middle] // 2)
         row = np.concatenate([*video[times], overlay], axis=1)
         cv2.putText(row, spec.name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)

@@ -27,6 +27,7 @@ from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_lay
 from iasa.attention.masks import class_table, token_classes  # noqa: E402
 from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
+from iasa.errors import InputError  # noqa: E402
 from iasa.pose.keypoints import WholeBodyKeypoints  # noqa: E402
 
 # BGR colours (OpenCV order).
@@ -150,10 +151,17 @@ def render(layout: SparseLayout, config: SparseAttentionConfig, query_frame: int
     return image
 
 
+def check_output(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; pass the image file to write, e.g. --out {path / 'mask.png'}")
+    if not cv2.haveImageWriter(str(path)):
+        raise InputError(f"--out {path}: OpenCV cannot write images of type {path.suffix or '(no suffix)'}; use .png")
+
+
 def write_png(image: np.ndarray, path: Path) -> None:
-    with atomic_output(path, suffix=".png") as temporary:
+    with atomic_output(path, suffix=path.suffix) as temporary:
         if not cv2.imwrite(str(temporary), image):
-            raise OSError(f"could not write {path}")
+            raise InputError(f"could not write {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,12 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="synthetic clip: random seed")
     args = parser.parse_args(rest)
     config = load_config(SparseAttentionConfig, args.config, overrides)
+    check_output(args.out)
     if args.keypoints is not None:
         keypoints, source = WholeBodyKeypoints.load(args.keypoints), args.keypoints.name
     else:
         keypoints = synthetic_speaker(args.frames, tuple(args.size), seed=args.seed)
         source = f"a synthetic speaker ({args.size[0]}x{args.size[1]})"
-    layout = build_sparse_layout(keypoints, config)
+    try:
+        layout = build_sparse_layout(keypoints, config)
+    except ValueError as error:  # the clip's length or image size does not fit a layout
+        raise InputError(f"{source}: {error}") from error
     query_frame = layout.num_frames - 1 if args.query_frame is None else args.query_frame
     if not 0 <= query_frame < layout.num_frames:
         parser.error(f"--query-frame must be in [0, {layout.num_frames - 1}]")
@@ -188,4 +200,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as error:  # bad user input: the message names the file or key and the fix
+        raise SystemExit(f"error: {error}") from None

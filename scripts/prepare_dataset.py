@@ -1,6 +1,7 @@
 """Cut and crop training clips from local source videos listed in a CSV (the reference dataset's format).
 
     python scripts/prepare_dataset.py --csv clips.csv --source_dir sources/ --output_dir data/train [--size 512] [--fps 30] [--keypoints]
+    python scripts/prepare_dataset.py --convert_keypoints data/train
 
 CSV columns: video_link, video_name, start_time, end_time, x, y, width, height (times in seconds or
 [HH:]MM:SS(.ms); the crop box in source pixels). The source of a row is <source_dir>/<video_name>.<ext>
@@ -10,7 +11,8 @@ mono), clip = <video_name>_<start ms>_<end ms>. With --keypoints, DWPose (iasa.p
 ONNX files of https://huggingface.co/yzd-v/DWPose) finds the largest person's whole-body keypoints in
 every frame of every clip and writes keypoints/<clip>.npz, which makes the folder a training set
 (iasa/train/dataset.py). Finished clips and keypoint files are skipped; every file is written to a
-temporary name and renamed.
+temporary name and renamed. --convert_keypoints turns DWPose folders (.json frames, or DWPose's pickled
+.npy frames, read without running code) into the same keypoints/<clip>.npz files.
 """
 
 from __future__ import annotations
@@ -163,11 +165,19 @@ def write_keypoints(detector: DWPoseDetector, video: Path, target: Path) -> None
     keypoints.save(target)
 
 
+def convert_keypoints(dataset_dir: Path) -> int:
+    from iasa.train.dataset import convert_dwpose_folders
+
+    written = convert_dwpose_folders(dataset_dir)
+    print(f"wrote {len(written)} keypoint files: {', '.join(path.name for path in written) or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", type=Path, required=True, help="clip list in the reference format")
-    parser.add_argument("--source_dir", type=Path, required=True, help="folder of <video_name>.<ext> source videos")
-    parser.add_argument("--output_dir", type=Path, required=True, help="dataset folder to write videos/ and audio/ into")
+    parser.add_argument("--csv", type=Path, help="clip list in the reference format")
+    parser.add_argument("--source_dir", type=Path, help="folder of <video_name>.<ext> source videos")
+    parser.add_argument("--output_dir", type=Path, help="dataset folder to write videos/ and audio/ into")
     parser.add_argument("--size", type=int, default=None, help="resize every crop to size x size (default: keep)")
     parser.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
     parser.add_argument("--keypoints", action="store_true", help="write keypoints/<clip>.npz of every clip with DWPose")
@@ -175,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--person_model", default=defaults.person_model, help="DWPose's yolox_l.onnx (with --keypoints)")
     parser.add_argument("--pose_model", default=defaults.pose_model, help="DWPose's dw-ll_ucoco_384.onnx (with --keypoints)")
     parser.add_argument("--providers", default=defaults.providers, help="onnxruntime providers: auto, cuda or cpu")
+    parser.add_argument("--convert_keypoints", type=Path, metavar="DATASET_DIR",
+                        help="instead of cutting clips: write keypoints/<clip>.npz for each DWPose folder of this dataset")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.convert_keypoints is not None:
+        return convert_keypoints(args.convert_keypoints)
+    if args.csv is None or args.source_dir is None or args.output_dir is None:
+        parser.error("--csv, --source_dir and --output_dir are required to cut clips")
 
     detector = None
     if args.keypoints:  # before cutting anything: a missing model file fails at once

@@ -69,6 +69,7 @@ def test_inference_draws_the_style_its_lora_file_records(
     config = load_config(InferenceConfig, "config/infer_iasa.yaml", [
         f"audio={tmp_path / 'speech.wav'}", f"image={tmp_path / 'person.png'}", f"out={tmp_path / 'out.mp4'}",
         f"model.lora_path={lora}", "pose.image_height=64", "pose.image_width=64", "detect_reference_pose=false",
+        "model.model_dir=null", "model.unianimate_checkpoint=null",
     ])  # fmt: skip
     assert config.pose.style == "auto"
     run_inference(config, progress=False)

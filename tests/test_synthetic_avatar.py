@@ -183,7 +183,7 @@ def test_pose_image_lines_up_with_the_render(rest: WholeBodyKeypoints) -> None:
     identity = Identity.sample(PERSON.seed)
     image = render_avatar(rest, identity)[0]
     plain = render_background(identity, (SIZE, SIZE))
-    pose = draw_pose_frames(rest)[0]
+    pose = draw_pose_frames(rest, "face")[0]
     points = np.concatenate([pixels(rest, "face"), pixels(rest, "hands").reshape(-1, 2)])
     for x, y in points.astype(int):
         assert pose[y, x].any()  # the pose image has the point there ...

@@ -24,6 +24,7 @@ from test_train_fsdp import ROOT, assert_close, cache, weights  # noqa: E402, F4
 from iasa.train.config import OptimConfig, RunConfig  # noqa: E402
 from iasa.train.deepspeed_zero import DeepSpeedSetupError, zero_config  # noqa: E402
 from iasa.train.runtime import make_accelerator  # noqa: E402
+from iasa.train.state_file import load_state  # noqa: E402
 from iasa.train.tasks import main  # noqa: E402
 from iasa.video.assembly import load_wan_components  # noqa: E402
 from iasa.video.config import VideoModelConfig  # noqa: E402
@@ -99,7 +100,7 @@ def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(cache:
     assert_moved(weights(zero, 2), final, "pose_guider.")
     # The checkpoint's AdamW moments are the plain run's, in torch's per-parameter layout.
     optimizers = [
-        torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False) for run in (plain, zero)
+        load_state(run / "checkpoints" / "step-00000003" / "optimizers.safetensors") for run in (plain, zero)
     ]
     moments = [
         {f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()}

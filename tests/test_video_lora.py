@@ -74,8 +74,11 @@ def test_lora_file_round_trip(tmp_path):
 def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path):
     path = tmp_path / "narrow.safetensors"
     save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)), pose_style="unianimate")
-    with pytest.raises(CheckpointKeyError, match="does not fit"):
+    with pytest.raises(CheckpointKeyError, match=r"trained with LoRA targets \['q'\]"):
         load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2))
+    # The scale alone differs: the file's update would be applied at another strength.
+    with pytest.raises(CheckpointKeyError, match=r"alpha 2.0 \(the adapter has 4.0\)"):
+        load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=4, target_modules=("q",)))
 
 
 def rewrite_metadata(path, changes: dict[str, str | None]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iasa.config import ConfigValueError, check, check_choice
+
 
 @dataclass
 class SparseAttentionConfig:
@@ -36,3 +38,22 @@ class SparseAttentionConfig:
     block_size: int = 128
     # Kernel: "reference" (SDPA with a dense mask), "flex" (FlexAttention), "fast" (structured kernel).
     backend: str = "reference"
+
+    def validate(self) -> None:
+        from iasa.attention.dispatch import BACKENDS
+        from iasa.attention.frame_selection import DIRECTIONS
+        from iasa.attention.regions import validate_regions
+
+        check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0 (0 = only the own frame and frame 0)")
+        check_choice("direction", self.direction, DIRECTIONS)
+        check(0 <= self.min_keypoint_confidence <= 1, "min_keypoint_confidence", self.min_keypoint_confidence, "must be in [0, 1]")
+        try:
+            validate_regions(self.regions)
+        except ValueError as error:
+            raise ConfigValueError("regions", list(self.regions), str(error)) from None
+        check(self.limb_width > 0, "limb_width", self.limb_width, "must be > 0 (a fraction of the shoulder width)")
+        check(0 < self.min_token_coverage <= 1, "min_token_coverage", self.min_token_coverage, "must be in (0, 1]")
+        check(self.dilation_tokens >= 0, "dilation_tokens", self.dilation_tokens, "must be >= 0")
+        check(self.token_stride >= 1, "token_stride", self.token_stride, "must be >= 1")
+        check(self.block_size >= 1, "block_size", self.block_size, "must be >= 1")
+        check_choice("backend", self.backend, BACKENDS)

@@ -17,6 +17,7 @@ from einops import rearrange
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
+from iasa.config import check
 from iasa.motion.motion_file import NUM_BETAS, NUM_EXPRESSIONS, NUM_JOINTS, SmplxMotion
 from iasa.pose.skeleton import BLINK_EXPRESSION_INDEX
 
@@ -70,6 +71,12 @@ class ProceduralMotionConfig:
     arm_inward_twist_rad: float = 0.4
     elbow_bend_rad: float = 1.45
     finger_curl_rad: float = 0.35
+
+    def validate(self) -> None:
+        check(self.fps > 0, "fps", self.fps, "must be > 0")
+        interval = list(self.blink_interval_s)
+        check(len(interval) == 2 and 0 < interval[0] <= interval[-1], "blink_interval_s", interval,
+              "must be [shortest, longest] with 0 < shortest <= longest")  # fmt: skip
 
 
 class ProceduralMotionGenerator:

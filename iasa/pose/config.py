@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from iasa.config import check, check_choice
+
+from iasa.config import check, check_choice
+
 
 @dataclass
 class PoseConfig:
@@ -42,6 +46,22 @@ class PoseConfig:
     # LoRA file records, else "unianimate").
     style: str = "auto"
 
+    def validate(self) -> None:
+        from iasa.pose.keypoints import BODY_NAMES
+        from iasa.pose.pipeline import ALIGNMENTS
+        from iasa.pose.style import AUTO_STYLE, POSE_STYLES
+
+        for key in ("image_height", "image_width", "smplx_chunk_frames"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        for key in ("camera_distance_m", "framed_height_m"):
+            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0 metres")
+        unknown = [name for name in self.align_body_points if name not in BODY_NAMES]
+        check(not unknown, "align_body_points", list(self.align_body_points),
+              f"unknown points {unknown}; choose from {list(BODY_NAMES)}")  # fmt: skip
+        check(0 <= self.align_min_score <= 1, "align_min_score", self.align_min_score, "must be in [0, 1]")
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        check_choice("style", self.style, (*POSE_STYLES, AUTO_STYLE))
+
 
 @dataclass
 class DetectorConfig:
@@ -57,3 +77,10 @@ class DetectorConfig:
     nms_iou_threshold: float = 0.45
     # onnxruntime execution providers: auto (CUDA when onnxruntime has it, else CPU), cuda or cpu.
     providers: str = "auto"
+
+    def validate(self) -> None:
+        from iasa.pose.detection import PROVIDERS
+
+        check_choice("providers", self.providers, PROVIDERS)
+        for key in ("person_score_threshold", "nms_iou_threshold"):
+            check(0 <= getattr(self, key) <= 1, key, getattr(self, key), "must be in [0, 1]")

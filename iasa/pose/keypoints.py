@@ -18,6 +18,7 @@ each foot's big and small toe, present only when both toes are), which is what i
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ POINT_PARTS = ("body", "feet", "hands", "face")
 _OPTIONAL_FIELDS = ("feet", "feet_score")  # absent from files written before the feet were carried
 
 
+# A confident point farther than this outside [0, 1] means pixel coordinates were saved as normalised ones.
+PIXEL_COORDINATE_LIMIT = 2.0
+
+
 class KeypointFileError(InputError, ValueError):
     """A keypoint file or array that does not follow the DWPose layout."""
 
@@ -70,6 +75,23 @@ def _no_feet(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Foot points (F, 6, 2) and scores (F, 6) of clips without feet: every point missing."""
     frames = body.shape[0] if body.ndim == 3 else 0
     return np.zeros((frames, FOOT_POINTS, 2), np.float32), np.zeros((frames, FOOT_POINTS), np.float32)
+
+
+def check_plausible(keypoints: "WholeBodyKeypoints", origin: str) -> None:
+    """Keypoints that would give sparse-attention masks without any region: pixel coordinates where
+    normalised ones belong, or no confident point in any frame."""
+    pairs = [(getattr(keypoints, part), getattr(keypoints, f"{part}_score")) for part in POINT_PARTS]
+    if not any((scores > 0).any() for _, scores in pairs):
+        raise KeypointFileError(
+            f"{origin}: every keypoint has confidence 0 in every frame; the detector found no person, or its scores "
+            "were not saved (a present point needs a score > 0)"
+        )
+    largest = max(float(np.abs(points[scores > 0]).max(initial=0)) for points, scores in pairs)
+    if largest > PIXEL_COORDINATE_LIMIT:
+        raise KeypointFileError(
+            f"{origin}: confident keypoints reach coordinate {largest:.1f}; these look like pixels, but coordinates "
+            "are normalised to [0, 1] (divide x by the image width and y by its height)"
+        )
 
 
 @dataclass
@@ -146,7 +168,16 @@ class WholeBodyKeypoints:
         if not path.is_file():
             raise KeypointFileError(f"keypoint file {path} does not exist; create it with infer_motion.py")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise KeypointFileError(
+                f"{path} is not a keypoint .npz (a zip of arrays, as WholeBodyKeypoints.save and infer_motion.py write "
+                f"it): {type(error).__name__}"
+            ) from error
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise KeypointFileError(f"{path} holds a single array, not a keypoint .npz of named arrays")
+        try:
+            with data:
                 old_file = not any(key in data for key in _OPTIONAL_FIELDS)  # written before the feet
                 required = [name for name in ARRAY_FIELDS if not (old_file and name in _OPTIONAL_FIELDS)]
                 missing = [key for key in (*required, "image_size") if key not in data]
@@ -156,7 +187,7 @@ class WholeBodyKeypoints:
                     )
                 fields = {name: data[name].astype(np.float32) for name in required}
                 height, width = (int(v) for v in data["image_size"])
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             if isinstance(error, KeypointFileError):
                 raise
             raise KeypointFileError(f"{path} is not a readable keypoint .npz ({error})") from error
@@ -167,6 +198,7 @@ class WholeBodyKeypoints:
             keypoints.feet, keypoints.feet_score = _no_feet(fields["body"])
         keypoints.image_size = (height, width)
         keypoints.validate(origin=str(path))
+        check_plausible(keypoints, origin=str(path))
         return keypoints
 
     def to_dwpose_dicts(self) -> list[dict[str, Any]]:

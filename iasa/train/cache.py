@@ -17,13 +17,14 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from iasa.atomic_io import atomic_output
 from iasa.errors import InputError
 from iasa.attention.layout import SparseLayout
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.pose.style import PoseStyleError, pose_format_record, read_pose_format_record
+from iasa.tensor_files import read_tensors
 from iasa.train.backbone import ClipBatch
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
@@ -110,7 +111,7 @@ def read_window(cache_dir: Path, key: str) -> ClipBatch:
     if not negative.is_file():
         raise CacheError(f"{negative} is missing; rerun data_process")
     meta = json.loads((folder / "meta.json").read_text())
-    tensors = load_file(str(folder / "tensors.safetensors"))
+    tensors = read_tensors(folder / "tensors.safetensors", what="cached window")
     layouts = {
         direction: SparseLayout(
             frame_selection=tensors[f"layout.{direction}.frame_selection"],
@@ -123,7 +124,7 @@ def read_window(cache_dir: Path, key: str) -> ClipBatch:
         name=key,
         latents=tensors["latents"][None],
         context=tensors["context"][None],
-        negative_context=load_file(str(negative))["context"],
+        negative_context=read_tensors(negative, what="cached negative prompt")["context"],
         clip_feature=tensors["clip_feature"][None],
         y=tensors["y"][None],
         pose_video=tensors["pose_video"][None].float() / 255,

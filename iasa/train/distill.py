@@ -23,6 +23,7 @@ from accelerate.utils import broadcast
 from einops import rearrange
 from tqdm import tqdm
 
+from iasa.config import validate_config
 from iasa.train.adapters import (
     adapter_parameters,
     copy_adapter,
@@ -138,14 +139,12 @@ class Distiller:
 
 
 def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-distill")
     device = accelerator.device
     dit = backbone.dit
-
-    if not config.teacher_lora:
-        raise ValueError("teacher_lora is empty: set it to the lora.safetensors the train task wrote")
     load_lora(config.teacher_lora, dit, TEACHER)
     teacher = dit.peft_config[TEACHER]
     for name in (GENERATOR, CRITIC):
@@ -176,7 +175,11 @@ def run_distill(config: DistillConfig, backbone: VideoBackbone) -> Path:
     updates = {GENERATOR: generator_update, CRITIC: critic_update}
     named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
     states = generator_update.states(prefix=f"{GENERATOR}_") | critic_update.states(prefix=f"{CRITIC}_")
-    checkpointer = Checkpointer(accelerator, run, named, states)
+    built_with = {  # the student and critic copy the teacher LoRA's shape
+        "teacher_lora rank": teacher.r, "teacher_lora alpha": teacher.lora_alpha,
+        "teacher_lora targets": sorted(teacher.target_modules),
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, states, config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 

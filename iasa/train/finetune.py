@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
+from iasa.config import validate_config
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.backbone import ClipBatch, VideoBackbone
 from iasa.train.cache import WindowOrder, cached_pose_style, list_cached, read_window
@@ -86,6 +87,7 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 
 def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA."""
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-finetune")
@@ -106,7 +108,11 @@ def run_finetune(config: FinetuneConfig, backbone: VideoBackbone) -> Path:
     backbone.set_gradient_checkpointing(run.gradient_checkpointing, run.gradient_checkpointing_offload)
 
     update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
-    checkpointer = Checkpointer(accelerator, run, named, update.states())
+    built_with = {
+        "lora.rank": config.lora.rank, "lora.alpha": config.lora.alpha, "lora.targets": sorted(config.lora.targets),
+        "train_pose_guider": config.train_pose_guider,
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, update.states(), config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from iasa.config import ConfigError
+from iasa.config import ConfigError, check, check_choice
 from iasa.attention.config import SparseAttentionConfig
 
 # The DiT's CLIP projection (img_emb) takes ViT-H features of this width whatever the model size.
@@ -88,6 +89,21 @@ class VideoModelConfig:
     # Torch device; "auto" = cuda when available, else cpu.
     device: str = "auto"
 
+    def validate(self) -> None:
+        import torch
+
+        from iasa.video.assembly import DTYPES
+
+        check_choice("model_size", self.model_size, sorted(ARCHITECTURES))
+        check_choice("dtype", self.dtype, sorted(DTYPES))
+        strength = self.unianimate_lora_strength
+        check(math.isfinite(strength), "unianimate_lora_strength", strength, "must be a finite number")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                check(False, "device", self.device, "must be auto, cpu, cuda or cuda:<index>")
+
 
 @dataclass
 class AttentionPatchConfig:
@@ -95,6 +111,11 @@ class AttentionPatchConfig:
     attention: str = "dense"
     # The sparse layout rule and kernel (used when attention is "iasa").
     sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)
+
+    def validate(self) -> None:
+        from iasa.video.attention_patch import ATTENTION_MODES
+
+        check_choice("attention", self.attention, ATTENTION_MODES)
 
 
 @dataclass
@@ -108,6 +129,14 @@ class InferenceSpeedConfig:
     # Memory format of the VAE decoder's 3D convolutions: "contiguous" or "channels_last_3d" (6-8% faster
     # decode on an H100 at 512x512 to 720x1280, benchmarks/results/pipeline.json).
     vae_memory_format: str = "channels_last_3d"
+
+    def validate(self) -> None:
+        from iasa.video.fp8_linear import DIT_PRECISIONS
+        from iasa.video.vae_decode import VAE_MEMORY_FORMATS
+
+        check_choice("dit_precision", self.dit_precision, DIT_PRECISIONS)
+        check(self.vae_latent_frames_per_call >= 1, "vae_latent_frames_per_call", self.vae_latent_frames_per_call, "must be >= 1")
+        check_choice("vae_memory_format", self.vae_memory_format, VAE_MEMORY_FORMATS)
 
 
 @dataclass
@@ -123,6 +152,11 @@ class SamplerConfig:
     prompt: str = "a person is talking and gesturing"
     negative_prompt: str = "blurry, distorted hands, deformed face, low quality, static"
 
+    def validate(self) -> None:
+        check(self.num_steps >= 1, "num_steps", self.num_steps, "must be >= 1 (0 steps would return the starting noise)")
+        check(math.isfinite(self.cfg_scale) and self.cfg_scale >= 1, "cfg_scale", self.cfg_scale, "must be >= 1 (1 = no guidance)")
+        check(math.isfinite(self.shift) and self.shift > 0, "shift", self.shift, "must be > 0")
+
 
 @dataclass
 class LongVideoConfig:
@@ -130,3 +164,10 @@ class LongVideoConfig:
     window_latent_frames: int = 21
     # Latent frames shared by neighbouring windows, blended at every denoising step.
     overlap_latent_frames: int = 4
+
+    def validate(self) -> None:
+        check(self.window_latent_frames >= 1, "window_latent_frames", self.window_latent_frames, "must be >= 1")
+        check(
+            0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
+            f"must be in [0, window_latent_frames={self.window_latent_frames})",
+        )  # fmt: skip

@@ -7,6 +7,7 @@ the audio muxed in.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from iasa.config import ConfigError
+from iasa.config import ConfigError, check, validate_config
 from iasa.errors import InputError
 from iasa.pose.config import DetectorConfig, PoseConfig
 from iasa.pose.keypoints import POINT_PARTS, WholeBodyKeypoints
@@ -54,6 +55,11 @@ class InferenceConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+
+    def validate(self) -> None:
+        for key in ("image_height", "image_width"):
+            value = getattr(self.pose, key)
+            check(value % TOKEN_STRIDE == 0, f"pose.{key}", value, f"must be a multiple of {TOKEN_STRIDE} (VAE 8 x patch 2)")
 
 
 class StageTimer:
@@ -93,8 +99,34 @@ def center_crop_box(source: tuple[int, int], target: tuple[int, int]) -> tuple[f
     return (source_height - height) / 2, 0.0, height, float(source_width)
 
 
+# Transparent pixels of a reference image become this colour (a cut-out person on a white background).
+ALPHA_BACKGROUND = 255.0
+
+
+def rgb_uint8(image: np.ndarray, path: Path) -> np.ndarray:
+    """A decoded image (H, W) or (H, W, C) of 8 or 16 bits (or 1-bit) -> (H, W, 3) uint8: 16-bit values scaled
+    (65535 -> 255), grey repeated to RGB, an alpha channel composited over ALPHA_BACKGROUND."""
+    if image.dtype == np.bool_:
+        image = image.astype(np.float32) * 255
+    elif image.dtype == np.uint16:
+        image = image.astype(np.float32) / 257
+    elif image.dtype != np.uint8:
+        raise ImageFileError(f"reference image {path} has {image.dtype} pixels; save it as an 8- or 16-bit png or a jpg")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+        raise ImageFileError(f"reference image {path} has shape {image.shape}, not grey, grey + alpha, RGB or RGBA")
+    channels = image.shape[-1]
+    colour = image[..., : 3 if channels >= 3 else 1].astype(np.float32)
+    if channels in (2, 4):
+        opacity = image[..., -1:].astype(np.float32) / 255
+        colour = colour * opacity + ALPHA_BACKGROUND * (1 - opacity)
+    return np.broadcast_to(np.round(colour).astype(np.uint8), (*image.shape[:2], 3)).copy()
+
+
 def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The image center-cropped to size's aspect and resized to size (h, w), and the original image (both uint8 RGB)."""
+    """The image center-cropped to size's aspect and resized to size (h, w), and the original image (both
+    (h, w, 3) uint8 RGB)."""
     import cv2
     import imageio.v2 as imageio
 
@@ -105,9 +137,7 @@ def load_reference_image(path: str | Path, size: tuple[int, int]) -> tuple[np.nd
         image = np.asarray(imageio.imread(path))
     except Exception as error:  # imageio raises many types for a file that is not an image
         raise ImageFileError(f"reference image {path} could not be read as an image ({type(error).__name__}); pass a png or jpg") from error
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    image = image[..., :3].astype(np.uint8)
+    image = rgb_uint8(image, path)
     top, left, height, width = (int(round(v)) for v in center_crop_box(image.shape[:2], size))
     crop = image[top : top + height, left : left + width]
     return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA), image
@@ -164,19 +194,54 @@ def inference_pose_style(requested: str, model: VideoModelConfig) -> str:
     return resolve_pose_style(requested, None, "the randomly initialised pose guider")
 
 
+def check_output_path(path: str | Path) -> None:
+    """The output video can be written: not a folder, inside a folder that exists or can be made, writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"out={path} is a folder; pass the path of the video to write, e.g. out={path / 'video.mp4'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"out={path}: {folder} is a file, so the folder for the video cannot be made")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"out={path}: the folder {folder} is not writable")
+
+
+def check_model_files(config: InferenceConfig) -> None:
+    """Every model file the config names exists (their contents are checked as they load)."""
+    from iasa.motion.emage_config import read_emage_config
+    from iasa.pose.detection import check_detector_files
+    from iasa.video.model_files import ModelFilesError, locate_model_files
+
+    if config.reference_keypoints is None and config.detect_reference_pose:
+        check_detector_files(config.detector)
+    if config.model.model_dir is not None:
+        locate_model_files(config.model.model_dir)
+    for key in ("unianimate_checkpoint", "lora_path"):
+        path = getattr(config.model, key)
+        if path is not None and not Path(path).is_file():
+            raise ModelFilesError(f"model.{key}={path} does not exist; fix the path or set model.{key}=null")
+    if config.emage_dir is not None:
+        read_emage_config(config.emage_dir)
+
+
 def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
-    """Write config.out; returns the stage timings."""
+    """Write config.out; returns the stage timings. Every input is read and every path checked before the
+    video model loads, so a bad file fails in seconds, not after minutes of loading and generation."""
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
     from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import write_video
 
+    validate_config(config)  # load_config did already; here for configs built in code
     if not config.audio or not config.image:
         raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
     size = (config.pose.image_height, config.pose.image_width)
-    if size[0] % TOKEN_STRIDE or size[1] % TOKEN_STRIDE:
-        raise ConfigError(f"pose.image_height/width {size} must be multiples of {TOKEN_STRIDE} (VAE 8 x patch 2)")
+    check_output_path(config.out)
     pose_style = inference_pose_style(config.pose.style, config.model)
+    waveform = load_audio(config.audio)
+    check_model_files(config)
     timer = StageTimer()
     # First, so that a missing DWPose file or a photo without a person fails before the video model loads.
     with timer.stage("reference pose"):
@@ -184,7 +249,6 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
     with timer.stage("load video model"):
         generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
     with timer.stage("audio -> motion"):
-        waveform = load_audio(config.audio)
         if config.emage_dir is not None:
             from iasa.motion.emage_inference import EmageMotionGenerator
 

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from diffsynth.core.loader.file import load_state_dict
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from iasa.atomic_io import atomic_output
 from iasa.pose.style import pose_format_record, read_pose_format_record
+from iasa.tensor_files import read_tensors, safetensors_metadata
 from iasa.video.model_files import ModelFilesError
 from iasa.video.assembly import CheckpointKeyError, load_strict
 from iasa.video.pose_guider import UniAnimatePoseNets
@@ -93,9 +92,8 @@ def save_lora(
 
 def _lora_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
-        raise ModelFilesError(f"LoRA file {path} does not exist; train one (issue 6) or set model.lora_path=null")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+        raise ModelFilesError(f"LoRA file {path} does not exist; train one (the train task) or set model.lora_path=null")
+    metadata = safetensors_metadata(path, "LoRA file")
     if metadata.get("format") != LORA_FILE_FORMAT:
         raise CheckpointKeyError(f"{path} is not an IASA LoRA file (metadata format {metadata.get('format')!r})")
     read_pose_format_record(metadata, origin=str(path))  # a channel order this code does not draw fails here
@@ -113,12 +111,22 @@ def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -
     the file must land in the adapter and every adapter weight must come from the file."""
     path = Path(path)
     metadata = _lora_metadata(path)
-    with safe_open(str(path), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    shape = {
+        "rank": int(metadata["rank"]), "alpha": float(metadata["alpha"]),
+        "targets": sorted(json.loads(metadata["target_modules"])),
+    }  # fmt: skip
     if adapter_name not in getattr(dit, "peft_config", {}):
-        dit = inject_lora(
-            dit, int(metadata["rank"]), float(metadata["alpha"]), json.loads(metadata["target_modules"]), adapter_name
-        )
+        dit = inject_lora(dit, shape["rank"], shape["alpha"], shape["targets"], adapter_name)
+    else:  # an adapter built from the config: its rank, scale and layers must be the file's
+        config = dit.peft_config[adapter_name]
+        built = {"rank": config.r, "alpha": float(config.lora_alpha), "targets": sorted(config.target_modules)}
+        differing = [f"{key} {shape[key]} (the adapter has {built[key]})" for key in shape if shape[key] != built[key]]
+        if differing:
+            raise CheckpointKeyError(
+                f"{path} was trained with LoRA {', '.join(differing)}; set lora.rank, lora.alpha and lora.targets "
+                "to the file's values"
+            )
+    tensors = read_tensors(path, what="LoRA file")
     expected = set(lora_state_dict(dit, adapter_name))
     if set(tensors) != expected:
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -159,7 +167,7 @@ def apply_unianimate_checkpoint(
             f"UniAnimate checkpoint {path} does not exist; download UniAnimate-Wan2.1-14B-Lora-12000.ckpt "
             "(ZheWang123/UniAnimate-DiT on Hugging Face) there, or set model.unianimate_checkpoint"
         )
-    state_dict = load_state_dict(str(path), device="cpu")
+    state_dict = read_tensors(path, what="UniAnimate checkpoint")
     pairs: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
     pose_state, unknown = {}, []
     for key, tensor in state_dict.items():

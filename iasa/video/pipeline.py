@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from iasa.config import ConfigError
+from iasa.config import validate_config
 from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import ARRAY_FIELDS, WholeBodyKeypoints
 from iasa.video.assembly import WanComponents, load_wan_components
-from iasa.video.attention_patch import ATTENTION_MODES
 from iasa.video.backbone import WanPoseBackbone
 from iasa.video.conditioning import (
     encode_clip_feature,
@@ -35,10 +34,10 @@ from iasa.video.config import (
     SamplerConfig,
     VideoModelConfig,
 )
-from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
+from iasa.video.fp8_linear import quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
-from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
+from iasa.video.vae_decode import decode_video
 from iasa.video.windows import plan_windows
 
 
@@ -76,14 +75,8 @@ class VideoGenerator:
     ) -> "VideoGenerator":
         """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
         speed = InferenceSpeedConfig() if speed is None else speed
-        if attention.attention not in ATTENTION_MODES:
-            raise ConfigError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
-        if speed.dit_precision not in DIT_PRECISIONS:
-            raise ConfigError(f"speed.dit_precision must be one of {DIT_PRECISIONS}, got {speed.dit_precision!r}")
-        if speed.vae_memory_format not in VAE_MEMORY_FORMATS:
-            raise ConfigError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
-        if speed.vae_latent_frames_per_call < 1:
-            raise ConfigError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
+        for prefix, part in (("model.", model), ("attention.", attention), ("long_video.", long_video), ("speed.", speed)):
+            validate_config(part, prefix)  # load_config did already; here for configs built in code
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -131,6 +124,7 @@ class VideoGenerator:
         """image (H, W, 3) uint8, pose_video (F, H, W, 3) uint8, reference_pose (H, W, 3) uint8 (the pose
         image of the reference frame), keypoints of the F frames (needed for attention "iasa")
         -> video (F, H, W, 3) uint8. H and W must be multiples of 16."""
+        validate_config(sampler, "sampler.")
         c = self.components
         num_frames, height, width, _ = pose_video.shape
         if image.shape[:2] != (height, width) or height % TOKEN_STRIDE or width % TOKEN_STRIDE:
