@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,40 @@ def test_file_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(TaeCheckpointError, match="not a state dict"):
         load_tae_decoder(path)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+def tiny_model_config():
+    from iasa.video.config import VideoModelConfig
+
+    return VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
+
+
+def test_pipeline_decodes_with_the_tae_when_asked(tmp_path):
+    from iasa.video.config import AttentionPatchConfig, InferenceSpeedConfig, LongVideoConfig, SamplerConfig
+    from iasa.video.pipeline import VideoGenerator
+
+    write_checkpoint(tmp_path / "taew2_1.pth")
+    speed = InferenceSpeedConfig(decoder="tae", tae_checkpoint=str(tmp_path / "taew2_1.pth"), vae_latent_frames_per_call=2)
+    generator = VideoGenerator.from_config(tiny_model_config(), AttentionPatchConfig(), LongVideoConfig(), speed)
+    steps = []
+    generator.tae.register_forward_pre_hook(lambda module, args: steps.append(args[0]))
+    pose = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    video = generator.generate(pose[0], pose, pose[0], None, SamplerConfig(num_steps=1, cfg_scale=1.0), progress=False)
+    assert [step.shape[2] for step in steps] == [2, 1]  # 3 latent frames streamed 2 + 1
+    expected = decode_clip(tiny_decoder(), torch.cat(steps, dim=2))[0]  # the file's weights
+    expected = ((expected + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    assert video.shape == (9, 32, 32, 3)
+    np.testing.assert_array_equal(video, expected)
+
+
+def test_pipeline_reports_a_missing_tae_file_and_an_unknown_decoder(tmp_path):
+    from iasa.config import ConfigError
+    from iasa.video.config import AttentionPatchConfig, InferenceSpeedConfig, LongVideoConfig
+    from iasa.video.pipeline import VideoGenerator
+
+    speed = InferenceSpeedConfig(decoder="tae", tae_checkpoint=str(tmp_path / "taew2_1.pth"))
+    with pytest.raises(MissingFileError, match="madebyollin/taehv"):
+        VideoGenerator.from_config(tiny_model_config(), AttentionPatchConfig(), LongVideoConfig(), speed)
+    with pytest.raises(ConfigError, match="speed.decoder"):
+        VideoGenerator.from_config(tiny_model_config(), AttentionPatchConfig(), LongVideoConfig(), InferenceSpeedConfig(decoder="taehv"))

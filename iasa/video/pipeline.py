@@ -2,7 +2,7 @@
 
 `VideoGenerator` assembles the networks once (`from_config`), then `generate` makes one clip: prompt,
 CLIP and first-frame conditions once per clip, pose features and the sparse layout once per window,
-flow-matching sampling with window fusion, VAE decode.
+flow-matching sampling with window fusion, VAE decode (the Wan VAE, or the tiny TAE with speed.decoder "tae").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from iasa.config import ConfigError
 from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.video.assembly import WanComponents, load_wan_components
+from iasa.video.assembly import WanComponents, load_wan_components, resolve_device, resolve_dtype
 from iasa.video.attention_patch import ATTENTION_MODES
 from iasa.video.backbone import WanPoseBackbone
 from iasa.video.conditioning import (
@@ -38,6 +38,7 @@ from iasa.video.config import (
 from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
+from iasa.video.tae import CLIP_DECODERS, TaeDecoder, decode_clip, load_tae_decoder, random_tae_decoder
 from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
 from iasa.video.windows import plan_windows
 
@@ -66,6 +67,8 @@ class VideoGenerator:
     attention: AttentionPatchConfig
     long_video: LongVideoConfig
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+    # The clip decoder when speed.decoder is "tae" (else the Wan VAE decodes).
+    tae: TaeDecoder | None = None
 
     @classmethod
     def from_config(
@@ -85,6 +88,16 @@ class VideoGenerator:
             raise ConfigError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
         if speed.vae_latent_frames_per_call < 1:
             raise ConfigError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
+        if speed.decoder not in CLIP_DECODERS:
+            raise ConfigError(f"speed.decoder must be one of {CLIP_DECODERS}, got {speed.decoder!r}")
+        tae = None
+        if speed.decoder == "tae":  # first: a missing file is reported before the big networks load
+            device, dtype = resolve_device(model.device), resolve_dtype(model.dtype)
+            tae = (
+                load_tae_decoder(speed.tae_checkpoint, device, dtype)
+                if speed.tae_checkpoint is not None
+                else random_tae_decoder(device=device, dtype=dtype)
+            )
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -96,7 +109,9 @@ class VideoGenerator:
         if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
             quantize_dit_linears(components.dit)
         backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
-        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed)
+        return cls(
+            components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed, tae=tae
+        )
 
     def window_inputs(
         self, pose: torch.Tensor, y: torch.Tensor, keypoints: WholeBodyKeypoints | None, num_latent_frames: int
@@ -168,8 +183,11 @@ class VideoGenerator:
             (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
-        video = decode_video(
-            c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
-        )[0]
+        if self.tae is not None:
+            video = decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)[0]
+        else:
+            video = decode_video(
+                c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
+            )[0]
         video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
         return video[:num_frames].to(torch.uint8).cpu().numpy()

@@ -42,6 +42,8 @@ from torch.nn import functional as F
 from iasa.atomic_io import atomic_output
 from iasa.errors import InputError, MissingFileError
 
+# The clip decoders of the pipeline (InferenceSpeedConfig.decoder): the Wan VAE, or this module's TAE.
+CLIP_DECODERS = ("wan", "tae")
 IMAGE_CHANNELS = 3
 # The decoder clamps latents softly to (-3, 3) before its first convolution.
 LATENT_SOFT_CLAMP = 3.0
