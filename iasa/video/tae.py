@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from iasa.atomic_io import atomic_output
 from iasa.errors import InputError, MissingFileError
+from iasa.video.config import LATENT_CHANNELS
 
 # The clip decoders of the pipeline (InferenceSpeedConfig.decoder): the Wan VAE, or this module's TAE.
 CLIP_DECODERS = ("wan", "tae")
@@ -68,7 +69,7 @@ DOWNLOAD_HINT = (
 class TaeArchitecture:
     """Widths of a TAEHV for Wan 2.1 latents; everything else (depth, strides) is fixed."""
 
-    latent_channels: int = 16
+    latent_channels: int = LATENT_CHANNELS
     decoder_channels: tuple[int, int, int, int] = (256, 128, 64, 64)
     encoder_channels: int = 64
 
@@ -313,7 +314,7 @@ def tae_architecture_of(state_dict: dict[str, torch.Tensor], origin: str | Path)
     )
 
 
-def check_layout(module: nn.Module, state_dict: dict[str, torch.Tensor], origin: str | Path) -> None:
+def check_layout(module: TaeDecoder | TaeEncoder, state_dict: dict[str, torch.Tensor], origin: str | Path) -> None:
     """Every key of `module` present with its shape, no other key; else a TaeCheckpointError naming them."""
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
@@ -326,12 +327,12 @@ def check_layout(module: nn.Module, state_dict: dict[str, torch.Tensor], origin:
         if state_dict[name].shape != tensor.shape:
             raise TaeCheckpointError(
                 f"{origin}: {name} has shape {tuple(state_dict[name].shape)}, the TAEHV layout with widths "
-                f"{getattr(module, 'arch', '?')} needs {tuple(tensor.shape)}"
+                f"{module.arch} needs {tuple(tensor.shape)}"
             )
 
 
 def load_tae_decoder(
-    path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, latent_channels: int = 16
+    path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, latent_channels: int = LATENT_CHANNELS
 ) -> TaeDecoder:
     """The decoder of a TAE weight file (taew2_1.pth, or one saved by save_tae_decoder), strictly: its
     decoder.* keys exactly, encoder.* keys all or none; widths are read from the file. Frozen, eval mode."""
