@@ -269,10 +269,12 @@ def test_pipeline_decodes_with_the_tae_when_asked(tmp_path):
     pose = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
     video = generator.generate(pose[0], pose, pose[0], None, SamplerConfig(num_steps=1, cfg_scale=1.0), progress=False)
     assert [step.shape[2] for step in steps] == [2, 1]  # 3 latent frames streamed 2 + 1
-    expected = decode_clip(tiny_decoder(), torch.cat(steps, dim=2))[0]  # the file's weights
+    expected = decode_clip(tiny_decoder(), torch.cat(steps, dim=2), 2)[0]  # the file's weights, same steps
     expected = ((expected + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
     assert video.shape == (9, 32, 32, 3)
-    np.testing.assert_array_equal(video, expected)
+    # Equal up to a value sitting on a rounding boundary (CPU convolution kernels may differ between runs).
+    difference = np.abs(video.astype(int) - expected.astype(int))
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.999
 
 
 def test_pipeline_reports_a_missing_tae_file_and_an_unknown_decoder(tmp_path):
