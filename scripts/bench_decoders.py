@@ -11,7 +11,7 @@ built on the device in bf16 (float32 on the CPU): no model files needed. Latents
   channels_last_3d, 4 latent frames per call): the baseline of every ratio;
 - wan_eager_contiguous: the same in contiguous memory format;
 - wan_compiled: wan_eager with the VAE decoder under torch.compile (--compile-backend, dynamic=False; the
-  first calls compile one graph per distinct cache state: frame 0, frame 1, steady state);
+  warm-up decode compiles a graph per distinct state of the causal caches, first_call_s holds that cost);
 - tae_whole: iasa.video.tae.decode_clip, all 21 latent frames in one call;
 - tae_whole_channels_last: the same with the weights in channels_last (NHWC cuDNN kernels);
 - tae_streamed_x1 / tae_streamed_x4: decode_step, 1 or 4 latent frames per step (4 or 16 frames out each).
