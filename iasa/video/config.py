@@ -123,8 +123,14 @@ class InferenceSpeedConfig:
     # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
     # and per-token scales; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
     dit_precision: str = "bf16"
-    # Latent frames per VAE decoder call after the first (1 = diffsynth's frame-by-frame loop): the video is
-    # the same for any value; larger is faster and holds more activations (iasa.video.vae_decode).
+    # Clip decoder: "wan" (the Wan VAE, best quality) or "tae" (TAEHV's taew2_1, iasa.video.tae: a tiny
+    # 2D-conv decoder, many times faster and lighter, slightly softer frames).
+    decoder: str = "wan"
+    # taew2_1.pth (or .safetensors) from github.com/madebyollin/taehv, read when decoder is "tae";
+    # null = random weights (benchmarks, smoke runs).
+    tae_checkpoint: Optional[str] = "checkpoints/taew2_1.pth"
+    # Latent frames per decoder call after the first (Wan VAE: 1 = diffsynth's frame-by-frame loop; TAE: the
+    # same streamed steps): the video is the same for any value; larger is faster and holds more activations.
     vae_latent_frames_per_call: int = 4
     # Memory format of the VAE decoder's 3D convolutions: "contiguous" or "channels_last_3d" (6-8% faster
     # decode on an H100 at 512x512 to 720x1280, benchmarks/results/pipeline.json).
@@ -132,9 +138,11 @@ class InferenceSpeedConfig:
 
     def validate(self) -> None:
         from iasa.video.fp8_linear import DIT_PRECISIONS
+        from iasa.video.tae import CLIP_DECODERS
         from iasa.video.vae_decode import VAE_MEMORY_FORMATS
 
         check_choice("dit_precision", self.dit_precision, DIT_PRECISIONS)
+        check_choice("decoder", self.decoder, CLIP_DECODERS)
         check(self.vae_latent_frames_per_call >= 1, "vae_latent_frames_per_call", self.vae_latent_frames_per_call, "must be >= 1")
         check_choice("vae_memory_format", self.vae_memory_format, VAE_MEMORY_FORMATS)
 

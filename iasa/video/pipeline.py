@@ -2,7 +2,7 @@
 
 `VideoGenerator` assembles the networks once (`from_config`), then `generate` makes one clip: prompt,
 CLIP and first-frame conditions once per clip, pose features and the sparse layout once per window,
-flow-matching sampling with window fusion, VAE decode.
+flow-matching sampling with window fusion, VAE decode (the Wan VAE, or the tiny TAE with speed.decoder "tae").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from iasa.config import validate_config
 from iasa.attention import build_sparse_layout
 from iasa.attention.latent_frames import TEMPORAL_STRIDE
 from iasa.pose.keypoints import ARRAY_FIELDS, WholeBodyKeypoints
-from iasa.video.assembly import WanComponents, load_wan_components
+from iasa.video.assembly import WanComponents, load_wan_components, resolve_device, resolve_dtype
 from iasa.video.backbone import WanPoseBackbone
 from iasa.video.conditioning import (
     encode_clip_feature,
@@ -37,6 +37,7 @@ from iasa.video.config import (
 from iasa.video.fp8_linear import quantize_dit_linears
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora
 from iasa.video.sampler import WindowInputs, sample_latents
+from iasa.video.tae import TaeDecoder, decode_clip, load_tae_decoder, random_tae_decoder
 from iasa.video.vae_decode import decode_video
 from iasa.video.windows import plan_windows
 
@@ -64,6 +65,8 @@ class VideoGenerator:
     attention: AttentionPatchConfig
     long_video: LongVideoConfig
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+    # The clip decoder when speed.decoder is "tae" (else the Wan VAE decodes).
+    tae: TaeDecoder | None = None
 
     @classmethod
     def from_config(
@@ -77,6 +80,14 @@ class VideoGenerator:
         speed = InferenceSpeedConfig() if speed is None else speed
         for prefix, part in (("model.", model), ("attention.", attention), ("long_video.", long_video), ("speed.", speed)):
             validate_config(part, prefix)  # load_config did already; here for configs built in code
+        tae = None
+        if speed.decoder == "tae":  # first: a missing file is reported before the big networks load
+            device, dtype = resolve_device(model.device), resolve_dtype(model.dtype)
+            tae = (
+                load_tae_decoder(speed.tae_checkpoint, device, dtype)
+                if speed.tae_checkpoint is not None
+                else random_tae_decoder(device=device, dtype=dtype)
+            )
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -88,7 +99,9 @@ class VideoGenerator:
         if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
             quantize_dit_linears(components.dit)
         backbone = WanPoseBackbone(components.dit, components.pose_nets, attention.sparse.backend)
-        return cls(components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed)
+        return cls(
+            components=components, backbone=backbone, attention=attention, long_video=long_video, speed=speed, tae=tae
+        )
 
     def window_inputs(
         self, pose: torch.Tensor, y: torch.Tensor, keypoints: WholeBodyKeypoints | None, num_latent_frames: int
@@ -161,8 +174,11 @@ class VideoGenerator:
             (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
-        video = decode_video(
-            c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
-        )[0]
+        if self.tae is not None:
+            video = decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)[0]
+        else:
+            video = decode_video(
+                c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
+            )[0]
         video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
         return video[:num_frames].to(torch.uint8).cpu().numpy()
