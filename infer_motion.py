@@ -6,9 +6,11 @@
 Every audio file (wav, mp3, flac, m4a, ogg) in DIR becomes, in the save folder:
   <name>_output.npz     SMPL-X motion in the BEAT format (iasa.motion.motion_file)
   <name>_keypoints.npz  DWPose keypoints (iasa.pose.keypoints)
-  <name>_skeleton.mp4   with --visualization: the skeleton video with the audio
+  <name>_skeleton.mp4   with --visualization: the pose video (pose.style, as the pose guider sees it) with the audio
 A file that cannot be read is reported and skipped; the others finish and the exit code is then 1.
-Outputs are written to temporary files and renamed, so nothing half-written is left behind.
+Outputs are written to temporary files and renamed, so nothing half-written is left behind: Ctrl-C and
+SIGTERM remove the file being written, and the temporaries of a run that was killed (SIGKILL) are removed
+when the next run starts.
 Config keys (InferMotionConfig below; e.g. pose.image_height=512 procedural.seed=3) come from --config
 and key=value overrides.
 """
@@ -17,26 +19,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from iasa.config import ConfigError, load_config, split_config_args
+from iasa.atomic_io import remove_stale_temporaries, temporary_prefix
+from iasa.config import ConfigError, check, load_config, split_config_args
 from iasa.motion.audio import AUDIO_EXTENSIONS, AudioFileError, load_audio
 from iasa.motion.motion_file import SmplxMotion
 from iasa.motion.procedural import ProceduralMotionConfig, ProceduralMotionGenerator
 from iasa.pose.config import PoseConfig
 from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
+from iasa.pose.style import PoseStyleError, resolve_pose_style
 
 SAMPLE_RATE = 16000
 EXIT_OK, EXIT_SOME_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+# A run stopped by a signal exits with 128 + its number, as the shell reports it.
+EXIT_SIGNAL_BASE = 128
 EMAGE_HINT = (
     "download the EMAGE weights with `git lfs install && git clone https://huggingface.co/H-Liu1997/emage_audio` "
     "and pass --ckpt emage_audio"
@@ -60,6 +67,10 @@ class InferMotionConfig:
     silent_peak_dbfs: float = -50.0
     # x264 constant rate factor of the skeleton video (lower = larger, sharper).
     video_crf: int = 18
+
+    def validate(self) -> None:
+        check(self.short_audio_s >= 0, "short_audio_s", self.short_audio_s, "must be >= 0 seconds")
+        check(0 <= self.video_crf <= 51, "video_crf", self.video_crf, "must be in [0, 51] (x264)")
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -127,6 +138,11 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
     return {path: path.stem if stems.count(path.stem) == 1 else f"{path.stem}_{path.suffix[1:]}" for path in files}
 
 
+def output_paths(save_folder: Path, name: str) -> list[Path]:
+    """The motion, keypoint and skeleton-video files of output `name`."""
+    return [save_folder / f"{name}{ending}" for ending in ("_output.npz", "_keypoints.npz", "_skeleton.mp4")]
+
+
 def audio_warnings(name: str, waveform: np.ndarray, config: InferMotionConfig) -> list[str]:
     duration = len(waveform) / SAMPLE_RATE
     messages = []
@@ -138,16 +154,18 @@ def audio_warnings(name: str, waveform: np.ndarray, config: InferMotionConfig) -
     return messages
 
 
-def write_skeleton_video(keypoints: WholeBodyKeypoints, fps: float, audio: Path, path: Path, crf: int) -> None:
-    """Draw the skeleton frames into an H.264 mp4 and mux ``audio`` in, via temporary files."""
+def write_skeleton_video(
+    keypoints: WholeBodyKeypoints, style: str, fps: float, audio: Path, path: Path, crf: int
+) -> None:
+    """Draw the pose images in ``style`` into an H.264 mp4 and mux ``audio`` in, via temporary files."""
     import imageio.v2 as imageio
     import imageio_ffmpeg
 
     from iasa.pose.drawing import iter_pose_frames
 
-    descriptor, silent_video = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}-video-")
+    descriptor, silent_video = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f"{temporary_prefix(path)}video-")
     os.close(descriptor)
-    descriptor, muxed = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}-")
+    descriptor, muxed = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=temporary_prefix(path))
     os.close(descriptor)
     try:
         writer = imageio.get_writer(
@@ -155,7 +173,7 @@ def write_skeleton_video(keypoints: WholeBodyKeypoints, fps: float, audio: Path,
             macro_block_size=2, ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
         )  # fmt: skip
         with writer:
-            for frame in iter_pose_frames(keypoints):
+            for frame in iter_pose_frames(keypoints, style):
                 writer.append_data(frame)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", silent_video, "-i", str(audio),
@@ -186,14 +204,12 @@ def process_file(
         warnings.simplefilter("always")
         keypoints = motion_to_keypoints(motion, config.pose, args.smplx_dir, reference)
     messages += [f"{audio.name}: {warning.message}" for warning in caught]
-    outputs = [args.save_folder / f"{name}_output.npz", args.save_folder / f"{name}_keypoints.npz"]
-    if args.visualization:
-        outputs.append(args.save_folder / f"{name}_skeleton.mp4")
+    outputs = output_paths(args.save_folder, name)[: 3 if args.visualization else 2]
     try:
         motion.save(outputs[0])
         keypoints.save(outputs[1])
         if args.visualization:
-            write_skeleton_video(keypoints, motion.fps, audio, outputs[2], config.video_crf)
+            write_skeleton_video(keypoints, config.pose.style, motion.fps, audio, outputs[2], config.video_crf)
     except BaseException:
         for path in outputs:
             path.unlink(missing_ok=True)
@@ -201,12 +217,29 @@ def process_file(
     return messages
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal; unwinds like Ctrl-C, so every file being written is removed."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def stop_on_signal(signal_number: int, frame) -> None:
+    raise Interrupted(signal_number)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config(InferMotionConfig, args.config, overrides)
-    except ConfigError as error:
+        # No video model here: "auto" draws what UniAnimate's checkpoint was trained on.
+        config.pose = replace(config.pose, style=resolve_pose_style(config.pose.style, None, "infer_motion.py"))
+    except (ConfigError, PoseStyleError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.save_folder.exists() and not args.save_folder.is_dir():
+        print(f"error: --save_folder {args.save_folder} is a file; pass a folder (it is created)", file=sys.stderr)
         return EXIT_USAGE
     try:
         if args.smplx_dir is None and config.pose.smplx_dir:
@@ -230,17 +263,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.save_folder.mkdir(parents=True, exist_ok=True)
     names = output_names(files)
+    for name in names.values():  # left by an earlier run that was killed
+        for path in output_paths(args.save_folder, name):
+            remove_stale_temporaries(path)
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
     failed: list[str] = []
-    for audio in tqdm(files, desc="audio -> motion", unit="file"):
-        try:
-            for message in process_file(audio, names[audio], generator, args, config, reference):
-                tqdm.write(f"warning: {message}", file=sys.stderr)
-        except AudioFileError as error:
-            failed.append(audio.name)
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
-        except Exception as error:  # one bad file must not stop the others
-            failed.append(audio.name)
-            tqdm.write(f"failed: {audio}: {type(error).__name__}: {error}", file=sys.stderr)
+    try:
+        for audio in tqdm(files, desc="audio -> motion", unit="file"):
+            try:
+                for message in process_file(audio, names[audio], generator, args, config, reference):
+                    tqdm.write(f"warning: {message}", file=sys.stderr)
+            except AudioFileError as error:
+                failed.append(audio.name)
+                tqdm.write(f"skipped: {error}", file=sys.stderr)
+            except Exception as error:  # one bad file must not stop the others
+                failed.append(audio.name)
+                tqdm.write(f"failed: {audio}: {type(error).__name__}: {error}", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        number = stop.signal_number if isinstance(stop, Interrupted) else signal.SIGINT
+        print(f"\ninterrupted ({signal.Signals(number).name}); files finished so far are in {args.save_folder}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + number
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     done = len(files) - len(failed)
     print(f"{done} of {len(files)} audio files written to {args.save_folder}", file=sys.stderr)
     if failed:

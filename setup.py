@@ -16,5 +16,6 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     # deepspeed: accelerate launch --use_deepspeed (ZeRO-1/2 training); the dev extra installs it so its tests run.
-    extras_require={"deepspeed": ["deepspeed>=0.19.8"], "dev": ["pytest>=7", "hypothesis", "deepspeed>=0.19.8"]},
+    # onnx (dev): the tests write tiny DWPose models.
+    extras_require={"deepspeed": ["deepspeed>=0.19.8"], "dev": ["pytest>=7", "hypothesis", "deepspeed>=0.19.8", "onnx"]},
 )

@@ -4,8 +4,8 @@
     python scripts/bench_attention.py --quick    # 512x512, K = 4: a smoke run
     python scripts/bench_attention.py --check    # flex and fast against reference on a small shape
 
-Shapes: batch 1, 40 heads, head dim 128, bf16. Layouts come from a synthetic talking upper body
-(iasa/attention/synthetic_motion.py) with the default SparseAttentionConfig but K. For every
+Shapes: batch 1, 40 heads, head dim 128, bf16. Layouts come from a synthetic speaker (procedural
+motion, iasa/pose/synthetic_speaker.py) with the default SparseAttentionConfig but K. For every
 resolution: dense cuDNN SDPA and dense flash SDPA (K-independent), then per K the sparse paths:
 reference (SDPA + dense mask; only up to REFERENCE_MAX_TOKENS tokens, else a record saying it was
 skipped), flex (FlexAttention, compiled) and fast (iasa.attention.fast, when it imports).
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics, sparse_attention  # noqa: E402
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "attention.json"
 HEADS, HEAD_DIM, DTYPE = 40, 128, torch.bfloat16
@@ -225,7 +225,7 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
 
     for height, width in resolutions:
         resolution = f"{height}x{width}"
-        keypoints = synthetic_talking_upper_body(VIDEO_FRAMES, (height, width), seed=0)
+        keypoints = synthetic_speaker(VIDEO_FRAMES, (height, width), seed=0)
         base = {"resolution": resolution}
         generator = torch.Generator(device="cuda").manual_seed(0)
         probe = build_sparse_layout(keypoints, SparseAttentionConfig())
@@ -286,7 +286,7 @@ def run_benchmark(resolutions, top_ks, output: Path) -> None:
 def run_check(output: Path | None) -> bool:
     """flex and fast against the reference (fp32 ground truth) on a small clip, forward and backward."""
     heads, height, width = 8, 256, 256
-    keypoints = synthetic_talking_upper_body(VIDEO_FRAMES, (height, width), seed=1)
+    keypoints = synthetic_speaker(VIDEO_FRAMES, (height, width), seed=1)
     fast_problem = fast_available()
     paths = ["flex"] + ([] if fast_problem else ["fast"])
     if fast_problem:

@@ -55,6 +55,7 @@ from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics  # noqa: E402
 from iasa.motion.procedural import ProceduralMotionGenerator  # noqa: E402
 from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402
+from iasa.pose.style import CHECKPOINT_STYLE  # noqa: E402
 from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
@@ -186,7 +187,7 @@ def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, heigh
     keypoints = motion_to_keypoints(motion, PoseConfig(image_height=height, image_width=width))
     keypoints = keypoints.slice_frames(0, VIDEO_FRAMES)
     projected = time.perf_counter()
-    pose_frames = draw_pose_frames(keypoints)
+    pose_frames = draw_pose_frames(keypoints, CHECKPOINT_STYLE)
     drawn = time.perf_counter()
     motion_s = drawn - motion_start
     motion_parts = {"motion_generate_s": generated - motion_start, "keypoints_s": projected - generated, "draw_s": drawn - projected}

@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout  # noqa: E402
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.pose.drawing import draw_pose_frames  # noqa: E402
+from iasa.pose.style import CHECKPOINT_STYLE  # noqa: E402
 from iasa.train.adapters import (  # noqa: E402
     adapter_parameters,
     copy_adapter,
@@ -109,8 +110,9 @@ def make_batch(size: tuple[int, int], frames: int, text_dim: int, text_length: i
     """A random cached window with real pose images and layouts of a synthetic speaker."""
     height, width = size
     latent = (num_latent_frames(frames), height // VAE_STRIDE, width // VAE_STRIDE)
-    keypoints = synthetic_talking_upper_body(num_frames=frames, image_size=size, seed=0)
-    pose = rearrange(torch.from_numpy(draw_pose_frames(keypoints)), "f h w c -> 1 c f h w").float() / 255
+    keypoints = synthetic_speaker(num_frames=frames, image_size=size, seed=0)
+    pose_frames = torch.from_numpy(draw_pose_frames(keypoints, CHECKPOINT_STYLE))
+    pose = rearrange(pose_frames, "f h w c -> 1 c f h w").float() / 255
     layouts = {direction: build_sparse_layout(keypoints, replace(sparse, direction=direction)) for direction in ("both", "past")}
     batch = ClipBatch(
         name="bench", latents=torch.randn(1, LATENT_CHANNELS, *latent), context=torch.randn(1, text_length, text_dim),

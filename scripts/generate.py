@@ -3,7 +3,8 @@
     python scripts/generate.py --config config/infer_iasa.yaml audio=speech.wav image=person.png out=out.mp4
 
 Any config key can be overridden as key=value (e.g. sampler.num_steps=4 attention.attention=dense).
---smoke runs a tiny random model on the CPU with no model files (seconds; checks the whole path).
+--smoke runs a tiny random model on the CPU with no model files (seconds; checks the whole path; the
+reference pose comes from reference_keypoints=... when given, else the skeleton keeps the default framing).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ SMOKE_OVERRIDES = [
     "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
     "model.pose_guider_path=null",
     "model.device=cpu", "model.dtype=float32", "pose.image_height=64", "pose.image_width=64",
-    "sampler.num_steps=2", "emage_dir=null", "attention.backend=reference",
+    "sampler.num_steps=2", "emage_dir=null", "attention.attention=iasa", "attention.backend=reference",
+    "detect_reference_pose=false",
 ]  # fmt: skip
 
 

@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import atomic_output  # noqa: E402
 from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_layout, density_statistics  # noqa: E402
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body  # noqa: E402
+from iasa.attention.masks import class_table, token_classes  # noqa: E402
+from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
+from iasa.errors import InputError  # noqa: E402
 from iasa.pose.keypoints import WholeBodyKeypoints  # noqa: E402
 
 # BGR colours (OpenCV order).
@@ -38,15 +40,15 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def allowed_key_tokens(layout: SparseLayout, query_frame: int, query_region: int | None) -> torch.Tensor:
-    """(T, N) bool: key tokens that some query token of ``query_frame`` (of one region, if given) may see."""
-    regions = layout.token_regions
-    query_regions = regions[query_frame]
+    """(T, N) bool: key tokens that some query token of ``query_frame`` (of one region, if given) may see,
+    read from the rule's class table."""
+    token_class, regions = token_classes(layout)
+    token_class = token_class.reshape(layout.num_frames, layout.tokens_per_frame)
+    query_classes = token_class[query_frame]
     if query_region is not None:
-        query_regions = query_regions[query_regions == query_region]
-    present = torch.unique(query_regions[query_regions != 0])
-    allowed = layout.frame_selection[query_frame][:, None] & torch.isin(regions, present)
-    allowed[query_frame] = True  # every query token sees its whole own frame
-    return allowed
+        query_classes = query_classes[layout.token_regions[query_frame].cpu() == query_region]
+    visible = class_table(layout.frame_selection, regions)[torch.unique(query_classes)].any(0)
+    return visible[token_class]
 
 
 def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45, colour=TEXT) -> None:
@@ -149,10 +151,17 @@ def render(layout: SparseLayout, config: SparseAttentionConfig, query_frame: int
     return image
 
 
+def check_output(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; pass the image file to write, e.g. --out {path / 'mask.png'}")
+    if not cv2.haveImageWriter(str(path)):
+        raise InputError(f"--out {path}: OpenCV cannot write images of type {path.suffix or '(no suffix)'}; use .png")
+
+
 def write_png(image: np.ndarray, path: Path) -> None:
-    with atomic_output(path, suffix=".png") as temporary:
+    with atomic_output(path, suffix=path.suffix) as temporary:
         if not cv2.imwrite(str(temporary), image):
-            raise OSError(f"could not write {path}")
+            raise InputError(f"could not write {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,12 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="synthetic clip: random seed")
     args = parser.parse_args(rest)
     config = load_config(SparseAttentionConfig, args.config, overrides)
+    check_output(args.out)
     if args.keypoints is not None:
         keypoints, source = WholeBodyKeypoints.load(args.keypoints), args.keypoints.name
     else:
-        keypoints = synthetic_talking_upper_body(args.frames, tuple(args.size), seed=args.seed)
+        keypoints = synthetic_speaker(args.frames, tuple(args.size), seed=args.seed)
         source = f"a synthetic speaker ({args.size[0]}x{args.size[1]})"
-    layout = build_sparse_layout(keypoints, config)
+    try:
+        layout = build_sparse_layout(keypoints, config)
+    except ValueError as error:  # the clip's length or image size does not fit a layout
+        raise InputError(f"{source}: {error}") from error
     query_frame = layout.num_frames - 1 if args.query_frame is None else args.query_frame
     if not 0 <= query_frame < layout.num_frames:
         parser.error(f"--query-frame must be in [0, {layout.num_frames - 1}]")
@@ -187,4 +200,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as error:  # bad user input: the message names the file or key and the fix
+        raise SystemExit(f"error: {error}") from None

@@ -102,15 +102,15 @@ TINY_MODEL_OVERRIDES = (*TINY_ENCODER_OVERRIDES, "model.unianimate_checkpoint=nu
 
 def write_dataset(root: Path, clips: int = 2) -> Path:
     """videos/clip<i>.mp4 (skeleton drawings of a synthetic speaker) and keypoints/clip<i>.npz."""
-    from iasa.attention.synthetic_motion import synthetic_talking_upper_body
     from iasa.pose.drawing import draw_pose_frames
+    from iasa.pose.synthetic_speaker import synthetic_speaker
 
     (root / "videos").mkdir(parents=True)
     (root / "keypoints").mkdir()
     for index in range(clips):
-        keypoints = synthetic_talking_upper_body(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
+        keypoints = synthetic_speaker(num_frames=SOURCE_FRAMES, image_size=SOURCE_SIZE, seed=index)
         writer = cv2.VideoWriter(str(root / "videos" / f"clip{index}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, SOURCE_SIZE[::-1])
-        for frame in draw_pose_frames(keypoints):
+        for frame in draw_pose_frames(keypoints, "face"):
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
         keypoints.save(root / "keypoints" / f"clip{index}.npz")

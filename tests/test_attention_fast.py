@@ -117,7 +117,7 @@ def test_plan_lists_exactly_the_cross_frame_pairs(seed, brute_force_allowed):
     # Expand the tables back into token pairs and compare with the brute force.
     token = plan.token_index32.long()
     assert torch.equal(token, plan.token_frame * layout.tokens_per_frame + plan.token_position)
-    segment_of_row = list(zip(plan.token_frame.tolist(), plan.token_region.tolist()))
+    segment_of_row = list(zip(plan.token_frame.tolist(), layout.token_regions[plan.token_frame, plan.token_position].tolist()))
     key_counts = (plan.key_list_ptr[1:] - plan.key_list_ptr[:-1]).tolist()
     rows_with_keys = [r for r in range(plan.num_region_tokens) if cross[token[r]].any()]
     for tilings, expected_rows in (

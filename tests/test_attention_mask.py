@@ -16,8 +16,11 @@ from iasa.attention import (
     inverse_permutation,
     sparse_attention,
 )
+from iasa.attention import masks
+from iasa.attention.fast import fast_sparse_attention
 from iasa.attention.flex import cached_flex_plan
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.attention.layout import BACKGROUND
+from iasa.pose.synthetic_speaker import synthetic_speaker
 
 
 @st.composite
@@ -41,7 +44,7 @@ def test_dense_mask_equals_brute_force(layout, brute_force_allowed):
 
 
 def test_dense_mask_of_a_real_layout_equals_brute_force(brute_force_allowed):
-    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=2)
+    keypoints = synthetic_speaker(17, (64, 96), seed=2)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2))
     expected = brute_force_allowed(layout.frame_selection, layout.token_regions)
     assert torch.equal(dense_mask(layout), expected)
@@ -50,7 +53,7 @@ def test_dense_mask_of_a_real_layout_equals_brute_force(brute_force_allowed):
 @settings(max_examples=20, deadline=None)
 @given(top_k=st.integers(0, 6), direction=st.sampled_from(["past", "both"]), seed=st.integers(0, 50))
 def test_rule_properties_on_real_layouts(top_k, direction, seed):
-    keypoints = synthetic_talking_upper_body(25, (64, 64), seed=seed)
+    keypoints = synthetic_speaker(25, (64, 64), seed=seed)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, direction=direction))
     mask = dense_mask(layout)
     frames, tokens = layout.token_regions.shape
@@ -89,7 +92,7 @@ def test_reordering_groups_frames_then_regions():
 
 
 def test_density_statistics_match_the_dense_mask():
-    keypoints = synthetic_talking_upper_body(17, (64, 96), seed=3)
+    keypoints = synthetic_speaker(17, (64, 96), seed=3)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(top_k=2, block_size=8))
     statistics = density_statistics(layout)
     mask = dense_mask(layout)
@@ -100,7 +103,7 @@ def test_density_statistics_match_the_dense_mask():
 
 
 def small_layout(seed=0, top_k=2, block_size=16):
-    keypoints = synthetic_talking_upper_body(13, (64, 80), seed=seed)
+    keypoints = synthetic_speaker(13, (64, 80), seed=seed)
     return build_sparse_layout(keypoints, SparseAttentionConfig(top_k=top_k, block_size=block_size, direction="both"))
 
 
@@ -174,3 +177,51 @@ def test_moving_a_layout_keeps_every_field():
     moved = layout.to("meta")
     assert moved.token_regions.device.type == "meta" and moved.frame_selection.device.type == "meta"
     assert (moved.grid_size, moved.block_size, moved.region_names) == (layout.grid_size, 32, layout.region_names)
+
+
+def test_a_new_rule_is_one_change(monkeypatch, brute_force_allowed, brute_force_attention):
+    """Every backend reads the rule from masks.allowed: a variant in which background tokens also see all
+    of latent frame 0 (a reference-image sink) reaches the dense mask, the block layout, FlexAttention
+    and the fast path's plan and CPU kernels without any other change."""
+    paper_rule = masks.allowed
+
+    def background_sees_frame_zero(frame_q, region_q, frame_k, region_k, frame_selection):
+        sink = (region_q == BACKGROUND) & (frame_k == 0)
+        return paper_rule(frame_q, region_q, frame_k, region_k, frame_selection) | sink
+
+    monkeypatch.setattr(masks, "allowed", background_sees_frame_zero)
+    generator = torch.Generator().manual_seed(4)
+    selection = (torch.rand(4, 4, generator=generator) < 0.5) | torch.eye(4, dtype=torch.bool)
+    regions = torch.randint(0, 3, (4, 12), generator=generator)
+    layout = SparseLayout(selection, regions, (3, 4), block_size=8, region_names=("a", "b"))
+    paper = brute_force_allowed(selection, regions)
+    token_frame = torch.arange(4).repeat_interleave(12)
+    expected = paper | ((regions.reshape(-1) == 0)[:, None] & (token_frame == 0)[None, :])
+    assert not torch.equal(expected, paper)
+    assert torch.equal(dense_mask(layout), expected)
+
+    permutation = frame_region_order(layout)
+    counts = block_layout(layout, permutation=permutation).pair_counts
+    reordered = expected[permutation][:, permutation].reshape(6, 8, 6, 8)
+    assert torch.equal(counts, reordered.sum((1, 3)))
+
+    query, key, value = torch.randn(3, 1, 2, layout.num_tokens, 8, dtype=torch.float64).unbind(0)
+    want = brute_force_attention(query, key, value, expected)
+    assert torch.allclose(sparse_attention(query, key, value, layout, backend="reference"), want, atol=1e-10)
+    assert torch.allclose(sparse_attention(query, key, value, layout, backend="flex"), want, atol=1e-10)
+    inputs = [x.clone().requires_grad_() for x in (query, key, value)]
+    fast = fast_sparse_attention(*inputs, layout)
+    assert torch.allclose(fast, want, atol=1e-10)
+    reference_inputs = [x.clone().requires_grad_() for x in (query, key, value)]
+    reference_grads = torch.autograd.grad(brute_force_attention(*reference_inputs, expected).sum(), reference_inputs)
+    for got, wanted in zip(torch.autograd.grad(fast.sum(), inputs), reference_grads):
+        assert torch.allclose(got, wanted, atol=1e-10)
+
+
+def test_fast_path_refuses_a_rule_that_is_not_dense_within_a_frame(monkeypatch):
+    """The fast path runs each frame as dense attention; a rule hiding pairs inside a frame is an error."""
+    monkeypatch.setattr(masks, "allowed", lambda frame_q, region_q, frame_k, region_k, selection: region_q == region_k)
+    layout = SparseLayout(torch.eye(2, dtype=torch.bool), torch.tensor([[0, 1], [1, 1]]), (1, 2))
+    query = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="dense attention"):
+        fast_sparse_attention(query, query, query, layout)

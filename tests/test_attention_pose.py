@@ -15,7 +15,7 @@ from iasa.attention.pose_distance import (
     upper_body_points,
     video_pose_distance,
 )
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
+from iasa.pose.synthetic_speaker import synthetic_speaker
 
 
 def optimised_distance(a: np.ndarray, b: np.ndarray, with_scale: bool) -> float:
@@ -90,7 +90,7 @@ def _transform_frame(keypoints, frame, angle, shift, scale):
     hand_centroids=st.booleans(),
 )
 def test_rotating_and_shifting_one_frame_leaves_its_distances_unchanged(frame, angle, shift, hand_centroids):
-    keypoints = synthetic_talking_upper_body(9, (96, 160), seed=3)
+    keypoints = synthetic_speaker(9, (96, 160), seed=3)
     before = video_pose_distance(keypoints, 0.3, False, hand_centroids)
     _transform_frame(keypoints, frame, angle, shift, 1.0)
     after = video_pose_distance(keypoints, 0.3, False, hand_centroids)
@@ -101,7 +101,7 @@ def test_rotating_and_shifting_one_frame_leaves_its_distances_unchanged(frame, a
 @settings(max_examples=15, deadline=None)
 @given(frame=st.integers(0, 8), angle=st.floats(-np.pi, np.pi), scale=st.floats(0.5, 2.0))
 def test_with_align_scale_a_scaled_key_frame_keeps_its_distances(frame, angle, scale):
-    keypoints = synthetic_talking_upper_body(9, (128, 128), seed=4)
+    keypoints = synthetic_speaker(9, (128, 128), seed=4)
     before = video_pose_distance(keypoints, 0.3, True, True)
     _transform_frame(keypoints, frame, angle, (0.05, -0.02), scale)
     after = video_pose_distance(keypoints, 0.3, True, True)
@@ -110,7 +110,7 @@ def test_with_align_scale_a_scaled_key_frame_keeps_its_distances(frame, angle, s
 
 
 def test_distances_are_measured_in_image_heights():
-    keypoints = synthetic_talking_upper_body(5, (100, 300), seed=5)
+    keypoints = synthetic_speaker(5, (100, 300), seed=5)
     points, visible = upper_body_points(keypoints, 0.3, hand_centroids=False)
     assert points.shape == (5, len(UPPER_BODY_INDICES), 2)
     assert np.allclose(points[..., 0], keypoints.body[:, UPPER_BODY_INDICES, 0] * 3.0)
@@ -118,7 +118,7 @@ def test_distances_are_measured_in_image_heights():
 
 
 def test_hand_centroid_needs_half_the_hand():
-    keypoints = synthetic_talking_upper_body(5, (128, 128), seed=6)
+    keypoints = synthetic_speaker(5, (128, 128), seed=6)
     keypoints.hands_score[2, 0, :] = 0.0
     keypoints.hands_score[2, 0, :11] = 1.0  # 11 of 21 points: enough
     keypoints.hands_score[3, 1, :] = 0.0

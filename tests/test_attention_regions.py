@@ -5,8 +5,8 @@ import pytest
 
 from iasa.attention import SparseAttentionConfig, build_sparse_layout
 from iasa.attention.regions import REGION_DRAWERS, frame_shapes, label_tokens, region_token_masks
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
+from iasa.pose.synthetic_speaker import synthetic_speaker
 
 
 def empty_keypoints(frames: int, image_size=(64, 64)) -> WholeBodyKeypoints:
@@ -95,7 +95,7 @@ def test_arms_are_thick_limbs_between_confident_joints():
 
 
 def test_synthetic_speaker_has_the_intended_region_sizes():
-    keypoints = synthetic_talking_upper_body(21, (256, 448), seed=0)
+    keypoints = synthetic_speaker(21, (256, 448), seed=0)
     frames = frame_shapes(keypoints, keypoints.image_size, SparseAttentionConfig())
     area = {}
     for name in ("face", "left_hand", "right_hand", "arms"):
@@ -105,9 +105,24 @@ def test_synthetic_speaker_has_the_intended_region_sizes():
             REGION_DRAWERS[name](canvas, frame)
             fractions.append((canvas > 0).mean())
         area[name] = float(np.median(fractions))
+    # iasa.pose.synthetic_speaker: face about 3 %, each hand about 1 %, arms and shoulders about 12 %.
     assert 0.02 < area["face"] < 0.045
-    assert 0.01 < area["left_hand"] < 0.03 and 0.01 < area["right_hand"] < 0.03
-    assert 0.07 < area["arms"] < 0.14
+    assert 0.008 < area["left_hand"] < 0.02 and 0.008 < area["right_hand"] < 0.02
+    assert 0.09 < area["arms"] < 0.15
+
+
+def test_a_hand_whose_detections_drop_out_leaves_that_latent_frame():
+    """As with motion blur: the left hand's confidences fall below min_keypoint_confidence in video frames
+    5..8, all of latent frame 2, which then has no left-hand token; the other latent frames keep theirs."""
+    keypoints = synthetic_speaker(13, (256, 256), seed=0)
+    config = SparseAttentionConfig()
+    left_hand = config.regions.index("left_hand") + 1
+    before = build_sparse_layout(keypoints, config).token_regions
+    keypoints.hands_score[5:9, 0] = 0.2  # DWPose hand 0: the person's left
+    after = build_sparse_layout(keypoints, config).token_regions
+    assert (before == left_hand).any(1).all()
+    assert not (after[2] == left_hand).any()
+    assert np.array_equal(after[[0, 1, 3]].numpy(), before[[0, 1, 3]].numpy())
 
 
 @pytest.mark.parametrize(
@@ -120,7 +135,7 @@ def test_bad_region_lists_are_errors(regions, message):
 
 
 def test_build_sparse_layout_shapes_and_grid():
-    keypoints = synthetic_talking_upper_body(9, (96, 160), seed=1)
+    keypoints = synthetic_speaker(9, (96, 160), seed=1)
     layout = build_sparse_layout(keypoints, SparseAttentionConfig(block_size=64))
     assert layout.grid_size == (6, 10)
     assert layout.frame_selection.shape == (3, 3) and layout.frame_selection.dtype == __import__("torch").bool
@@ -133,6 +148,6 @@ def test_build_sparse_layout_shapes_and_grid():
 
 
 def test_build_sparse_layout_rejects_other_lengths():
-    keypoints = synthetic_talking_upper_body(8, (64, 64))
+    keypoints = synthetic_speaker(8, (64, 64))
     with pytest.raises(ValueError, match="4n \\+ 1"):
         build_sparse_layout(keypoints, SparseAttentionConfig())

@@ -223,20 +223,22 @@ def test_windows_tile_the_clip_with_the_fewest_windows() -> None:
         assert [frame for window in kept for frame in window] == list(range(plan.covered_frames))
 
 
-def test_windows_read_audio_at_exact_positions_without_drift() -> None:
+def test_windows_read_the_official_audio_slices() -> None:
+    # PantoMatrix's loop: audio[start_idx * (16000 // 30) : ... + (end_idx - start_idx) * (16000 // 30)] with
+    # start_idx = 60 w, end_idx - start_idx = 64: window w is samples [31980 w, 31980 w + 34112).
     ten_minutes = AudioWindowPlan(num_frames=18000, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
-    # 60 frames at 30 fps are exactly 2 s = 32000 samples, so window w starts at sample 32000 w.
     assert [ten_minutes.start_sample(w) for w in range(ten_minutes.num_windows)] == [
-        32000 * w for w in range(ten_minutes.num_windows)
+        31980 * w for w in range(ten_minutes.num_windows)
     ]
-    assert ten_minutes.window_samples == 34133  # 64 frames of 533.33 samples
+    assert ten_minutes.window_samples == 34112
     plan = AudioWindowPlan(num_frames=150, window_frames=64, seed_frames=4, sample_rate=SAMPLE_RATE, fps=30)
     waveform = torch.arange(80000, dtype=torch.float32)
     windows = plan.audio_windows(waveform)
-    assert windows.shape == (3, 34133)
-    assert torch.equal(windows[1], waveform[32000 : 32000 + 34133])
-    assert torch.equal(windows[2, : 80000 - 64000], waveform[64000:])
-    assert not windows[2, 80000 - 64000 :].any()  # padded with silence past the end
+    assert windows.shape == (3, 34112)
+    assert torch.equal(windows[0], waveform[:34112])
+    assert torch.equal(windows[1], waveform[31980 : 31980 + 34112])
+    assert torch.equal(windows[2, : 80000 - 63960], waveform[63960:])  # the last window starts at 2 x 31980
+    assert not windows[2, 80000 - 63960 :].any()  # padded with silence past the end
 
 
 def test_batched_audio_encoding_matches_one_window_at_a_time(checkpoint) -> None:

@@ -1,4 +1,5 @@
-"""End to end on a tiny random model: speech + image -> mp4 with the right frame count and the audio."""
+"""End to end on a tiny random model: speech + image -> mp4 with the right frame count and the audio; the
+reference pose detected in the image by tiny DWPose stand-ins, or read from a keypoint file."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+import dwpose_models
 from iasa.motion.procedural import ProceduralMotionGenerator
 from iasa.pose import motion_to_keypoints
-from iasa.pose.config import PoseConfig
+from iasa.pose.config import DetectorConfig, PoseConfig
+from iasa.pose.detection import DetectorFileError, NoPersonError
 from iasa.video.config import AttentionPatchConfig, LongVideoConfig, SamplerConfig, VideoModelConfig
-from iasa.video.inference import center_crop_box, crop_keypoints
+from iasa.video.inference import InferenceConfig, center_crop_box, crop_keypoints, reference_image_and_pose, run_inference
 from iasa.video.video_io import probe_video, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,29 +32,92 @@ def write_speech(path: Path, seconds: float) -> np.ndarray:
     return waveform
 
 
-def test_generate_cli_writes_video_with_audio(tmp_path):
+# A 100 x 80 photo (not the video size: the image and its keypoints are cropped and resized) of the
+# person the tiny DWPose stand-ins see: a grey box with one bright dot per colour channel.
+PHOTO_SIZE = (100, 80)
+DOTS = {0: (40, 30), 1: (30, 55), 2: (50, 70)}
+
+
+def write_photo(folder: Path) -> tuple[Path, DetectorConfig]:
+    """The photo and a DetectorConfig of tiny DWPose stand-ins (tests/dwpose_models.py) in ``folder``."""
+    imageio.imwrite(folder / "person.png", dwpose_models.person_image(PHOTO_SIZE, DOTS, grey_box=(15, 15, 65, 95)))
+    detector = DetectorConfig(
+        person_model=str(dwpose_models.rectangle_detector(folder / "dwpose" / "yolox_l.onnx")),
+        pose_model=str(dwpose_models.channel_peak_pose_model(folder / "dwpose" / "dw-ll_ucoco_384.onnx")),
+        providers="cpu",
+    )
+    return folder / "person.png", detector
+
+
+def test_generate_cli_writes_video_with_audio_from_a_photo_alone(tmp_path):
     waveform = write_speech(tmp_path / "speech.wav", seconds=0.6)
     expected_frames = ProceduralMotionGenerator()(waveform).num_frames
-    image_size = (100, 80)  # not the video size: the image and its keypoints are cropped and resized
-    imageio.imwrite(tmp_path / "person.png", np.random.default_rng(0).integers(0, 255, (*image_size, 3), dtype=np.uint8))
-    reference = motion_to_keypoints(
-        ProceduralMotionGenerator()(waveform[:SAMPLE_RATE // 10]),
-        PoseConfig(image_height=image_size[0], image_width=image_size[1]),
-    ).slice_frames(0, 1)
-    reference.save(tmp_path / "person_keypoints.npz")
+    photo, detector = write_photo(tmp_path)
     out = tmp_path / "out" / "video.mp4"
     command = [
         sys.executable, str(ROOT / "scripts" / "generate.py"), "--config", str(ROOT / "config" / "infer_iasa.yaml"),
-        "--smoke", "--no-progress", f"audio={tmp_path / 'speech.wav'}", f"image={tmp_path / 'person.png'}",
-        f"out={out}", f"reference_keypoints={tmp_path / 'person_keypoints.npz'}", "attention.backend=reference",
+        "--smoke", "--no-progress", f"audio={tmp_path / 'speech.wav'}", f"image={photo}", f"out={out}",
+        "detect_reference_pose=true", f"detector.person_model={detector.person_model}",
+        f"detector.pose_model={detector.pose_model}", "detector.providers=cpu", "attention.backend=reference",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "stage timings" in completed.stdout and "video generation" in completed.stdout
+    assert "reference pose" in completed.stdout and "default framing" not in completed.stderr
     info = probe_video(out)
     assert info.frames == expected_frames == 18
     assert (info.height, info.width) == (64, 64) and info.fps == 30 and info.has_audio
     assert sorted(p.name for p in out.parent.iterdir()) == ["video.mp4"]  # no temporary files left
+
+
+def test_reference_pose_is_detected_in_the_photo_and_cropped_like_it(tmp_path):
+    photo, detector = write_photo(tmp_path)
+    config = InferenceConfig(image=str(photo), detector=detector)
+    image, reference = reference_image_and_pose(config, (64, 64))
+    assert image.shape == (64, 64, 3) and reference.image_size == (64, 64) and reference.num_frames == 1
+    # The 100 x 80 photo is cropped to its centre 80 x 80 (rows 10..90): pixel (x, y) -> (x, y - 10) / 80.
+    # The nose (COCO point 0) is on the red dot, the right wrist (COCO 10) on the green one.
+    for body_point, channel in ((0, 0), (4, 1)):
+        x, y = DOTS[channel]
+        np.testing.assert_allclose(reference.body[0, body_point], [x / 80, (y - 10) / 80], atol=1.0 / 80)
+        assert reference.body_score[0, body_point] > 0.3  # above the alignment and drawing threshold
+
+
+def test_reference_keypoints_override_detection(tmp_path):
+    photo, _ = write_photo(tmp_path)
+    keypoints = motion_to_keypoints(
+        ProceduralMotionGenerator()(np.zeros(SAMPLE_RATE // 10, np.float32)), PoseConfig(image_height=100, image_width=80)
+    ).slice_frames(0, 1)
+    keypoints.save(tmp_path / "person_keypoints.npz")
+    absent = DetectorConfig(person_model=str(tmp_path / "none.onnx"), pose_model=str(tmp_path / "none.onnx"))
+    config = InferenceConfig(image=str(photo), reference_keypoints=str(tmp_path / "person_keypoints.npz"), detector=absent)
+    _, reference = reference_image_and_pose(config, (64, 64))
+    np.testing.assert_allclose(reference.body, crop_keypoints(keypoints, PHOTO_SIZE, (64, 64)).body)
+
+
+def test_missing_dwpose_file_fails_before_the_video_model_loads(tmp_path, monkeypatch):
+    from iasa.video.pipeline import VideoGenerator
+
+    def never(*args, **kwargs):
+        raise AssertionError("the video model was loaded before the DWPose files were checked")
+
+    monkeypatch.setattr(VideoGenerator, "from_config", never)
+    write_speech(tmp_path / "speech.wav", seconds=0.2)
+    photo, detector = write_photo(tmp_path)
+    missing = tmp_path / "checkpoints" / "dwpose" / "yolox_l.onnx"
+    config = InferenceConfig(
+        audio=str(tmp_path / "speech.wav"), image=str(photo), detector=DetectorConfig(person_model=str(missing))
+    )
+    with pytest.raises(DetectorFileError, match="detector.person_model"):
+        run_inference(config, progress=False)
+
+
+def test_photo_without_a_person_is_an_error_naming_it(tmp_path):
+    _, detector = write_photo(tmp_path)
+    empty = tmp_path / "empty.png"
+    imageio.imwrite(empty, dwpose_models.person_image(PHOTO_SIZE, {}))
+    with pytest.raises(NoPersonError, match=f"no person found in reference image {empty}"):
+        reference_image_and_pose(InferenceConfig(image=str(empty), detector=detector), (64, 64))
 
 
 def test_long_clip_is_generated_in_windows():

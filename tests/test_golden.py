@@ -227,7 +227,7 @@ def write_golden_cache(cache_dir: Path, clips: int = 2) -> Path:
         both = SparseLayout(torch.ones(3, 3, dtype=torch.bool), both.token_regions, both.grid_size)
         layouts = {"both": both, "past": hand_made_layout(3, (2, 2))}
         keypoints = random_keypoints(CACHE_FRAMES, (CACHE_SIZE, CACHE_SIZE), seed=index)
-        write_clip(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt", LayoutRuleConfig())
+        write_clip(cache_dir, f"clip{index}_w000", tensors, layouts, keypoints, "a prompt", LayoutRuleConfig(), "unianimate")
     return cache_dir
 
 

@@ -1,4 +1,5 @@
-"""Pinhole projection, default framing, similarity alignment and the motion -> keypoints path."""
+"""Pinhole projection, default framing, similarity alignment and the motion -> keypoints path
+(UniAnimate's limb alignment: tests/test_pose_alignment.py)."""
 
 import warnings
 
@@ -84,9 +85,9 @@ def transformed(keypoints: WholeBodyKeypoints, scale: float, angle: float, shift
     )  # fmt: skip
 
 
-def test_alignment_lays_the_skeleton_onto_a_moved_reference() -> None:
+def test_similarity_alignment_lays_the_skeleton_onto_a_moved_reference() -> None:
     motion = SmplxMotion.still(3)
-    config = PoseConfig(image_height=400, image_width=400)
+    config = PoseConfig(image_height=400, image_width=400, alignment="similarity")
     default = motion_to_keypoints(motion, config)
     reference = transformed(default.slice_frames(0, 1), 0.8, 0.1, np.array([60.0, 30.0]), size=(500, 450))
     aligned = motion_to_keypoints(motion, config, reference=reference)
@@ -97,7 +98,11 @@ def test_alignment_lays_the_skeleton_onto_a_moved_reference() -> None:
     np.testing.assert_allclose(aligned.face[2], reference.face[0], atol=1e-4)  # the same motion in every frame
 
 
-def test_alignment_without_shared_points_keeps_the_default_framing() -> None:
+@pytest.mark.parametrize(
+    "alignment, message",
+    [("similarity", "share only 0 confident body points"), ("unianimate", "lack a confident shoulder")],
+)
+def test_alignment_without_shared_points_keeps_the_default_framing(alignment: str, message: str) -> None:
     motion = SmplxMotion.still(1)
     default = motion_to_keypoints(motion)
     reference = WholeBodyKeypoints(
@@ -107,8 +112,8 @@ def test_alignment_without_shared_points_keeps_the_default_framing() -> None:
     )  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        aligned = motion_to_keypoints(motion, reference=reference)
-    assert any("share only 0 confident body points" in str(w.message) for w in caught)
+        aligned = motion_to_keypoints(motion, PoseConfig(alignment=alignment), reference=reference)
+    assert any(message in str(w.message) for w in caught)
     np.testing.assert_allclose(aligned.body, default.body)
 
 

@@ -5,11 +5,12 @@ import pytest
 from smplx.joint_names import JOINT_NAMES
 
 from iasa.motion.motion_file import SmplxMotion
-from iasa.pose.keypoints import BODY_NAMES
+from iasa.pose.keypoints import BODY_NAMES, FOOT_NAMES
 from iasa.pose.skeleton import NUM_OUTPUT_JOINTS, builtin_skeleton_points
 from iasa.pose.wholebody import (
     COCO_BODY_FROM_SMPLX,
     COCO_FACE_FROM_SMPLX,
+    COCO_FEET_FROM_SMPLX,
     COCO_LEFT_HAND_FROM_SMPLX,
     COCO_RIGHT_HAND_FROM_SMPLX,
     COCO_WHOLEBODY_FROM_SMPLX,
@@ -31,6 +32,13 @@ def names(indices: list[int]) -> list[str]:
 
 def test_body_points_are_the_named_joints() -> None:
     assert names(COCO_BODY_FROM_SMPLX) == COCO_BODY_NAMES
+
+
+def test_foot_points_are_smplx_joints_60_to_65_in_coco_order() -> None:
+    # COCO-WholeBody points 17-22: left big toe, left small toe, left heel, then the right foot's.
+    assert COCO_FEET_FROM_SMPLX == [60, 61, 62, 63, 64, 65]
+    assert names(COCO_FEET_FROM_SMPLX) == list(FOOT_NAMES)
+    assert FOOT_NAMES == ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel")
 
 
 @pytest.mark.parametrize(("side", "indices"), [("left", COCO_LEFT_HAND_FROM_SMPLX), ("right", COCO_RIGHT_HAND_FROM_SMPLX)])
@@ -66,11 +74,13 @@ def test_dwpose_layout_from_known_points() -> None:
     points = np.arange(133 * 2, dtype=np.float32).reshape(133, 2)
     scores = np.ones(133, np.float32)
     scores[5] = 0.4  # left shoulder
-    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(points, scores)
+    parts = coco_wholebody_to_dwpose(points, scores)
+    body, hands, face = parts["body"], parts["hands"], parts["face"]
     assert body.shape == (18, 2) and hands.shape == (2, 21, 2) and face.shape == (68, 2)
     np.testing.assert_array_equal(body[1], (points[5] + points[6]) / 2)  # neck = shoulder midpoint
-    assert body_score[1] == pytest.approx(0.4)
+    assert parts["body_score"][1] == pytest.approx(0.4)
     np.testing.assert_array_equal(body[2], points[6])  # right shoulder
+    np.testing.assert_array_equal(parts["feet"], points[17:23])
     np.testing.assert_array_equal(hands[0], points[91:112])  # index 0 = left hand
     np.testing.assert_array_equal(hands[1], points[112:133])
     np.testing.assert_array_equal(face, points[23:91])
@@ -95,3 +105,10 @@ def test_builtin_skeleton_anatomy_is_plausible() -> None:
     face = wholebody[23:91]
     assert face[8, 1] < face[57, 1] < face[51, 1] < face[30, 1] < face[27, 1]  # chin, lips, nose tip, bridge
     assert (face[:, 2] > 0).all()  # the face looks forward
+    feet = dict(zip(FOOT_NAMES, wholebody[17:23]))
+    for side in ("left", "right"):
+        big, small, heel = (feet[f"{side}_{part}"] for part in ("big_toe", "small_toe", "heel"))
+        ankle = wholebody[COCO_BODY_NAMES.index(f"{side}_ankle")]
+        assert max(big[1], small[1], heel[1]) < ankle[1]  # below the ankle
+        assert big[2] > ankle[2] > heel[2] and small[2] > ankle[2]  # toes forward, heel back
+        assert abs(big[0]) < abs(small[0])  # the big toe on the inner side

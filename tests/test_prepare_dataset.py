@@ -1,4 +1,5 @@
-"""scripts/prepare_dataset.py cuts and crops a synthetic source video from a CSV in the reference format."""
+"""scripts/prepare_dataset.py cuts and crops a synthetic source video from a CSV in the reference format and,
+with --keypoints, writes DWPose keypoints of every frame (tiny official-layout stand-ins, tests/dwpose_models.py)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,54 @@ def test_bad_csv_is_an_error_naming_the_columns(tmp_path: Path) -> None:
     path.write_text("video_name,start_time\nx,0\n")
     with pytest.raises(ValueError, match="missing columns"):
         prepare_dataset.read_rows(path)
+
+
+def test_keypoints_of_every_frame_make_a_training_set(tmp_path: Path) -> None:
+    import dwpose_models
+    from iasa.pose.keypoints import WholeBodyKeypoints
+
+    # A talking "person" for the tiny DWPose stand-ins: a grey box whose red dot (COCO point 0, the nose)
+    # moves right 2 px per frame.
+    sources, width, height = tmp_path / "sources", 96, 128
+    sources.mkdir()
+    writer = cv2.VideoWriter(str(sources / "talk2.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
+    nose = [(30 + 2 * index, 40) for index in range(FPS * 2)]
+    for x, y in nose:
+        frame = dwpose_models.person_image((height, width), {0: (x, y), 1: (60, 70), 2: (45, 100)}, grey_box=(16, 16, 80, 120))
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text(f"video_link,video_name,start_time,end_time,x,y,width,height\n,talk2,0,1,0,0,{width},{height}\n")
+    models = tmp_path / "dwpose"
+    person = dwpose_models.rectangle_detector(models / "yolox_l.onnx")
+    pose = dwpose_models.channel_peak_pose_model(models / "dw-ll_ucoco_384.onnx")
+    output = tmp_path / "dataset"
+    arguments = ["--csv", str(csv_path), "--source_dir", str(sources), "--output_dir", str(output), "--keypoints",
+                 "--person_model", str(person), "--pose_model", str(pose), "--providers", "cpu"]  # fmt: skip
+    assert prepare_dataset.main(arguments) == 0
+
+    clip = "talk2_00000000_00001000"
+    frames = read_video(output / "videos" / f"{clip}.mp4")
+    keypoints = WholeBodyKeypoints.load(output / "keypoints" / f"{clip}.npz")
+    assert keypoints.num_frames == len(frames) and abs(len(frames) - FPS) <= 1
+    assert keypoints.image_size == (height, width)
+    # The nose follows the dot (H.264 smears colours by about a pixel).
+    np.testing.assert_allclose(keypoints.body[:, 0] * [width, height], nose[: len(frames)], atol=2.0)
+    assert (keypoints.body_score[:, 0] > 0.1).all()  # found in every frame (the codec dims the dot)
+    assert not list(output.rglob(".*partial*")) and not list(output.rglob("*.tmp*"))
+    from iasa.train.dataset import load_video_keypoints  # what training reads
+
+    np.testing.assert_array_equal(load_video_keypoints(output, clip, (height, width)).body, keypoints.body)
+
+
+def test_missing_dwpose_file_stops_before_any_clip_is_cut(tmp_path: Path) -> None:
+    from iasa.pose.detection import DetectorFileError
+
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("video_link,video_name,start_time,end_time,x,y,width,height\n,talk,0,1,0,0,8,8\n")
+    missing = tmp_path / "dwpose" / "yolox_l.onnx"
+    output = tmp_path / "dataset"
+    with pytest.raises(DetectorFileError, match="--person_model"):
+        prepare_dataset.main(["--csv", str(csv_path), "--source_dir", str(tmp_path), "--output_dir", str(output),
+                              "--keypoints", "--person_model", str(missing)])  # fmt: skip
+    assert not output.exists()

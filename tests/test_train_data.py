@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from iasa.attention.synthetic_motion import synthetic_talking_upper_body
 from iasa.attention.config import LayoutRuleConfig
 from iasa.attention.layout import SparseLayout
+from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.train.cache import CacheError, is_cached, list_cached, read_clip, write_clip, write_negative_context
 from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
 from iasa.train.config import DataConfig
@@ -20,7 +20,7 @@ from iasa.train.dataset import CropTransform, DatasetError, load_video_keypoints
 
 
 def test_dwpose_dict_folder_reads_like_the_npz(tmp_path: Path) -> None:
-    keypoints = synthetic_talking_upper_body(num_frames=4, image_size=(60, 80), seed=2)
+    keypoints = synthetic_speaker(num_frames=4, image_size=(60, 80), seed=2)
     keypoints.save(tmp_path / "keypoints" / "a.npz")
     folder = tmp_path / "keypoints" / "b"
     folder.mkdir()
@@ -49,7 +49,7 @@ def test_clips_fit_inside_the_video_and_do_not_overlap() -> None:
 
 def test_crop_moves_keypoints_with_the_pixels() -> None:
     source = (90, 160)
-    keypoints = synthetic_talking_upper_body(num_frames=1, image_size=source, seed=0)
+    keypoints = synthetic_speaker(num_frames=1, image_size=source, seed=0)
     crop = CropTransform.centre(source, 64, 64)
     # Mark the nose in the source frame, crop the frame, find the mark again.
     nose = keypoints.body[0, 0] * np.array([source[1], source[0]])
@@ -78,7 +78,7 @@ def test_a_half_written_clip_is_not_cached(tmp_path: Path) -> None:
 def test_cached_layouts_keep_every_field_and_the_rule(tmp_path: Path) -> None:
     """Layouts go through SparseLayout.state into the cache and come back whole (block size and region names
     too), with the rule they were built with; moving the batch keeps them whole."""
-    keypoints = synthetic_talking_upper_body(num_frames=9, image_size=(32, 32), seed=1)
+    keypoints = synthetic_speaker(num_frames=9, image_size=(32, 32), seed=1)
     regions = torch.tensor([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 1, 1]])
     layouts = {
         "past": SparseLayout(torch.eye(3, dtype=torch.bool) | torch.ones(3, 3, dtype=torch.bool).tril(), regions, (2, 2), 16, ("face", "arms")),
@@ -89,7 +89,7 @@ def test_cached_layouts_keep_every_field_and_the_rule(tmp_path: Path) -> None:
                "context": torch.randn(5, 8), "pose_video": torch.zeros(3, 9, 32, 32, dtype=torch.uint8),
                "reference_pose": torch.zeros(3, 32, 32, dtype=torch.uint8)}  # fmt: skip
     write_negative_context(tmp_path, torch.randn(1, 5, 8))
-    write_clip(tmp_path, "v_w000", tensors, layouts, keypoints, "a prompt", rule)
+    write_clip(tmp_path, "v_w000", tensors, layouts, keypoints, "a prompt", rule, "face")
     batch = read_clip(tmp_path, "v_w000").to("cpu", torch.float64)
     assert batch.layout_rule == rule
     for direction, layout in layouts.items():

@@ -29,7 +29,7 @@ def test_two_process_run_resumes_exactly(tiny_cache: Path, stage_overrides, tmp_
     straight = tmp_path / "straight"
     launch(["--config", "config/train_sparseattn_lora.yaml", *settings, f"run.output_dir={straight}"])
     step_two, step_three = (straight / "checkpoints" / name for name in ("step-00000002", "step-00000003"))
-    assert sorted(p.name for p in step_two.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+    assert sorted(p.name for p in step_two.glob("rng-*")) == ["rng-0.safetensors", "rng-1.safetensors"]
 
     # Interrupted after step 2: keep only that checkpoint and let both processes resume from it.
     resumed = tmp_path / "resumed"

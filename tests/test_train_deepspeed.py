@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from iasa.train.config import OptimConfig, RunConfig
 from iasa.train.deepspeed_zero import DeepSpeedSetupError, zero_config
 from iasa.train.runtime import make_accelerator
+from iasa.train.state_file import load_state
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
@@ -99,7 +100,7 @@ def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(
     assert_moved(weights(zero, 2), final, "pose_guider.")
     # The checkpoint's AdamW moments are the plain run's, in torch's per-parameter layout.
     optimizers = [
-        torch.load(run / "checkpoints" / "step-00000003" / "optimizers.pt", weights_only=False) for run in (plain, zero)
+        load_state(run / "checkpoints" / "step-00000003" / "optimizers.safetensors") for run in (plain, zero)
     ]
     moments = [
         {f"{index}.{key}": value for index, entry in o["optimizer"]["state"].items() for key, value in entry.items()}

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.train.cache import list_cached, read_clip
+from iasa.train.cache import CacheError, cached_pose_style, list_cached, read_clip
 from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
-from iasa.video.lora import load_lora
+from iasa.video.lora import load_lora, lora_pose_style
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,6 +37,11 @@ def test_data_process_caches_every_clip_and_resumes(tiny_dataset_and_cache: tupl
     assert clip.keypoints.num_frames == 9
     # A rerun finds everything cached and writes nothing.
     assert main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache)]) == 0
+    # The pose images are in the style data_process.yaml asks for, and the cache says so.
+    assert cached_pose_style(cache, list_cached(cache)) == "face"
+    assert json.loads((cache / "clip0_w000" / "meta.json").read_text())["pose_channel_order"] == "bgr"
+    with pytest.raises(CacheError, match="drawn in pose style 'face', data.pose_style asks 'unianimate'"):
+        main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, cache), "data.pose_style=unianimate"])
 
 
 def test_train_then_distill_write_loras_that_the_inference_loader_reads(tiny_cache: Path, stage_overrides, tmp_path: Path) -> None:
@@ -53,6 +59,8 @@ def test_train_then_distill_write_loras_that_the_inference_loader_reads(tiny_cac
                         "critic_steps_per_generator_step=2", "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"])  # fmt: skip
     student = load_file(str(distill_dir / "lora.safetensors"))
     assert student.keys() == trained.keys()
+    # Both LoRA files record the cache's pose style, for inference to draw.
+    assert lora_pose_style(train_dir / "lora.safetensors") == lora_pose_style(distill_dir / "lora.safetensors") == "face"
     assert any(not torch.equal(student[key], trained[key]) for key in student), "the generator did not move off the teacher"
 
     # The inference side's loader reads the student into a fresh tiny DiT, weight for weight.

@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from iasa.pose.style import PoseStyleError
 from iasa.video.assembly import CheckpointKeyError
 from iasa.video.attention_patch import patch_self_attention
 from iasa.video.config import (
@@ -22,7 +23,7 @@ from iasa.video.config import (
     VideoModelConfig,
 )
 from iasa.video.denoiser import FlowConditions, predict_flow
-from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, save_lora
+from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora, lora_pose_style, save_lora
 from iasa.video.model_files import ModelFilesError
 from iasa.video.pipeline import VideoGenerator
 from iasa.video.pose_guider import PoseGuider
@@ -53,11 +54,14 @@ def test_lora_file_round_trip(tmp_path, tiny_dit):
     trained = inject_lora(tiny_dit(), rank=3, alpha=6)
     randomize_lora(trained, seed=1)
     path = tmp_path / "lora" / "student.safetensors"
-    save_lora(path, trained)
+    save_lora(path, trained, pose_style="face")
     with safe_open(str(path), framework="pt") as handle:
         keys, metadata = set(handle.keys()), handle.metadata()
     assert "blocks.0.self_attn.q.lora_A.weight" in keys and "blocks.1.ffn.2.lora_B.weight" in keys
     assert metadata["rank"] == "3" and float(metadata["alpha"]) == 6
+    # The pose images it was trained on: the style and UniAnimate's reversed channel order.
+    assert metadata["pose_style"] == "face" and metadata["pose_channel_order"] == "bgr"
+    assert lora_pose_style(path) == "face"
     loaded = load_lora(path, tiny_dit())
     torch.testing.assert_close(flow(loaded), flow(trained), rtol=0, atol=0)
     assert not torch.allclose(flow(loaded), flow(tiny_dit()), atol=1e-4)
@@ -66,9 +70,39 @@ def test_lora_file_round_trip(tmp_path, tiny_dit):
 
 def test_lora_file_for_another_adapter_shape_is_rejected(tmp_path, tiny_dit):
     path = tmp_path / "narrow.safetensors"
-    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)))
-    with pytest.raises(CheckpointKeyError, match="does not fit"):
+    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2, target_modules=("q",)), pose_style="unianimate")
+    with pytest.raises(CheckpointKeyError, match=r"trained with LoRA targets \['q'\]"):
         load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2))
+    # The scale alone differs: the file's update would be applied at another strength.
+    with pytest.raises(CheckpointKeyError, match=r"alpha 2.0 \(the adapter has 4.0\)"):
+        load_lora(path, inject_lora(tiny_dit(), rank=2, alpha=4, target_modules=("q",)))
+
+
+def rewrite_metadata(path, changes: dict[str, str | None]) -> None:
+    """The file with its metadata entries changed (None removes one), as another writer would have left it."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = dict(handle.metadata()), {key: handle.get_tensor(key) for key in handle.keys()}
+    for key, value in changes.items():
+        if value is None:
+            del metadata[key]
+        else:
+            metadata[key] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_lora_files_without_a_pose_style_or_with_another_channel_order(tmp_path, tiny_dit):
+    path = tmp_path / "lora.safetensors"
+    save_lora(path, inject_lora(tiny_dit(), rank=2, alpha=2), pose_style="unianimate")
+    assert lora_pose_style(path) == "unianimate"
+    rewrite_metadata(path, {"pose_style": None, "pose_channel_order": None})  # written before styles were recorded
+    assert lora_pose_style(path) is None
+    load_lora(path, tiny_dit())
+    rewrite_metadata(path, {"pose_style": "face", "pose_channel_order": "rgb"})
+    with pytest.raises(PoseStyleError, match="channel order 'rgb'"):
+        load_lora(path, tiny_dit())
+    rewrite_metadata(path, {"pose_style": "sketch", "pose_channel_order": "bgr"})
+    with pytest.raises(PoseStyleError, match="sketch"):
+        lora_pose_style(path)
 
 
 def test_pose_net_keys_are_unianimates():

@@ -4,10 +4,11 @@ Data flow, one module per idea:
     keypoints -> pose_distance (Procrustes, per video frame pair) -> latent frames (iasa.video.latent_grid)
               -> frame_selection (global mask: top-K frames)                      -> SparseLayout
     keypoints -> regions (local mask: polygons -> pixels -> tokens, priorities)   -> SparseLayout
-    build.build_sparse_layout does both. masks: the rule as mask_mod functions and the dense mask;
-    block_layout: (frame, region) reordering, tile counts, density statistics.
+    build.build_sparse_layout does both. masks: the rule, stated once as a table over (frame, region)
+    classes, its mask_mod and the dense mask; block_layout: (frame, region) reordering, tile counts,
+    density statistics.
     Kernels: reference (dense-mask SDPA), flex (FlexAttention block mask), fast (own-frame + region
-    kernels, another module); dispatch.sparse_attention picks one. synthetic_motion: a test speaker.
+    kernels, another module); dispatch.sparse_attention picks one.
 """
 
 from iasa.attention.block_layout import (

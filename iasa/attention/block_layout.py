@@ -3,8 +3,8 @@
 Tokens are sorted by (frame, region) (a stable sort, so each frame stays contiguous and tokens of one
 region sit together); a tile of block_size x block_size (query, key) tokens is then mostly all allowed
 or all disallowed. Pair counts per tile come from per-block histograms over (frame, region) classes:
-    count[qb, kb] = sum over classes cq, ck of n[qb, cq] * allowed(cq, ck) * n[kb, ck],
-exact and without the dense (S, S) mask.
+    count[qb, kb] = sum over classes cq, ck of n[qb, cq] * table[cq, ck] * n[kb, ck]
+(masks.class_table), exact and without the dense (S, S) mask.
 """
 
 from __future__ import annotations
@@ -12,23 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 
-from iasa.attention.layout import BACKGROUND, SparseLayout
-from iasa.attention.masks import token_frames_and_regions
-
-
-def num_region_ids(layout: SparseLayout) -> int:
-    """Region ids run over 0..R-1 (R counts background)."""
-    return max(int(layout.token_regions.max()) if layout.num_tokens else 0, len(layout.region_names)) + 1
-
-
-def token_classes(layout: SparseLayout) -> tuple[torch.Tensor, int]:
-    """(frame, region) class id of every token in (f h w) order, on the CPU: (S,) int64 = frame * R +
-    region; and R. Block planning is small integer work, done on the CPU whatever the layout's device."""
-    regions = num_region_ids(layout)
-    token_frame, token_region = token_frames_and_regions(layout)
-    return (token_frame * regions + token_region).cpu(), regions
+from iasa.attention.layout import SparseLayout
+from iasa.attention.masks import class_table, token_classes
 
 
 def frame_region_order(layout: SparseLayout) -> torch.Tensor:
@@ -41,17 +28,6 @@ def inverse_permutation(permutation: torch.Tensor) -> torch.Tensor:
     inverse = torch.empty_like(permutation)
     inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
     return inverse
-
-
-def class_allowed(layout: SparseLayout) -> torch.Tensor:
-    """(C, C) bool, C = T * R: whether a token of class cq may attend to a token of class ck."""
-    regions = num_region_ids(layout)
-    frames = layout.num_frames
-    frame = repeat(torch.arange(frames), "t -> (t r)", r=regions)
-    region = repeat(torch.arange(regions), "r -> (t r)", t=frames)
-    selected = layout.frame_selection.cpu()[frame[:, None], frame[None, :]]
-    same_region = (region[:, None] == region[None, :]) & (region[:, None] != BACKGROUND)
-    return (frame[:, None] == frame[None, :]) | (selected & same_region)
 
 
 @dataclass(frozen=True)
@@ -83,16 +59,16 @@ class BlockLayout:
 def block_layout(layout: SparseLayout, block_size: int | None = None, permutation: torch.Tensor | None = None) -> BlockLayout:
     """Tile counts of the layout with tokens taken in ``permutation`` order (default: (f h w) order)."""
     block_size = layout.block_size if block_size is None else block_size
-    classes, _ = token_classes(layout)
+    classes, regions = token_classes(layout)
     if permutation is not None:
         classes = classes[permutation.cpu()]
-    num_classes = layout.num_frames * num_region_ids(layout)
+    num_classes = layout.num_frames * regions
     num_blocks = -(-layout.num_tokens // block_size)
     block = torch.arange(layout.num_tokens) // block_size
     histogram = torch.bincount(block * num_classes + classes, minlength=num_blocks * num_classes)
     histogram = rearrange(histogram, "(b c) -> b c", c=num_classes).double()
     # Counts stay below 2^53, so float64 products are exact integers.
-    counts = histogram @ class_allowed(layout).double() @ histogram.T
+    counts = histogram @ class_table(layout.frame_selection, regions).double() @ histogram.T
     return BlockLayout(
         block_size=block_size,
         pair_counts=counts.round().long(),

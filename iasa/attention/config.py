@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from iasa.config import ConfigValueError, check, check_choice
 from iasa.video.latent_grid import TOKEN_STRIDE
 
 
@@ -37,6 +38,20 @@ class LayoutRuleConfig:
     token_stride: int = TOKEN_STRIDE
     # Tile size of block-sparse kernels (stored in the layout).
     block_size: int = 128
+    def validate(self) -> None:
+        from iasa.attention.regions import validate_regions
+
+        check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0 (0 = only the own frame and frame 0)")
+        check(0 <= self.min_keypoint_confidence <= 1, "min_keypoint_confidence", self.min_keypoint_confidence, "must be in [0, 1]")
+        try:
+            validate_regions(self.regions)
+        except ValueError as error:
+            raise ConfigValueError("regions", list(self.regions), str(error)) from None
+        check(self.limb_width > 0, "limb_width", self.limb_width, "must be > 0 (a fraction of the shoulder width)")
+        check(0 < self.min_token_coverage <= 1, "min_token_coverage", self.min_token_coverage, "must be in (0, 1]")
+        check(self.dilation_tokens >= 0, "dilation_tokens", self.dilation_tokens, "must be >= 0")
+        check(self.token_stride >= 1, "token_stride", self.token_stride, "must be >= 1")
+        check(self.block_size >= 1, "block_size", self.block_size, "must be >= 1")
 
     def for_direction(self, direction: str) -> "SparseAttentionConfig":
         """This rule for one attention direction."""
@@ -51,3 +66,9 @@ class SparseAttentionConfig(LayoutRuleConfig):
 
     # "past": only earlier latent frames (causal student); "both": any other frame (bidirectional teacher).
     direction: str = "past"
+
+    def validate(self) -> None:
+        from iasa.attention.frame_selection import DIRECTIONS
+
+        super().validate()
+        check_choice("direction", self.direction, DIRECTIONS)

@@ -1,10 +1,12 @@
 """Fast input-aware sparse attention: the own frame through a dense kernel, the rest region to region.
 
-The rule (iasa.attention.layout) splits into two disjoint key sets per query token:
+The rule's class table (iasa.attention.masks) splits into two disjoint key sets per query token
+(fast_plan.cross_frame_part):
 - A, own frame: dense attention inside every latent frame, run as one batch of frames through cuDNN
   SDPA (the dense kernel's own efficiency), returning the output and its log-sum-exp;
-- B, cross region: region tokens against the same region in the frames chosen for theirs
-  (fast_triton on CUDA, a masked softmax elsewhere), walking only the region tokens (fast_plan).
+- B, cross region: the table's cross-frame part, region tokens against the same region in the frames
+  chosen for theirs (fast_triton on CUDA, a masked softmax elsewhere), walking only those tokens and the
+  key lists fast_plan derives from the table.
 The two softmaxes are merged through their log-sum-exps (as ring attention does):
     lse = logaddexp(lse_A, lse_B),  out = exp(lse_A - lse) out_A + exp(lse_B - lse) out_B.
 Background tokens and tokens with no cross-frame key keep part A unchanged. The backward runs each part's

@@ -63,10 +63,8 @@ def masked_attention_backward(
 
 
 def cross_region_allowed(plan: CrossRegionPlan) -> torch.Tensor:
-    """(M, M) bool: which compact region tokens meet across frames (same region, chosen other frame)."""
-    frame, region = plan.token_frame, plan.token_region
-    chosen = plan.frame_selection[frame[:, None], frame[None, :]]
-    return chosen & (frame[:, None] != frame[None, :]) & (region[:, None] == region[None, :])
+    """(M, M) bool: which compact rows meet across frames, read from the rule's cross-frame class table."""
+    return plan.cross_table[plan.token_class[:, None], plan.token_class[None, :]]
 
 
 def _compact(x: torch.Tensor, plan: CrossRegionPlan) -> torch.Tensor:

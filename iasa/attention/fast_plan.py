@@ -1,13 +1,15 @@
 """The fast path's plan of one clip: which tokens cross frames, grouped so a kernel can walk them.
 
-The sparse rule splits into two parts that never overlap:
-- own frame: every token attends to its whole latent frame (dense, run as a batch of frames);
-- cross region: a region token of frame t attends to the tokens of the same region in every frame chosen
-  for t other than t itself.
-Only region tokens (not background) take part in the second part. They are numbered in a compact
-order sorted by (frame, region), so each (frame, region) pair is one contiguous *segment*; a segment's
-keys are a few other segments, listed back to back. Kernels walk query tiles (fixed-size pieces of one
-segment) over their key list, and key tiles over the list of queries that read them (for dK, dV).
+The rule's class table (masks.class_table) splits into two parts that never overlap:
+- own frame: the table's same-frame blocks, which the fast path runs as dense attention of every token
+  over its whole latent frame (a batch of frames); cross_frame_part checks that they are dense;
+- cross frame: the rest of the table, which lists for every (frame, region) class the classes of
+  other frames it may see (under the paper's rule: the same region in the frames chosen for its own).
+The tokens of the second part (every region token, and background only where the table links it across
+frames, which the paper's rule never does) are numbered in a compact order sorted by class, so each
+(frame, region) pair is one contiguous *segment*; a segment's keys are the segments its row of the cross
+part names, listed back to back. Kernels walk query tiles (fixed-size pieces of one segment) over
+their key list, and key tiles over the list of queries that read them (for dK, dV).
 
 The plan is built once per layout (per clip) and reused by every layer and step; a small cache keyed by
 the layout object makes repeated calls free. Everything depends only on the layout's values, never on a
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from einops import rearrange, repeat
 
 from iasa.attention.layout import BACKGROUND, SparseLayout
+from iasa.attention.masks import class_table, token_classes
 
 # Rows of one kernel tile. Forward: segments are cut into tiles of the first size and each segment's
 # remainder goes to the smallest size that holds it (a 128-row tile does a row of work a little faster, a
@@ -53,8 +57,9 @@ class CrossRegionPlan:
     """Index tables of one clip on one device. M = number of region tokens, S = segments. Tables are
     int32 unless said otherwise; "compact row" = index into the (frame, region)-sorted region tokens.
 
-    token_frame, token_position, token_region: (M,) int64 latent frame, position in that frame and
-        region id of every compact row.
+    token_frame, token_position, token_class: (M,) int64 latent frame, position in that frame and
+        (frame, region) class of every compact row.
+    cross_table: (C, C) bool, the cross-frame part of the rule's class table (cross_frame_part).
     token_index32: (M,) the token (frame * N + position) of every compact row.
     forward_tilings: the query tiles of the forward kernel, one Tiling per tile size (largest first, one
         launch each), only of segments that have cross keys, heaviest (longest key list) first so that
@@ -71,10 +76,10 @@ class CrossRegionPlan:
 
     num_frames: int
     tokens_per_frame: int
-    frame_selection: torch.Tensor
+    cross_table: torch.Tensor
     token_frame: torch.Tensor
     token_position: torch.Tensor
-    token_region: torch.Tensor
+    token_class: torch.Tensor
     token_index32: torch.Tensor
     forward_tilings: tuple[Tiling, ...]
     backward_tiling: Tiling
@@ -90,13 +95,33 @@ class CrossRegionPlan:
         return self.token_frame.numel()
 
 
-def _concatenated_rows(lists: list[list[int]], starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-segment lists of segment ids -> (offsets (S + 1,), compact rows of the listed segments,
-    concatenated)."""
-    pieces = [np.arange(starts[k], ends[k]) for neighbours in lists for k in neighbours]
-    sizes = [sum(int(ends[k] - starts[k]) for k in neighbours) for neighbours in lists]
-    pointer = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-    rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+def cross_frame_part(table: torch.Tensor, frames: int) -> torch.Tensor:
+    """The class pairs of the table (C, C) that lie in different frames: (C, C) bool.
+
+    The fast path runs each token's own frame as dense attention, which is only the rule if the
+    table's same-frame blocks are full: a rule that hides part of a frame needs another kernel.
+    """
+    blocks = rearrange(table, "(tq rq) (tk rk) -> tq tk rq rk", tq=frames, tk=frames)
+    own = torch.eye(frames, dtype=torch.bool)
+    if not blocks[own].all():
+        raise ValueError(
+            "the sparse rule (iasa.attention.masks) hides some token pairs within a latent frame, but the fast "
+            "path runs every frame as dense attention; use backend='flex' or 'reference' for such a rule"
+        )
+    regions = table.shape[0] // frames
+    return table & ~repeat(own, "tq tk -> (tq rq) (tk rk)", rq=regions, rk=regions)
+
+
+def _concatenated_rows(
+    owner: np.ndarray, listed: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment lists of segments, given as (owner, listed) pairs sorted by owner -> (offsets (S + 1,),
+    compact rows of the listed segments, concatenated)."""
+    lengths = ends[listed] - starts[listed]
+    ends_of_pieces = np.cumsum(lengths)
+    pointer = np.concatenate([[0], ends_of_pieces])[np.searchsorted(owner, np.arange(len(starts) + 1))]
+    rows = np.arange(int(ends_of_pieces[-1]) if lengths.size else 0)
+    rows += np.repeat(starts[listed] - (ends_of_pieces - lengths), lengths)
     return pointer, rows
 
 
@@ -130,63 +155,51 @@ def build_cross_region_plan(
     forward_tile_tokens: tuple[int, ...] = FORWARD_TILE_TOKENS,
     backward_tile_tokens: int = BACKWARD_TILE_TOKENS,
 ) -> CrossRegionPlan:
-    """Group a layout's region tokens by (frame, region) and list which segments meet across frames.
+    """Group the tokens of the cross-frame part by (frame, region) class and list which segments meet.
 
     Runs in NumPy on the CPU (tens of thousands of tokens, a few hundred segments: thread pools only
     cost time here) and moves all tables to `device` in one copy.
     """
-    regions = layout.token_regions.detach().cpu().numpy().astype(np.int64)
-    selection = layout.frame_selection.detach().cpu().numpy().astype(bool)
-    frames, tokens_per_frame = regions.shape
+    frames, tokens_per_frame = layout.token_regions.shape
+    token_class, regions = token_classes(layout)
+    cross = cross_frame_part(class_table(layout.frame_selection, regions), frames)
+    cross_np = cross.numpy()
+    token_class = token_class.numpy()
 
-    flat = regions.reshape(-1)
-    region_token = np.flatnonzero(flat != BACKGROUND)
-    region_of = flat[region_token]
-    frame_of = region_token // tokens_per_frame
-    num_regions = int(region_of.max()) + 1 if region_of.size else 1
-    order = np.argsort(frame_of * num_regions + region_of, kind="stable")
-    region_token, region_of, frame_of = region_token[order], region_of[order], frame_of[order]
+    # Every region class takes part (keys or not, this clip); background only where the table links it.
+    takes_part = (np.arange(frames * regions) % regions != BACKGROUND) | cross_np.any(0) | cross_np.any(1)
+    compact_token = np.flatnonzero(takes_part[token_class])
+    order = np.argsort(token_class[compact_token], kind="stable")
+    compact_token = compact_token[order]
+    compact_class = token_class[compact_token]
 
-    counts = np.bincount(frame_of * num_regions + region_of, minlength=frames * num_regions)
-    present = np.flatnonzero(counts)
+    counts = np.bincount(compact_class, minlength=frames * regions)
+    present = np.flatnonzero(counts)  # the segments: classes with tokens, in class order
     sizes = counts[present]
     ends = np.cumsum(sizes)
     starts = ends - sizes
-    seg_frame = (present // num_regions).tolist()
-    seg_region = (present % num_regions).tolist()
-    seg_size = sizes.tolist()
-    segment_of = {(f, r): s for s, (f, r) in enumerate(zip(seg_frame, seg_region))}
+    segment_cross = cross_np[np.ix_(present, present)]
+    key_owner, key_segment = np.nonzero(segment_cross)  # row-major: by segment, its keys in class order
+    query_owner, query_segment = np.nonzero(segment_cross.T)
+    cross_pairs = int((sizes[key_owner] * sizes[key_segment]).sum())
 
-    chosen = [np.flatnonzero(selection[f]).tolist() for f in range(frames)]
-    key_lists: list[list[int]] = [[] for _ in seg_frame]
-    query_lists: list[list[int]] = [[] for _ in seg_frame]
-    cross_pairs = 0
-    for s, (f, r) in enumerate(zip(seg_frame, seg_region)):
-        for other in chosen[f]:
-            k = segment_of.get((other, r))
-            if other == f or k is None:
-                continue
-            key_lists[s].append(k)
-            query_lists[k].append(s)
-            cross_pairs += seg_size[s] * seg_size[k]
-
-    key_ptr, key_rows = _concatenated_rows(key_lists, starts, ends)
-    query_ptr, query_rows = _concatenated_rows(query_lists, starts, ends)
+    key_ptr, key_rows = _concatenated_rows(key_owner, key_segment, starts, ends)
+    query_ptr, query_rows = _concatenated_rows(query_owner, query_segment, starts, ends)
     forward_sizes = tuple(sorted(forward_tile_tokens, reverse=True))
     forward_tiles = _forward_tiles(starts, ends, np.diff(key_ptr), forward_sizes)
     tables = {
-        "token_index32": region_token,
-        "token_frame": frame_of,
-        "token_position": region_token % tokens_per_frame,
-        "token_region": region_of,
-        "frame_selection": selection,
+        "token_index32": compact_token,
+        "token_frame": compact_token // tokens_per_frame,
+        "token_position": compact_token % tokens_per_frame,
+        "token_class": compact_class,
+        "cross_table": cross_np,
         **{f"forward_tiles_{size}": tiles for size, tiles in zip(forward_sizes, forward_tiles)},
         "backward_tiles": _tiles(starts, ends, backward_tile_tokens),
         "key_list_ptr": key_ptr,
-        "key_list_token": region_token[key_rows],
+        "key_list_token": compact_token[key_rows],
         "query_list_ptr": query_ptr,
         "query_list": query_rows,
-        "query_list_token": region_token[query_rows],
+        "query_list_token": compact_token[query_rows],
     }
     # One host-to-device copy of everything as int32, then views (and a few tiny casts on the device).
     packed = torch.from_numpy(np.concatenate([t.astype(np.int32).reshape(-1) for t in tables.values()]))
@@ -195,10 +208,10 @@ def build_cross_region_plan(
     return CrossRegionPlan(
         num_frames=frames,
         tokens_per_frame=tokens_per_frame,
-        frame_selection=on_device.pop("frame_selection").bool(),
+        cross_table=on_device.pop("cross_table").bool(),
         token_frame=on_device.pop("token_frame").long(),
         token_position=on_device.pop("token_position").long(),
-        token_region=on_device.pop("token_region").long(),
+        token_class=on_device.pop("token_class").long(),
         forward_tilings=tuple(Tiling(size, *on_device.pop(f"forward_tiles_{size}")) for size in forward_sizes),
         backward_tiling=Tiling(backward_tile_tokens, *on_device.pop("backward_tiles")),
         cross_pairs=cross_pairs,

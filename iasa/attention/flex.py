@@ -1,11 +1,12 @@
 """FlexAttention kernel: tokens reordered by (frame, region), a BlockMask from the block layout.
 
 The block mask comes from exact tile counts (block_layout.py): full tiles skip the mask function,
-partial ones evaluate the IASA mask_mod on per-token tensors, empty ones are never visited. The dense
-mask is never built. Every layout gets its plan once (permutation, block mask), reused by all layers
-and steps. The mask_mod reads tensors whose shapes depend only on (T, S, block size), so a new clip of
-the same shape reuses the compiled kernel. On CUDA the kernel is compiled; elsewhere FlexAttention runs
-its eager reference (forward only: it has no CPU backward).
+partial ones evaluate the rule's mask_mod (masks.class_mask: the class table read through per-token
+class ids), empty ones are never visited. The dense mask is never built. Every layout gets its plan
+once (permutation, block mask), reused by all layers and steps. The mask_mod reads tensors whose shapes
+depend only on (T, R, S, block size), so a new clip of the same shape reuses the compiled kernel. On
+CUDA the kernel is compiled; elsewhere FlexAttention runs its eager reference (forward only: it has no
+CPU backward).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from iasa.attention.block_layout import block_layout, frame_region_order, inverse_permutation
 from iasa.attention.layout import BACKGROUND, SparseLayout
-from iasa.attention.masks import input_aware_mask, token_frames_and_regions
+from iasa.attention.masks import class_mask, class_table, token_classes
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,15 @@ def build_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
     kv_num_blocks, kv_indices = _partial_then_rest(partial)
     full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
 
-    # Per-token tensors in the reordered sequence, padded to whole blocks: padding tokens get frame T
-    # (a padded row and column of the selection, never chosen) and background.
+    # Class of every token in the reordered sequence, padded to whole blocks: padding tokens are the
+    # background of an extra frame T that no frame selects (a padded row and column of the selection).
     frames = layout.num_frames
-    padded = full.shape[0] * block_size
-    token_frame, token_region = token_frames_and_regions(layout)
-    frame_of = torch.full((padded,), frames, dtype=torch.long)
-    region_of = torch.full((padded,), BACKGROUND, dtype=torch.long)
-    frame_of[: layout.num_tokens] = token_frame.cpu()[permutation]
-    region_of[: layout.num_tokens] = token_region.cpu()[permutation]
+    token_class, regions = token_classes(layout)
+    padded_class = torch.full((full.shape[0] * block_size,), frames * regions + BACKGROUND, dtype=torch.long)
+    padded_class[: layout.num_tokens] = token_class[permutation]
     selection = torch.zeros(frames + 1, frames + 1, dtype=torch.bool)
     selection[:frames, :frames] = layout.frame_selection.cpu()
-    mask_mod = input_aware_mask(frame_of.to(device), region_of.to(device), selection.to(device))
+    mask_mod = class_mask(padded_class.to(device), class_table(selection, regions).to(device))
 
     block_mask = BlockMask.from_kv_blocks(
         kv_num_blocks.to(device),

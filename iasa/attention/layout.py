@@ -1,9 +1,8 @@
-"""The sparse layout of one clip: which keys every query token may see.
+"""The sparse layout of one clip: the data from which the rule decides which keys every query token sees.
 
-Rule (paper section 3.2): query token q in latent frame fq and key token k in frame fk may meet when
-    fq == fk                                                   (dense within a frame), or
-    frame_selection[fq, fk] and region(q) == region(k) != 0    (region to region on chosen frames).
-Background tokens (region 0) therefore never cross frames. Tokens are in Wan's (f h w) order.
+The rule itself is stated once, in iasa.attention.masks (paper section 3.2: dense within a latent frame,
+and region to region on the frames chosen for it; background never crosses frames). It sees a token
+only through its (frame, region) class. Tokens are in Wan's (f h w) order.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from iasa.atomic_io import atomic_output
@@ -28,6 +28,7 @@ from iasa.motion.emage_config import (
     write_emage_config,
 )
 from iasa.motion.emage_model import EmageAudioModel
+from iasa.tensor_files import TensorFileError, read_tensors
 from iasa.motion.emage_vq import EmageMotionDecoder
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -38,16 +39,12 @@ KEYS_SHOWN = 10  # keys listed per kind in a mismatch message
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The state dict stored in ``folder`` (model.safetensors preferred over pytorch_model.bin)."""
     safetensors_path, pytorch_path = folder / SAFETENSORS_NAME, folder / PYTORCH_NAME
-    if safetensors_path.is_file():
-        return load_file(safetensors_path, device="cpu")
-    if pytorch_path.is_file():
-        try:
-            state = torch.load(pytorch_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling errors have many types; all mean an unusable file
-            raise EmageCheckpointError(f"{pytorch_path} is not a weights-only PyTorch state dict ({error})") from error
-        if not isinstance(state, dict):
-            raise EmageCheckpointError(f"{pytorch_path} holds a {type(state).__name__}, expected a state dict")
-        return state
+    for path in (safetensors_path, pytorch_path):
+        if path.is_file():
+            try:
+                return read_tensors(path, what="EMAGE weights")
+            except TensorFileError as error:
+                raise EmageCheckpointError(f"{error}; {DOWNLOAD_HINT}") from error
     raise EmageCheckpointError(f"{folder} has neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}; {DOWNLOAD_HINT}")
 
 

@@ -1,18 +1,24 @@
 """Windowed EMAGE inference: a 16 kHz mono waveform of any length -> SMPL-X motion at 30 fps.
 
 Windows as in the official loop: ``pose_length`` (64) frames, each seeded by the last ``seed_frames``
-(4) frames decoded from the previous window, so window w starts at frame w * 60. Differences from
-the official loop, all at the edges:
+(4) frames decoded from the previous window, so window w starts at frame w * 60.
+
+Audio slices as in the official loop (PantoMatrix models/emage_audio/modeling_emage_audio.py): with the
+integer ``audio_sr // pose_fps`` = 16000 // 30 = 533 samples per frame, window w reads 64 * 533 = 34,112
+samples from sample w * 60 * 533 = 31,980 w. The model was trained on audio cut the same way (PantoMatrix
+datasets/beat2.py: a clip from frame s reads samples from s * int(16000 / 30)), so these slices give every
+frame the audio offset it had in training. Against wall-clock time that offset grows by a third of a sample
+per frame (20 samples = 1.25 ms a window, about 1.1 frames a minute), in training as here.
+
+Differences from the official loop, all at the edges:
 - the output has exactly round(duration * fps) frames: the last window is a full window padded
   with silence, its padding trimmed afterwards (the official loop ran a shorter last window, or
   dropped it when at most 4 frames were left, losing up to 8 tail frames);
 - audio shorter than a window is padded, so any length works (the official loop crashed below
-  ~0.3 s);
-- window w reads the samples from round(w * 60 * sr / fps) on, so the audio never drifts from the
-  motion (the official integer 16000 // 30 samples per frame drifted ~1 frame per minute).
+  ~0.3 s).
 
-Given the same audio slices, every window but the last reproduces the official loop's output to
-float precision (checked against the PantoMatrix code with random weights).
+With these slices every window but the last reproduces the official loop's output to float precision
+(checked against the PantoMatrix code with random weights).
 
 Batching: the two waveform encoders (about a fifth of the CPU time) run over all windows at once, in
 chunks of ``audio_batch_windows``. The transformer runs window after window, because each window's
@@ -72,12 +78,17 @@ class AudioWindowPlan:
         return self.num_windows * self.step + self.seed_frames
 
     @property
+    def samples_per_frame(self) -> int:
+        """The official loop's (and training's) integer samples per frame: 16000 // 30 = 533."""
+        return self.sample_rate // self.fps
+
+    @property
     def window_samples(self) -> int:
-        return round_half_up_ratio(self.window_frames * self.sample_rate, self.fps)
+        return self.window_frames * self.samples_per_frame
 
     def start_sample(self, window: int) -> int:
-        """First audio sample of ``window``: the exact position of its first frame, rounded."""
-        return round_half_up_ratio(window * self.step * self.sample_rate, self.fps)
+        """First audio sample of ``window``: its first frame times the integer samples per frame."""
+        return window * self.step * self.samples_per_frame
 
     def audio_windows(self, waveform: torch.Tensor) -> torch.Tensor:
         """(samples,) -> (num_windows, window_samples), zero-padded past the end of the audio."""

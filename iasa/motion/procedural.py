@@ -17,6 +17,7 @@ from einops import rearrange
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
+from iasa.config import check
 from iasa.motion.motion_file import NUM_BETAS, NUM_EXPRESSIONS, NUM_JOINTS, SmplxMotion
 from iasa.pose.skeleton import BLINK_EXPRESSION_INDEX
 
@@ -49,6 +50,11 @@ class ProceduralMotionConfig:
     # A beat lifts the upper arm forward and bends the elbow by up to these angles.
     beat_shoulder_rad: float = 0.35
     beat_elbow_rad: float = 0.5
+    # Which arm a beat moves: probabilities (summing to 1) of left only, right only, both; a speaker's handedness.
+    beat_arm_weights: tuple[float, float, float] = (0.35, 0.35, 0.3)
+    # On the stroke of a beat the wrist cocks back by up to this angle and the finger curl relaxes by this fraction.
+    beat_wrist_rad: float = 0.3
+    beat_hand_open: float = 0.7
     # Time from the start of a gesture to its peak, and its decay time constant.
     beat_rise_s: float = 0.15
     beat_decay_s: float = 0.35
@@ -65,6 +71,12 @@ class ProceduralMotionConfig:
     arm_inward_twist_rad: float = 0.4
     elbow_bend_rad: float = 1.45
     finger_curl_rad: float = 0.35
+
+    def validate(self) -> None:
+        check(self.fps > 0, "fps", self.fps, "must be > 0")
+        interval = list(self.blink_interval_s)
+        check(len(interval) == 2 and 0 < interval[0] <= interval[-1], "blink_interval_s", interval,
+              "must be [shortest, longest] with 0 < shortest <= longest")  # fmt: skip
 
 
 class ProceduralMotionGenerator:
@@ -128,7 +140,7 @@ class ProceduralMotionGenerator:
         config = self.config
         frames = rotations.shape[0]
         # Which arm(s) each beat moves: left, right or both.
-        side = rng.choice(3, size=len(beats), p=(0.35, 0.35, 0.3))
+        side = rng.choice(3, size=len(beats), p=config.beat_arm_weights)
         amplitude = rng.uniform(0.5, 1.0, len(beats))
         for arm, (shoulder, elbow, wrist, collar, fingers) in enumerate(
             ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_COLLAR, LEFT_FINGERS),
@@ -145,8 +157,8 @@ class ProceduralMotionGenerator:
             ).as_rotvec()
             elbow_rotation = -Y_AXIS * (config.elbow_bend_rad + config.beat_elbow_rad * beat)[:, None]
             # The hand opens (fingers straighten) and the wrist cocks back on the stroke of a beat.
-            wrist_rotation = Z_AXIS * (0.3 * beat)[:, None] + X_AXIS * 0.2
-            curl = config.finger_curl_rad * (1.0 - 0.7 * beat)
+            wrist_rotation = Z_AXIS * (config.beat_wrist_rad * beat)[:, None] + X_AXIS * 0.2
+            curl = config.finger_curl_rad * (1.0 - config.beat_hand_open * beat)
             finger_rotation = np.zeros((frames, len(fingers), 3))
             finger_rotation[..., 2] = -curl[:, None]
             finger_rotation[:, [j - fingers.start for j in LEFT_THUMB], 2] = 0.0  # the thumb stays extended

@@ -2,7 +2,8 @@
 
 The two calls the video stage uses, importable from here:
 ``motion_to_keypoints(motion, config, smplx_dir=None, reference=None) -> WholeBodyKeypoints``
-(iasa.pose.pipeline) and ``draw_pose_frames(keypoints) -> (F, H, W, 3) uint8`` (iasa.pose.drawing).
+(iasa.pose.pipeline) and ``draw_pose_frames(keypoints, style) -> (F, H, W, 3) uint8`` (iasa.pose.drawing; the
+styles in iasa.pose.style).
 They are loaded on first use so that ``iasa.pose.keypoints`` stays a light import.
 """
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from iasa.motion.motion_file import SmplxMotion
-from iasa.pose.alignment import Similarity2D, fit_similarity
+from iasa.config import ConfigError
+from iasa.pose.alignment import fit_limb_retarget, fit_similarity
 from iasa.pose.camera import framing_camera
 from iasa.pose.config import PoseConfig
-from iasa.pose.keypoints import BODY_NAMES, WholeBodyKeypoints
+from iasa.pose.keypoints import BODY_NAMES, POINT_PARTS, WholeBodyKeypoints
 from iasa.pose.skeleton import axis_angle_to_matrix, builtin_skeleton_points
 from iasa.pose.wholebody import coco_wholebody_to_dwpose, smplx_to_coco_wholebody
 
@@ -42,23 +43,45 @@ def turn_to_face_camera(points: np.ndarray, motion: SmplxMotion) -> np.ndarray:
     return ((points - centre) @ about_y.T + centre).astype(np.float32)
 
 
+ALIGNMENTS = ("unianimate", "similarity")
+
+
 def align_to_reference(
-    body_pixels: np.ndarray, body_valid: np.ndarray, reference: WholeBodyKeypoints, config: PoseConfig
-) -> Similarity2D | None:
-    """The similarity taking this clip's first-frame body (18, 2) pixels onto the reference's first frame,
-    fitted on ``config.align_body_points``; None (with a warning) when fewer than two points are shared."""
+    parts: dict[str, np.ndarray], reference: WholeBodyKeypoints, config: PoseConfig
+) -> dict[str, np.ndarray]:
+    """The clip's DWPose parts in pixels (coco_wholebody_to_dwpose's dict: body (T, 18, 2), feet (T, 6, 2),
+    hands (T, 2, 21, 2), face (T, 68, 2) and their scores) laid onto the reference's first frame by
+    ``config.alignment``, fitted on the clip's first frame. Unchanged, with a warning, when the reference lacks
+    the points the fit needs."""
+    if config.alignment not in ALIGNMENTS:
+        raise ConfigError(f"pose.alignment must be one of {ALIGNMENTS}, got {config.alignment!r}")
     height, width = reference.image_size
-    target = reference.body[0] * np.array([width, height])
+    target = reference.body[0].astype(np.float64) * np.array([width, height])
+    confident = reference.body_score[0] >= config.align_min_score
+    body = parts["body"]
+    if config.alignment == "unianimate":
+        shoulders = [BODY_NAMES.index("right_shoulder"), BODY_NAMES.index("left_shoulder")]
+        if not confident[shoulders].all():
+            warnings.warn(
+                f"reference keypoints lack a confident shoulder (score >= {config.align_min_score}); "
+                "keeping the default framing",
+                stacklevel=3,
+            )
+            return parts
+        retarget = fit_limb_retarget(target, confident, body[0])
+        aligned = dict(zip(("body", "feet", "hands", "face"), retarget.apply(body, parts["feet"], parts["hands"], parts["face"])))
+        return parts | aligned
     chosen = np.isin(np.array(BODY_NAMES), config.align_body_points)
-    shared = chosen & body_valid & (reference.body_score[0] >= config.align_min_score)
+    shared = chosen & (parts["body_score"][0] > 0) & confident
     if shared.sum() < 2:
         warnings.warn(
             f"reference keypoints share only {int(shared.sum())} confident body points with the skeleton "
             f"(of {list(config.align_body_points)}); keeping the default framing",
             stacklevel=3,
         )
-        return None
-    return fit_similarity(body_pixels[shared], target[shared])
+        return parts
+    similarity = fit_similarity(body[0][shared], target[shared])
+    return parts | {name: similarity.apply(parts[name]) for name in POINT_PARTS}
 
 
 def motion_to_keypoints(
@@ -70,8 +93,8 @@ def motion_to_keypoints(
     """The DWPose keypoints (T frames) of ``motion`` seen by the upper-body camera of ``config``.
 
     With ``reference`` (keypoints of the reference image; frame 0 is used) the image size is the
-    reference's and the whole clip is moved by the similarity that best lays its first frame onto the
-    reference pose. Points outside the image or behind the camera get score 0 and are clipped to [0, 1].
+    reference's and the clip is laid onto the reference pose by ``config.alignment`` (align_to_reference).
+    Points outside the image or behind the camera get score 0 and are clipped to [0, 1].
     """
     config = config or PoseConfig()
     points = motion_points(motion, config, smplx_dir)
@@ -81,20 +104,14 @@ def motion_to_keypoints(
     anchor = points[:, PELVIS].mean(axis=0) if motion.num_frames else np.zeros(3)
     camera = framing_camera(config, anchor, image_size)
     pixels, in_front = camera.project(smplx_to_coco_wholebody(points).astype(np.float64))
-
+    parts = coco_wholebody_to_dwpose(pixels, in_front.astype(np.float32))
     if reference is not None and motion.num_frames:
-        body_pixels, body_valid = coco_wholebody_to_dwpose(pixels[0], in_front[0].astype(np.float32))[:2]
-        similarity = align_to_reference(body_pixels, body_valid > 0, reference, config)
-        if similarity is not None:
-            pixels = similarity.apply(pixels)
+        parts = align_to_reference(parts, reference, config)
 
     height, width = image_size
-    normalized = pixels / np.array([width, height])
-    inside = in_front & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
-    body, body_score, hands, hands_score, face, face_score = coco_wholebody_to_dwpose(
-        np.clip(normalized, 0.0, 1.0).astype(np.float32), inside.astype(np.float32)
-    )
-    return WholeBodyKeypoints(
-        body=body, body_score=body_score, hands=hands, hands_score=hands_score, face=face,
-        face_score=face_score, image_size=(int(height), int(width)),
-    )  # fmt: skip
+    for name in POINT_PARTS:
+        normalized = parts[name] / np.array([width, height])
+        inside = (parts[f"{name}_score"] > 0) & ((normalized >= 0) & (normalized <= 1)).all(axis=-1)
+        parts[name] = np.clip(normalized, 0.0, 1.0).astype(np.float32)
+        parts[f"{name}_score"] = inside.astype(np.float32)
+    return WholeBodyKeypoints(**parts, image_size=(int(height), int(width)))

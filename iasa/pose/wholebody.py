@@ -1,8 +1,8 @@
 """From the smplx joint layout (144 points with use_face_contour=True) to COCO-WholeBody-133 and DWPose.
 
 COCO-WholeBody-133: 17 body, 6 feet, 68 face, 21 left hand, 21 right hand points. The DWPose layout
-(iasa.pose.keypoints) keeps the face and both hands and turns the 17 COCO body points into the 18
-OpenPose points, with the neck as the midpoint of the shoulders.
+(iasa.pose.keypoints) keeps the feet, the face and both hands and turns the 17 COCO body points into the
+18 OpenPose points, with the neck as the midpoint of the shoulders.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ COCO_WHOLEBODY_FROM_SMPLX = np.array(
 )  # fmt: skip
 
 # Where each part starts in COCO-WholeBody-133.
-COCO_FACE_START, COCO_LEFT_HAND_START, COCO_RIGHT_HAND_START = 23, 91, 112
+COCO_FEET_START, COCO_FACE_START, COCO_LEFT_HAND_START, COCO_RIGHT_HAND_START = 17, 23, 91, 112
 # The COCO body point of each OpenPose-18 point (iasa.pose.keypoints.BODY_NAMES); None = the neck.
 OPENPOSE_FROM_COCO_BODY = [0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
 _LEFT_SHOULDER, _RIGHT_SHOULDER = 5, 6
@@ -32,12 +32,11 @@ def smplx_to_coco_wholebody(points: np.ndarray) -> np.ndarray:
     return points[..., COCO_WHOLEBODY_FROM_SMPLX, :]
 
 
-def coco_wholebody_to_dwpose(
-    points: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """COCO-WholeBody (..., 133, C) points and (..., 133) scores -> the DWPose parts:
-    body (..., 18, C), body_score (..., 18), hands (..., 2, 21, C) with index 0 the left hand,
-    hands_score (..., 2, 21), face (..., 68, C), face_score (..., 68).
+def coco_wholebody_to_dwpose(points: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """COCO-WholeBody (..., 133, C) points and (..., 133) scores -> the DWPose parts by the field names of
+    iasa.pose.keypoints.WholeBodyKeypoints: body (..., 18, C), body_score (..., 18), feet (..., 6, C),
+    feet_score (..., 6), hands (..., 2, 21, C) with index 0 the left hand, hands_score (..., 2, 21),
+    face (..., 68, C), face_score (..., 68).
 
     The neck is the midpoint of the shoulders; its score is the smaller of the two shoulder scores.
     """
@@ -50,9 +49,17 @@ def coco_wholebody_to_dwpose(
     body_score = np.stack(
         [neck_score if coco is None else scores[..., coco] for coco in OPENPOSE_FROM_COCO_BODY], axis=-1
     )
+    feet = slice(COCO_FEET_START, COCO_FEET_START + 6)
     left = slice(COCO_LEFT_HAND_START, COCO_LEFT_HAND_START + 21)
     right = slice(COCO_RIGHT_HAND_START, COCO_RIGHT_HAND_START + 21)
-    hands = np.stack([points[..., left, :], points[..., right, :]], axis=-3)
-    hands_score = np.stack([scores[..., left], scores[..., right]], axis=-2)
-    face_slice = slice(COCO_FACE_START, COCO_FACE_START + 68)
-    return body, body_score, hands, hands_score, points[..., face_slice, :], scores[..., face_slice]
+    face = slice(COCO_FACE_START, COCO_FACE_START + 68)
+    return {
+        "body": body,
+        "body_score": body_score,
+        "feet": points[..., feet, :],
+        "feet_score": scores[..., feet],
+        "hands": np.stack([points[..., left, :], points[..., right, :]], axis=-3),
+        "hands_score": np.stack([scores[..., left], scores[..., right]], axis=-2),
+        "face": points[..., face, :],
+        "face_score": scores[..., face],
+    }

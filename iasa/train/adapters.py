@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from iasa.errors import InputError, MissingFileError
 from iasa.atomic_io import atomic_output
+from iasa.tensor_files import read_tensors
 
 _LORA_PARTS = ("lora_A", "lora_B")
 
@@ -112,4 +113,4 @@ def load_safetensors(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{what} file {path} does not exist; set its path in the config to a file the train stage wrote")
-    return load_file(str(path))
+    return read_tensors(path, what=f"{what} file")

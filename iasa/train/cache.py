@@ -6,7 +6,8 @@
                           layout.<direction>.frame_selection (T, T) bool, layout.<direction>.token_regions (T, N)
     keypoints.npz         the clip's keypoints (WholeBodyKeypoints, cropped)
     meta.json             {"name", "prompt", "layouts": {<direction>: the layout's other fields (SparseLayout.state)},
-                           "layout_rule": the data_process layout rule (LayoutRuleConfig)}
+                           "layout_rule": the data_process layout rule (LayoutRuleConfig),
+                           "pose_style", "pose_channel_order": how pose_video and reference_pose were drawn}
 <cache_dir>/negative_context.safetensors   the negative prompt's text embedding (1, L, D)
 A folder is first written as .<key>.partial and renamed when complete, so a crash leaves no half item.
 """
@@ -21,13 +22,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from iasa.atomic_io import atomic_output
 from iasa.attention.config import LayoutRuleConfig
 from iasa.attention.layout import SparseLayout
 from iasa.errors import InputError
 from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.pose.style import PoseStyleError, pose_format_record, read_pose_format_record
+from iasa.tensor_files import read_tensors
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
 
@@ -84,7 +87,10 @@ def write_clip(
     keypoints: WholeBodyKeypoints,
     prompt: str,
     layout_rule: LayoutRuleConfig,
+    pose_style: str,
 ) -> None:
+    """layout_rule: the rule the layouts were built with; pose_style: the style pose_video and reference_pose
+    were drawn in (iasa.pose.style)."""
     partial = cache_dir / f".{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -96,6 +102,7 @@ def write_clip(
     save_file(flat, str(partial / "tensors.safetensors"))
     keypoints.save(partial / "keypoints.npz")
     meta = {"name": key, "prompt": prompt, "layouts": layout_metadata, "layout_rule": dataclasses.asdict(layout_rule)}
+    meta.update(pose_format_record(pose_style))
     (partial / "meta.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(cache_dir / key, ignore_errors=True)
     partial.rename(cache_dir / key)
@@ -113,6 +120,31 @@ def list_cached(cache_dir: Path) -> list[str]:
     return keys
 
 
+def cached_pose_style(cache_dir: Path, keys: list[str]) -> str:
+    """The pose style every listed clip was drawn in; a CacheError when they were drawn in different
+    styles or before the style was recorded (those have the old RGB drawing: rerun data_process)."""
+    styles = set()
+    for key in keys:
+        origin = f"cached clip {cache_dir / key}"
+        try:
+            style = read_pose_format_record(json.loads((cache_dir / key / "meta.json").read_text()), origin)
+        except PoseStyleError as error:
+            raise CacheError(str(error)) from error
+        if style is None:
+            raise CacheError(
+                f"{origin} records no pose style (cached by an older version); rerun data_process into a fresh "
+                "data.cache_dir"
+            )
+        styles.add(style)
+    if len(styles) > 1:
+        raise CacheError(
+            f"{cache_dir} mixes clips drawn in pose styles {sorted(styles)}; rerun data_process into a fresh "
+            "data.cache_dir"
+        )
+    (style,) = styles
+    return style
+
+
 def read_clip(cache_dir: Path, key: str) -> ClipBatch:
     """A cached clip as a batch of one; pose images become floats in [0, 1]."""
     folder = cache_dir / key
@@ -126,7 +158,7 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
         raise CacheError(
             f"{folder} was cached by an earlier version (no layout metadata); delete it and rerun data_process"
         )
-    tensors = load_file(str(folder / "tensors.safetensors"))
+    tensors = read_tensors(folder / "tensors.safetensors", what="cached clip")
     layouts = {}
     for direction, metadata in meta["layouts"].items():
         prefix = f"layout.{direction}."
@@ -137,7 +169,7 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
         name=key,
         latents=tensors["latents"][None],
         context=tensors["context"][None],
-        negative_context=load_file(str(negative))["context"],
+        negative_context=read_tensors(negative, what="cached negative prompt")["context"],
         clip_feature=tensors["clip_feature"][None],
         y=tensors["y"][None],
         pose_video=tensors["pose_video"][None].float() / 255,

@@ -5,10 +5,14 @@ Every stage has its own dataclass; `task` picks which one a YAML file is read wi
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from iasa.attention.config import LayoutRuleConfig
+from iasa.config import check, check_choice
 from iasa.video.config import (
     LORA_TARGETS,
     NEGATIVE_PROMPT,
@@ -17,8 +21,22 @@ from iasa.video.config import (
     PoseDrivenModelConfig,
     WanModelConfig,
 )
+from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE
 
 TASKS = ("data_process", "train", "distill")
+MIXED_PRECISIONS = ("bf16", "fp16", "fp32")
+REPORTERS = ("tensorboard", "wandb", "none")
+
+
+def _check_directions(key: str, directions: tuple[str, ...] | list[str]) -> None:
+    from iasa.attention.frame_selection import DIRECTIONS
+
+    unknown = [name for name in directions if name not in DIRECTIONS]
+    check(not unknown, key, list(directions), f"unknown directions {unknown}; choose from {list(DIRECTIONS)}")
+
+
+def _check_probability(key: str, value: float) -> None:
+    check(0 <= value <= 1, key, value, "must be a probability in [0, 1]")
 
 
 @dataclass
@@ -41,6 +59,19 @@ class DataConfig:
     default_prompt: str = PROMPT
     # Prompt of the unconditional branch of classifier-free guidance, cached for the teacher's cfg in distill.
     negative_prompt: str = NEGATIVE_PROMPT
+    # Pose images cached for training (iasa.pose.style): "unianimate", "face" (also the face points, so that
+    # the guider sees the mouth) or "auto" (UniAnimate's checkpoint's: "unianimate"). The LoRA trained on the
+    # cache records it, and inference draws it.
+    pose_style: str = "auto"
+
+    def validate(self) -> None:
+        check(self.num_frames >= 1 and (self.num_frames - 1) % TEMPORAL_STRIDE == 0, "num_frames", self.num_frames,
+              f"must be {TEMPORAL_STRIDE}k + 1 (the Wan VAE's temporal stride is {TEMPORAL_STRIDE}), e.g. 81")  # fmt: skip
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            check(value >= TOKEN_STRIDE and value % TOKEN_STRIDE == 0, key, value, f"must be a positive multiple of {TOKEN_STRIDE}")
+        check(self.frame_stride >= 1, "frame_stride", self.frame_stride, "must be >= 1")
+        check(self.max_clips_per_video >= 1, "max_clips_per_video", self.max_clips_per_video, "must be >= 1")
 
 
 def sparse_attention() -> AttentionConfig:
@@ -57,6 +88,11 @@ class LoraConfig:
     # A LoRA file (iasa.video.lora format, e.g. a train run's lora.safetensors) to start from; null = fresh (B = 0).
     init_path: Optional[str] = None
 
+    def validate(self) -> None:
+        check(self.rank >= 1, "rank", self.rank, "must be >= 1")
+        check(self.alpha > 0, "alpha", self.alpha, "must be > 0 (scale = alpha / rank)")
+        check(len(self.targets) > 0, "targets", list(self.targets), "must name at least one DiT linear layer")
+
 
 @dataclass
 class OptimConfig:
@@ -69,6 +105,14 @@ class OptimConfig:
     # Gradient clipping by global norm; 0 disables it.
     max_grad_norm: float = 1.0
 
+    def validate(self) -> None:
+        check(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(len(self.betas) == 2 and all(0 <= beta < 1 for beta in self.betas), "betas", list(self.betas),
+              "must be two numbers in [0, 1)")  # fmt: skip
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0 (0 = no clipping)")
+
 
 @dataclass
 class FlowConfig:
@@ -79,6 +123,13 @@ class FlowConfig:
     # Sample training timesteps from this fraction range of the schedule (0 = pure noise end).
     min_timestep_fraction: float = 0.0
     max_timestep_fraction: float = 1.0
+
+    def validate(self) -> None:
+        check(self.shift > 0, "shift", self.shift, "must be > 0")
+        check(self.num_train_timesteps >= 1, "num_train_timesteps", self.num_train_timesteps, "must be >= 1")
+        check(0 <= self.min_timestep_fraction < self.max_timestep_fraction <= 1, "max_timestep_fraction",
+              self.max_timestep_fraction, f"must satisfy 0 <= min_timestep_fraction ({self.min_timestep_fraction}) < "
+              "max_timestep_fraction <= 1")  # fmt: skip
 
 
 @dataclass
@@ -104,6 +155,14 @@ class RunConfig:
     # "tensorboard", "wandb" (when installed) or "none".
     report_to: str = "tensorboard"
 
+    def validate(self) -> None:
+        for key in ("max_steps", "gradient_accumulation_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        check_choice("report_to", self.report_to, REPORTERS)
+        check(self.report_to != "wandb" or importlib.util.find_spec("wandb") is not None, "report_to", self.report_to,
+              "wandb is not installed; pip install wandb or use tensorboard")  # fmt: skip
+
 
 @dataclass
 class DataProcessConfig:
@@ -116,12 +175,19 @@ class DataProcessConfig:
     # Build and cache a layout for each of these attention directions ("both" teacher, "past" student).
     layout_directions: tuple[str, ...] = ("both", "past")
 
+    def validate(self) -> None:
+        _check_directions("layout_directions", self.layout_directions)
+
 
 @dataclass
 class ConditionDropoutConfig:
     # UniAnimate's training: zero the pose inputs in 5% of steps, CLIP features and y in 10%.
     pose: float = 0.05
     image: float = 0.10
+
+    def validate(self) -> None:
+        _check_probability("pose", self.pose)
+        _check_probability("image", self.image)
 
 
 @dataclass
@@ -143,6 +209,9 @@ class FinetuneConfig:
     attention_direction: str = "both"
     run: RunConfig = field(default_factory=RunConfig)
 
+    def validate(self) -> None:
+        _check_directions("attention_direction", [self.attention_direction])
+
 
 @dataclass
 class RegionLossConfig:
@@ -162,11 +231,34 @@ class RegionLossConfig:
     # Region-weighted mean absolute pixel error: needs no model file.
     pixel_weight: float = 1.0
     # LPIPS as a TorchScript file taking two (N, 3, H, W) images in [-1, 1] -> (N,) distances.
+    # A TorchScript file is code, and loading it runs that code: use only a file you exported yourself (or
+    # otherwise trust), never one that came with a dataset or a shared checkpoint. Paths inside the run's
+    # cache_dir or run.output_dir are refused.
     lpips_weight: float = 0.0
     lpips_path: Optional[str] = None
-    # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D).
+    # Face identity (ArcFace-style) as a TorchScript file taking (N, 3, 112, 112) in [-1, 1] -> (N, D); trusted
+    # code, as lpips_path.
     face_id_weight: float = 0.0
     face_id_path: Optional[str] = None
+
+    def validate(self) -> None:
+        from iasa.attention.regions import REGION_NAMES
+        from iasa.train.region_loss import BACKGROUND
+
+        unknown = [name for name in self.region_weights if name not in (*REGION_NAMES, BACKGROUND)]
+        check(not unknown, "region_weights", dict(self.region_weights),
+              f"unknown regions {unknown}; choose from {[*REGION_NAMES, BACKGROUND]}")  # fmt: skip
+        negative = {name: value for name, value in self.region_weights.items() if not value >= 0}
+        check(not negative, "region_weights", dict(self.region_weights), f"weights must be >= 0, got {negative}")
+        for key in ("weight", "pixel_weight", "lpips_weight", "face_id_weight"):
+            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0 (0 switches the term off)")
+        check(self.latent_frames >= 1, "latent_frames", self.latent_frames, "must be >= 1")
+        check(self.face_id_weight == 0 or "face" in self.region_weights, "face_id_weight", self.face_id_weight,
+              "needs a 'face' entry in region.region_weights")  # fmt: skip
+        for key in ("lpips", "face_id"):
+            path = getattr(self, f"{key}_path")
+            check(getattr(self, f"{key}_weight") == 0 or bool(path), f"{key}_path", path,
+                  f"{key}_weight > 0 needs the model file; set {key}_path, or {key}_weight=0")  # fmt: skip
 
 
 @dataclass
@@ -196,6 +288,25 @@ class DistillConfig:
     flow: FlowConfig = field(default_factory=lambda: FlowConfig(min_timestep_fraction=0.02, max_timestep_fraction=0.98))
     region: RegionLossConfig = field(default_factory=RegionLossConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/distill"))
+
+    def validate(self) -> None:
+        check(bool(self.teacher_lora), "teacher_lora", self.teacher_lora, "set it to the lora.safetensors the train task wrote")
+        sigmas = list(self.generator_sigmas)
+        decreasing = all(later < earlier for earlier, later in zip(sigmas, sigmas[1:]))
+        check(bool(sigmas) and decreasing and 0 < sigmas[-1] and sigmas[0] <= 1, "generator_sigmas", sigmas,
+              "must decrease within (0, 1], noisiest first (e.g. [1.0, 0.5])")  # fmt: skip
+        _check_directions("student_direction", [self.student_direction])
+        _check_directions("teacher_direction", [self.teacher_direction])
+        check(self.teacher_cfg_scale >= 1, "teacher_cfg_scale", self.teacher_cfg_scale, "must be >= 1 (1 = no guidance)")
+        check(self.critic_steps_per_generator_step >= 0, "critic_steps_per_generator_step",
+              self.critic_steps_per_generator_step, "must be >= 0")  # fmt: skip
+        check(self.critic_learning_rate > 0, "critic_learning_rate", self.critic_learning_rate, "must be > 0")
+        for key in ("lpips_path", "face_id_path"):
+            path = getattr(self.region, key)
+            for folder, name in ((self.cache_dir, "cache_dir"), (self.run.output_dir, "run.output_dir")):
+                inside = path is not None and Path(path).resolve().is_relative_to(Path(folder).resolve())
+                check(not inside, f"region.{key}", path, f"is inside {name}, where files come with data or other runs; "
+                      "a TorchScript file runs code when loaded: keep your own trusted export elsewhere")  # fmt: skip
 
 
 SCHEMAS = {"data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig}

@@ -3,7 +3,9 @@
 Raw layout, one name per video:
     videos/<name>.mp4
     keypoints/<name>.npz            WholeBodyKeypoints of every video frame (what infer_motion writes), or
-    keypoints/<name>/<frame>.json   one DWPose dict per video frame (.json or pickled .npy), sorted by name
+    keypoints/<name>/<frame>.json   one DWPose dict per video frame, sorted by name; DWPose's own pickled
+                                    .npy frames are converted to keypoints/<name>.npz first (they could run
+                                    code when loaded): python scripts/prepare_dataset.py --convert_keypoints <dir>
     prompts/<name>.txt              optional text prompt
     audio/<name>.wav                optional, not read by training (pose-driven)
 
@@ -21,12 +23,20 @@ import cv2
 import numpy as np
 
 from iasa.errors import InputError
-from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
+from iasa.pose.keypoints import POINT_PARTS, KeypointFileError, WholeBodyKeypoints, check_plausible
 from iasa.train.config import DataConfig
+
+
+# Decoded frames may fall this many (or 1%) short of a container's frame count before a video counts as corrupt.
+HEADER_COUNT_SLACK = 2
 
 
 class DatasetError(InputError, ValueError):
     """A dataset folder that does not follow the layout above."""
+
+
+class SkippedClipsError(DatasetError):
+    """data_process cached every clip it could read and skipped these; the message lists them."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +53,12 @@ class ClipSpec:
 
 
 def video_frame_count(path: Path) -> tuple[int, tuple[int, int]]:
-    """(frame count, (height, width)) of a video, counted by decoding (container counts can be wrong)."""
+    """(frame count, (height, width)) of a video, counted by decoding (container counts can be wrong). A video
+    whose decoding stops well before the frame count its header lists is corrupt: DatasetError."""
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise DatasetError(f"cannot open video {path}; is it a readable mp4?")
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     count, size = 0, (0, 0)
     while True:
         ok, frame = capture.read()
@@ -55,6 +67,8 @@ def video_frame_count(path: Path) -> tuple[int, tuple[int, int]]:
         size = frame.shape[:2]
         count += 1
     capture.release()
+    if listed > 0 and count < listed - max(HEADER_COUNT_SLACK, listed // 100):
+        raise DatasetError(f"{path} is corrupt: decoding stopped at frame {count} of the {listed} its header lists")
     return count, size
 
 
@@ -75,27 +89,78 @@ def read_frames(path: Path, indices: list[int]) -> np.ndarray:
     return np.stack([frames[index] for index in indices])
 
 
+CONVERT_COMMAND = "python scripts/prepare_dataset.py --convert_keypoints {dataset}"
+
+
+def dwpose_frame_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.suffix in (".json", ".npy"))
+
+
 def load_video_keypoints(dataset_dir: Path, name: str, image_size: tuple[int, int]) -> WholeBodyKeypoints:
-    """Keypoints of every frame of video `name`, from an .npz or a folder of DWPose dicts."""
+    """Keypoints of every frame of video `name`, from an .npz or a folder of DWPose dicts (.json; pickled
+    .npy frames are refused with the command that converts them)."""
     npz = dataset_dir / "keypoints" / f"{name}.npz"
     folder = dataset_dir / "keypoints" / name
     if npz.is_file():
         return WholeBodyKeypoints.load(npz)
     if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".npy"))
+        files = dwpose_frame_files(folder)
         if not files:
             raise DatasetError(f"{folder} holds no .json or .npy DWPose frames")
+        pickled = [file for file in files if file.suffix == ".npy"]
+        if pickled:
+            raise DatasetError(
+                f"{pickled[0]} is a pickled .npy DWPose frame, which could run code when loaded, so it is not read; "
+                f"convert the dataset's keypoint folders once with `{CONVERT_COMMAND.format(dataset=dataset_dir)}`"
+            )
+        try:
+            frames = [json.loads(file.read_text()) for file in files]
+        except ValueError as error:
+            raise DatasetError(f"{folder}: a frame is not valid JSON ({error})") from error
+        return keypoints_from_frames(frames, image_size, folder)
+    raise DatasetError(f"no keypoints for video '{name}': expected {npz} or a folder {folder} of DWPose dicts")
+
+
+def keypoints_from_frames(frames: list, image_size: tuple[int, int], origin: Path) -> WholeBodyKeypoints:
+    try:
+        keypoints = WholeBodyKeypoints.from_dwpose_dicts(frames, image_size)
+        check_plausible(keypoints, str(origin))
+    except KeypointFileError as error:
+        raise DatasetError(f"{origin}: {error}" if str(origin) not in str(error) else str(error)) from error
+    return keypoints
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the video's header."""
+    capture = cv2.VideoCapture(str(path))
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    capture.release()
+    if min(size) <= 0:
+        raise DatasetError(f"cannot open video {path}; is it a readable mp4?")
+    return size
+
+
+def convert_dwpose_folders(dataset_dir: Path) -> list[Path]:
+    """Write keypoints/<name>.npz for every keypoints/<name>/ folder of DWPose frames (.json, or pickled .npy
+    read by iasa.pose.dwpose_npy, which builds only arrays and plain containers) that has none yet; the image
+    size comes from videos/<name>.mp4. Returns the files written."""
+    from iasa.pose.dwpose_npy import read_dwpose_npy
+
+    written = []
+    for folder in sorted(path for path in (dataset_dir / "keypoints").glob("*") if path.is_dir()):
+        target = folder.with_suffix(".npz")
+        files = dwpose_frame_files(folder)
+        if target.is_file() or not files:
+            continue
         frames = []
         for file in files:
-            if file.suffix == ".json":
-                frames.append(json.loads(file.read_text()))
-            else:
-                frames.append(np.load(file, allow_pickle=True).item())
-        try:
-            return WholeBodyKeypoints.from_dwpose_dicts(frames, image_size)
-        except KeypointFileError as error:
-            raise DatasetError(f"{folder}: {error}") from error
-    raise DatasetError(f"no keypoints for video '{name}': expected {npz} or a folder {folder} of DWPose dicts")
+            try:
+                frames.append(json.loads(file.read_text()) if file.suffix == ".json" else read_dwpose_npy(file))
+            except (KeypointFileError, ValueError) as error:
+                raise DatasetError(f"{file}: {error}" if str(file) not in str(error) else str(error)) from error
+        keypoints_from_frames(frames, video_size(dataset_dir / "videos" / f"{folder.name}.mp4"), folder).save(target)
+        written.append(target)
+    return written
 
 
 def list_videos(dataset_dir: Path) -> list[str]:
@@ -151,15 +216,14 @@ class CropTransform:
             inside = ((moved >= 0) & (moved <= 1)).all(axis=-1)
             return np.clip(moved, 0, 1), np.where(inside, scores, 0).astype(np.float32)
 
-        body, body_score = move(keypoints.body, keypoints.body_score)
-        hands, hands_score = move(keypoints.hands, keypoints.hands_score)
-        face, face_score = move(keypoints.face, keypoints.face_score)
-        return WholeBodyKeypoints(body, body_score, hands, hands_score, face, face_score, (self.height, self.width))
+        moved = {}
+        for part in POINT_PARTS:
+            moved[part], moved[f"{part}_score"] = move(getattr(keypoints, part), getattr(keypoints, f"{part}_score"))
+        return WholeBodyKeypoints(**moved, image_size=(self.height, self.width))
 
 
 def select_keypoint_frames(keypoints: WholeBodyKeypoints, indices: list[int]) -> WholeBodyKeypoints:
-    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
-    return WholeBodyKeypoints(**{name: getattr(keypoints, name)[indices] for name in fields}, image_size=keypoints.image_size)
+    return keypoints.select_frames(indices)
 
 
 def read_prompt(dataset_dir: Path, name: str, default: str) -> str:

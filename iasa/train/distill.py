@@ -24,6 +24,7 @@ from diffsynth.models.wan_video_vae import WanVideoVAE
 from einops import rearrange
 from tqdm import tqdm
 
+from iasa.config import validate_config
 from iasa.train.adapters import (
     adapter_parameters,
     copy_adapter,
@@ -32,7 +33,7 @@ from iasa.train.adapters import (
     set_trainable,
     use_adapter,
 )
-from iasa.train.cache import ClipBatch, ClipOrder, list_cached, read_clip
+from iasa.train.cache import CacheError, ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
 from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
@@ -41,7 +42,7 @@ from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_mas
 from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
 from iasa.video.assembly import WanComponents
-from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.video.lora import inject_lora, load_lora, lora_pose_style, save_lora
 from iasa.video.vae_decode import decode_with_gradients
 
 TEACHER, GENERATOR, CRITIC = "teacher", "generator", "critic"
@@ -147,6 +148,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     """Distil, checkpointing every run.checkpoint_every generator steps; returns the folder of the student LoRA.
     components: the frozen DiT and pose guider, and the VAE when the region loss is on
     (iasa.train.model.load_training_components)."""
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-distill")
@@ -156,9 +158,6 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
     dit = model.dit
-
-    if not config.teacher_lora:
-        raise ValueError("teacher_lora is empty: set it to the lora.safetensors the train task wrote")
     load_lora(config.teacher_lora, dit, TEACHER)
     teacher = dit.peft_config[TEACHER]
     for name in (GENERATOR, CRITIC):
@@ -188,12 +187,23 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     updates = {GENERATOR: generator_update, CRITIC: critic_update}
     named = {f"generator.{k}": v for k, v in generator_params.items()} | {f"critic.{k}": v for k, v in critic_params.items()}
     states = generator_update.states(prefix=f"{GENERATOR}_") | critic_update.states(prefix=f"{CRITIC}_")
-    checkpointer = Checkpointer(accelerator, run, named, states)
+    built_with = {  # the student and critic copy the teacher LoRA's shape
+        "teacher_lora rank": teacher.r, "teacher_lora alpha": teacher.lora_alpha,
+        "teacher_lora targets": sorted(teacher.target_modules),
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, states, config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
     cache_dir = Path(config.cache_dir)
-    order = ClipOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    keys = list_cached(cache_dir)
+    pose_style = cached_pose_style(cache_dir, keys)
+    if (teacher_style := lora_pose_style(config.teacher_lora)) not in (None, pose_style):
+        raise CacheError(
+            f"teacher_lora {config.teacher_lora} was trained on {teacher_style!r} pose images, {cache_dir} holds "
+            f"{pose_style!r} ones; distill on the cache the teacher was trained on"
+        )
+    order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
     micro_batches_per_step = len(phases) * accumulation
@@ -222,6 +232,6 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     output_dir = Path(run.output_dir)
     generator = gather(generator_params)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator)
+        save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator, pose_style=pose_style)
     accelerator.end_training()
     return output_dir

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout
+from iasa.config import validate_config
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
-from iasa.train.cache import ClipBatch, ClipOrder, list_cached, read_clip
+from iasa.train.cache import ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.model import PoseDiT
@@ -88,6 +89,7 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA. components:
     the frozen DiT and pose guider (iasa.train.model.load_training_components)."""
+    validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
     start_run(accelerator, config, run, project="iasa-finetune")
@@ -111,13 +113,19 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     trained = list(named.values())
 
     update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
-    checkpointer = Checkpointer(accelerator, run, named, update.states())
+    built_with = {
+        "lora.rank": config.lora.rank, "lora.alpha": config.lora.alpha, "lora.targets": sorted(config.lora.targets),
+        "train_pose_guider": config.train_pose_guider,
+    }  # fmt: skip
+    checkpointer = Checkpointer(accelerator, run, named, update.states(), config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
 
     schedule = TrainingSchedule.from_config(config.flow)
     cache_dir = Path(config.cache_dir)
-    order = ClipOrder(list_cached(cache_dir), run.seed, accelerator.process_index, accelerator.num_processes)
+    keys = list_cached(cache_dir)
+    pose_style = cached_pose_style(cache_dir, keys)  # recorded in the LoRA, so inference draws the same
+    order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)
     for step in progress:
@@ -139,7 +147,7 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     output_dir = Path(run.output_dir)
     final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, model.dit, ADAPTER, with_prefix(final, "lora."))
+        save_lora(output_dir / LORA_FILE, model.dit, ADAPTER, with_prefix(final, "lora."), pose_style=pose_style)
         if config.train_pose_guider:
             save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()

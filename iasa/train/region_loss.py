@@ -3,7 +3,9 @@ L_region = sum_r lambda_r L_r(m_r x, m_r x_hat), with region masks m_r rasterise
 
 Terms: a region-weighted mean absolute pixel error (default, needs no model file), LPIPS per region and a
 face-identity distance on face crops. The last two load TorchScript models from paths in the config and
-are only built when their weight is non-zero.
+are only built when their weight is non-zero. A TorchScript file is code that runs when it is loaded, so
+these paths must name files the user trusts (their own export); DistillConfig refuses paths inside the
+data cache or the run folder.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ from accelerate import Accelerator
 from accelerate.utils import parse_flag_from_env, set_seed
 from torch.distributed.tensor import DTensor
 
-from iasa.config import config_to_yaml
-from iasa.train.checkpoint import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from iasa.config import config_to_yaml, validate_config
+from iasa.train.checkpoint import apply_checkpoint, check_run_settings, resume_checkpoint, save_checkpoint
 from iasa.train.config import OptimConfig, RunConfig
 from iasa.train.deepspeed_zero import DeepSpeedSetupError, ZeroUpdate, uses_deepspeed, zero_config
 from iasa.train.sharding import uses_fsdp
@@ -39,12 +39,7 @@ AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def make_accelerator(run: RunConfig) -> Accelerator:
-    if run.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise ValueError("run.report_to=wandb but wandb is not installed; pip install wandb or use tensorboard")
-    if run.report_to not in ("tensorboard", "wandb", "none"):
-        raise ValueError(f"run.report_to must be tensorboard, wandb or none, got {run.report_to!r}")
-    if run.mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"run.mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {run.mixed_precision!r}")
+    validate_config(run, "run.")  # load_config did already; here for configs built in code
     deepspeed = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise DeepSpeedSetupError(
@@ -77,13 +72,10 @@ def autocast(accelerator: Accelerator, run: RunConfig) -> ContextManager:
 
 
 def start_run(accelerator: Accelerator, config, run: RunConfig, project: str) -> None:
-    """Seed every generator alike on all processes (so new LoRA weights are the same replica everywhere),
-    save the resolved config and open the loggers."""
+    """Seed every generator alike on all processes (so new LoRA weights are the same replica everywhere) and
+    open the loggers. The resolved config is saved once the checkpoint to resume is known to fit
+    (Checkpointer.resume)."""
     set_seed(run.seed)
-    output_dir = Path(run.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(config_to_yaml(config))
     if run.report_to != "none":
         accelerator.init_trackers(project)
 
@@ -180,18 +172,38 @@ def make_update(
 
 
 class Checkpointer:
-    """Saves and restores the named trained tensors plus optimiser, scheduler and RNG states."""
+    """Saves and restores the named trained tensors plus optimiser, scheduler and RNG states.
 
-    def __init__(self, accelerator: Accelerator, run: RunConfig, tensors: dict[str, torch.Tensor], optimizers: dict) -> None:
+    run_settings: what the trained tensors are built with (config key -> value, e.g. "lora.alpha"); a checkpoint
+    written with other values is refused on resume, naming the key."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        run: RunConfig,
+        tensors: dict[str, torch.Tensor],
+        optimizers: dict,
+        config: Any,
+        run_settings: dict[str, Any],
+    ) -> None:
         self.accelerator, self.run, self.tensors, self.optimizers = accelerator, run, tensors, optimizers
+        self.config, self.run_settings = config, run_settings
 
     def resume(self) -> int:
-        """The step to continue from (0 for a fresh run)."""
-        path = find_resume_checkpoint(Path(self.run.output_dir), self.run.resume)
-        if path is None:
-            return 0
-        step = load_checkpoint(path, self.tensors, self.optimizers, rank=self.accelerator.process_index)
-        self.accelerator.print(f"resumed from {path} at step {step}")
+        """The step to continue from (0 for a fresh run). The checkpoint is read and checked before anything is
+        restored or written: a refused resume leaves the run folder (its config.yaml too) as it was."""
+        contents = resume_checkpoint(
+            Path(self.run.output_dir), self.run.resume, rank=self.accelerator.process_index, report=self.accelerator.print
+        )
+        step = 0
+        if contents is not None:
+            check_run_settings(contents, self.run_settings)
+            step = apply_checkpoint(contents, self.tensors, self.optimizers)
+            self.accelerator.print(f"resumed from {contents.path} at step {step}")
+        if self.accelerator.is_main_process:
+            output_dir = Path(self.run.output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "config.yaml").write_text(config_to_yaml(self.config))
         return step
 
     def maybe_save(self, step: int, final: bool = False) -> None:
@@ -200,4 +212,5 @@ class Checkpointer:
         save_checkpoint(
             Path(self.run.output_dir), step, self.tensors, self.optimizers, self.run.keep_checkpoints,
             rank=self.accelerator.process_index, barrier=self.accelerator.wait_for_everyone,
+            run_settings=self.run_settings,
         )  # fmt: skip

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from accelerate import PartialState
-from omegaconf import OmegaConf
 
-from iasa.config import ConfigError, load_config, split_config_args
+from iasa.config import ConfigError, load_config, read_yaml, split_config_args
 from iasa.train.config import SCHEMAS, TASKS, DataProcessConfig, DistillConfig, FinetuneConfig
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
     else:
         if config_path is None or not Path(config_path).is_file():
             raise ConfigError(f"config file {config_path} does not exist; pass --config config/<stage>.yaml")
-        task = OmegaConf.load(config_path).get("task")
+        task = read_yaml(Path(config_path)).get("task")
     if task not in TASKS:
         raise ConfigError(f"task must be one of {TASKS}, got {task!r} (set `task:` in the config or task=... on the command line)")
     return task

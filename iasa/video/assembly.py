@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
-from diffsynth.core.loader.file import load_state_dict
 from diffsynth.core.vram.initialization import skip_model_initialization
 from diffsynth.models.wan_video_dit import WanModel
 from diffsynth.models.wan_video_image_encoder import WanImageEncoder, clip_xlm_roberta_vit_h_14
@@ -28,6 +27,7 @@ from torch import nn
 
 from iasa.config import ConfigError
 from iasa.errors import InputError
+from iasa.tensor_files import read_sharded, read_tensors, read_weight_map
 from iasa.video.config import (
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
@@ -156,11 +156,21 @@ def _converted(part: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def load_from_files(
-    part: str, paths: Sequence[Path], arch: WanArchitecture, device: torch.device, dtype: torch.dtype
+    part: str,
+    paths: Sequence[Path],
+    arch: WanArchitecture,
+    device: torch.device,
+    dtype: torch.dtype,
+    index: Path | None = None,
 ) -> nn.Module:
+    """One network from its file, or from safetensors shards (read as `index`, their index json, maps them)."""
     with skip_model_initialization():
         module = BUILDERS[part](arch)
-    state_dict = load_state_dict([str(path) for path in paths], torch_dtype=dtype, device=str(device))
+    if len(paths) == 1 and index is None:
+        state_dict = read_tensors(paths[0], device=device, dtype=dtype)
+    else:
+        weight_map = read_weight_map(index) if index is not None else None
+        state_dict = read_sharded(paths, weight_map, device=device, dtype=dtype, origin=str(index))
     origin = paths[0].name if len(paths) == 1 else f"{len(paths)} files {paths[0].name}..."
     load_strict(module, _converted(part, state_dict), origin=f"{paths[0].parent}/{origin}")
     module = module.to(device=device, dtype=dtype).eval()
@@ -231,7 +241,7 @@ def load_wan_components(config: WanModelConfig, parts: Sequence[str] = ALL_PARTS
     )
     for part in parts:
         if part in sources:
-            module = load_from_files(part, sources[part], arch, device, dtype)
+            module = load_from_files(part, sources[part], arch, device, dtype, files.dit_index if part == "dit" else None)
         else:
             module = build_random(part, arch, device, dtype)
         setattr(components, part, module)

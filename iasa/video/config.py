@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from iasa.config import ConfigError
+from iasa.config import ConfigError, check, check_choice
 from iasa.attention.config import SparseAttentionConfig
 
 # The DiT's CLIP projection (img_emb) takes ViT-H features of this width whatever the model size.
@@ -87,6 +88,19 @@ class WanModelConfig:
     # Torch device; "auto" = cuda when available, else cpu.
     device: str = "auto"
 
+    def validate(self) -> None:
+        import torch
+
+        from iasa.video.assembly import DTYPES
+
+        check_choice("model_size", self.model_size, sorted(ARCHITECTURES))
+        check_choice("dtype", self.dtype, sorted(DTYPES))
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                check(False, "device", self.device, "must be auto, cpu, cuda or cuda:<index>")
+
 
 @dataclass
 class PoseDrivenModelConfig(WanModelConfig):
@@ -96,6 +110,11 @@ class PoseDrivenModelConfig(WanModelConfig):
     unianimate_checkpoint: Optional[str] = "checkpoints/UniAnimate-Wan2.1-14B-Lora-12000.ckpt"
     # Multiplier of the UniAnimate LoRA update when it is merged (W += strength * B A).
     unianimate_lora_strength: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        strength = self.unianimate_lora_strength
+        check(math.isfinite(strength), "unianimate_lora_strength", strength, "must be a finite number")
 
 
 @dataclass
@@ -121,6 +140,13 @@ class AttentionConfig:
     # "reference" (SDPA with the dense mask; any device, slow: CPU runs and tests).
     backend: str = "reference"
 
+    def validate(self) -> None:
+        from iasa.attention.dispatch import BACKENDS
+        from iasa.video.attention_patch import ATTENTION_MODES
+
+        check_choice("attention", self.attention, ATTENTION_MODES)
+        check_choice("backend", self.backend, BACKENDS)
+
 
 @dataclass
 class AttentionPatchConfig(AttentionConfig):
@@ -135,12 +161,28 @@ class InferenceSpeedConfig:
     # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
     # and per-token scales; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
     dit_precision: str = "bf16"
-    # Latent frames per VAE decoder call after the first (1 = diffsynth's frame-by-frame loop): the video is
-    # the same for any value; larger is faster and holds more activations (iasa.video.vae_decode).
+    # Clip decoder: "wan" (the Wan VAE, best quality) or "tae" (TAEHV's taew2_1, iasa.video.tae: a tiny
+    # 2D-conv decoder, many times faster and lighter, slightly softer frames).
+    decoder: str = "wan"
+    # taew2_1.pth (or .safetensors) from github.com/madebyollin/taehv, read when decoder is "tae";
+    # null = random weights (benchmarks, smoke runs).
+    tae_checkpoint: Optional[str] = "checkpoints/taew2_1.pth"
+    # Latent frames per decoder call after the first (Wan VAE: 1 = diffsynth's frame-by-frame loop; TAE: the
+    # same streamed steps): the video is the same for any value; larger is faster and holds more activations.
     vae_latent_frames_per_call: int = 4
     # Memory format of the VAE decoder's 3D convolutions: "contiguous" or "channels_last_3d" (6-8% faster
     # decode on an H100 at 512x512 to 720x1280, benchmarks/results/pipeline.json).
     vae_memory_format: str = "channels_last_3d"
+
+    def validate(self) -> None:
+        from iasa.video.fp8_linear import DIT_PRECISIONS
+        from iasa.video.tae import CLIP_DECODERS
+        from iasa.video.vae_decode import VAE_MEMORY_FORMATS
+
+        check_choice("dit_precision", self.dit_precision, DIT_PRECISIONS)
+        check_choice("decoder", self.decoder, CLIP_DECODERS)
+        check(self.vae_latent_frames_per_call >= 1, "vae_latent_frames_per_call", self.vae_latent_frames_per_call, "must be >= 1")
+        check_choice("vae_memory_format", self.vae_memory_format, VAE_MEMORY_FORMATS)
 
 
 @dataclass
@@ -157,6 +199,11 @@ class SamplerConfig:
     # The unconditional branch's prompt when cfg_scale != 1.
     negative_prompt: str = NEGATIVE_PROMPT
 
+    def validate(self) -> None:
+        check(self.num_steps >= 1, "num_steps", self.num_steps, "must be >= 1 (0 steps would return the starting noise)")
+        check(math.isfinite(self.cfg_scale) and self.cfg_scale >= 1, "cfg_scale", self.cfg_scale, "must be >= 1 (1 = no guidance)")
+        check(math.isfinite(self.shift) and self.shift > 0, "shift", self.shift, "must be > 0")
+
 
 @dataclass
 class LongVideoConfig:
@@ -164,3 +211,10 @@ class LongVideoConfig:
     window_latent_frames: int = 21
     # Latent frames shared by neighbouring windows, blended at every denoising step.
     overlap_latent_frames: int = 4
+
+    def validate(self) -> None:
+        check(self.window_latent_frames >= 1, "window_latent_frames", self.window_latent_frames, "must be >= 1")
+        check(
+            0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
+            f"must be in [0, window_latent_frames={self.window_latent_frames})",
+        )  # fmt: skip

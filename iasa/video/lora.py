@@ -2,7 +2,9 @@
 
 This project's LoRA file: safetensors with peft's key names without the adapter name
 (``blocks.0.self_attn.q.lora_A.weight``, what `get_peft_model_state_dict` gives) and the LoRA shape in the
-metadata (rank, alpha, target modules), so a file alone is enough to rebuild the adapter.
+metadata (rank, alpha, target modules), so a file alone is enough to rebuild the adapter. The metadata
+also records the pose images it was trained on (``pose_style``, ``pose_channel_order``; iasa.pose.style),
+so that inference draws the same ones by itself.
 
 UniAnimate-Wan2.1-14B-Lora-12000.ckpt (a torch pickle of a flat dict) holds
 ``pipe.dit.<module>.lora_A.default.weight`` / ``lora_B`` (rank 128, alpha 128: update = B A) and the pose guider's two nets
@@ -18,14 +20,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from diffsynth.core.loader.file import load_state_dict
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from iasa.video.model_files import ModelFilesError
 from iasa.atomic_io import atomic_output
+from iasa.pose.style import pose_format_record, read_pose_format_record
+from iasa.tensor_files import read_tensors, safetensors_metadata
+from iasa.video.model_files import ModelFilesError
 from iasa.video.assembly import CheckpointKeyError, load_strict
 from iasa.video.config import LORA_TARGETS
 from iasa.video.pose_guider import PoseGuider
@@ -58,12 +60,19 @@ def lora_state_dict(dit: nn.Module, adapter_name: str = "default") -> dict[str, 
 
 
 def save_lora(
-    path: str | Path, dit: nn.Module, adapter_name: str = "default", tensors: dict[str, torch.Tensor] | None = None
+    path: str | Path,
+    dit: nn.Module,
+    adapter_name: str = "default",
+    tensors: dict[str, torch.Tensor] | None = None,
+    *,
+    pose_style: str,
 ) -> None:
     """Write the adapter to a .safetensors file atomically (temporary file, then rename).
 
     tensors: the adapter's weights under lora_state_dict's keys when they were already taken out of the DiT
     (e.g. gathered from FSDP shards, whose own state_dict holds one process's part); default: read from `dit`.
+    pose_style: the style of the pose images it was trained on (iasa.pose.style), recorded with the
+    channel order.
     """
     if tensors is None:
         tensors = lora_state_dict(dit, adapter_name)
@@ -74,29 +83,52 @@ def save_lora(
         "rank": str(config.r),
         "alpha": str(config.lora_alpha),
         "target_modules": json.dumps(sorted(config.target_modules)),
+        **pose_format_record(pose_style),
     }
     with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
+
+
+def _lora_metadata(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise ModelFilesError(
+            f"LoRA file {path} does not exist; write one with examples/IASA/train_iasa.py (the train stage's "
+            "lora.safetensors, or the distill stage's for the student) or set model.lora_path=null"
+        )
+    metadata = safetensors_metadata(path, "LoRA file")
+    if metadata.get("format") != LORA_FILE_FORMAT:
+        raise CheckpointKeyError(f"{path} is not an IASA LoRA file (metadata format {metadata.get('format')!r})")
+    read_pose_format_record(metadata, origin=str(path))  # a channel order this code does not draw fails here
+    return metadata
+
+
+def lora_pose_style(path: str | Path) -> str | None:
+    """The pose style a LoRA file was trained on (its metadata; the tensors are not read), or None for files
+    written before the style was recorded."""
+    return read_pose_format_record(_lora_metadata(Path(path)), origin=str(path))
 
 
 def load_lora(path: str | Path, dit: nn.Module, adapter_name: str = "default") -> nn.Module:
     """Load a file written by save_lora, injecting the adapter first when the DiT has none. Every key of
     the file must land in the adapter and every adapter weight must come from the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFilesError(
-            f"LoRA file {path} does not exist; write one with examples/IASA/train_iasa.py (the train stage's "
-            "lora.safetensors, or the distill stage's for the student) or set model.lora_path=null"
-        )
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    if metadata.get("format") != LORA_FILE_FORMAT:
-        raise CheckpointKeyError(f"{path} is not an IASA LoRA file (metadata format {metadata.get('format')!r})")
+    metadata = _lora_metadata(path)
+    shape = {
+        "rank": int(metadata["rank"]), "alpha": float(metadata["alpha"]),
+        "targets": sorted(json.loads(metadata["target_modules"])),
+    }  # fmt: skip
     if adapter_name not in getattr(dit, "peft_config", {}):
-        dit = inject_lora(
-            dit, int(metadata["rank"]), float(metadata["alpha"]), json.loads(metadata["target_modules"]), adapter_name
-        )
+        dit = inject_lora(dit, shape["rank"], shape["alpha"], shape["targets"], adapter_name)
+    else:  # an adapter built from the config: its rank, scale and layers must be the file's
+        config = dit.peft_config[adapter_name]
+        built = {"rank": config.r, "alpha": float(config.lora_alpha), "targets": sorted(config.target_modules)}
+        differing = [f"{key} {shape[key]} (the adapter has {built[key]})" for key in shape if shape[key] != built[key]]
+        if differing:
+            raise CheckpointKeyError(
+                f"{path} was trained with LoRA {', '.join(differing)}; set lora.rank, lora.alpha and lora.targets "
+                "to the file's values"
+            )
+    tensors = read_tensors(path, what="LoRA file")
     expected = set(lora_state_dict(dit, adapter_name))
     if set(tensors) != expected:
         missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -117,7 +149,7 @@ def load_pose_guider(path: str | Path, pose_guider: PoseGuider) -> None:
             "the train stage that the LoRA comes from, or to null for UniAnimate's"
         )
     reference = next(pose_guider.parameters())
-    state = load_file(str(path))
+    state = read_tensors(path, what="pose guider file")
     state = {key: tensor.to(device=reference.device, dtype=reference.dtype) for key, tensor in state.items()}
     load_strict(pose_guider, state, origin=str(path))
 
@@ -151,7 +183,7 @@ def apply_unianimate_checkpoint(
             f"UniAnimate checkpoint {path} does not exist; download UniAnimate-Wan2.1-14B-Lora-12000.ckpt "
             "(ZheWang123/UniAnimate-DiT on Hugging Face) there, or set model.unianimate_checkpoint"
         )
-    state_dict = load_state_dict(str(path), device="cpu")
+    state_dict = read_tensors(path, what="UniAnimate checkpoint")
     pairs: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
     pose_state, unknown = {}, []
     for key, tensor in state_dict.items():

@@ -10,12 +10,12 @@ Layout (as published on Hugging Face, Wan-AI/Wan2.1-I2V-14B-720P):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from iasa.errors import InputError
+from iasa.tensor_files import read_weight_map
 
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 DIT_SHARD = re.compile(r"diffusion_pytorch_model-(\d{5})-of-(\d{5})\.safetensors")
@@ -36,6 +36,8 @@ class ModelFilesError(InputError, FileNotFoundError):
 @dataclass(frozen=True)
 class WanModelFiles:
     dit_shards: tuple[Path, ...]
+    # The shards' index json (key -> shard file), when the folder has one.
+    dit_index: Path | None
     text_encoder: Path
     vae: Path
     image_encoder: Path
@@ -50,11 +52,7 @@ def _expected_dit_shards(folder: Path) -> list[str]:
     """Shard names from the index json (its weight_map), else from the shard names' "-of-N" count."""
     index = folder / DIT_INDEX
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as error:
-            raise ModelFilesError(f"{index} is not a safetensors index (no weight_map): {error}") from error
-        return sorted(set(weight_map.values()))
+        return sorted(set(read_weight_map(index).values()))
     found = [match for path in folder.glob("diffusion_pytorch_model-*.safetensors") if (match := DIT_SHARD.fullmatch(path.name))]
     if not found:
         return [DIT_INDEX]
@@ -78,6 +76,7 @@ def locate_model_files(folder: str | Path) -> WanModelFiles:
         )
     return WanModelFiles(
         dit_shards=tuple(folder / name for name in shards),
+        dit_index=folder / DIT_INDEX if (folder / DIT_INDEX).is_file() else None,
         text_encoder=folder / TEXT_ENCODER,
         vae=folder / VAE,
         image_encoder=folder / IMAGE_ENCODER,

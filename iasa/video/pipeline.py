@@ -2,7 +2,7 @@
 
 `VideoGenerator` assembles the networks once (`from_config`), then `generate` makes one clip: prompt,
 CLIP and first-frame conditions once per clip, pose features and the sparse layout once per window,
-flow-matching sampling with window fusion, VAE decode.
+flow-matching sampling with window fusion, VAE decode (the Wan VAE, or the tiny TAE with speed.decoder "tae").
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from iasa.config import ConfigError
+from iasa.config import validate_config
 from iasa.attention import build_sparse_layout
-from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.video.assembly import WanComponents, load_wan_components
-from iasa.video.attention_patch import ATTENTION_MODES, patch_self_attention
+from iasa.pose.keypoints import ARRAY_FIELDS, WholeBodyKeypoints
+from iasa.video.assembly import WanComponents, load_wan_components, resolve_device, resolve_dtype
+from iasa.video.attention_patch import patch_self_attention
 from iasa.video.conditioning import (
     encode_clip_feature,
     encode_first_frame_condition,
@@ -33,11 +33,12 @@ from iasa.video.config import (
     VideoModelConfig,
 )
 from iasa.video.denoiser import FlowConditions, predict_flow
-from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears
+from iasa.video.fp8_linear import quantize_dit_linears
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, num_latent_frames, padded_frame_count
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora, load_pose_guider
 from iasa.video.sampler import WindowInputs, sample_latents
-from iasa.video.vae_decode import VAE_MEMORY_FORMATS, decode_video
+from iasa.video.tae import TaeDecoder, decode_clip, load_tae_decoder, random_tae_decoder
+from iasa.video.vae_decode import decode_video
 from iasa.video.windows import plan_windows
 
 
@@ -47,9 +48,8 @@ def pad_frames(frames: np.ndarray, count: int) -> np.ndarray:
 
 
 def pad_keypoints(keypoints: WholeBodyKeypoints, count: int) -> WholeBodyKeypoints:
-    fields = ("body", "body_score", "hands", "hands_score", "face", "face_score")
     return WholeBodyKeypoints(
-        **{name: pad_frames(getattr(keypoints, name), count) for name in fields}, image_size=keypoints.image_size
+        **{name: pad_frames(getattr(keypoints, name), count) for name in ARRAY_FIELDS}, image_size=keypoints.image_size
     )
 
 
@@ -59,6 +59,8 @@ class VideoGenerator:
     attention: AttentionPatchConfig
     long_video: LongVideoConfig
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+    # The clip decoder when speed.decoder is "tae" (else the Wan VAE decodes).
+    tae: TaeDecoder | None = None
 
     @classmethod
     def from_config(
@@ -70,14 +72,16 @@ class VideoGenerator:
     ) -> "VideoGenerator":
         """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
         speed = InferenceSpeedConfig() if speed is None else speed
-        if attention.attention not in ATTENTION_MODES:
-            raise ConfigError(f"attention must be one of {ATTENTION_MODES}, got {attention.attention!r}")
-        if speed.dit_precision not in DIT_PRECISIONS:
-            raise ConfigError(f"speed.dit_precision must be one of {DIT_PRECISIONS}, got {speed.dit_precision!r}")
-        if speed.vae_memory_format not in VAE_MEMORY_FORMATS:
-            raise ConfigError(f"speed.vae_memory_format must be one of {VAE_MEMORY_FORMATS}, got {speed.vae_memory_format!r}")
-        if speed.vae_latent_frames_per_call < 1:
-            raise ConfigError(f"speed.vae_latent_frames_per_call must be >= 1, got {speed.vae_latent_frames_per_call}")
+        for prefix, part in (("model.", model), ("attention.", attention), ("long_video.", long_video), ("speed.", speed)):
+            validate_config(part, prefix)  # load_config did already; here for configs built in code
+        tae = None
+        if speed.decoder == "tae":  # first: a missing file is reported before the big networks load
+            device, dtype = resolve_device(model.device), resolve_dtype(model.dtype)
+            tae = (
+                load_tae_decoder(speed.tae_checkpoint, device, dtype)
+                if speed.tae_checkpoint is not None
+                else random_tae_decoder(device=device, dtype=dtype)
+            )
         components = load_wan_components(model)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
@@ -91,7 +95,7 @@ class VideoGenerator:
         if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
             quantize_dit_linears(components.dit)
         patch_self_attention(components.dit)
-        return cls(components=components, attention=attention, long_video=long_video, speed=speed)
+        return cls(components=components, attention=attention, long_video=long_video, speed=speed, tae=tae)
 
     def window_inputs(
         self,
@@ -135,6 +139,7 @@ class VideoGenerator:
         """image (H, W, 3) uint8, pose_video (F, H, W, 3) uint8, reference_pose (H, W, 3) uint8 (the pose
         image of the reference frame), keypoints of the F frames (needed for attention "iasa")
         -> video (F, H, W, 3) uint8. H and W must be multiples of 16."""
+        validate_config(sampler, "sampler.")
         c = self.components
         num_frames, height, width, _ = pose_video.shape
         if image.shape[:2] != (height, width) or height % TOKEN_STRIDE or width % TOKEN_STRIDE:
@@ -171,8 +176,11 @@ class VideoGenerator:
             denoise, windows, negative, (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, progress=progress,
         )  # fmt: skip
-        video = decode_video(
-            c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
-        )[0]
+        if self.tae is not None:
+            video = decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)[0]
+        else:
+            video = decode_video(
+                c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
+            )[0]
         video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
         return video[:num_frames].to(torch.uint8).cpu().numpy()

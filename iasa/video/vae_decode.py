@@ -13,12 +13,19 @@ frames of each call into the next, so any step size computes the same video as o
 diffsynth's loop); bigger steps give the convolutions longer time axes (fewer, larger kernels) at the cost of
 activation memory growing with the step. Optionally the 3D convolutions run in channels_last_3d (NDHWC),
 which cuDNN's bf16 kernels often prefer. Results equal diffsynth's up to the rounding of other kernels.
+
+The same loop streams (`wan_decode_step`): the caches are an explicit `WanDecoderState` passed in and
+returned, so latent frames can be decoded as they arrive and their frames handed on at once (latent frame 0
+gives 1 frame, each further latent frame 4), with memory bounded by the caches (the last 2 frames of every
+3D convolution's input).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from diffsynth.models.wan_video_vae import WanVideoVAE
+from diffsynth.models.wan_video_vae import WanVideoVAE, count_conv3d
 from einops import rearrange
 
 VAE_MEMORY_FORMATS = ("contiguous", "channels_last_3d")
@@ -39,6 +46,45 @@ def decoder_steps(num_latent_frames: int, latent_frames_per_call: int) -> list[s
     return [slice(0, 1)] + [slice(start, min(start + latent_frames_per_call, num_latent_frames)) for start in starts]
 
 
+@dataclass(frozen=True)
+class WanDecoderState:
+    """The Wan VAE decoder's causal caches after the latent frames decoded so far: per CausalConv3d, in the
+    order the decoder calls them, the last frames of its input (None before its first call; "Rep" for the
+    temporal upsamplers after latent frame 0, diffsynth's marker). () before the first step."""
+
+    caches: tuple = ()
+
+
+@torch.no_grad()
+def wan_decode_step(
+    vae: WanVideoVAE, latents: torch.Tensor, state: WanDecoderState, memory_format: str = "contiguous"
+) -> tuple[torch.Tensor, WanDecoderState]:
+    """Stream a clip: latents (b, 16, t, h, w), normalised as the DiT sees them, the next t >= 1 latent
+    frames, and the state of the frames before (WanDecoderState() to start) -> the frames they complete,
+    (b, 3, f, 8 h, 8 w) in [-1, 1] in the VAE's dtype (f = 4 (t - 1) + 1 on the first step, 4 t after), and
+    the next state. Any split of a clip into steps gives the same video; `memory_format` must be the one the
+    decoder's weights are in (set_conv_memory_format)."""
+    if latents.shape[2] == 0:
+        raise ValueError("a decode step needs at least one latent frame")
+    model = vae.model
+    parameter = next(model.decoder.parameters())
+    latents = latents.to(device=parameter.device, dtype=parameter.dtype)
+    mean, inverse_std = (rearrange(s.to(latents), "c -> 1 c 1 1 1") for s in vae.scale)
+    x = model.conv2(latents / inverse_std + mean)
+    if memory_format == "channels_last_3d":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    # The decoder writes each convolution's new cache into the list (at the index it counts in feat_idx),
+    # replacing entries and never changing a cached tensor, so the caller's state stays as it was.
+    caches = list(state.caches) if state.caches else [None] * count_conv3d(model.decoder)
+    # Its temporal upsamplers take the clip's first call as latent frame 0 alone.
+    steps = [slice(0, 1), slice(1, None)] if not state.caches and x.shape[2] > 1 else [slice(None)]
+    pieces = []
+    for step in steps:
+        piece, caches, _ = model.decoder(x[:, :, step], feat_cache=caches, feat_idx=[0])
+        pieces.append(piece)
+    return torch.cat(pieces, dim=2).clamp_(-1, 1), WanDecoderState(tuple(caches))
+
+
 @torch.no_grad()
 def decode_video(
     vae: WanVideoVAE, latents: torch.Tensor, memory_format: str = "contiguous", latent_frames_per_call: int = 1
@@ -49,32 +95,20 @@ def decode_video(
         raise ValueError(f"memory_format must be one of {VAE_MEMORY_FORMATS}, got {memory_format!r}")
     if latent_frames_per_call < 1:
         raise ValueError(f"latent_frames_per_call must be >= 1, got {latent_frames_per_call}")
-    model = vae.model
-    parameter = next(model.decoder.parameters())
-    latents = latents.to(device=parameter.device, dtype=parameter.dtype)
     set_conv_memory_format(vae, memory_format)
-    mean, inverse_std = (rearrange(s.to(latents), "c -> 1 c 1 1 1") for s in vae.scale)
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = latents.is_cuda or previous_benchmark
     try:
         videos = []
         for sample in latents.split(1):
-            x = model.conv2(sample / inverse_std + mean)
-            if memory_format == "channels_last_3d":
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            model.clear_cache()
-            pieces = []
-            for step in decoder_steps(x.shape[2], latent_frames_per_call):
-                # The decoder walks its convolutions in a fixed order, counting them in feat_idx.
-                model._conv_idx = [0]
-                piece, model._feat_map, model._conv_idx = model.decoder(
-                    x[:, :, step], feat_cache=model._feat_map, feat_idx=model._conv_idx
-                )
+            state, pieces = WanDecoderState(), []
+            for step in decoder_steps(sample.shape[2], latent_frames_per_call):
+                piece, state = wan_decode_step(vae, sample[:, :, step], state, memory_format)
                 pieces.append(piece)
-            videos.append(torch.cat(pieces, dim=2).clamp_(-1, 1))
+            del state  # the causal caches (GPU memory) go now, not at the next decode
+            videos.append(torch.cat(pieces, dim=2))
             del pieces
     finally:
-        model.clear_cache()  # drop the causal caches (GPU memory) now, not at the next decode
         torch.backends.cudnn.benchmark = previous_benchmark
     return torch.cat(videos).contiguous()
 
