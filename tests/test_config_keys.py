@@ -3,14 +3,19 @@ schema: a key that no code path of the task reads fails here.
 
 Reads are recorded on the config itself: each dataclass of the loaded config is given a subclass that notes
 every field read, and the task then runs for real on the tiny model with every optional branch switched on
-(a UniAnimate checkpoint, LoRA and pose guider files, EMAGE, SMPL-X, cfg, LPIPS and face-identity models).
-Saving the resolved config next to a run's outputs reads every field, so those reads do not count.
+(a UniAnimate checkpoint, LoRA and pose guider files, EMAGE, SMPL-X, cfg, LPIPS and face-identity models);
+where a task has exclusive choices (generation's reference pose from a file or detected, its alignment, its clip
+decoder), it runs once per variant and the reads of all variants count.
+Saving the resolved config next to a run's outputs reads every field, and so does checking the values
+(iasa.config.validate_config, which the entry points run again for configs built in code): those reads do not
+count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +26,8 @@ from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from scipy.io import wavfile
 
+import dwpose_models
+import iasa.config
 import iasa.train.runtime
 import iasa.train.tasks
 from iasa.config import load_config
@@ -32,6 +39,7 @@ from iasa.train.tasks import read_task
 from iasa.video.inference import InferenceConfig, run_inference
 from iasa.video.pose_guider import PoseGuider
 from iasa.video.config import ARCHITECTURES
+from iasa.video.tae import TAE_ARCHITECTURES, TaeDecoder, save_tae_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -149,12 +157,30 @@ def inputs(tmp_path_factory, make_dataset, tiny_overrides, stage_overrides, writ
     reference = motion_to_keypoints(ProceduralMotionGenerator()(np.zeros(1600, np.float32)), PoseConfig(image_height=40, image_width=32))
     files["keypoints"] = root / "person_keypoints.npz"
     reference.slice_frames(0, 1).save(files["keypoints"])
+    # What the tiny DWPose stand-ins find a person in (tests/dwpose_models.py), and a tiny TAE decoder.
+    files["photo"] = root / "photo.png"
+    imageio.imwrite(files["photo"], dwpose_models.person_image((100, 80), {0: (40, 30), 1: (30, 55), 2: (50, 70)}, (15, 15, 65, 95)))
+    files["person_model"] = dwpose_models.rectangle_detector(root / "dwpose" / "yolox_l.onnx")
+    files["pose_model"] = dwpose_models.channel_peak_pose_model(root / "dwpose" / "dw-ll_ucoco_384.onnx")
+    files["tae"] = root / "taew2_1.safetensors"
+    save_tae_decoder(TaeDecoder(TAE_ARCHITECTURES["tiny"]), files["tae"])
     files["root"] = root
     return files
 
 
+def generate_variants(files: dict[str, Path]) -> list[list[str]]:
+    """Generation's exclusive choices, each taken by one variant."""
+    return [
+        [f"image={files['image']}", f"reference_keypoints={files['keypoints']}", "pose.alignment=similarity", "speed.decoder=wan"],
+        [f"image={files['photo']}", "reference_keypoints=null", "detect_reference_pose=true",
+         f"detector.person_model={files['person_model']}", f"detector.pose_model={files['pose_model']}", "detector.providers=cpu",
+         "pose.alignment=unianimate", "speed.decoder=tae", f"speed.tae_checkpoint={files['tae']}"],
+    ]  # fmt: skip
+
+
 def dry_run_overrides(task: str, files: dict[str, Path], output: Path) -> list[str]:
-    """The tiny model on the CPU with every optional branch of the task on."""
+    """The tiny model on the CPU with every optional branch of the task on (generation: its variants add the
+    exclusive choices)."""
     encoders = ["model.model_size=tiny", "model.model_dir=null", "model.dtype=float32", "model.device=cpu"]
     if task == "data_process":
         return [*encoders, f"data.dataset_dir={files['dataset']}", f"data.cache_dir={output / 'cache'}", "data.height=32",
@@ -162,8 +188,8 @@ def dry_run_overrides(task: str, files: dict[str, Path], output: Path) -> list[s
     base = [*encoders, f"model.unianimate_checkpoint={files['unianimate']}", "attention.backend=reference"]
     if task == GENERATE:
         return [*base, f"model.lora_path={files['lora']}", f"model.pose_guider_path={files['pose_guider']}",
-                f"audio={files['audio']}", f"image={files['image']}", f"out={output / 'video.mp4'}",
-                f"reference_keypoints={files['keypoints']}", f"emage_dir={files['emage']}", f"pose.smplx_dir={files['smplx']}",
+                f"audio={files['audio']}", f"out={output / 'video.mp4'}", f"emage_dir={files['emage']}",
+                f"pose.smplx_dir={files['smplx']}",
                 "pose.image_height=32", "pose.image_width=32", "sampler.num_steps=1", "sampler.cfg_scale=2.0"]  # fmt: skip
     run = [f"cache_dir={files['cache']}", f"run.output_dir={output / 'run'}", "run.max_steps=2", "run.mixed_precision=fp32",
            "run.report_to=none"]  # fmt: skip
@@ -184,9 +210,19 @@ def keys_read_by_a_dry_run(path: Path, task: str, files: dict[str, Path], output
             return saving(config)
 
     monkeypatch.setattr(iasa.train.runtime, "config_to_yaml", save_without_recording)
+    validate = iasa.config.validate_config
+
+    def validate_without_recording(config: Any, prefix: str = "") -> None:
+        with reads.paused():
+            validate(config, prefix)
+
+    for module in [module for name, module in sys.modules.items() if name == "iasa" or name.startswith("iasa.")]:
+        if getattr(module, "validate_config", None) is validate:  # iasa.config and every module that imported it
+            monkeypatch.setattr(module, "validate_config", validate_without_recording)
     overrides = dry_run_overrides(task, files, output)
     if task == GENERATE:
-        run_inference(reads.track(load_config(InferenceConfig, path, overrides)), progress=False)
+        for variant in generate_variants(files):
+            run_inference(reads.track(load_config(InferenceConfig, path, [*overrides, *variant])), progress=False)
     else:
         monkeypatch.setattr(iasa.train.tasks, "load_config", lambda *args: reads.track(load_config(*args)))
         iasa.train.tasks.main(["--config", str(path), *overrides])
