@@ -107,7 +107,7 @@ def default_sparse_backend() -> str:
 
 
 def make_batch(size: tuple[int, int], frames: int, text_dim: int, text_length: int, sparse: SparseAttentionConfig, device, dtype) -> ClipBatch:
-    """A random cached window with real pose images and layouts of a synthetic speaker."""
+    """A random cached training clip with real pose images and layouts of a synthetic speaker."""
     height, width = size
     latent = (num_latent_frames(frames), height // VAE_STRIDE, width // VAE_STRIDE)
     keypoints = synthetic_speaker(num_frames=frames, image_size=size, seed=0)

@@ -159,7 +159,8 @@ def inputs(tmp_path_factory, make_dataset, tiny_overrides, stage_overrides, writ
     reference.slice_frames(0, 1).save(files["keypoints"])
     # What the tiny DWPose stand-ins find a person in (tests/dwpose_models.py), and a tiny TAE decoder.
     files["photo"] = root / "photo.png"
-    imageio.imwrite(files["photo"], dwpose_models.person_image((100, 80), {0: (40, 30), 1: (30, 55), 2: (50, 70)}, (15, 15, 65, 95)))
+    dots = {0: (40, 30), 1: (30, 55), 2: (50, 70)}  # the points the pose stand-in finds, one per colour channel
+    imageio.imwrite(files["photo"], dwpose_models.person_image((100, 80), dots, grey_box=(15, 15, 65, 95)))
     files["person_model"] = dwpose_models.rectangle_detector(root / "dwpose" / "yolox_l.onnx")
     files["pose_model"] = dwpose_models.channel_peak_pose_model(root / "dwpose" / "dw-ll_ucoco_384.onnx")
     files["tae"] = root / "taew2_1.safetensors"

@@ -20,7 +20,7 @@ it as RGB (0, 0, 153). The palettes below are written as util.py writes them (ca
 `_as_guider_sees` reverses each colour once, which is the same as reversing the channels of the finished
 image (every drawing step treats the channels alike). So these images are RGB exactly as the guider saw
 them, JPEG compression aside, for every consumer: the inference pose video, the reference pose, the
-data_process cache and with it training. LoRA files and cached windows name this order
+data_process cache and with it training. LoRA files and cached training clips name this order
 iasa.pose.style.POSE_CHANNEL_ORDER ("bgr").
 
 Visibility as in UniAnimate's pose extraction: a body point (and a toe point, from both its toes) is drawn

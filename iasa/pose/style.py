@@ -10,7 +10,7 @@ Styles (iasa.pose.drawing draws them):
 
 Channel order: every pose image carries the DWPose palette with its channels reversed, as UniAnimate's
 guider saw it (iasa.pose.drawing explains why). The order is a constant, not a choice, but LoRA files and
-cached training windows record it next to the style, so that images drawn another way are never mixed up
+cached training clips record it next to the style, so that images drawn another way are never mixed up
 with these.
 """
 
@@ -46,7 +46,7 @@ def check_pose_style(style: str, key: str = "pose.style", allow_auto: bool = Fal
 
 
 def pose_format_record(style: str) -> dict[str, str]:
-    """What a LoRA file or a cached window records about the pose images it was made with."""
+    """What a LoRA file or a cached training clip records about the pose images it was made with."""
     return {STYLE_KEY: check_pose_style(style), CHANNEL_ORDER_KEY: POSE_CHANNEL_ORDER}
 
 

@@ -129,11 +129,12 @@ def process_dataset(config: DataProcessConfig, components: WanComponents, rank: 
             if clip.name in skipped:
                 continue
             try:
-                tensors, layouts, clip_keypoints, prompt = encode_clip(config, encode, clip, size, grid, prompts, pose_style)
+                encoded = encode_clip(config, encode, clip, size, grid, prompts, pose_style)
             except InputError as error:  # this video's keypoints or frames: the other videos go on
                 skipped[clip.name] = str(error)
                 tqdm.write(f"skipping {clip.name}: {error}")
                 continue
+            tensors, layouts, clip_keypoints, prompt = encoded
             write_clip(cache_dir, clip.key, tensors, layouts, clip_keypoints, prompt, config.layout, pose_style)
             written += 1
     if skipped:
