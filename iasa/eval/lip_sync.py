@@ -1,0 +1,122 @@
+"""A lip-sync proxy for the synthetic avatar: does the generated mouth open and close when the true one does,
+and as wide?
+
+``mouth_opening`` measures, in each frame's IMAGE, the area of mouth interior inside the ground-truth mouth
+region (iasa.eval.region_masks.mouth_mask). The renderer paints the opening in three colours that are the
+same for every identity (iasa.synthetic.avatar: the dark inside, the upper teeth, the tongue); the person's
+own colours around the mouth (skin, lips, outlines) are read off the reference video (``mouth_colours``).
+Each pixel is taken as a blend of its nearest interior colour and its nearest own colour, and counts by
+its interior share: anti-aliased edges count by coverage, so the area does not jump when the mouth moves
+by a fraction of a pixel, and the comparison with the person's own colours (not a fixed tolerance) keeps
+dark lips on deep skin, about 18 RGB levels from the dark inside, from counting as an opening. The area is
+divided by the squared face width (temple to temple, rigid): it does not depend on the framing, nor on
+the size of the region it is counted in.
+
+``lip_sync`` compares the two openings over time with ``concordance``, 2 cov / (var_g + var_r): Pearson's
+correlation times the agreement of the two amplitudes. Plain Pearson cannot score a still mouth ~0 at the
+dataset's 256 px: a resting mouth opening is about 3 px tall, its drawn area flickers by a third as the head
+moves by fractions of a pixel, and Pearson scales that flicker up to a full-size signal (measured |r| up
+to 0.33 on frozen mouths); the amplitude factor takes it back to ~0.1. It also means a mouth that moves in
+time but opens half as wide scores 0.8, not 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from iasa.eval.region_masks import face_widths, mouth_mask
+from iasa.pose.keypoints import WholeBodyKeypoints
+from iasa.synthetic.avatar import MOUTH_INSIDE, TEETH, TONGUE
+
+INTERIOR_COLOURS = np.array([MOUTH_INSIDE, TEETH, TONGUE], dtype=np.float64)
+# The reference's own colours around the mouth (skin, lips, their outlines): its most frequent ones there,
+# leaving out those within INTERIOR_MATCH (RGB, Euclidean) of an interior colour.
+OTHER_COLOURS = 8
+INTERIOR_MATCH = 6.0
+# Below this standard deviation over time (in units of the opening) a series counts as constant.
+CONSTANT_SERIES_STD = 1e-9
+
+
+def _check_video(frames: np.ndarray, keypoints: WholeBodyKeypoints, what: str) -> None:
+    expected = (keypoints.num_frames, *keypoints.image_size, 3)
+    if frames.dtype != np.uint8 or frames.shape != expected:
+        raise ValueError(
+            f"{what}: expected a uint8 video of shape {expected} (the keypoints' frames and image size), "
+            f"got {frames.dtype} {tuple(frames.shape)}"
+        )
+
+
+def _nearest_interior_distance(colours: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(colours[:, None, :] - INTERIOR_COLOURS[None], axis=-1).min(axis=1)
+
+
+def mouth_colours(reference: np.ndarray, keypoints: WholeBodyKeypoints) -> np.ndarray:
+    """(K, 3) float: the OTHER_COLOURS most frequent colours of the reference video (F, H, W, 3) uint8 inside
+    its mouth regions that are not mouth-interior colours: the person's skin, lips and their outlines."""
+    _check_video(reference, keypoints, "mouth_colours")
+    pixels = reference[mouth_mask(keypoints)]
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    colours = colours.astype(np.float64)
+    keep = _nearest_interior_distance(colours) > INTERIOR_MATCH
+    colours, counts = colours[keep], counts[keep]
+    return colours[np.argsort(-counts, kind="stable")[:OTHER_COLOURS]]
+
+
+def interior_fraction(pixels: np.ndarray, other_colours: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB -> (...) float in [0, 1]: how much of each pixel is mouth interior. A pixel is
+    read as a blend of its nearest interior colour and its nearest other colour (K, 3): its projection
+    onto the segment between the two, so an anti-aliased edge pixel counts by its coverage and the
+    measured area does not jump when the mouth moves by a fraction of a pixel."""
+    colours = pixels.astype(np.float64).reshape(-1, 3)
+    other = np.asarray(other_colours, dtype=np.float64).reshape(-1, 3)
+    if len(other) == 0:
+        raise ValueError("interior_fraction: no colours of the person around the mouth to compare with (other_colours is empty)")
+    interior = INTERIOR_COLOURS[np.linalg.norm(colours[:, None] - INTERIOR_COLOURS[None], axis=-1).argmin(axis=1)]
+    outside = other[np.linalg.norm(colours[:, None] - other[None], axis=-1).argmin(axis=1)]
+    axis = interior - outside
+    share = np.einsum("nc,nc->n", colours - outside, axis) / np.maximum(np.einsum("nc,nc->n", axis, axis), 1e-12)
+    return np.clip(share, 0.0, 1.0).reshape(pixels.shape[:-1])
+
+
+def mouth_opening(frames: np.ndarray, keypoints: WholeBodyKeypoints, other_colours: np.ndarray | None = None) -> np.ndarray:
+    """(F,) float: mouth-interior pixels inside the keypoints' mouth region, per squared face width; NaN in
+    frames without a mouth region or face width. frames (F, H, W, 3) uint8 RGB, keypoints of the same F
+    frames (the ground truth's: the region is where the true mouth is); other_colours (K, 3): the colours
+    that are not the interior (mouth_colours of the reference; by default of ``frames`` themselves, right
+    when they are a render)."""
+    _check_video(frames, keypoints, "mouth_opening")
+    if other_colours is None:
+        other_colours = mouth_colours(frames, keypoints)
+    region = mouth_mask(keypoints)
+    widths = face_widths(keypoints)
+    opening = np.full(keypoints.num_frames, np.nan)
+    for t in range(keypoints.num_frames):
+        if region[t].any() and widths[t] > 0:
+            opening[t] = interior_fraction(frames[t][region[t]], other_colours).sum() / widths[t] ** 2
+    return opening
+
+
+def concordance(generated: np.ndarray, reference: np.ndarray) -> float:
+    """2 cov(g, r) / (var g + var r) over the steps where both series are finite: Pearson's correlation
+    times the agreement of the two amplitudes, 2 sd_g sd_r / (sd_g^2 + sd_r^2). 1 iff g = r + a constant.
+    A constant series has no correlation: it scores 0, with a warning that names it."""
+    g, r = np.asarray(generated, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    both = np.isfinite(g) & np.isfinite(r)
+    if both.sum() < 2:
+        warnings.warn(f"lip sync: only {int(both.sum())} frames with a mouth region; scored 0", stacklevel=3)
+        return 0.0
+    g, r = g[both] - g[both].mean(), r[both] - r[both].mean()
+    constant = [name for name, series in (("generated", g), ("reference", r)) if series.std() <= CONSTANT_SERIES_STD]
+    if constant:
+        warnings.warn(f"lip sync: the {' and '.join(constant)} mouth opening is constant over the clip; scored 0", stacklevel=3)
+        return 0.0
+    return float(2 * np.dot(g, r) / (np.dot(g, g) + np.dot(r, r)))
+
+
+def lip_sync(generated: np.ndarray, reference: np.ndarray, keypoints: WholeBodyKeypoints) -> float:
+    """concordance of mouth_opening(generated) with mouth_opening(reference), both read in the reference's
+    mouth region (keypoints: the reference's) with the reference's colours. In [-1, 1]; 1 = in sync."""
+    other_colours = mouth_colours(reference, keypoints)
+    return concordance(mouth_opening(generated, keypoints, other_colours), mouth_opening(reference, keypoints, other_colours))
