@@ -5,10 +5,11 @@ and as wide?
 region (iasa.eval.region_masks.mouth_mask). The renderer paints the opening in three colours that are the
 same for every identity (iasa.synthetic.avatar: the dark inside, the upper teeth, the tongue); the person's
 own colours around the mouth (skin, lips, outlines) are read off the reference video (``mouth_colours``).
-Each pixel is taken as a blend of its nearest interior colour and its nearest own colour, and counts by
-its interior share: anti-aliased edges count by coverage, so the area does not jump when the mouth moves
-by a fraction of a pixel, and the comparison with the person's own colours (not a fixed tolerance) keeps
-dark lips on deep skin, about 18 RGB levels from the dark inside, from counting as an opening. The area is
+Each pixel is read as a blend of the two of these colours that explain it best and counts by its
+interior share: anti-aliased edges count by coverage, so the area does not jump when the mouth moves by a
+fraction of a pixel; a blend of two of the person's own colours (lips into their outline) counts 0; and
+comparing with the person's own colours, not a fixed tolerance, keeps dark lips on deep skin, about 18 RGB
+levels from the dark inside, from counting as an opening. The area is
 divided by the squared face width (temple to temple, rigid): it does not depend on the framing, nor on
 the size of the region it is counted in.
 
@@ -31,10 +32,11 @@ from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.synthetic.avatar import MOUTH_INSIDE, TEETH, TONGUE
 
 INTERIOR_COLOURS = np.array([MOUTH_INSIDE, TEETH, TONGUE], dtype=np.float64)
-# The reference's own colours around the mouth (skin, lips, their outlines): its most frequent ones there,
-# leaving out those within INTERIOR_MATCH (RGB, Euclidean) of an interior colour.
-OTHER_COLOURS = 8
-INTERIOR_MATCH = 6.0
+# The reference's own colours around the mouth (skin, lips, their outlines, shading): its most frequent
+# ones there, each at least DISTINCT_COLOUR (RGB, Euclidean) from those taken before and from the interior
+# colours, so that near-copies of one colour (its rounding in the drawing) do not fill the list.
+OTHER_COLOURS = 16
+DISTINCT_COLOUR = 10.0
 # Below this standard deviation over time (in units of the opening) a series counts as constant.
 CONSTANT_SERIES_STD = 1e-9
 
@@ -48,36 +50,44 @@ def _check_video(frames: np.ndarray, keypoints: WholeBodyKeypoints, what: str) -
         )
 
 
-def _nearest_interior_distance(colours: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(colours[:, None, :] - INTERIOR_COLOURS[None], axis=-1).min(axis=1)
-
-
 def mouth_colours(reference: np.ndarray, keypoints: WholeBodyKeypoints) -> np.ndarray:
-    """(K, 3) float: the OTHER_COLOURS most frequent colours of the reference video (F, H, W, 3) uint8 inside
-    its mouth regions that are not mouth-interior colours: the person's skin, lips and their outlines."""
+    """(K, 3) float, K <= OTHER_COLOURS: the most frequent distinct colours of the reference video
+    (F, H, W, 3) uint8 inside its mouth regions that are not mouth-interior colours: the person's skin,
+    lips and their outlines."""
     _check_video(reference, keypoints, "mouth_colours")
-    pixels = reference[mouth_mask(keypoints)]
-    colours, counts = np.unique(pixels, axis=0, return_counts=True)
-    colours = colours.astype(np.float64)
-    keep = _nearest_interior_distance(colours) > INTERIOR_MATCH
-    colours, counts = colours[keep], counts[keep]
-    return colours[np.argsort(-counts, kind="stable")[:OTHER_COLOURS]]
+    colours, counts = np.unique(reference[mouth_mask(keypoints)], axis=0, return_counts=True)
+    taken = list(INTERIOR_COLOURS)
+    for colour in colours[np.argsort(-counts, kind="stable")].astype(np.float64):
+        if len(taken) == len(INTERIOR_COLOURS) + OTHER_COLOURS:
+            break
+        if np.linalg.norm(np.array(taken) - colour, axis=1).min() >= DISTINCT_COLOUR:
+            taken.append(colour)
+    return np.array(taken[len(INTERIOR_COLOURS) :]).reshape(-1, 3)
 
 
 def interior_fraction(pixels: np.ndarray, other_colours: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 RGB -> (...) float in [0, 1]: how much of each pixel is mouth interior. A pixel is
-    read as a blend of its nearest interior colour and its nearest other colour (K, 3): its projection
-    onto the segment between the two, so an anti-aliased edge pixel counts by its coverage and the
-    measured area does not jump when the mouth moves by a fraction of a pixel."""
-    colours = pixels.astype(np.float64).reshape(-1, 3)
+    """(..., 3) uint8 RGB -> (...) float in [0, 1]: how much of each pixel is mouth interior. Each pixel is
+    read as a blend a A + (1 - a) B of the two colours, among the interior colours and the other colours
+    (K, 3), that explain it best (an anti-aliased edge mixes the two parts that meet there); its interior
+    share is the weight of the interior colours in that blend. An edge pixel thus counts by its coverage,
+    so the measured area does not jump when the mouth moves by a fraction of a pixel, and a blend of two of
+    the person's own colours (lips into their outline) counts 0."""
     other = np.asarray(other_colours, dtype=np.float64).reshape(-1, 3)
     if len(other) == 0:
         raise ValueError("interior_fraction: no colours of the person around the mouth to compare with (other_colours is empty)")
-    interior = INTERIOR_COLOURS[np.linalg.norm(colours[:, None] - INTERIOR_COLOURS[None], axis=-1).argmin(axis=1)]
-    outside = other[np.linalg.norm(colours[:, None] - other[None], axis=-1).argmin(axis=1)]
-    axis = interior - outside
-    share = np.einsum("nc,nc->n", colours - outside, axis) / np.maximum(np.einsum("nc,nc->n", axis, axis), 1e-12)
-    return np.clip(share, 0.0, 1.0).reshape(pixels.shape[:-1])
+    classes = np.concatenate([INTERIOR_COLOURS, other])
+    is_interior = np.arange(len(classes)) < len(INTERIOR_COLOURS)
+    first, second = np.triu_indices(len(classes), k=1)  # every pair of colours, and each colour alone
+    first, second = np.concatenate([first, np.arange(len(classes))]), np.concatenate([second, np.arange(len(classes))])
+    colours = pixels.astype(np.float64).reshape(-1, 1, 3)
+    start, step = classes[second], classes[first] - classes[second]  # blend = start + a * step
+    length = np.einsum("pc,pc->p", step, step)
+    weight = np.clip(np.einsum("npc,pc->np", colours - start, step) / np.maximum(length, 1e-12), 0.0, 1.0)
+    residual = np.linalg.norm(colours - (start + weight[..., None] * step), axis=-1)
+    best = residual.argmin(axis=1)
+    weight = weight[np.arange(len(best)), best]
+    share = weight * is_interior[first[best]] + (1 - weight) * is_interior[second[best]]
+    return share.reshape(pixels.shape[:-1])
 
 
 def mouth_opening(frames: np.ndarray, keypoints: WholeBodyKeypoints, other_colours: np.ndarray | None = None) -> np.ndarray:

@@ -3,10 +3,10 @@
 Face and hands are the polygons of the sparse-attention regions (iasa.attention.regions: the hull of the
 confident face landmarks, of each hand's confident points), drawn through iasa.train.region_loss's
 ``region_masks``; the mouth is the hull of the lip landmarks 48-67. Each region is then dilated by a disc
-whose radius is a fraction of a body measure of that frame, because the synthetic renderer draws every part
-larger than its landmarks by fractions of those same measures (iasa.synthetic.avatar): the face outline is
-widened up to 1.12x and outlined, the mouth scaled up to 1.35x about its centre, each finger a capsule of
-radius 0.09-0.11 palm lengths around its points.
+whose radius is a fraction of a body measure of that frame plus EDGE_PIXELS, because the synthetic renderer
+draws every part larger than its landmarks by fractions of those same measures (iasa.synthetic.avatar),
+with an outline and anti-aliased edges around it: the face outline is widened up to 1.12x, the mouth
+scaled up to 1.35x about its centre, the palm padded by 0.2 palm lengths around the hand's points.
 
 Keypoints count when their score is >= MIN_KEYPOINT_SCORE. Masks are not exclusive: a hand in front of the
 face is in both the face and the hand mask, so each region's error is measured on all of its pixels.
@@ -34,6 +34,8 @@ WRIST, MIDDLE_FINGER_BASE = 0, 9
 FACE_DILATION = 0.1
 MOUTH_DILATION = 0.25
 HAND_DILATION = 0.3
+# On top, in pixels at any size: the outline and the anti-aliased edge the renderer draws around each part.
+EDGE_PIXELS = 2
 SHIFT = 4  # sub-pixel bits of the lip hull's coordinates (as the attention regions draw theirs)
 
 
@@ -43,10 +45,12 @@ def _frame_sizes(first: np.ndarray, second: np.ndarray, ok: np.ndarray) -> np.nd
 
 
 def _dilate(masks: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Grow each frame's mask (F, H, W) bool by a disc of that frame's radius (F,) in pixels."""
+    """Grow each frame's mask (F, H, W) bool by a disc of that frame's radius (F,) in pixels, rounded up,
+    plus EDGE_PIXELS; a radius of 0 (the part's size unknown) leaves the frame's mask as it is."""
     grown = masks.copy()
-    for t, radius in enumerate(np.round(radii).astype(int)):
+    for t, radius in enumerate(np.ceil(radii).astype(int)):
         if radius > 0 and masks[t].any():
+            radius += EDGE_PIXELS
             disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
             grown[t] = cv2.dilate(masks[t].astype(np.uint8), disc) > 0
     return grown
