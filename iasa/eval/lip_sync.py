@@ -5,20 +5,20 @@ and as wide?
 region (iasa.eval.region_masks.mouth_mask). The renderer paints the opening in three colours that are the
 same for every identity (iasa.synthetic.avatar: the dark inside, the upper teeth, the tongue); the person's
 own colours around the mouth (skin, lips, outlines) are read off the reference video (``mouth_colours``).
-Each pixel is read as a blend of the two of these colours that explain it best and counts by its
-interior share: anti-aliased edges count by coverage, so the area does not jump when the mouth moves by a
-fraction of a pixel; a blend of two of the person's own colours (lips into their outline) counts 0; and
-comparing with the person's own colours, not a fixed tolerance, keeps dark lips on deep skin, about 18 RGB
-levels from the dark inside, from counting as an opening. The area is
-divided by the squared face width (temple to temple, rigid): it does not depend on the framing, nor on
-the size of the region it is counted in.
+Each pixel is read as a blend of the two of these colours that explain it best and counts by its interior
+share: anti-aliased edges count by coverage, so the area does not jump when the mouth moves by a fraction
+of a pixel; a blend of two of the person's own colours (lips into their outline) counts 0; and comparing
+with the person's own colours, not a fixed tolerance, keeps dark lips on deep skin (about 18 RGB levels
+from the dark inside) from counting as an opening. The area is divided by the squared face width (temple
+to temple, rigid), so it depends neither on the framing nor on the size of the region it is counted in.
 
 ``lip_sync`` compares the two openings over time with ``concordance``, 2 cov / (var_g + var_r): Pearson's
 correlation times the agreement of the two amplitudes. Plain Pearson cannot score a still mouth ~0 at the
-dataset's 256 px: a resting mouth opening is about 3 px tall, its drawn area flickers by a third as the head
-moves by fractions of a pixel, and Pearson scales that flicker up to a full-size signal (measured |r| up
-to 0.33 on frozen mouths); the amplitude factor takes it back to ~0.1. It also means a mouth that moves in
-time but opens half as wide scores 0.8, not 1.
+dataset's 256 px: a resting mouth opening is about 3 px tall, its drawn area wavers by a few pixels as the
+head moves by fractions of a pixel, and Pearson scales that wavering up to a full-size signal (|r| up to
+0.31 on frozen mouths, 2 clips x 8 skin tones); the amplitude factor brings it to |0.08| or less, while a
+blurred, noisy copy of the true video keeps 0.8-0.96. A mouth that moves in time but opens half as wide
+scores 0.8, not 1.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from iasa.attention.config import SparseAttentionConfig
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.train.region_loss import region_masks
 
-REGIONS = ("face", "mouth", "hands")
 MIN_KEYPOINT_SCORE = 0.3  # as DWPose's drawing threshold and the renderer's
 # iBUG-68 face landmarks: the temples (ends of the jaw contour), the lips, the mouth corners.
 RIGHT_TEMPLE, LEFT_TEMPLE = 0, 16

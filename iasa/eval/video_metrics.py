@@ -126,7 +126,7 @@ def flicker(generated: np.ndarray, reference: np.ndarray) -> float:
     for t in range(1, generated.shape[0]):
         change = generated[t].astype(np.int32) - generated[t - 1] - (reference[t].astype(np.int32) - reference[t - 1])
         total += int(np.abs(change).sum())
-    return total / (generated[1:].size)
+    return total / generated[1:].size
 
 
 def evaluate_clip(generated: np.ndarray, reference: np.ndarray, keypoints: WholeBodyKeypoints) -> dict[str, float]:
