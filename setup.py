@@ -16,6 +16,6 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     # deepspeed: accelerate launch --use_deepspeed (ZeRO-1/2 training); the dev extra installs it so its tests run.
-    # onnx (dev): the tests write tiny DWPose models.
-    extras_require={"deepspeed": ["deepspeed>=0.19.8"], "dev": ["pytest>=7", "hypothesis", "deepspeed>=0.19.8", "onnx"]},
+    # onnx (dev): the tests write tiny DWPose models. scikit-image (dev): the reference SSIM and PSNR the video metrics are tested against.
+    extras_require={"deepspeed": ["deepspeed>=0.19.8"], "dev": ["pytest>=7", "hypothesis", "deepspeed>=0.19.8", "onnx", "scikit-image"]},
 )

@@ -1,19 +1,30 @@
 """Video files: write frames as H.264 mp4 with the speech muxed in, and probe a file (frames, audio).
 
-Uses imageio with imageio-ffmpeg's bundled ffmpeg. Outputs go to a temporary file next to the target and
-are renamed at the end, so an interrupted run never leaves a half-written video.
+Frames are piped to imageio-ffmpeg's bundled ffmpeg as they come (StreamingVideoWriter; write_video is
+the one-shot form). The encoder writes a temporary file next to the target; closing muxes the audio in
+and renames, so an interrupted or failed run never leaves a half-written video.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
+
+from iasa.atomic_io import atomic_output, temporary_prefix
+from iasa.errors import MissingFileError
+
+# H.264 in 4:2:0 YUV plays in every browser and player; crf 10 is visually lossless (the value imageio's
+# quality=8 gave, which this module used before it piped frames itself).
+H264_CRF = 10
 
 
 def _ffmpeg() -> str:
@@ -24,40 +35,134 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _write_frames(path: Path, frames: np.ndarray, fps: float) -> None:
-    import imageio.v2 as imageio
+def _mux_audio(video: Path, audio: Path, result: Path, seconds: float) -> None:
+    """Copy the video stream of `video` and the first audio stream of `audio` (as AAC) into `result`; the
+    audio is cut to, or padded with silence up to, `seconds` (the video's length), so both streams end
+    together whatever the speech's length."""
+    command = [
+        _ffmpeg(), "-nostdin", "-y", "-loglevel", "error", "-i", str(video), "-i", str(audio),
+        "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-af", "apad", "-t", f"{seconds:.6f}",
+        str(result),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"muxing audio {audio} into {result} failed: {completed.stderr.strip()}")
 
-    writer = imageio.get_writer(
-        str(path), format="FFMPEG", fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
-        macro_block_size=1, ffmpeg_log_level="error",
-    )  # fmt: skip
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
+
+class StreamingVideoWriter:
+    """Frames (n, H, W, 3) uint8 RGB appended as they come -> an H.264 mp4 at ``path``, audio muxed in.
+
+    ``size`` is (height, width), both even (4:2:0 chroma halves them). Each ``append`` pipes its frames to
+    an ffmpeg encoder writing a temporary file beside ``path``; ``close`` finishes the encoder, muxes
+    ``audio`` (cut or padded to the video's length) and renames onto ``path``; ``abort`` (what leaving the
+    ``with`` block by an exception, KeyboardInterrupt included, calls) kills the encoder and removes the
+    temporary, so ``path`` is either the complete video or untouched. One thread writes.
+    """
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int], audio: str | Path | None = None):
+        self.path = Path(path)
+        self.fps = fps
+        self.height, self.width = size
+        self.audio = None if audio is None else Path(audio)
+        self.frames_written = 0
+        if self.height <= 0 or self.width <= 0 or self.height % 2 or self.width % 2:
+            raise ValueError(f"video size (height, width) must be positive and even for H.264 4:2:0, got {size}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if self.audio is not None and not self.audio.is_file():
+            raise MissingFileError(f"audio {self.audio} to mux into {self.path} does not exist; check the audio= path")
+        ffmpeg = _ffmpeg()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(suffix=".mp4", dir=self.path.parent, prefix=temporary_prefix(self.path))
+        os.close(descriptor)
+        self._silent = Path(name)
+        self._log = tempfile.TemporaryFile()  # ffmpeg's stderr: a file, because an unread pipe can fill and stall it
+        command = [
+            ffmpeg, "-nostdin", "-y", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width}x{self.height}",
+            "-r", str(Fraction(fps).limit_denominator()), "-i", "-",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(H264_CRF), str(self._silent),
+        ]  # fmt: skip
+        # A session of its own: Ctrl-C reaches Python, which kills the encoder in abort(), not ffmpeg first.
+        self._encoder: subprocess.Popen | None = None
+        try:
+            self._encoder = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
+            )
+        except BaseException:
+            self.abort()
+            raise
+
+    def append(self, frames: np.ndarray) -> None:
+        """Encode frames (n, H, W, 3) uint8 RGB, n >= 0; blocks only while the encoder's pipe is full."""
+        if self._encoder is None:
+            raise RuntimeError(f"the writer of {self.path} is closed")
+        expected = (self.height, self.width, 3)
+        if frames.ndim != 4 or frames.shape[1:] != expected or frames.dtype != np.uint8:
+            raise ValueError(f"expected frames (n, {', '.join(map(str, expected))}) uint8, got {frames.shape} {frames.dtype}")
+        try:
+            self._encoder.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except BrokenPipeError:
+            raise RuntimeError(f"ffmpeg stopped while encoding {self.path}: {self._encoder_log()}") from None
+        self.frames_written += len(frames)
+
+    def close(self) -> None:
+        """Finish the encoder, mux the audio and rename onto ``path``; on any failure, ``abort``."""
+        if self._encoder is None:
+            return
+        try:
+            if self.frames_written == 0:
+                raise ValueError(f"no frames were appended, so no video is written to {self.path}")
+            with contextlib.suppress(BrokenPipeError):  # ffmpeg died: its exit status and log say why
+                self._encoder.stdin.close()
+            if self._encoder.wait() != 0:
+                raise RuntimeError(f"ffmpeg failed encoding {self.path}: {self._encoder_log()}")
+            self._encoder = None
+            with atomic_output(self.path) as result:
+                if self.audio is None:
+                    os.replace(self._silent, result)
+                else:
+                    _mux_audio(self._silent, self.audio, result, seconds=self.frames_written / self.fps)
+        except BaseException:
+            self.abort()
+            raise
+        self._silent.unlink(missing_ok=True)
+        self._log.close()
+
+    def abort(self) -> None:
+        """Stop without writing ``path``: kill the encoder, remove the temporary."""
+        if self._encoder is not None:
+            self._encoder.kill()
+            self._encoder.wait()
+            with contextlib.suppress(BrokenPipeError):  # frames still buffered for the killed encoder
+                self._encoder.stdin.close()
+            self._encoder = None
+        self._silent.unlink(missing_ok=True)
+        self._log.close()
+
+    def _encoder_log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace").strip()[-1000:] or "no message"
+
+    def __enter__(self) -> StreamingVideoWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: str | Path | None = None) -> None:
-    """frames (F, H, W, 3) uint8 -> mp4 at `fps`; with `audio`, its first audio stream is muxed in (AAC)."""
-    path = Path(path)
+    """frames (F, H, W, 3) uint8 -> mp4 at `fps`; with `audio`, its first audio stream is muxed in (AAC),
+    cut or padded to the video's length."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected frames (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as folder:
-        silent = Path(folder) / "silent.mp4"
-        _write_frames(silent, frames, fps)
-        result = silent
-        if audio is not None:
-            result = Path(folder) / "with_audio.mp4"
-            command = [
-                _ffmpeg(), "-y", "-loglevel", "error", "-i", str(silent), "-i", str(audio),
-                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", str(result),
-            ]  # fmt: skip
-            completed = subprocess.run(command, capture_output=True, text=True)
-            if completed.returncode != 0:
-                raise RuntimeError(f"muxing audio {audio} into {path} failed: {completed.stderr.strip()}")
-        os.replace(result, path)
+    with StreamingVideoWriter(path, fps, frames.shape[1:3], audio) as writer:
+        writer.append(frames)
 
 
 @dataclass(frozen=True)
