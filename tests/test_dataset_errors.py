@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from crafted_files import CodeRunner
 from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.pose.keypoints import KeypointFileError, WholeBodyKeypoints
 from iasa.train.cache import list_cached
@@ -29,16 +29,6 @@ _SPEC = importlib.util.spec_from_file_location("prepare_dataset", Path(__file__)
 prepare_dataset = sys.modules.setdefault("prepare_dataset", importlib.util.module_from_spec(_SPEC))
 _SPEC.loader.exec_module(prepare_dataset)
 FIELDS = ("body", "body_score", "hands", "hands_score", "face", "face_score")
-
-
-class CodeRunner:
-    """Unpickling this runs code: it would create the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def write_video(path: Path, frames: int, size: tuple[int, int] = (48, 64)) -> None:

@@ -1,7 +1,5 @@
 """infer_motion.py end to end on generated audio (procedural model, and EMAGE with a tiny checkpoint)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +8,7 @@ import soundfile
 
 from iasa.motion.motion_file import SmplxMotion
 from iasa.pose.keypoints import WholeBodyKeypoints
-
-SR = 16000
-# infer_motion.py is a script at the repository root, not part of the installed package.
-_SPEC = importlib.util.spec_from_file_location("infer_motion", Path(__file__).resolve().parents[1] / "infer_motion.py")
-infer_motion = sys.modules.setdefault("infer_motion", importlib.util.module_from_spec(_SPEC))
-_SPEC.loader.exec_module(infer_motion)
-
-
-def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
-    """A 140 Hz buzz in syllable-rate (4 Hz) bursts with a little noise."""
-    time = np.arange(int(round(seconds * SR))) / SR
-    envelope = np.clip(np.sin(2 * np.pi * 4 * time), 0, None)
-    noise = np.random.default_rng(seed).normal(scale=0.01, size=time.shape)
-    return (0.4 * envelope * np.sign(np.sin(2 * np.pi * 140 * time)) + noise).astype(np.float32)
-
+from motion_cli import SR, infer_motion, run, speech_like
 
 @pytest.fixture()
 def audio_folder(tmp_path: Path) -> Path:
@@ -36,11 +20,6 @@ def audio_folder(tmp_path: Path) -> Path:
     (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt definitely not audio" * 4)
     (folder / "notes.txt").write_text("not an audio file and not picked up")
     return folder
-
-
-def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
-    code = infer_motion.main(list(argv))
-    return code, capsys.readouterr().err
 
 
 def test_procedural_folder_with_a_corrupt_file(audio_folder: Path, tmp_path: Path, capsys) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import soundfile
 
-from test_infer_motion import SR, infer_motion, run, speech_like
+from motion_cli import SR, infer_motion, run, speech_like
 
 ROOT = Path(__file__).resolve().parents[1]
 

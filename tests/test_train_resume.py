@@ -3,7 +3,6 @@ or a one-line error, never code run from a file and never a run folder changed b
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from crafted_files import CodeRunner
 from iasa.config import load_config
 from iasa.train.checkpoint import (
     CheckpointError,
@@ -24,16 +24,6 @@ from iasa.tensor_files import IncompleteFileError
 from iasa.train.config import FinetuneConfig
 from iasa.train.state_file import load_state, save_state
 from iasa.train.tasks import main
-
-
-class CodeRunner:
-    """Unpickling this runs code: it would create the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def stepped_optimizer() -> tuple[torch.nn.Parameter, torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from test_video_loading import SHARDS, tiny_config, write_tiny_wan_folder
-
+from crafted_files import CodeRunner
 from iasa.tensor_files import IncompleteFileError, TensorFileError, non_finite_tensors, read_tensors
 from iasa.video import model_files
 from iasa.video.assembly import load_wan_components
@@ -20,6 +18,7 @@ from iasa.video.lora import apply_unianimate_checkpoint, inject_lora, load_lora,
 from iasa.video.config import VideoModelConfig
 from iasa.video.model_files import dit_shard_name
 from iasa.video.pose_guider import PoseGuider
+from wan_folders import SHARDS, tiny_config, write_tiny_wan_folder
 
 RANDOM = VideoModelConfig(model_size="tiny", model_dir=None, unianimate_checkpoint=None, dtype="float32", device="cpu")
 
@@ -45,16 +44,6 @@ def linked_copy(folder: Path, target: Path, replaced: tuple[str, ...]) -> Path:
 def truncate(path: Path, keep: float = 0.5) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-
-
-class CodeRunner:
-    """Unpickling this runs code: it would create the marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("name", [dit_shard_name(2, SHARDS), model_files.VAE])
