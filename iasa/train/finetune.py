@@ -126,17 +126,17 @@ def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanCompone
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
 
+    if train_pose_guider:
+        model.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
     if pretrain:
-        model.dit.float()  # trained weights stay float32 (autocast computes in bf16)
+        model.dit.float()
     else:
         inject_lora(model.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
         if config.lora.init_path:
             load_lora(config.lora.init_path, model.dit, ADAPTER)
         use_adapter(model.dit, ADAPTER)
-        if config.pose_guider_init:
+        if config.pose_guider_init:  # loaded in the guider's dtype: float32 when trained
             load_pose_guider(config.pose_guider_init, model.pose_guider)
-    if train_pose_guider:
-        model.pose_guider.float()
     set_trainable([model.dit, model.pose_guider], list(trained_tensors(model, train_pose_guider, pretrain).values()))
     if uses_fsdp(accelerator):
         model = shard_pose_dit(model, device, accelerator.num_processes)
