@@ -37,6 +37,7 @@ from iasa.synthetic.dataset import (  # noqa: E402
     SPLITS,
     ClipSpec,
     SyntheticDatasetConfig,
+    VIDEO_CODECS,
     SyntheticDatasetError,
     clip_audio,
     clip_keypoints,
@@ -57,6 +58,8 @@ def parse_config(argv: list[str]) -> tuple[SyntheticDatasetConfig, argparse.Name
     parser.add_argument("--out", type=Path, required=True, help="dataset folder; OUT/train and OUT/heldout are written")
     for name in ("seed", "train_clips", "heldout_clips", "identities_train", "identities_heldout", "frames", "size", "crf"):
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--codec", choices=VIDEO_CODECS, default=defaults.codec,
+                        help="x264rgb: lossless H.264 through imageio-ffmpeg; ffv1: lossless FFV1 through OpenCV alone")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes rendering clips in parallel")
     parser.add_argument("--preview", type=Path, default=None, help="write a PNG contact sheet here")
     args = parser.parse_args(argv)

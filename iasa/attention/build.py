@@ -6,7 +6,7 @@ import torch
 
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.frame_selection import select_frames
-from iasa.attention.layout import SparseLayout
+from iasa.attention.layout import SparseLayout, without_regions
 from iasa.attention.pose_distance import latent_pose_distance, video_pose_distance
 from iasa.attention.regions import label_tokens, region_token_masks
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -44,10 +44,11 @@ def build_sparse_layout(
         latent_pose_distance(video_distance), config.top_k, config.direction, config.keep_first_frame
     )
     regions = label_tokens(region_token_masks(keypoints, config, grid_size))
-    return SparseLayout(
+    layout = SparseLayout(
         frame_selection=selection,
         token_regions=torch.from_numpy(regions),
         grid_size=grid_size,
         block_size=config.block_size,
         region_names=tuple(config.regions),
     )
+    return layout if config.local_regions else without_regions(layout)

@@ -38,6 +38,10 @@ class LayoutRuleConfig:
     token_stride: int = TOKEN_STRIDE
     # Tile size of block-sparse kernels (stored in the layout).
     block_size: int = 128
+    # False: global-only attention, the frame selection without the region restriction (every token of a chosen
+    # frame is visible; iasa.attention.layout.without_regions). True: global + local, the paper's rule.
+    local_regions: bool = True
+
     def validate(self) -> None:
         from iasa.attention.regions import validate_regions
 

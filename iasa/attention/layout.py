@@ -85,6 +85,16 @@ class SparseLayout:
         )
 
 
+# The one region of a layout without region restriction: the whole frame.
+WHOLE_FRAME = "frame"
+
+
+def without_regions(layout: SparseLayout) -> SparseLayout:
+    """The global-only variant of a layout: every token in one region, so a query token sees every token of the
+    frames chosen for it (the frame selection alone; within its own frame attention is dense anyway)."""
+    return replace(layout, token_regions=torch.ones_like(layout.token_regions), region_names=(WHOLE_FRAME,))
+
+
 # What SparseLayout.state writes: the tensors, and the metadata keys of the other fields.
 LAYOUT_TENSORS = ("frame_selection", "token_regions")
 LAYOUT_METADATA = ("grid_size", "block_size", "region_names")

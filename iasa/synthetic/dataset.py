@@ -7,7 +7,9 @@ OpenCV and ffmpeg builds. Two splits: train, and heldout with identities and mot
 never uses.
 
 Layout of one split folder (what iasa.train.dataset reads, plus the synthetic extras):
-    videos/<clip>.mp4          RGB H.264 (lossless at crf 0, the default), `frames` frames of size x size
+    videos/<clip>.mp4          `frames` frames of size x size: RGB H.264 (codec "x264rgb", lossless at crf 0, the
+                               default; needs imageio-ffmpeg) or FFV1 (codec "ffv1", lossless, written by OpenCV's
+                               own FFmpeg: for machines without an ffmpeg binary)
     keypoints/<clip>.npz       WholeBodyKeypoints of every frame (the motion the video shows)
     audio/<clip>.wav           the 16 kHz speech that drove the motion
     prompts/<clip>.txt         a description of the person
@@ -41,6 +43,7 @@ from iasa.synthetic.identity import Identity
 from iasa.synthetic.speech import SAMPLE_RATE, SpeechConfig, synthesize_speech
 
 SPLITS = ("train", "heldout")
+VIDEO_CODECS = ("x264rgb", "ffv1")
 # Identity and motion seeds of the two splits come from disjoint ranges, so held-out is unseen by construction.
 SEED_RANGES = {"train": (0, 2**30), "heldout": (2**30, 2**31)}
 MANIFEST = "manifest.json"
@@ -71,6 +74,8 @@ class SyntheticDatasetConfig:
     # x264 constant rate factor of the RGB-coded mp4: 0 is lossless (about 0.7 MB a clip at the defaults);
     # 18 gives about 50 dB PSNR at half the size.
     crf: int = 0
+    # "x264rgb" (ffmpeg through imageio-ffmpeg, crf above) or "ffv1" (lossless, OpenCV alone; crf unused).
+    codec: str = "x264rgb"
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,11 @@ def write_clip(split_dir: Path, spec: ClipSpec, config: SyntheticDatasetConfig) 
     write_wav(split_dir / "audio" / f"{spec.name}.wav", waveform)
     with atomic_output(split_dir / "prompts" / f"{spec.name}.txt") as temporary:
         temporary.write_text(identity.describe() + "\n")
-    write_mp4(split_dir / "videos" / f"{spec.name}.mp4", render_avatar(keypoints, identity), config.fps, config.crf)
+    frames = render_avatar(keypoints, identity)
+    if config.codec == "ffv1":
+        write_ffv1_mp4(split_dir / "videos" / f"{spec.name}.mp4", frames, config.fps)
+    else:
+        write_mp4(split_dir / "videos" / f"{spec.name}.mp4", frames, config.fps, config.crf)
 
 
 def write_identity(split_dir: Path, person: IdentitySpec, config: SyntheticDatasetConfig) -> None:
@@ -236,3 +245,16 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
         result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
         if result.returncode != 0:
             raise RuntimeError(f"ffmpeg failed writing {path}: {result.stderr.decode(errors='replace').strip()[-500:]}")
+
+
+def write_ffv1_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """frames (F, H, W, 3) uint8 RGB -> lossless FFV1 in an mp4 container through OpenCV's bundled FFmpeg (no
+    ffmpeg binary needed); cv2.VideoCapture decodes the exact frames."""
+    _, height, width, _ = frames.shape
+    with atomic_output(path) as temporary:
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+        if not writer.isOpened():
+            raise RuntimeError(f"OpenCV cannot write FFV1 video to {path}; use codec x264rgb (needs imageio-ffmpeg)")
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()

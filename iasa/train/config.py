@@ -1,4 +1,6 @@
-"""Configs of the three training stages: data_process, train (sparse-attention LoRA fine-tune), distill (DMD).
+"""Configs of the training stages: data_process, train (sparse-attention LoRA fine-tune), distill (DMD), and the
+two that only a model trained from scratch needs (the miniature, config/miniature/): pretrain_vae (the Wan VAE
+on the dataset's videos) and pretrain (the dense teacher: flow matching on every DiT parameter).
 
 Every stage has its own dataclass; `task` picks which one a YAML file is read with. Defaults live here.
 """
@@ -23,7 +25,7 @@ from iasa.video.config import (
 )
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE
 
-TASKS = ("data_process", "train", "distill")
+TASKS = ("data_process", "train", "distill", "pretrain", "pretrain_vae")
 MIXED_PRECISIONS = ("bf16", "fp16", "fp32")
 REPORTERS = ("tensorboard", "wandb", "none")
 
@@ -154,10 +156,15 @@ class RunConfig:
     gradient_checkpointing_offload: bool = False
     # "tensorboard", "wandb" (when installed) or "none".
     report_to: str = "tensorboard"
+    # Wall-clock budget of the training loop in seconds (null = none): the first optimiser step that ends past it
+    # is the last; the run then writes a checkpoint and its final outputs as at max_steps. Running again (resume
+    # "auto") continues from that checkpoint.
+    time_limit_s: Optional[float] = None
 
     def validate(self) -> None:
         for key in ("max_steps", "gradient_accumulation_steps", "checkpoint_every", "keep_checkpoints", "log_every"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        check(self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s", self.time_limit_s, "must be > 0 or null")
         check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         check_choice("report_to", self.report_to, REPORTERS)
         check(self.report_to != "wandb" or importlib.util.find_spec("wandb") is not None, "report_to", self.report_to,
@@ -202,6 +209,12 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Train the pose guider together with the LoRA.
     train_pose_guider: bool = True
+    # A pose_guider.safetensors to start the pose guider from (the pretrain stage's); null = UniAnimate's from
+    # model.unianimate_checkpoint (random without one).
+    pose_guider_init: Optional[str] = None
+    # False: global-only sparse attention, the cached layouts without their region restriction (a query token
+    # sees every token of the frames chosen for it; iasa.attention.layout.without_regions). True: global + local.
+    local_regions: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     dropout: ConditionDropoutConfig = field(default_factory=ConditionDropoutConfig)
@@ -309,4 +322,83 @@ class DistillConfig:
                       "a TorchScript file runs code when loaded: keep your own trusted export elsewhere")  # fmt: skip
 
 
-SCHEMAS = {"data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig}
+@dataclass
+class PretrainConfig:
+    """The dense teacher from scratch: flow matching on every DiT parameter and the pose guider."""
+
+    task: str = "pretrain"
+    cache_dir: str = "data/train_cache"
+    # The model folder the DiT starts from and whose VAE and text encoder the written model folder copies (the
+    # pretrain_vae stage's run.output_dir/model); unianimate_checkpoint must be null.
+    model: PoseDrivenModelConfig = field(default_factory=lambda: PoseDrivenModelConfig(unianimate_checkpoint=None))
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    attention_direction: str = "both"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    dropout: ConditionDropoutConfig = field(default_factory=ConditionDropoutConfig)
+    # Writes run.output_dir/model/ (the model folder with the trained DiT) and run.output_dir/pose_guider.safetensors.
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/pretrain", gradient_checkpointing=False))
+
+    def validate(self) -> None:
+        _check_directions("attention_direction", [self.attention_direction])
+        check(bool(self.model.model_dir), "model.model_dir", self.model.model_dir,
+              "set it to the model folder the pretrain_vae stage wrote (its run.output_dir/model)")  # fmt: skip
+        check(self.model.unianimate_checkpoint is None, "model.unianimate_checkpoint", self.model.unianimate_checkpoint,
+              "must be null: pretraining starts from the model folder's weights")  # fmt: skip
+
+
+@dataclass
+class VaeDataConfig:
+    # Dataset folder with videos/<name>.mp4 (what data_process reads).
+    dataset_dir: str = "data/train"
+    # Videos held in memory to sample from (null = all of them).
+    max_videos: Optional[int] = None
+    # Video frames per training sample (4k + 1) and the square crop side in pixels (a multiple of 8).
+    num_frames: int = 17
+    crop: int = 128
+    # Samples per optimiser step.
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        check(self.num_frames >= 1 and (self.num_frames - 1) % TEMPORAL_STRIDE == 0, "num_frames", self.num_frames,
+              f"must be {TEMPORAL_STRIDE}k + 1")  # fmt: skip
+        check(self.crop >= 8 and self.crop % 8 == 0, "crop", self.crop, "must be a positive multiple of 8")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        check(self.max_videos is None or self.max_videos >= 1, "max_videos", self.max_videos, "must be >= 1 or null")
+
+
+@dataclass
+class VaeLossConfig:
+    # Reconstruction: weights of the mean absolute and mean squared pixel errors (pixels in [-1, 1]).
+    l1_weight: float = 1.0
+    mse_weight: float = 1.0
+    # Keeps the normalised latents (what the DiT sees) at unit scale: weight of (rms(z) - 1)^2.
+    latent_scale_weight: float = 0.1
+
+    def validate(self) -> None:
+        for key in ("l1_weight", "mse_weight", "latent_scale_weight"):
+            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+
+
+@dataclass
+class VaePretrainConfig:
+    """The Wan VAE from scratch on a dataset's videos; writes run.output_dir/model/, a complete model folder (the
+    trained VAE, and the DiT and text encoder with the random weights of run.seed) that data_process and pretrain
+    read."""
+
+    task: str = "pretrain_vae"
+    data: VaeDataConfig = field(default_factory=VaeDataConfig)
+    # model_size and device of the networks; model_dir must be null (everything starts random).
+    model: WanModelConfig = field(default_factory=lambda: WanModelConfig(model_size="mini", model_dir=None))
+    loss: VaeLossConfig = field(default_factory=VaeLossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=3e-4))
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/vae", gradient_checkpointing=False))
+
+    def validate(self) -> None:
+        check(self.model.model_dir is None, "model.model_dir", self.model.model_dir, "must be null: the VAE is trained from scratch")
+
+
+SCHEMAS = {
+    "data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig, "pretrain": PretrainConfig,
+    "pretrain_vae": VaePretrainConfig,
+}  # fmt: skip

@@ -30,16 +30,17 @@ from iasa.train.adapters import (
     copy_adapter,
     freeze_adapter_in_base_dtype,
     load_safetensors,
+    save_safetensors_atomic,
     set_trainable,
     use_adapter,
 )
 from iasa.train.cache import CacheError, ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
 from iasa.train.config import DistillConfig
-from iasa.train.finetune import LORA_FILE, flow_matching_loss, layout_for
+from iasa.train.finetune import LORA_FILE, POSE_GUIDER_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
 from iasa.train.model import PoseDiT
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
-from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
+from iasa.train.runtime import Checkpointer, TimeLimit, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
 from iasa.video.assembly import WanComponents
 from iasa.video.lora import inject_lora, load_lora, lora_pose_style, save_lora
@@ -147,7 +148,8 @@ class Distiller:
 def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     """Distil, checkpointing every run.checkpoint_every generator steps; returns the folder of the student LoRA.
     components: the frozen DiT and pose guider, and the VAE when the region loss is on
-    (iasa.train.model.load_training_components)."""
+    (iasa.train.model.load_training_components). Writes run.output_dir/lora.safetensors (the student) and
+    pose_guider.safetensors (the teacher's, frozen)."""
     validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
     accelerator = make_accelerator(run)
@@ -206,6 +208,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
+    time_limit = TimeLimit(accelerator, run.time_limit_s)
     micro_batches_per_step = len(phases) * accumulation
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="distill", disable=not accelerator.is_main_process)
     for step in progress:
@@ -225,13 +228,21 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
             totals["grad_norm"] = update.step()
             logs.update({f"{phase}/{name}": value for name, value in totals.items()})
         progress.set_postfix(dmd=f"{logs[f'{GENERATOR}/dmd']:.4f}", critic=f"{logs[f'{CRITIC}/total']:.4f}" if config.critic_steps_per_generator_step else "-")
-        if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
+        last = step + 1 == run.max_steps or time_limit.reached()
+        if (step + 1) % run.log_every == 0 or last:
             accelerator.log(logs, step=step + 1)
-        checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
+        checkpointer.maybe_save(step + 1, final=last)
+        if last:
+            if step + 1 < run.max_steps:
+                accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {step + 1}: saved, stopping")
+            break
 
     output_dir = Path(run.output_dir)
     generator = gather(generator_params)  # collective under FSDP: every process gathers, the main one writes
+    guider = gather(dict(model.pose_guider.named_parameters()))
     if accelerator.is_main_process:
         save_lora(output_dir / LORA_FILE, dit, GENERATOR, generator, pose_style=pose_style)
+        # The frozen pose guider the student was distilled with, so that the run folder holds all it runs with.
+        save_safetensors_atomic({key: value.detach().cpu() for key, value in guider.items()}, output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()
     return output_dir

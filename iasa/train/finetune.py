@@ -1,12 +1,15 @@
-"""The train task: sparse-attention LoRA fine-tune of the pose-driven Wan2.1-I2V with the flow-matching loss.
+"""The train task: sparse-attention LoRA fine-tune of the pose-driven Wan2.1-I2V with the flow-matching loss,
+and the pretrain task, the same loop on every DiT parameter (a dense teacher from scratch: the miniature).
 
-Trained: one LoRA adapter ("default") on the DiT's q, k, v, o, ffn.0, ffn.2 layers and, optionally, the
-pose guider. Every step reads one cached clip per micro-batch, drops conditions as UniAnimate does and
-regresses the flow at a random noise level of Wan's training schedule.
+Trained (train): one LoRA adapter ("default") on the DiT's q, k, v, o, ffn.0, ffn.2 layers and, optionally, the
+pose guider; (pretrain) every DiT parameter and the pose guider, written as a model folder. Every step reads one
+cached clip per micro-batch, drops conditions as UniAnimate does and regresses the flow at a random noise level
+of Wan's training schedule.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,21 +17,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from iasa.attention.layout import SparseLayout
+from iasa.attention.layout import SparseLayout, without_regions
 from iasa.config import validate_config
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
 from iasa.train.cache import ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
-from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
+from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig, PretrainConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.model import PoseDiT
-from iasa.train.runtime import Checkpointer, autocast, make_accelerator, make_update, seed_process, start_run
+from iasa.train.model_folder import save_dit
+from iasa.train.runtime import Checkpointer, TimeLimit, autocast, make_accelerator, make_update, seed_process, start_run
 from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
 from iasa.video.assembly import WanComponents
-from iasa.video.lora import inject_lora, load_lora, save_lora
+from iasa.video.lora import inject_lora, load_lora, load_pose_guider, save_lora
+from iasa.video.model_files import locate_model_files
 
 ADAPTER = "default"
 LORA_FILE = "lora.safetensors"
 POSE_GUIDER_FILE = "pose_guider.safetensors"
+# The model folder the pretrain task writes into its run folder.
+MODEL_FOLDER = "model"
 
 
 def drop_conditions(batch: ClipBatch, config: ConditionDropoutConfig) -> ClipBatch:
@@ -62,7 +69,8 @@ def flow_matching_loss(
     return F.mse_loss(prediction.float(), flow_target(clean, noise).float()) * schedule.weights[index].item()
 
 
-def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout | None:
+def layout_for(batch: ClipBatch, attention: str, direction: str, local_regions: bool = True) -> SparseLayout | None:
+    """The cached layout of `direction` (None for dense attention); local_regions False drops its regions."""
     if attention == "dense":
         return None
     if direction not in batch.layouts:
@@ -70,12 +78,17 @@ def layout_for(batch: ClipBatch, attention: str, direction: str) -> SparseLayout
             f"clip {batch.name} has no cached '{direction}' layout (cached: {sorted(batch.layouts)}); "
             "add it to layout_directions of the data_process config and rerun data_process"
         )
-    return batch.layouts[direction]
+    layout = batch.layouts[direction]
+    return layout if local_regions else without_regions(layout)
 
 
-def trained_tensors(model: PoseDiT, train_pose_guider: bool) -> dict[str, torch.nn.Parameter]:
-    """The trained parameters by checkpoint name: "lora.<file key>" and, if trained, "pose_guider.<key>"."""
-    named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(model.dit, ADAPTER).items()}
+def trained_tensors(model: PoseDiT, train_pose_guider: bool, full: bool = False) -> dict[str, torch.nn.Parameter]:
+    """The trained parameters by checkpoint name: "lora.<file key>" (full: "dit.<DiT key>", every parameter)
+    and, if trained, "pose_guider.<key>"."""
+    if full:
+        named = {f"dit.{key}": parameter for key, parameter in model.dit.named_parameters()}
+    else:
+        named = {f"lora.{key}": parameter for key, parameter in adapter_parameters(model.dit, ADAPTER).items()}
     if train_pose_guider:
         named.update({f"pose_guider.{key}": parameter for key, parameter in model.pose_guider.named_parameters()})
     return named
@@ -86,37 +99,60 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
 
 
-def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
-    """Train, checkpointing every run.checkpoint_every steps; returns the folder of the final LoRA. components:
-    the frozen DiT and pose guider (iasa.train.model.load_training_components)."""
+def write_model_folder(dit: torch.nn.Module, source: Path, target: Path, model_size: str) -> None:
+    """target: a copy of the model folder `source` (its VAE and text encoder files) with this DiT."""
+    from iasa.video.config import architecture
+
+    files = locate_model_files(source, architecture(model_size))
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (files.text_encoder, files.vae):
+        shutil.copyfile(path, target / path.name)
+    save_dit(dit, target)
+
+
+def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanComponents) -> Path:
+    """Train, checkpointing every run.checkpoint_every steps; returns the run folder (the final LoRA, or for
+    pretrain the model folder model/, and the pose guider). components: the frozen DiT and pose guider
+    (iasa.train.model.load_training_components)."""
     validate_config(config)  # load_config did already; here for configs built in code
     run = config.run
+    pretrain = isinstance(config, PretrainConfig)
+    train_pose_guider = pretrain or config.train_pose_guider
     accelerator = make_accelerator(run)
-    start_run(accelerator, config, run, project="iasa-finetune")
+    start_run(accelerator, config, run, project="iasa-pretrain" if pretrain else "iasa-finetune")
     device = accelerator.device
     model = PoseDiT(
         components.dit, components.pose_guider, components.dtype, config.attention.backend,
         run.gradient_checkpointing, run.gradient_checkpointing_offload,
     )  # fmt: skip
 
-    inject_lora(model.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
-    if config.lora.init_path:
-        load_lora(config.lora.init_path, model.dit, ADAPTER)
-    use_adapter(model.dit, ADAPTER)
-    if config.train_pose_guider:
+    if train_pose_guider:
         model.pose_guider.float()  # trained weights stay float32 (autocast computes in bf16)
-    set_trainable([model.dit, model.pose_guider], list(trained_tensors(model, config.train_pose_guider).values()))
+    if pretrain:
+        model.dit.float()
+    else:
+        inject_lora(model.dit, config.lora.rank, config.lora.alpha, config.lora.targets, ADAPTER)
+        if config.lora.init_path:
+            load_lora(config.lora.init_path, model.dit, ADAPTER)
+        use_adapter(model.dit, ADAPTER)
+        if config.pose_guider_init:  # loaded in the guider's dtype: float32 when trained
+            load_pose_guider(config.pose_guider_init, model.pose_guider)
+    set_trainable([model.dit, model.pose_guider], list(trained_tensors(model, train_pose_guider, pretrain).values()))
     if uses_fsdp(accelerator):
         model = shard_pose_dit(model, device, accelerator.num_processes)
         accelerator.print(f"FSDP: DiT and pose guider sharded over {accelerator.num_processes} processes")
-    named = trained_tensors(model, config.train_pose_guider)  # after sharding: fully_shard replaces parameters
+    named = trained_tensors(model, train_pose_guider, pretrain)  # after sharding: fully_shard replaces parameters
     trained = list(named.values())
 
     update = make_update(accelerator, trained, config.optim, config.optim.learning_rate, run)
-    built_with = {
-        "lora.rank": config.lora.rank, "lora.alpha": config.lora.alpha, "lora.targets": sorted(config.lora.targets),
-        "train_pose_guider": config.train_pose_guider,
-    }  # fmt: skip
+    built_with = (
+        {"model.model_size": config.model.model_size}
+        if pretrain
+        else {
+            "lora.rank": config.lora.rank, "lora.alpha": config.lora.alpha, "lora.targets": sorted(config.lora.targets),
+            "train_pose_guider": config.train_pose_guider,
+        }
+    )  # fmt: skip
     checkpointer = Checkpointer(accelerator, run, named, update.states(), config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
@@ -127,28 +163,38 @@ def run_finetune(config: FinetuneConfig, components: WanComponents) -> Path:
     pose_style = cached_pose_style(cache_dir, keys)  # recorded in the LoRA, so inference draws the same
     order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
-    progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="train", disable=not accelerator.is_main_process)
+    local_regions = True if pretrain else config.local_regions
+    time_limit = TimeLimit(accelerator, run.time_limit_s)
+    progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc=config.task, disable=not accelerator.is_main_process)
     for step in progress:
         total = 0.0
         for micro in range(accumulation):
             batch = read_clip(cache_dir, order.key(step * accumulation + micro)).to(device)
             batch = drop_conditions(batch, config.dropout)
-            layout = layout_for(batch, config.attention.attention, config.attention_direction)
+            layout = layout_for(batch, config.attention.attention, config.attention_direction, local_regions)
             with autocast(accelerator, run):
                 loss = flow_matching_loss(model, batch.latents, batch, layout, schedule, config.flow)
             update.backward(loss / accumulation)
             total += loss.item() / accumulation
         grad_norm = update.step()
         progress.set_postfix(loss=f"{total:.4f}")
-        if (step + 1) % run.log_every == 0 or step + 1 == run.max_steps:
+        last = step + 1 == run.max_steps or time_limit.reached()
+        if (step + 1) % run.log_every == 0 or last:
             accelerator.log({"loss": total, "grad_norm": grad_norm, "lr": update.learning_rate()}, step=step + 1)
-        checkpointer.maybe_save(step + 1, final=step + 1 == run.max_steps)
+        checkpointer.maybe_save(step + 1, final=last)
+        if last:
+            if step + 1 < run.max_steps:
+                accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {step + 1}: saved, stopping")
+            break
 
     output_dir = Path(run.output_dir)
     final = gather(named)  # collective under FSDP: every process gathers, the main one writes
     if accelerator.is_main_process:
-        save_lora(output_dir / LORA_FILE, model.dit, ADAPTER, with_prefix(final, "lora."), pose_style=pose_style)
-        if config.train_pose_guider:
+        if pretrain:
+            write_model_folder(model.dit, Path(config.model.model_dir), output_dir / MODEL_FOLDER, config.model.model_size)
+        else:
+            save_lora(output_dir / LORA_FILE, model.dit, ADAPTER, with_prefix(final, "lora."), pose_style=pose_style)
+        if train_pose_guider:
             save_safetensors_atomic(with_prefix(final, "pose_guider."), output_dir / POSE_GUIDER_FILE)
     accelerator.end_training()
     return output_dir

@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import time
 from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import parse_flag_from_env, set_seed
+from accelerate.utils import broadcast, parse_flag_from_env, set_seed
 from torch.distributed.tensor import DTensor
 
 from iasa.config import config_to_yaml, validate_config
@@ -83,6 +84,20 @@ def start_run(accelerator: Accelerator, config, run: RunConfig, project: str) ->
 def seed_process(accelerator: Accelerator, run: RunConfig) -> None:
     """Give every process its own noise, timestep and dropout stream once the weights are built."""
     set_seed(run.seed + accelerator.process_index)
+
+
+class TimeLimit:
+    """run.time_limit_s, counted from construction (after the networks are built): `reached()` is the same on
+    every process (process 0's clock decides), so all of them stop after the same step."""
+
+    def __init__(self, accelerator: Accelerator, limit_s: float | None) -> None:
+        self.accelerator, self.limit_s, self.start = accelerator, limit_s, time.monotonic()
+
+    def reached(self) -> bool:
+        if self.limit_s is None:
+            return False
+        over = torch.tensor([time.monotonic() - self.start >= self.limit_s], device=self.accelerator.device)
+        return bool(broadcast(over, from_process=0).item()) if self.accelerator.num_processes > 1 else bool(over.item())
 
 
 def make_optimizer(parameters: list[torch.nn.Parameter], optim: OptimConfig, learning_rate: float):

@@ -11,12 +11,21 @@ import torch
 from accelerate import PartialState
 
 from iasa.config import ConfigError, load_config, read_yaml, split_config_args
-from iasa.train.config import SCHEMAS, TASKS, DataProcessConfig, DistillConfig, FinetuneConfig
+from iasa.train.config import (
+    SCHEMAS,
+    TASKS,
+    DataProcessConfig,
+    DistillConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    VaePretrainConfig,
+)
 
 if TYPE_CHECKING:
     from iasa.video.assembly import WanComponents
 
-ComponentsFactory = Callable[[DataProcessConfig | FinetuneConfig | DistillConfig], "WanComponents"]
+StageConfig = DataProcessConfig | FinetuneConfig | DistillConfig | PretrainConfig | VaePretrainConfig
+ComponentsFactory = Callable[[StageConfig], "WanComponents"]
 
 
 def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
@@ -34,24 +43,28 @@ def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
     return task
 
 
-def parts_needed(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> tuple[str, ...]:
+def parts_needed(config: StageConfig) -> tuple[str, ...]:
     """The networks a stage runs: encoders to cache data; the DiT and the pose guider to train (+ the VAE decoder
-    for the region loss)."""
+    for the region loss); pretrain_vae the VAE, and the DiT and text encoder it writes with random weights."""
     if isinstance(config, DataProcessConfig):
         return ("text_encoder", "vae", "image_encoder")
+    if isinstance(config, VaePretrainConfig):
+        return ("dit", "text_encoder", "vae")
     if isinstance(config, DistillConfig) and config.region.weight > 0:
         return ("dit", "pose_guider", "vae")
     return ("dit", "pose_guider")
 
 
-def default_components(config: DataProcessConfig | FinetuneConfig | DistillConfig) -> "WanComponents":
+def default_components(config: StageConfig) -> "WanComponents":
     from iasa.train.model import load_training_components
 
     return load_training_components(config.model, parts_needed(config))
 
 
 def main(argv: Sequence[str] | None = None, components_factory: ComponentsFactory = default_components) -> Path | int:
-    parser = argparse.ArgumentParser(description="IASA training: data_process | train | distill (key=value overrides)")
+    parser = argparse.ArgumentParser(
+        description="IASA training: data_process | train | distill | pretrain | pretrain_vae (key=value overrides)"
+    )
     parser.add_argument("--config", required=True, help="YAML config of one stage (config/*.yaml)")
     overrides, rest = split_config_args(list(argv) if argv is not None else __import__("sys").argv[1:])
     args = parser.parse_args(rest)
@@ -67,10 +80,14 @@ def main(argv: Sequence[str] | None = None, components_factory: ComponentsFactor
         from iasa.train.data_process import process_dataset
 
         return process_dataset(config, components, rank=state.process_index, world_size=state.num_processes)
-    if task == "train":
+    if task in ("train", "pretrain"):
         from iasa.train.finetune import run_finetune
 
         return run_finetune(config, components)
+    if task == "pretrain_vae":
+        from iasa.train.vae_pretrain import run_vae_pretrain
+
+        return run_vae_pretrain(config, components)
     from iasa.train.distill import run_distill
 
     return run_distill(config, components)

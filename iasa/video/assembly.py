@@ -64,7 +64,7 @@ def build_dit(arch: WanArchitecture) -> WanModel:
     return WanModel(
         dim=arch.dim, in_dim=LATENT_CHANNELS + CONDITION_CHANNELS, ffn_dim=arch.ffn_dim, out_dim=LATENT_CHANNELS,
         text_dim=arch.text_dim, freq_dim=arch.freq_dim, eps=1e-6, patch_size=(1, PATCH_SIZE, PATCH_SIZE), num_heads=arch.num_heads,
-        num_layers=arch.num_layers, has_image_input=True,
+        num_layers=arch.num_layers, has_image_input=arch.image_input,
     )  # fmt: skip
 
 
@@ -215,6 +215,7 @@ class WanComponents:
     text_encoder: WanTextEncoder | None = None
     tokenizer: Callable | None = None
     vae: WanVideoVAE | None = None
+    # None also when the architecture has no image input.
     image_encoder: WanImageEncoder | None = None
     pose_guider: PoseGuider | None = None
 
@@ -226,9 +227,11 @@ def load_wan_components(config: WanModelConfig, parts: Sequence[str] = ALL_PARTS
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; choose from {ALL_PARTS}")
     arch = architecture(config.model_size)
+    if not arch.image_input:  # no CLIP encoder: its tokens are empty (iasa.video.conditioning.reference_clip_tokens)
+        parts = [part for part in parts if part != "image_encoder"]
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     components = WanComponents(architecture=arch, device=device, dtype=dtype)
-    files = locate_model_files(config.model_dir) if config.model_dir is not None else None
+    files = locate_model_files(config.model_dir, arch) if config.model_dir is not None else None
     sources = (
         {
             "dit": files.dit_shards,
@@ -248,7 +251,7 @@ def load_wan_components(config: WanModelConfig, parts: Sequence[str] = ALL_PARTS
     if "text_encoder" in parts:
         components.tokenizer = (
             load_tokenizer(files.tokenizer, arch.text_length)
-            if files is not None
+            if files is not None and files.tokenizer is not None
             else ByteTokenizer(arch.text_vocab, arch.text_length)
         )
     return components

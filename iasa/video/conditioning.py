@@ -12,6 +12,7 @@ from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 from diffsynth.models.wan_video_vae import WanVideoVAE
 from einops import rearrange, repeat
 
+from iasa.video.config import CLIP_FEATURE_DIM
 from iasa.video.latent_grid import TEMPORAL_STRIDE, VAE_STRIDE, num_latent_frames
 
 
@@ -31,8 +32,11 @@ def image_to_tensor(image: np.ndarray, device: torch.device, dtype: torch.dtype)
 
 
 @torch.no_grad()
-def encode_clip_feature(image_encoder: WanImageEncoder, image: torch.Tensor) -> torch.Tensor:
-    """image (3, H, W) in [-1, 1] -> CLIP tokens (1, 257, 1280) (penultimate ViT block, as Wan uses)."""
+def encode_clip_feature(image_encoder: WanImageEncoder | None, image: torch.Tensor) -> torch.Tensor:
+    """image (3, H, W) in [-1, 1] -> CLIP tokens (1, 257, 1280) (penultimate ViT block, as Wan uses); no
+    encoder (an architecture without image input) -> zero tokens (1, 0, 1280)."""
+    if image_encoder is None:
+        return image.new_zeros(1, 0, CLIP_FEATURE_DIM)
     return image_encoder.encode_image([image[None]])
 
 

@@ -54,6 +54,12 @@ class WanArchitecture:
     vae_base_dim: int = 96
     # Hidden channels of UniAnimate's pose guider (their concat_dim * 4).
     pose_hidden_channels: int = 16
+    # False: no CLIP image encoder; the DiT is built without its image cross-attention (img_emb, k_img, v_img)
+    # and clips carry zero CLIP tokens (clip_feature (0, 1280)). The reference image still enters through y.
+    image_input: bool = True
+    # "umt5": the umt5-xxl tokenizer folder of the model folder (random weights use UTF-8 bytes); "bytes":
+    # UTF-8 bytes as token ids always, so a model folder needs no tokenizer folder.
+    text_tokenizer: str = "umt5"
 
 
 ARCHITECTURES: dict[str, WanArchitecture] = {
@@ -66,7 +72,19 @@ ARCHITECTURES: dict[str, WanArchitecture] = {
         clip_image_size=32, clip_patch_size=2, clip_layers=1, clip_heads=16, clip_mlp_ratio=0.25,
         vae_base_dim=8, pose_hidden_channels=16,
     ),
+    # The miniature trained from scratch on one GPU (scripts/run_miniature.sh): at most 20 MB in fp16 for
+    # DiT + pose guider + VAE + text encoder (7.0 M + 0.06 M + 2.0 M + 0.03 M parameters). Head dim 128: diffsynth's
+    # 3D RoPE splits a head dim d into d - 2 (d // 3) + 2 (d // 3) channels, which needs d // 3 even (64 fails:
+    # 21), and the fast sparse kernels need a power of two, which leaves 32 and 128 (the 14B's).
+    "mini": WanArchitecture(
+        dim=256, ffn_dim=1024, num_heads=2, num_layers=6, freq_dim=256,
+        text_vocab=256, text_dim=32, text_attn_dim=32, text_ffn_dim=64, text_heads=2, text_layers=1,
+        text_buckets=8, text_length=16,
+        vae_base_dim=12, pose_hidden_channels=16, image_input=False, text_tokenizer="bytes",
+    ),
 }  # fmt: skip
+
+TEXT_TOKENIZERS = ("umt5", "bytes")
 
 
 def architecture(model_size: str) -> WanArchitecture:
@@ -79,7 +97,8 @@ def architecture(model_size: str) -> WanArchitecture:
 class WanModelConfig:
     """Which Wan networks, from where, in which dtype and on which device (what data_process needs)."""
 
-    # Network sizes: "14b" (Wan2.1-I2V-14B) or "tiny" (CPU tests and smoke runs).
+    # Network sizes: "14b" (Wan2.1-I2V-14B), "tiny" (CPU tests and smoke runs) or "mini" (the miniature
+    # trained from scratch, scripts/run_miniature.sh).
     model_size: str = "14b"
     # Folder in the Wan2.1-I2V-14B-720P layout; null = random weights (benchmarks, tiny smoke runs).
     model_dir: Optional[str] = "checkpoints/Wan2.1-I2V-14B-720P"

@@ -25,8 +25,8 @@ class FlowConditions:
     """What the DiT is conditioned on besides the noisy latents, for a batch of clips (or windows).
 
     context (b, L, text_dim) umt5 embeddings of the prompt (or of the negative prompt); clip_feature (b, 257,
-    1280) CLIP tokens of the reference image; y (b, 20, T, h, w) I2V condition with the reference-pose embedding
-    already added; pose_features (b, dim, T, h/2, w/2) from the pose guider, or None.
+    1280) CLIP tokens of the reference image ((b, 0, 1280), unread, for a DiT without image input); y (b, 20,
+    T, h, w) I2V condition with the reference-pose embedding already added; pose_features (b, dim, T, h/2, w/2) from the pose guider, or None.
     """
 
     context: torch.Tensor
@@ -67,7 +67,9 @@ def predict_flow(
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
     t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep).to(latents.dtype))
     t_mod = rearrange(dit.time_projection(t), "b (six d) -> b six d", six=6)
-    context = torch.cat([dit.img_emb(conditions.clip_feature), dit.text_embedding(conditions.context)], dim=1)
+    context = dit.text_embedding(conditions.context)
+    if dit.has_image_input:  # the first 257 context tokens are CLIP's, which the image cross-attention reads
+        context = torch.cat([dit.img_emb(conditions.clip_feature), context], dim=1)
     x = dit.patch_embedding(torch.cat([latents, conditions.y], dim=1))
     frames, height, width = x.shape[2:]
     if conditions.pose_features is not None:

@@ -213,12 +213,13 @@ def check_model_files(config: InferenceConfig) -> None:
     """Every model file the config names exists (their contents are checked as they load)."""
     from iasa.motion.emage_config import read_emage_config
     from iasa.pose.detection import check_detector_files
+    from iasa.video.config import architecture
     from iasa.video.model_files import ModelFilesError, locate_model_files
 
     if config.reference_keypoints is None and config.detect_reference_pose:
         check_detector_files(config.detector)
     if config.model.model_dir is not None:
-        locate_model_files(config.model.model_dir)
+        locate_model_files(config.model.model_dir, architecture(config.model.model_size))
     for key in ("unianimate_checkpoint", "lora_path", "pose_guider_path"):
         path = getattr(config.model, key)
         if path is not None and not Path(path).is_file():

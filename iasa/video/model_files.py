@@ -6,6 +6,9 @@ Layout (as published on Hugging Face, Wan-AI/Wan2.1-I2V-14B-720P):
     Wan2.1_VAE.pth
     models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth
     google/umt5-xxl/            (tokenizer files)
+Each .pth file may instead be a .safetensors file of the same name and keys (what this project writes, e.g. the
+miniature's model folder); the safetensors one is read when both exist. An architecture without image input
+needs no CLIP file, one with the byte tokenizer no tokenizer folder (iasa.video.config.WanArchitecture).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from iasa.errors import InputError
 from iasa.tensor_files import read_weight_map
+from iasa.video.config import WanArchitecture
 
 DIT_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 DIT_SHARD = re.compile(r"diffusion_pytorch_model-(\d{5})-of-(\d{5})\.safetensors")
@@ -40,8 +44,9 @@ class WanModelFiles:
     dit_index: Path | None
     text_encoder: Path
     vae: Path
-    image_encoder: Path
-    tokenizer: Path
+    # None when the architecture has no image input / uses the byte tokenizer.
+    image_encoder: Path | None
+    tokenizer: Path | None
 
 
 def dit_shard_name(index: int, total: int) -> str:
@@ -60,15 +65,33 @@ def _expected_dit_shards(folder: Path) -> list[str]:
     return [dit_shard_name(i, total) for i in range(1, total + 1)]
 
 
-def locate_model_files(folder: str | Path) -> WanModelFiles:
-    """Every file of the model folder, or ModelFilesError listing all missing ones."""
+def safetensors_name(name: str) -> str:
+    """The safetensors file that may stand in for an official .pth file: same stem."""
+    return str(Path(name).with_suffix(".safetensors"))
+
+
+def _weight_file(folder: Path, name: str) -> Path | None:
+    """The safetensors stand-in of `name` if present, else `name` itself if present, else None."""
+    for candidate in (safetensors_name(name), name):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    return None
+
+
+def locate_model_files(folder: str | Path, arch: WanArchitecture | None = None) -> WanModelFiles:
+    """Every file of the model folder that `arch` (default: the 14B's) needs, or ModelFilesError listing all
+    missing ones."""
     folder = Path(folder)
+    arch = WanArchitecture() if arch is None else arch
     if not folder.is_dir():
         raise ModelFilesError(f"model folder {folder.resolve()} does not exist; " + DOWNLOAD_HINT.format(folder=folder))
     shards = _expected_dit_shards(folder)
-    wanted = [*shards, TEXT_ENCODER, VAE, IMAGE_ENCODER]
-    missing = [name for name in wanted if not (folder / name).is_file()]
-    if not (folder / TOKENIZER).is_dir():
+    missing = [name for name in shards if not (folder / name).is_file()]
+    weights = {name: _weight_file(folder, name) for name in (TEXT_ENCODER, VAE, IMAGE_ENCODER)}
+    needed = [TEXT_ENCODER, VAE] + ([IMAGE_ENCODER] if arch.image_input else [])
+    missing += [name for name in needed if weights[name] is None]
+    uses_tokenizer_folder = arch.text_tokenizer == "umt5"
+    if uses_tokenizer_folder and not (folder / TOKENIZER).is_dir():
         missing.append(TOKENIZER + "/")
     if missing:
         raise ModelFilesError(
@@ -77,8 +100,8 @@ def locate_model_files(folder: str | Path) -> WanModelFiles:
     return WanModelFiles(
         dit_shards=tuple(folder / name for name in shards),
         dit_index=folder / DIT_INDEX if (folder / DIT_INDEX).is_file() else None,
-        text_encoder=folder / TEXT_ENCODER,
-        vae=folder / VAE,
-        image_encoder=folder / IMAGE_ENCODER,
-        tokenizer=folder / TOKENIZER,
+        text_encoder=weights[TEXT_ENCODER],
+        vae=weights[VAE],
+        image_encoder=weights[IMAGE_ENCODER] if arch.image_input else None,
+        tokenizer=folder / TOKENIZER if uses_tokenizer_folder else None,
     )
