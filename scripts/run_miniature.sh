@@ -41,6 +41,9 @@ if [[ $REHEARSAL == 1 ]]; then
   EVAL=(device=cpu max_clips=1 cpu_clips=1)
 fi
 
+# A stage that fails still returns what the stages before it trained (the teacher onwards).
+trap 'echo "=== FAILED (line $LINENO): packing what exists"; "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT" || true' ERR
+
 stage() {  # stage <name> <command...>: runs it, logs its wall time
   local name=$1 start=$SECONDS
   shift
