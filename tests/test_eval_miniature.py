@@ -20,12 +20,12 @@ from iasa.eval.video_metrics import CLIP_METRICS
 from iasa.synthetic.avatar import render_avatar
 from iasa.synthetic.dataset import identity_of_clip
 from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.video.config import SparseAttentionConfig
+from iasa.attention import SparseAttentionConfig
 from miniature_runs import FRAMES, SIZE, tiny_eval_overrides, write_held_out_split, write_stage_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-# PLACEHOLDER-free pins: the tiny random model's rows on the CPU (torch 2.14.1, float32), to 0.05 dB.
+# The tiny random model's rows on the CPU (torch 2.14.1, float32), pinned to 0.05 dB.
 PINNED_PSNR = {"teacher": 11.2469, "student": 11.2483}
 
 
