@@ -109,3 +109,16 @@ def test_a_missing_stage_file_names_the_file_and_its_stage(miniature, tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "'teacher' stage" in result.stderr
+
+
+def test_table_script_prints_one_markdown_row_per_variant(evaluated):
+    payload, out = evaluated
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "miniature_table.py"), str(out / "miniature.json")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| variant | steps | attention | density | PSNR (dB) |") and set(lines[1]) == {"|", "-"}
+    teacher = lines[2].split(" | ")
+    assert teacher[0] == "| teacher" and teacher[4] == f"{payload['rows'][0]['psnr']:.2f}" and teacher[-2] == "-"  # no GPU
+    assert lines[3].startswith("| student | 1 | iasa/past/global+local |")
