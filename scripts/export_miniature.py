@@ -57,7 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def held_out_identity(dataset: Path, name: str | None) -> tuple[str, dict]:
     manifest = dataset / HELD_OUT_SPLIT / MANIFEST
     if not manifest.is_file():
-        raise SyntheticDatasetError(f"{manifest} does not exist; write the dataset with scripts/make_synthetic_dataset.py --out {dataset}")
+        raise SyntheticDatasetError(
+            f"{manifest} does not exist; write the dataset with scripts/make_synthetic_dataset.py --out {dataset}"
+        )
     identities = json.loads(manifest.read_text())["identities"]
     name = name if name is not None else next(iter(identities))
     if name not in identities:
@@ -80,8 +82,8 @@ def main(argv: list[str]) -> None:
     try:
         files = pack_model_folder(sources["model"], sources["lora"], sources["pose_guider"], staging)
         identities = args.dataset / HELD_OUT_SPLIT / "identities"
-        for source, name in ((identities / f"{identity}.png", REFERENCE_IMAGE), (identities / f"{identity}.npz", REFERENCE_KEYPOINTS)):
-            shutil.copyfile(source, staging / name)
+        for suffix, name in ((".png", REFERENCE_IMAGE), (".npz", REFERENCE_KEYPOINTS)):
+            shutil.copyfile(identities / f"{identity}{suffix}", staging / name)
             files.append(staging / name)
         write_wav(staging / SPEECH, synthesize_speech(args.speech_seconds, SPEECH_SEED, SpeechConfig()))
         files.append(staging / SPEECH)

@@ -89,7 +89,7 @@ def test_grid_shows_the_ground_truth_above_each_variant(evaluated, miniature):
         (top, left)
         for top in range(grid.shape[0] - SIZE + 1)
         for left in range(grid.shape[1] - SIZE + 1)
-        if grid[top, left].tolist() == last[0, 0].tolist() and np.array_equal(grid[top : top + SIZE, left : left + SIZE], last)
+        if np.array_equal(grid[top, left], last[0, 0]) and np.array_equal(grid[top : top + SIZE, left : left + SIZE], last)
     ]
     assert hits, "the ground truth's last frame is not in the grid"
     assert grid.shape[0] >= 3 * SIZE  # ground truth + two variants
@@ -101,7 +101,8 @@ def test_a_missing_stage_file_names_the_file_and_its_stage(miniature, tmp_path):
     (tmp_path / "runs" / "teacher").mkdir(parents=True)
     (tmp_path / "runs" / "teacher" / "model").symlink_to(runs / "teacher" / "model")
     config = load_config(MiniatureEvalConfig, None, overrides)
-    with pytest.raises(MiniatureFilesError, match=r"runs/teacher/pose_guider\.safetensors does not exist: it is written by the miniature's 'teacher' stage"):
+    expected = r"runs/teacher/pose_guider\.safetensors does not exist: it is written by the miniature's 'teacher' stage"
+    with pytest.raises(MiniatureFilesError, match=expected):
         run_evaluation(config, progress=False)
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "eval_miniature.py"), "--no-progress", *overrides],

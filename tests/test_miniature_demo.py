@@ -101,7 +101,8 @@ def shipped_demo(tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
     )
     check_packed_folder(SHIPPED)
     record = json.loads((SHIPPED / "miniature.json").read_text())
-    config = load_config(InferenceConfig, CONFIG, [f"audio={short_speech(tmp_path)}", "model.device=cpu", *model_overrides(SHIPPED)])
+    overrides = [f"audio={short_speech(tmp_path)}", "model.device=cpu", *model_overrides(SHIPPED)]
+    config = load_config(InferenceConfig, CONFIG, overrides)
     video, keypoints = demo_video(config)
     return video, render_avatar(keypoints, Identity.sample(record["identity_seed"]))
 
@@ -145,7 +146,8 @@ def exported(tmp_path_factory) -> dict[str, Path]:
 def tiny_overrides(audio: Path) -> list[str]:
     from miniature_runs import SIZE
 
-    return [f"audio={audio}", "model.model_size=tiny", "model.device=cpu", f"pose.image_height={SIZE}", f"pose.image_width={SIZE}"]
+    size = [f"pose.image_height={SIZE}", f"pose.image_width={SIZE}"]
+    return [f"audio={audio}", "model.model_size=tiny", "model.device=cpu", *size]
 
 
 @pytest.mark.usefixtures("one_thread")

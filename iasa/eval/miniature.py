@@ -34,7 +34,7 @@ from iasa.attention import build_sparse_layout, density_statistics
 from iasa.config import check, load_config
 from iasa.errors import InputError
 from iasa.eval.speed import frames_per_second, torch_threads
-from iasa.eval.video_metrics import CLIP_METRICS, aggregate, psnr, ssim
+from iasa.eval.video_metrics import CLIP_METRICS, aggregate, evaluate_clip, psnr, ssim
 from iasa.pose.drawing import draw_pose_frames
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.synthetic.avatar import render_avatar
@@ -49,6 +49,9 @@ STAGE_LORA = "lora.safetensors"
 STAGE_POSE_GUIDER = "pose_guider.safetensors"
 MODEL_FOLDER = "model"
 HELD_OUT_SPLIT = "heldout"
+# What a variant runs with on the CPU (device=cpu, and the fps_cpu timing): float32 and the reference sparse
+# kernel (the fast and flex kernels and FP8 are CUDA-only).
+CPU_OVERRIDES = ("model.device=cpu", "model.dtype=float32", "attention.backend=reference", "speed.dit_precision=bf16")
 ROW_KEYS = ("variant", "steps", "attention", "density", *CLIP_METRICS, "fps_gpu", "fps_cpu")
 
 
@@ -152,8 +155,13 @@ def stage_file(runs: str | Path, stage: str, name: str) -> Path:
     return path
 
 
-def variant_inference_config(config: MiniatureEvalConfig, variant: VariantConfig, extra: Sequence[str] = ()) -> InferenceConfig:
-    """The InferenceConfig of one variant: its stage's files, then config.inference, variant.overrides, extra."""
+def variant_inference_config(
+    config: MiniatureEvalConfig, variant: VariantConfig, extra: Sequence[str] = ()
+) -> InferenceConfig:
+    """The InferenceConfig of one variant: its stage's files, then config.inference, variant.overrides,
+    CPU_OVERRIDES when config.device is the CPU, extra."""
+    from iasa.video.assembly import resolve_device
+
     lora = stage_file(config.runs, variant.stage, STAGE_LORA) if variant.lora else None
     files = [
         f"model.model_dir={stage_file(config.runs, config.model_stage, MODEL_FOLDER)}",
@@ -161,7 +169,9 @@ def variant_inference_config(config: MiniatureEvalConfig, variant: VariantConfig
         f"model.pose_guider_path={stage_file(config.runs, variant.stage, STAGE_POSE_GUIDER)}",
         f"model.device={config.device}",
     ]
-    return load_config(InferenceConfig, None, [*files, *config.inference, *variant.overrides, *extra])
+    on_cpu = resolve_device(config.device).type == "cpu"
+    cpu = CPU_OVERRIDES if on_cpu else ()
+    return load_config(InferenceConfig, None, [*files, *config.inference, *variant.overrides, *cpu, *extra])
 
 
 @dataclass
@@ -193,7 +203,10 @@ class VariantRunner:
         height, width = keypoints.image_size
         long_video = self.inference.long_video
         allowed = total = 0.0
-        for window in plan_windows(num_latent_frames(keypoints.num_frames), long_video.window_latent_frames, long_video.overlap_latent_frames):
+        windows = plan_windows(
+            num_latent_frames(keypoints.num_frames), long_video.window_latent_frames, long_video.overlap_latent_frames
+        )
+        for window in windows:
             frames = window.video_frames
             layout = build_sparse_layout(
                 keypoints.slice_frames(frames.start, frames.stop), self.inference.attention.sparse,
@@ -241,8 +254,6 @@ def evaluate_variant(
     keep_videos: bool,
     bar: Callable[[int], None],
 ) -> VariantResult:
-    from iasa.eval.video_metrics import evaluate_clip
-
     inference = variant_inference_config(config, variant)
     runner = VariantRunner.load(inference)
     device = runner.generator.components.device
@@ -255,7 +266,7 @@ def evaluate_variant(
         bar(1)
     fps_gpu = None
     if device.type == "cuda":
-        fps_gpu = frames_per_second(lambda: runner.generate(clips[0]), clips[0].truth.shape[0], device, repeats=config.gpu_repeats)
+        fps_gpu = gpu_fps(runner, clips[0], device, config.gpu_repeats)
     grid_video = videos[config.grid_clip]
     del runner
     fps_cpu = cpu_fps(config, variant, clips[: config.cpu_clips]) if config.cpu_clips else None
@@ -278,15 +289,19 @@ def attention_label(inference: InferenceConfig) -> str:
     if attention.attention != "iasa":
         return attention.attention
     sparse = attention.sparse
+    # local_regions: the switch of the region (local) mask, added with the miniature's global-only stage.
     parts = "global+local" if getattr(sparse, "local_regions", True) else "global"
     return f"iasa/{sparse.direction}/{parts}"
 
 
+def gpu_fps(runner: VariantRunner, clip: HeldOutClip, device: torch.device, repeats: int) -> float:
+    """Frames per second of the variant making `clip` on the GPU (after one untimed warm-up)."""
+    return frames_per_second(lambda: runner.generate(clip), clip.truth.shape[0], device, repeats=repeats)
+
+
 def cpu_fps(config: MiniatureEvalConfig, variant: VariantConfig, clips: list[HeldOutClip]) -> float:
     """Frames per second of the variant on the CPU (float32, the reference sparse kernel) over `clips`."""
-    inference = variant_inference_config(
-        config, variant, ["model.device=cpu", "model.dtype=float32", "attention.backend=reference", "speed.dit_precision=bf16"]
-    )
+    inference = variant_inference_config(config, variant, CPU_OVERRIDES)
     runner = VariantRunner.load(inference)
     frames = sum(clip.truth.shape[0] for clip in clips)
 
@@ -319,13 +334,16 @@ def student_comparisons(
     comparisons = {"fp8_vs_bf16": ["speed.dit_precision=fp8"]}
     if config.tae_checkpoint is not None:
         if not Path(config.tae_checkpoint).is_file():
-            raise MiniatureFilesError(f"tae_checkpoint={config.tae_checkpoint} does not exist; fix the path or set tae_checkpoint=null")
+            raise MiniatureFilesError(
+                f"tae_checkpoint={config.tae_checkpoint} does not exist; fix the path or set tae_checkpoint=null"
+            )
         comparisons["tae_vs_vae"] = ["speed.decoder=tae", f"speed.tae_checkpoint={config.tae_checkpoint}"]
     for key, overrides in comparisons.items():
         runner = VariantRunner.load(variant_inference_config(config, variant, overrides))
         videos = [runner.generate(clip) for clip in clips]
-        fps = frames_per_second(lambda: runner.generate(clips[0]), clips[0].truth.shape[0], device, repeats=config.gpu_repeats)
-        extra[key] = {"variant": variant.name, "overrides": overrides, **video_agreement(student.videos, videos), "fps_gpu": fps}
+        agreement = video_agreement(student.videos, videos)
+        fps = gpu_fps(runner, clips[0], device, config.gpu_repeats)
+        extra[key] = {"variant": variant.name, "overrides": overrides, **agreement, "fps_gpu": fps}
         del runner
     return extra
 
