@@ -18,14 +18,13 @@ then `inference` (every variant) and the variant's own `overrides`, as key=value
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ import torch
 from iasa.attention import build_sparse_layout, density_statistics
 from iasa.config import check, load_config
 from iasa.errors import InputError
-from iasa.eval.speed import frames_per_second, torch_threads
+from iasa.eval.speed import frames_per_second
 from iasa.eval.video_metrics import CLIP_METRICS, aggregate, evaluate_clip, psnr, ssim
 from iasa.pose.drawing import draw_pose_frames
 from iasa.pose.keypoints import WholeBodyKeypoints
@@ -257,17 +256,19 @@ def evaluate_variant(
     inference = variant_inference_config(config, variant)
     runner = VariantRunner.load(inference)
     device = runner.generator.components.device
-    scores, videos, densities = [], [], []
-    for clip in clips:
+    scores, videos, densities, grid_video = [], [], [], None
+    for index, clip in enumerate(clips):
         video = runner.generate(clip)
         scores.append(evaluate_clip(video, clip.truth, clip.keypoints))
         densities.append(runner.density(clip))
-        videos.append(video)
+        if keep_videos:
+            videos.append(video)
+        if index == config.grid_clip:
+            grid_video = video
         bar(1)
     fps_gpu = None
     if device.type == "cuda":
         fps_gpu = gpu_fps(runner, clips[0], device, config.gpu_repeats)
-    grid_video = videos[config.grid_clip]
     del runner
     fps_cpu = cpu_fps(config, variant, clips[: config.cpu_clips]) if config.cpu_clips else None
     metrics = aggregate(scores)
