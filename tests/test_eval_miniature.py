@@ -123,3 +123,20 @@ def test_table_script_prints_one_markdown_row_per_variant(evaluated):
     teacher = lines[2].split(" | ")
     assert teacher[0] == "| teacher" and teacher[4] == f"{payload['rows'][0]['psnr']:.2f}" and teacher[-2] == "-"  # no GPU
     assert lines[3].startswith("| student | 1 | iasa/past/global+local |")
+
+
+@pytest.mark.gpu
+def test_on_cuda_rows_are_timed_and_the_student_is_compared_at_fp8_and_with_the_tae(miniature, tmp_path):
+    """The CUDA-only parts: fps_gpu of every row, the student at FP8 against bf16, TAE- against VAE-decoded."""
+    from iasa.video.tae import TAE_ARCHITECTURES, TaeDecoder, save_tae_decoder
+
+    dataset, runs = miniature
+    tae = tmp_path / "tae.safetensors"
+    save_tae_decoder(TaeDecoder(TAE_ARCHITECTURES["tiny"]), tae)
+    overrides = [*tiny_eval_overrides(dataset, runs, tmp_path), "device=cuda", "gpu_repeats=1", f"tae_checkpoint={tae}"]
+    payload = run_evaluation(load_config(MiniatureEvalConfig, None, overrides), progress=False)
+    assert payload["gpu"] and all(row["fps_gpu"] > 0 and row["fps_cpu"] > 0 for row in payload["rows"])
+    fp8, tae_row = payload["fp8_vs_bf16"], payload["tae_vs_vae"]
+    assert fp8["variant"] == tae_row["variant"] == "student"
+    assert 20 < fp8["psnr"] < 100 and fp8["fps_gpu"] > 0  # FP8 rounding changes the video a little
+    assert tae_row["psnr"] is not None and tae_row["ssim"] < 1 and tae_row["fps_gpu"] > 0  # a random TAE: another video
