@@ -1,7 +1,7 @@
 """Pack the miniature's shipped student into models/miniature/ (the embedded default of `make demo`).
 
     python scripts/export_miniature.py --runs outputs/miniature --dataset data/miniature --out models/miniature
-        [--stage dmd_region] [--identity person024] [--speech_seconds 4] [--max_bytes 20000000] [--force]
+        [--stage dmd_region] [--model_size mini] [--identity person024] [--speech_seconds 4] [--max_bytes 20000000] [--force]
 
 Writes OUT/ (checked to hold at most --max_bytes, 20 MB):
     <the model folder of RUNS/teacher/model>   DiT with the student LoRA (RUNS/STAGE/lora.safetensors) merged,
@@ -29,6 +29,8 @@ from iasa.errors import InputError  # noqa: E402
 from iasa.eval.miniature import HELD_OUT_SPLIT, MODEL_FOLDER, STAGE_LORA, STAGE_POSE_GUIDER, stage_file  # noqa: E402
 from iasa.synthetic.dataset import MANIFEST, SyntheticDatasetError, write_wav  # noqa: E402
 from iasa.synthetic.speech import SpeechConfig, synthesize_speech  # noqa: E402
+from iasa.video.assembly import load_wan_components  # noqa: E402
+from iasa.video.config import WanModelConfig  # noqa: E402
 from iasa.video.pack_model import describe_sizes, folder_bytes, pack_model_folder  # noqa: E402
 
 # The issue's budget for the shipped weights and files, in bytes.
@@ -47,6 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("models/miniature"))
     parser.add_argument("--stage", default="dmd_region", help="the stage whose LoRA and pose guider ship")
     parser.add_argument("--model_stage", default="teacher", help="the stage whose model/ folder holds the networks")
+    parser.add_argument("--model_size", default="mini", help="the architecture of the model folder (checked by loading it)")
     parser.add_argument("--identity", default=None, help="held-out identity of the reference image; default the first")
     parser.add_argument("--speech_seconds", type=float, default=4.0)
     parser.add_argument("--max_bytes", type=int, default=MAX_BYTES, help="fail when OUT would hold more (default: 20 MB)")
@@ -81,6 +84,9 @@ def main(argv: list[str]) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         files = pack_model_folder(sources["model"], sources["lora"], sources["pose_guider"], staging)
+        # The packed folder loads strictly with the real loader (every key of every network).
+        packed = WanModelConfig(model_size=args.model_size, model_dir=str(staging), dtype="float32", device="cpu")
+        load_wan_components(packed)
         identities = args.dataset / HELD_OUT_SPLIT / "identities"
         for suffix, name in ((".png", REFERENCE_IMAGE), (".npz", REFERENCE_KEYPOINTS)):
             shutil.copyfile(identities / f"{identity}{suffix}", staging / name)

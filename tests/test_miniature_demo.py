@@ -137,7 +137,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     write_stage_folders(root / "runs")
     command = [sys.executable, str(ROOT / "scripts" / "export_miniature.py"), "--runs", str(root / "runs"),
                "--dataset", str(root / "data"), "--out", str(root / "models" / "miniature"), "--stage", "student",
-               "--speech_seconds", "1", "--max_bytes", str(TINY_MAX_BYTES)]  # fmt: skip
+               "--model_size", "tiny", "--speech_seconds", "1", "--max_bytes", str(TINY_MAX_BYTES)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return {"root": root, "runs": root / "runs", "folder": root / "models" / "miniature", "speech": short_speech(root)}

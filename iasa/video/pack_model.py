@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from iasa.errors import MissingFileError
 from iasa.tensor_files import read_tensors, safetensors_metadata
 from iasa.video.assembly import CheckpointKeyError
-from iasa.video.model_files import locate_model_files
+from iasa.video.model_files import DIT_SHARD
 
 POSE_GUIDER_FILE = "pose_guider.safetensors"
 LORA_PARTS = (".lora_A.weight", ".lora_B.weight")
@@ -57,12 +58,13 @@ def pack_model_folder(
     dtype: torch.dtype = torch.float16,
 ) -> list[Path]:
     """Write the packed folder `out` (which must not exist yet; the caller renames it into place) and return
-    its files. Every LoRA update must land on a weight of the DiT."""
+    its files. Every LoRA update must land on a weight of the DiT (its shards: DIT_SHARD's file names).
+    Whether the result loads is the caller's check (iasa.video.assembly.load_wan_components)."""
     model_dir, out = Path(model_dir), Path(out)
-    files = locate_model_files(model_dir)  # the loader's own view of the folder: a missing file fails here
+    if not model_dir.is_dir():
+        raise MissingFileError(f"model folder {model_dir} does not exist")
     updates = lora_updates(lora_path) if lora_path is not None else {}
     merged: set[str] = set()
-    shards = {shard.resolve() for shard in files.dit_shards}
     out.mkdir(parents=True)
     written = []
     for source in sorted(model_dir.rglob("*")):
@@ -74,7 +76,7 @@ def pack_model_folder(
             shutil.copyfile(source, target)
         else:
             tensors = read_tensors(source)
-            if source.resolve() in shards:
+            if DIT_SHARD.fullmatch(source.name) and source.parent == model_dir:
                 for key in updates.keys() & tensors.keys():
                     tensors[key] = tensors[key].float() + updates[key]
                     merged.add(key)
