@@ -13,9 +13,20 @@ $(VENV)/.installed: setup.py requirements.txt
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+# The skeleton video of examples/audio, then (with the embedded miniature student in models/miniature/) the
+# avatar video of the same speech beside it.
+MINIATURE := models/miniature
+DEMO_AUDIO := examples/audio/hello.wav
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/python infer_motion.py --model procedural --audio_folder examples/audio \
 		--save_folder outputs/demo --visualization
+	@if [ -d $(MINIATURE) ]; then \
+		$(VENV)/bin/python scripts/generate.py --config config/miniature.yaml audio=$(DEMO_AUDIO) \
+			out=outputs/demo/hello_avatar.mp4; \
+	else \
+		echo "$(MINIATURE)/ is absent, so only the skeleton video was written (the avatar needs the miniature student: README, Miniature reproduction)"; \
+	fi
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
