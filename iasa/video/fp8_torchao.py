@@ -30,15 +30,24 @@ def require_torchao() -> None:
 
 
 @torch.no_grad()
-def quantize_dit_linears_torchao(dit: nn.Module) -> int:
-    """Quantise the DiT blocks' big linears in place with torchao (one layer at a time); returns how many."""
-    check_fp8_support(next(dit.parameters()).device)
+def torchao_fp8_linear(linear: nn.Linear) -> nn.Linear:
+    """The same nn.Linear, its weight replaced in place by torchao's e4m3 row-wise tensor; returned."""
     require_torchao()
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    names = [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
     # set_inductor_config=False: torchao would otherwise switch on process-wide Inductor options (coordinate
     # descent tuning: minutes more compilation) that the bf16 and project FP8 blocks would then inherit too.
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
-    quantize_(dit, config, filter_fn=lambda module, name: fp8_eligible(name, module))
+    quantize_(linear, config)  # the module itself matches quantize_'s default filter (an nn.Linear)
+    return linear
+
+
+@torch.no_grad()
+def quantize_dit_linears_torchao(dit: nn.Module) -> int:
+    """Quantise the DiT blocks' big linears (fp8_linear.fp8_eligible) in place with torchao, one layer at a
+    time; returns how many."""
+    check_fp8_support(next(dit.parameters()).device)
+    names = [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
+    for name in names:
+        torchao_fp8_linear(dit.get_submodule(name))
     return len(names)
