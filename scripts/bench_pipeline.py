@@ -332,9 +332,9 @@ THROUGHPUT_RESOLUTIONS = ("480x832", "720x1280")
 # names a fused kernel after the ops it holds: one that quantises counts as quantisation, whatever it fuses.
 KERNEL_CLASSES = (
     ("attention", ("attention", "attn", "fmha", "flash", "sdpa", "cross_region", "flex")),
-    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "scaled_mm", "aten::mm", "aten::addmm", "aten::bmm", "wgmma")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
     ("quantisation", ("amax", "float8", "fp8", "e4m3", "quant")),
-    ("copy", ("memcpy", "memset", "copy_", "cat")),
+    ("copy", ("memcpy", "memset", "direct_copy", "catarray", "aten::copy_", "aten::cat")),
 )  # fmt: skip
 
 
@@ -422,7 +422,6 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
     motion_generator(waveform)
     backend = default_sparse_backends()[0] if args.sparse_backends == ["auto"] else args.sparse_backends[0]
     results["sparse_backends"] = [backend]
-    compiled_blocks._COMPILED["inductor"] = compiled_blocks.compile_block_function(args.compile_backend)
     print(f"built {args.model_size} networks in {time.perf_counter() - start:.1f} s", flush=True)
 
     def over_budget() -> bool:
@@ -439,13 +438,22 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
 
     fp8_modules: dict[str, dict] = {}  # fp8_backend -> FP8 linears, built once
 
-    def use_variant(precision: str, fp8_backend: str | None, bf16_linears: dict) -> None:
-        """Swap the variant's linears in (bf16_linears: the originals, kept for swapping back)."""
+    block_functions: dict[tuple, object] = {}  # variant -> its compiled block function
+
+    def use_variant(precision: str, fp8_backend: str | None, compiled: bool, bf16_linears: dict):
+        """Swap the variant's linears in (bf16_linears: the originals, kept for swapping back) and make its own
+        compiled block function the process's (one that fell back to eager must not hide the next variant's
+        result; the profile and later resolutions reuse it). Returns that function."""
         swap_modules(dit, bf16_linears)
         if precision == "fp8":
             if fp8_backend not in fp8_modules:
                 fp8_modules[fp8_backend] = fp8_linears(dit, fp8_backend)
             swap_modules(dit, fp8_modules[fp8_backend])
+        variant = (precision, fp8_backend, compiled)
+        if variant not in block_functions:
+            block_functions[variant] = compiled_blocks.compile_block_function(args.compile_backend)
+        compiled_blocks._COMPILED["inductor"] = block_functions[variant]
+        return block_functions[variant]
 
     def add_decoder_records(decoder: str, dit_records: list[dict], outside: dict, latents, baseline) -> None:
         """Time `decoder` on the clip's latents; one record per DiT variant with it, end to end."""
@@ -517,9 +525,11 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
 
             @torch.no_grad()
             def measure_dit() -> dict:
-                use_variant(precision, fp8_backend, bf16_linears)
+                block_function = use_variant(precision, fp8_backend, compiled, bf16_linears)
                 step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
                 first_call_s = synchronized_seconds(step, device)  # compilation of the block, when compiled
+                if compiled and block_function.failed:
+                    raise RuntimeError(f"compiling the block failed (it would run eagerly): {block_function.error}")
                 seconds = statistics.median(synchronized_seconds(step, device) for _ in range(args.repeats))
                 flows[precision, fp8_backend, compiled] = step()
                 return {"dit_step_s": seconds, "dit_first_call_s": first_call_s}
@@ -547,7 +557,7 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
 
             @torch.no_grad()
             def profile_fastest() -> dict:
-                use_variant(precision, fp8_backend, bf16_linears)
+                use_variant(precision, fp8_backend, compiled, bf16_linears)
                 step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
                 step()
                 return step_profile(step, device)

@@ -19,12 +19,11 @@ Inference only: the op has no autograd formula (training runs the eager blocks, 
 from __future__ import annotations
 
 import weakref
-from typing import Callable
-
 import torch
 from torch import nn
 
 from iasa.attention.layout import SparseLayout
+from iasa.video.fast_compile import CompiledWithFallback
 
 # Recompilations allowed per block code before torch.compile gives up on it (one per grid shape in use).
 BLOCK_RECOMPILE_LIMIT = 8
@@ -82,19 +81,19 @@ def run_block(block: nn.Module, x: torch.Tensor, context: torch.Tensor, t_mod: t
     return block(x, context, t_mod, attention)
 
 
-def compile_block_function(backend: str = "inductor") -> Callable[..., torch.Tensor]:
-    """`run_block` under torch.compile: fullgraph (a graph break would be an error, not a silent slowdown),
-    static shapes."""
+def compile_block_function(backend: str = "inductor") -> CompiledWithFallback[torch.Tensor]:
+    """`run_block` under torch.compile: fullgraph (a graph break is a compile error, not a silent slowdown),
+    static shapes; if compiling fails, eager blocks with a warning (the error is kept on the returned object)."""
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
     setattr(config, name, max(getattr(config, name), BLOCK_RECOMPILE_LIMIT))
-    return torch.compile(run_block, fullgraph=True, dynamic=False, backend=backend)
+    return CompiledWithFallback(run_block, dynamic=False, backend=backend)
 
 
-_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+_COMPILED: dict[str, CompiledWithFallback[torch.Tensor]] = {}
 
 
-def compiled_block(backend: str = "inductor") -> Callable[..., torch.Tensor]:
+def compiled_block(backend: str = "inductor") -> CompiledWithFallback[torch.Tensor]:
     """The process's one compiled block function per compiler backend (its compiled graphs are cached in it)."""
     if backend not in _COMPILED:
         _COMPILED[backend] = compile_block_function(backend)
