@@ -29,6 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iasa.attention import sparse_attention
 from iasa.attention.layout import SparseLayout
+from iasa.video.compiled_blocks import register_layout, self_attention_op
 from iasa.video.fast_compile import CompiledWithFallback
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
@@ -61,6 +62,8 @@ class SelfAttentionArgs:
         """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
+        if layout is not None:
+            register_layout(layout)
         return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
 
 
@@ -97,33 +100,52 @@ def fused_norm_rope(
 ) -> torch.Tensor:
     """`norm_rope`, compiled into one kernel for CUDA inference; eager under autograd and on the CPU
     (training keeps the plain graph, which peft and checkpointing are tested with)."""
+    if torch.compiler.is_compiling():  # inside a compiled block: the block's graph fuses it
+        return norm_rope(x, weight, eps, cos, sin, num_heads)
     if x.is_cuda and not torch.is_grad_enabled():
         return compiled_norm_rope(x, weight, eps, cos, sin, num_heads)
     return norm_rope(x, weight, eps, cos, sin, num_heads)
 
 
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, layout: SparseLayout | None, backend: str
+) -> torch.Tensor:
+    """q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads * head_dim): dense attention when layout is
+    None, else the sparse kernel `backend` under the layout."""
+    q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=num_heads) for t in (q, k, v))
+    if layout is None:
+        out = dense_attention(q, k, v)
+    else:
+        if layout.num_tokens != q.shape[2]:
+            raise ValueError(
+                f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
+                f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
+            )
+        out = sparse_attention(q, k, v, layout, backend)
+    return rearrange(out, "b n s d -> b s (n d)")
+
+
 class RoutedAttention(nn.Module):
     """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
     head_dim), dense or sparse as `attention` says. The place to wrap for sequence parallelism (an all-to-all
-    from token shards to head shards before, and back after)."""
+    from token shards to head shards before, and back after). Under torch.compile (iasa.video.compiled_blocks)
+    the attention is one opaque custom op whose inputs include the layout's tensors, so a new layout is new
+    data for the same compiled graph."""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
-        q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=self.num_heads) for t in (q, k, v))
         layout = attention.layout
+        if not torch.compiler.is_compiling():
+            return attend(q, k, v, self.num_heads, layout, attention.backend)
         if layout is None:
-            out = dense_attention(q, k, v)
-        else:
-            if layout.num_tokens != q.shape[2]:
-                raise ValueError(
-                    f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
-                    f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
-                )
-            out = sparse_attention(q, k, v, layout, attention.backend)
-        return rearrange(out, "b n s d -> b s (n d)")
+            return self_attention_op(q, k, v, self.num_heads, None, None, 0, 0, 0, attention.backend)
+        return self_attention_op(
+            q, k, v, self.num_heads, layout.frame_selection, layout.token_regions, *layout.grid_size,
+            layout.block_size, attention.backend,
+        )  # fmt: skip
 
 
 class RoutedSelfAttention(SelfAttention):

@@ -18,6 +18,7 @@ from einops import rearrange
 
 from iasa.attention.layout import SparseLayout
 from iasa.video.attention_patch import SelfAttentionArgs, is_patched
+from iasa.video.compiled_blocks import compiled_block
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,11 +58,13 @@ def predict_flow(
     backend: str = "reference",
     use_gradient_checkpointing: bool = False,
     use_gradient_checkpointing_offload: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Flow (noise - x0) for noisy latents (b, 16, T, h, w) at timestep (b,) in [0, 1000]: (b, 16, T, h, w).
 
     layout: the sparse layout of the clip's (T, h/2, w/2) token grid, None = dense attention; backend: the
     sparse kernel. The DiT's self-attention must be patched (iasa.video.attention_patch.patch_self_attention).
+    compiled: run the blocks through the one compiled block function (iasa.video.compiled_blocks; inference only).
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
@@ -74,6 +77,13 @@ def predict_flow(
         x = x + conditions.pose_features.to(x.dtype)
     x = rearrange(x, "b c f h w -> b (f h w) c").contiguous()
     attention = SelfAttentionArgs.for_forward(rope_frequencies(dit, frames, height, width, x.device), layout, backend)
+    if compiled:
+        if torch.is_grad_enabled():
+            raise RuntimeError("compiled DiT blocks are for inference: call predict_flow under torch.no_grad()")
+        run = compiled_block()
+        for block in dit.blocks:
+            x = run(block, x, context, t_mod, attention)
+        return dit.unpatchify(dit.head(x, t), (frames, height, width))
     for block in dit.blocks:
         # diffsynth's DiTBlock.forward(x, context, t_mod, freqs) hands its fourth argument to self_attn alone,
         # which after patching is RoutedSelfAttention: it takes this forward's SelfAttentionArgs there. Each
