@@ -1,0 +1,128 @@
+"""Streaming generation: within the trained length the stream equals the full-clip output of the 1-step causal
+student (dense and sparse, any chunk size); past it the cache is bounded and pose-selected, and RoPE positions
+stay in the trained range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.frame_selection import select_frames
+from iasa.attention.layout import SparseLayout
+from iasa.video.attention_patch import patch_self_attention
+from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig
+from iasa.video.denoiser import FlowConditions, predict_flow
+from iasa.video.pose_guider import PoseGuider
+from iasa.video.streaming import (
+    LatentFramePose,
+    PoseFeatureStream,
+    StreamConditions,
+    StreamState,
+    evict_redundant_frame,
+    frame_noise,
+    generate_chunk,
+    latent_distances,
+    rope_position,
+)
+
+TINY = ARCHITECTURES["tiny"]
+LATENT_GRID = (8, 12)  # latent cells -> 4 x 6 tokens per frame
+TOKEN_GRID = (4, 6)
+TRAINED = 21
+TIMESTEP, SIGMA = torch.tensor([1000.0]), 1.0
+POINTS = 14  # upper-body points + hand centroids
+
+
+def random_poses(frames: int, seed: int) -> list[LatentFramePose]:
+    """Random keypoints (some hidden) and regions: latent frame 0 covers one video frame, the others four."""
+    generator = np.random.default_rng(seed)
+    poses = []
+    for latent in range(frames):
+        video = 1 if latent == 0 else 4
+        points = generator.normal(size=(video, POINTS, 2))
+        visible = generator.random((video, POINTS)) > 0.2
+        regions = torch.from_numpy(generator.integers(0, 5, TOKEN_GRID[0] * TOKEN_GRID[1]) * (generator.random(24) > 0.4))
+        poses.append(LatentFramePose(points, visible, regions.long()))
+    return poses
+
+
+def conditions(frames: int, seed: int = 3) -> tuple[StreamConditions, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shared = StreamConditions(
+        context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator),
+        clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator),
+        y=torch.randn(1, CONDITION_CHANNELS, TRAINED, *LATENT_GRID, generator=generator),
+    )
+    pose_features = torch.randn(1, TINY.dim, frames, *TOKEN_GRID, generator=generator)
+    return shared, pose_features
+
+
+def stream(dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference"):
+    """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk."""
+    config = config or StreamingConfig(chunk_latent_frames=chunk)
+    shared, features = conditions(frames)
+    state, pieces, states = StreamState(), [], []
+    for first in range(0, frames, chunk):
+        stop = min(first + chunk, frames)
+        noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device("cpu"), torch.float32) for t in range(first, stop)], 2)
+        latents, state = generate_chunk(
+            dit, state, noise, TIMESTEP, SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend
+        )
+        pieces.append(latents)
+        states.append(state)
+    return torch.cat(pieces, 2), states
+
+
+def full_clip(dit, frames: int, layout: SparseLayout) -> torch.Tensor:
+    shared, features = conditions(frames)
+    noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device("cpu"), torch.float32) for t in range(frames)], 2)
+    flow_conditions = FlowConditions(shared.context, shared.clip_feature, shared.y[:, :, :frames], features)
+    with torch.no_grad():
+        return noise - SIGMA * predict_flow(dit, noise, TIMESTEP, flow_conditions, layout, "reference")
+
+
+@pytest.fixture(scope="module")
+def student(tiny_dit):
+    dit = tiny_dit()
+    patch_self_attention(dit)
+    return dit
+
+
+RULE = SparseAttentionConfig(top_k=2, block_size=16)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_sparse_stream_equals_the_full_clip_within_the_trained_length(student, chunk, one_thread):
+    poses = random_poses(TRAINED, seed=chunk)
+    selection = select_frames(latent_distances(poses, RULE.align_scale), RULE.top_k, "past", True)
+    # The rule is not trivial here: frames select some past frames but not all.
+    assert 0 < int(selection.sum()) - TRAINED < TRAINED * (TRAINED - 1) // 2
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, RULE.block_size, tuple(RULE.regions))
+    expected = full_clip(student, TRAINED, layout)
+    streamed, _ = stream(student, TRAINED, chunk, RULE, poses)
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_stream_through_flex_equals_the_full_clip(student, one_thread):
+    frames = 7
+    poses = random_poses(frames, seed=11)
+    selection = select_frames(latent_distances(poses, False), RULE.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, RULE.block_size, tuple(RULE.regions))
+    expected = full_clip(student, frames, layout)
+    streamed, _ = stream(student, frames, 2, RULE, poses, backend="flex")
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_stream_equals_the_block_causal_full_clip(student, one_thread):
+    """Dense streaming (chunk 1): every cached token is a key. Its full-clip twin is block-causal dense
+    attention, the rule with one region covering every token and every past frame selected."""
+    poses = random_poses(TRAINED, seed=5)
+    causal = torch.ones(TRAINED, TRAINED, dtype=torch.bool).tril()
+    everywhere = torch.ones(TRAINED, TOKEN_GRID[0] * TOKEN_GRID[1], dtype=torch.long)
+    expected = full_clip(student, TRAINED, SparseLayout(causal, everywhere, TOKEN_GRID))
+    streamed, _ = stream(student, TRAINED, 1, None, poses)
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+    # and the stream is not the bidirectional clip (which sees future frames)
+    assert not torch.allclose(streamed, full_clip(student, TRAINED, None), atol=1e-4)
