@@ -126,3 +126,93 @@ def test_dense_stream_equals_the_block_causal_full_clip(student, one_thread):
     torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
     # and the stream is not the bidirectional clip (which sees future frames)
     assert not torch.allclose(streamed, full_clip(student, TRAINED, None), atol=1e-4)
+
+
+def brute_force_eviction(distance: list[list[float]]) -> int:
+    """The eviction rule from its text: among frames 1.., the one whose nearest other frame is nearest; ties:
+    the older."""
+    best, best_nearest = None, None
+    for i in range(1, len(distance)):
+        nearest = min(distance[i][j] for j in range(len(distance)) if j != i)
+        if best is None or nearest < best_nearest:
+            best, best_nearest = i, nearest
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_eviction_matches_a_brute_force(seed):
+    generator = np.random.default_rng(seed)
+    points = generator.normal(size=(int(generator.integers(3, 9)), 2))
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    if seed % 4 == 0:  # exact ties: the older goes
+        distance = np.round(distance)
+    assert evict_redundant_frame(torch.from_numpy(distance)) == brute_force_eviction(distance.tolist())
+
+
+def test_bounded_cache_covers_the_pose_space_and_stays_flat(student, one_thread):
+    """A long stream alternating between two poses, budget 2: the cache keeps one frame of each pose (not the
+    two latest), and its token count is constant once full."""
+    generator = np.random.default_rng(0)
+    base = [generator.normal(size=(POINTS, 2)) for _ in range(3)]
+    frames = 40
+    poses = []
+    for latent in range(frames):
+        video = 1 if latent == 0 else 4
+        which = 0 if latent == 0 else 1 + (latent // 3) % 2  # runs of three frames of pose A, then of B
+        jitter = generator.normal(scale=1e-3, size=(video, POINTS, 2))
+        regions = torch.zeros(24, dtype=torch.long)
+        regions[:6] = 1  # 6 region tokens per frame
+        poses.append(LatentFramePose(base[which] + jitter, np.ones((video, POINTS), bool), regions))
+    config = StreamingConfig(cache_frames=2, trained_latent_frames=8)
+    _, states = stream(student, frames, 1, RULE, poses, config)
+    for state in states[3:]:
+        assert [f.index for f in state.frames][0] == 0
+        assert len(state.frames) == 3 and state.cached_tokens == 3 * 6
+        kinds = {1 + (f.index // 3) % 2 for f in state.frames[1:]}
+        assert kinds == {1, 2}, [f.index for f in state.frames]
+    assert len({s.cache_bytes() for s in states[3:]}) == 1
+    assert states[-1].layers[0].keys.shape[1] == 18
+
+
+def test_rope_positions_stay_in_the_trained_range():
+    trained = 21
+    # within the trained length: the frame's own index (the full clip's positions)
+    assert [rope_position(t, 20, trained) for t in range(21)] == list(range(21))
+    for newest in range(21, 200):
+        positions = [rope_position(t, newest, trained) for t in range(newest + 1)]
+        assert positions[0] == 0 and positions[newest] == trained - 1
+        assert all(0 <= p <= trained - 1 for p in positions)
+        # recent frames keep their true distance to the newest; older ones are clamped to 1
+        assert positions[newest - 5] == trained - 6
+        assert positions[1] == 1 and positions == sorted(positions)
+
+
+def test_long_stream_positions_and_conditions_are_in_range(student, one_thread):
+    """Past the trained length every chunk still runs (y is read at the remapped positions)."""
+    poses = random_poses(12, seed=2)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=5)
+    latents, states = stream(student, 12, 2, RULE, poses, config)
+    assert latents.shape[2] == 12 and torch.isfinite(latents).all()
+    assert all(len(s.frames) <= 4 for s in states)
+
+
+def test_pose_feature_stream_equals_the_full_clip(one_thread):
+    torch.manual_seed(0)
+    guider = PoseGuider(dit_dim=8, hidden_channels=4)
+    video = torch.rand(1, 3, 4 * 6 + 1, 32, 32)  # 25 frames -> 7 latent frames
+    expected = guider.pose_features(video)
+    features = PoseFeatureStream(guider)
+    got, frame = [], 0
+    with torch.no_grad():
+        expected = guider.pose_features(video)
+        for start in range(0, 25, 3):  # pose frames arrive three at a time
+            features.push(video[0, :, start : start + 3].transpose(0, 1))
+            if start + 3 >= 25:
+                features.finish()
+            ready = features.ready_latent_frames()
+            # the look-ahead: latent frame t waits for video frame 4 t + 4 (or the end)
+            assert ready == (7 if features.finished else max(0, (features.received - 5) // 4 + 1))
+            if ready > frame:
+                got.append(features.features(frame, ready))
+                frame = ready
+    torch.testing.assert_close(torch.cat(got, 2), expected, rtol=1e-5, atol=1e-6)
