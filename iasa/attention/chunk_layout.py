@@ -34,6 +34,7 @@ class ChunkLayout:
     grid_size: tuple[int, int]
     block_size: int = LayoutRuleConfig.block_size
     region_names: tuple[str, ...] = ()
+    key_capacity: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         frames = self.frame_selection.shape[0]
@@ -47,6 +48,8 @@ class ChunkLayout:
             raise ValueError(f"key_frames {tuple(self.key_frames.shape)} and key_regions {tuple(self.key_regions.shape)} must be one (Sk,) list each")
         if self.grid_size[0] * self.grid_size[1] != tokens:
             raise ValueError(f"grid {self.grid_size} does not hold {tokens} tokens per frame")
+        if self.key_capacity is not None and (self.key_capacity[0] < frames or self.key_capacity[1] < self.num_keys):
+            raise ValueError(f"key_capacity {self.key_capacity} is below the chunk's {frames} frames, {self.num_keys} keys")
 
     @property
     def num_frames(self) -> int:

@@ -109,11 +109,15 @@ def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChun
     key_permutation = torch.sort(key_class, stable=True).indices
     query_class, key_class = query_class[query_permutation], key_class[key_permutation]
     frames = layout.num_frames
-    # One padding class, background of an extra frame no frame selects, for tokens past either end.
-    selection = torch.zeros(frames + 1, frames + 1, dtype=torch.bool)
+    frame_capacity, key_tokens = layout.key_capacity or (frames, layout.num_keys)
+    # One padding class, background of an extra frame no frame selects, for tokens past either end (and the
+    # padding up to key_capacity).
+    selection = torch.zeros(frame_capacity + 1, frame_capacity + 1, dtype=torch.bool)
     selection[:frames, :frames] = layout.frame_selection.cpu()
     table = class_table(selection, regions)
-    num_classes = (frames + 1) * regions
+    num_classes = (frame_capacity + 1) * regions
+    padding = frame_capacity * regions + BACKGROUND
+    key_class = torch.cat([key_class, torch.full((key_tokens - layout.num_keys,), padding, dtype=torch.long)])
     query_histogram = _class_histogram(query_class, block_size, num_classes)
     key_histogram = _class_histogram(key_class, block_size, num_classes)
     counts = (query_histogram @ table.double() @ key_histogram.T).round().long()
@@ -122,12 +126,11 @@ def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChun
     # A tile running past the end of either sequence keeps its mask_mod: the kernel masks the overhang.
     if layout.num_queries % block_size:
         full[-1, :] = False
-    if layout.num_keys % block_size:
+    if key_tokens % block_size:
         full[:, -1] = False
     partial = (counts > 0) & ~full
     kv_num_blocks, kv_indices = _partial_then_rest(partial)
     full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
-    padding = frames * regions + BACKGROUND
 
     def padded(classes: torch.Tensor, blocks: int) -> torch.Tensor:
         result = torch.full((blocks * block_size,), padding, dtype=torch.long)
@@ -144,7 +147,7 @@ def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChun
         full_kv_indices.to(device),
         BLOCK_SIZE=block_size,
         mask_mod=mask_mod,
-        seq_lengths=(layout.num_queries, layout.num_keys),
+        seq_lengths=(layout.num_queries, key_tokens),
     )
     return FlexChunkPlan(
         query_permutation.to(device), inverse_permutation(query_permutation).to(device), key_permutation.to(device),
@@ -190,6 +193,9 @@ def flex_chunk_attention(
     plan = cached_flex_chunk_plan(layout, query.device)
     query = query.index_select(-2, plan.query_permutation)
     key, value = (x.index_select(-2, plan.key_permutation) for x in (key, value))
+    if layout.key_capacity is not None and layout.key_capacity[1] > key.shape[-2]:
+        padding = layout.key_capacity[1] - key.shape[-2]
+        key, value = (torch.nn.functional.pad(x, (0, 0, 0, padding)) for x in (key, value))
     return _run_flex(query, key, value, plan.block_mask).index_select(-2, plan.query_inverse)
 
 

@@ -244,10 +244,15 @@ class StreamConditions:
 
 
 def chunk_layout(
-    keys: list[CachedFrame], chunk: list[LatentFramePose], grid: tuple[int, int], rule: SparseAttentionConfig
+    keys: list[CachedFrame],
+    chunk: list[LatentFramePose],
+    grid: tuple[int, int],
+    rule: SparseAttentionConfig,
+    key_frame_capacity: int | None = None,
 ) -> ChunkLayout:
     """The chunk's layout: key frames are the cached ones then the chunk's, selected by the rule's "past"
-    top-K (select_frames on their pose distances: key order is frame order, so "earlier" is "before")."""
+    top-K (select_frames on their pose distances: key order is frame order, so "earlier" is "before").
+    key_frame_capacity: the most key frames any chunk of the stream has (the kernels' static padding)."""
     poses = [frame.pose for frame in keys] + chunk
     selection = select_frames(latent_distances(poses, rule.align_scale), rule.top_k, "past", rule.keep_first_frame)
     key_frames = [torch.full((frame.tokens.numel(),), i, dtype=torch.long) for i, frame in enumerate(keys)]
@@ -264,6 +269,7 @@ def chunk_layout(
         grid_size=grid,
         block_size=rule.block_size,
         region_names=tuple(rule.regions),
+        key_capacity=None if key_frame_capacity is None else (key_frame_capacity, key_frame_capacity * tokens),
     )
 
 
@@ -301,7 +307,9 @@ def generate_chunk(
         )
         tokens = torch.cat([f.tokens for f in state.frames])
         past_rope = rope_at(dit, frame_positions, tokens // grid[1], tokens % grid[1], noise.device)
-    layout = None if rule is None else chunk_layout(list(state.frames), poses, grid, rule).to(noise.device)
+    # Every chunk of the stream pads its keys to the same capacity: one compiled kernel for the stream.
+    capacity = config.cache_frames + 1 + config.chunk_latent_frames
+    layout = None if rule is None else chunk_layout(list(state.frames), poses, grid, rule, capacity).to(noise.device)
     flow_conditions = FlowConditions(
         conditions.context, conditions.clip_feature, conditions.y[:, :, positions.to(conditions.y.device)], pose_features
     )
