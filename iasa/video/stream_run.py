@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,10 @@ from iasa.video.config import (
 )
 from iasa.video.latent_grid import PATCH_SIZE, TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, padded_frame_count
 from iasa.video.preview_server import PreviewServer
+
+if TYPE_CHECKING:
+    from iasa.pose.keypoints import WholeBodyKeypoints
+    from iasa.video.pipeline import VideoGenerator
 from iasa.video.stream_clock import StreamClock
 
 # --serve: how long past the video's own length the page may take to show the last frames before it closes.
@@ -125,14 +129,8 @@ def run_stream(
     from iasa.attention.frame_selection import DIRECTIONS
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
-    from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt, image_to_tensor
     from iasa.video.inference import check_model_files, check_output_path, inference_pose_style, reference_image_and_pose
     from iasa.video.pipeline import VideoGenerator, pad_keypoints
-    from iasa.video.sampler import flow_matching_schedule
-    from iasa.video.stream_decode import StreamDecoder
-    from iasa.video.streaming import (
-        PoseFeatureStream, StreamConditions, StreamState, frame_noise, generate_chunk, latent_frame_poses,
-    )  # fmt: skip
     from iasa.video.video_io import StreamingVideoWriter
 
     validate_config(config)
@@ -168,74 +166,23 @@ def run_stream(
     reference_pose = draw_pose_frames(
         reference.slice_frames(0, 1) if reference is not None else keypoints.slice_frames(0, 1), pose_style
     )[0]
-    grid = (size[0] // TOKEN_STRIDE, size[1] // TOKEN_STRIDE)
-    poses = latent_frame_poses(keypoints, config.attention.sparse, grid)
-
-    streaming = config.streaming
-    with torch.no_grad():
-        context = encode_prompt(c.tokenizer, c.text_encoder, config.sampler.prompt, c.device)
-        reference_tensor = image_to_tensor(image, c.device, c.dtype)
-        clip_feature = encode_clip_feature(c.image_encoder, reference_tensor).to(c.dtype)
-        y = encode_first_frame_condition(
-            c.vae, reference_tensor, TEMPORAL_STRIDE * (streaming.trained_latent_frames - 1) + 1
-        )
-        reference_pose_tensor = rearrange(
-            torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0, "h w c -> 1 c h w"
-        )
-        y = y + c.pose_guider.reference_condition(reference_pose_tensor)
-    conditions = StreamConditions(context, clip_feature, y)
-    timesteps, sigmas = flow_matching_schedule(1, config.sampler.shift)
-    timestep = timesteps[:1].to(device=c.device, dtype=c.dtype)
-    sigma = float(sigmas[0])
-    decoder = StreamDecoder(generator.tae if generator.tae is not None else c.vae, config.speed.vae_memory_format)
-    rule = config.attention.sparse if sparse else None
-    backend = config.attention.backend
-    latent_grid = (size[0] // VAE_STRIDE, size[1] // VAE_STRIDE)
-    total_latent = len(poses)
     fps = motion.fps
-
     server = PreviewServer(port=config.preview_port, audio_path=config.audio, fps=fps) if serve else None
     clock = StreamClock()
-    features = PoseFeatureStream(c.pose_guider)
-    drawn = 0
     written = 0
     with StreamingVideoWriter(config.out, fps, size, audio=config.audio) as writer:
         if server is not None:
             server.start()
             on_url(server.url)
         try:
-            state = StreamState()
-            bar = tqdm(total=total_latent, desc="streaming", unit="latent frame", disable=not progress)
+            chunks = stream_frames(generator, config, image, reference_pose, keypoints, pose_style, num_frames, progress)
             clock.mark_inputs_ready()
-            for first in range(0, total_latent, streaming.chunk_latent_frames):
-                stop = min(first + streaming.chunk_latent_frames, total_latent)
-                # The chunk waits for the pose frames its features read (one latent frame of look-ahead).
-                while features.ready_latent_frames() < stop:
-                    upto = min(keypoints.num_frames, drawn + TEMPORAL_STRIDE)
-                    frames = draw_pose_frames(keypoints.slice_frames(drawn, upto), pose_style)
-                    features.push(
-                        rearrange(torch.from_numpy(frames).to(c.device, c.dtype) / 255.0, "f h w c -> f c h w")
-                    )
-                    drawn = upto
-                    if drawn == keypoints.num_frames:
-                        features.finish()
-                with torch.no_grad():
-                    noise = torch.cat(
-                        [frame_noise(config.sampler.seed, t, latent_grid, c.device, c.dtype) for t in range(first, stop)], 2
-                    )
-                    latents, state = generate_chunk(
-                        c.dit, state, noise, timestep, sigma, conditions, features.features(first, stop),
-                        poses[first:stop], streaming, rule, backend,
-                    )  # fmt: skip
-                    video = decoder.decode(latents)
-                video = video[: max(0, num_frames - written)]
+            for video in chunks:
                 writer.append(video)
                 if server is not None:
                     server.publish(video)
                 written += len(video)
                 clock.mark_frames(len(video))
-                bar.update(stop - first)
-            bar.close()
         finally:
             if server is not None:
                 server.finish()
@@ -255,3 +202,81 @@ def _until_shown(server: PreviewServer, video_fps: float) -> None:
     deadline = time.monotonic() + server.status()["frames"] / video_fps + SHOW_MARGIN_SECONDS
     while not server.status()["done"] and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def stream_frames(
+    generator: "VideoGenerator",
+    config: StreamInferenceConfig,
+    image: np.ndarray,
+    reference_pose: np.ndarray,
+    keypoints: "WholeBodyKeypoints",
+    pose_style: str,
+    num_frames: int,
+    progress: bool = True,
+) -> Iterator[np.ndarray]:
+    """The stream's frames, (f, H, W, 3) uint8 per chunk as soon as it is decoded (the clip's conditions are
+    encoded before this returns; the iterator runs the chunks): image (H, W, 3) uint8 the
+    reference, reference_pose (H, W, 3) uint8 its pose image, keypoints of a 4n + 1-frame clip (padded by
+    repeating the last frame) of which the first num_frames are the video's; uses config.attention, sampler,
+    speed.vae_memory_format and streaming."""
+    from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt, image_to_tensor
+    from iasa.video.streaming import StreamConditions, latent_frame_poses
+
+    c = generator.components
+    streaming = config.streaming
+    size = image.shape[:2]
+    poses = latent_frame_poses(keypoints, config.attention.sparse, (size[0] // TOKEN_STRIDE, size[1] // TOKEN_STRIDE))
+    with torch.no_grad():
+        context = encode_prompt(c.tokenizer, c.text_encoder, config.sampler.prompt, c.device)
+        reference_tensor = image_to_tensor(image, c.device, c.dtype)
+        clip_feature = encode_clip_feature(c.image_encoder, reference_tensor).to(c.dtype)
+        # The reference condition of the trained length; a frame reads it at its RoPE position.
+        y = encode_first_frame_condition(c.vae, reference_tensor, TEMPORAL_STRIDE * (streaming.trained_latent_frames - 1) + 1)
+        reference_pose_tensor = rearrange(
+            torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0, "h w c -> 1 c h w"
+        )
+        y = y + c.pose_guider.reference_condition(reference_pose_tensor)
+    return _chunks(
+        generator, config, keypoints, poses, pose_style, num_frames, StreamConditions(context, clip_feature, y),
+        progress,
+    )  # fmt: skip
+
+
+def _chunks(generator, config, keypoints, poses, pose_style, num_frames, conditions, progress) -> Iterator[np.ndarray]:
+    """stream_frames' iterator."""
+    from iasa.pose import draw_pose_frames
+    from iasa.video.sampler import flow_matching_schedule
+    from iasa.video.stream_decode import StreamDecoder
+    from iasa.video.streaming import PoseFeatureStream, StreamState, frame_noise, generate_chunk
+
+    c, streaming = generator.components, config.streaming
+    timesteps, sigmas = flow_matching_schedule(1, config.sampler.shift)
+    timestep, sigma = timesteps[:1].to(device=c.device, dtype=c.dtype), float(sigmas[0])
+    decoder = StreamDecoder(generator.tae if generator.tae is not None else c.vae, config.speed.vae_memory_format)
+    rule = config.attention.sparse if config.attention.attention == "iasa" else None
+    height, width = keypoints.image_size
+    latent_grid = (height // VAE_STRIDE, width // VAE_STRIDE)
+    features = PoseFeatureStream(c.pose_guider)
+    state, drawn, written = StreamState(), 0, 0
+    bar = tqdm(total=len(poses), desc="streaming", unit="latent frame", disable=not progress)
+    for first in range(0, len(poses), streaming.chunk_latent_frames):
+        stop = min(first + streaming.chunk_latent_frames, len(poses))
+        # The chunk waits for the pose frames its features read (one latent frame of look-ahead).
+        while features.ready_latent_frames() < stop:
+            upto = min(keypoints.num_frames, drawn + TEMPORAL_STRIDE)
+            frames = draw_pose_frames(keypoints.slice_frames(drawn, upto), pose_style)
+            features.push(rearrange(torch.from_numpy(frames).to(c.device, c.dtype) / 255.0, "f h w c -> f c h w"))
+            drawn = upto
+            if drawn == keypoints.num_frames:
+                features.finish()
+        with torch.no_grad():
+            noise = torch.cat([frame_noise(config.sampler.seed, t, latent_grid, c.device, c.dtype) for t in range(first, stop)], 2)
+            latents, state = generate_chunk(
+                c.dit, state, noise, timestep, sigma, conditions, features.features(first, stop), poses[first:stop],
+                streaming, rule, config.attention.backend,
+            )  # fmt: skip
+            video = decoder.decode(latents)[: max(0, num_frames - written)]
+        written += len(video)
+        bar.update(stop - first)
+        yield video
+    bar.close()
