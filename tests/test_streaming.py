@@ -4,6 +4,8 @@ stay in the trained range."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -48,27 +50,27 @@ def random_poses(frames: int, seed: int) -> list[LatentFramePose]:
     return poses
 
 
-def conditions(frames: int, seed: int = 3) -> tuple[StreamConditions, torch.Tensor]:
+def conditions(frames: int, seed: int = 3, device: str = "cpu") -> tuple[StreamConditions, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     shared = StreamConditions(
-        context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator),
-        clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator),
-        y=torch.randn(1, CONDITION_CHANNELS, TRAINED, *LATENT_GRID, generator=generator),
+        context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator).to(device),
+        clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator).to(device),
+        y=torch.randn(1, CONDITION_CHANNELS, TRAINED, *LATENT_GRID, generator=generator).to(device),
     )
-    pose_features = torch.randn(1, TINY.dim, frames, *TOKEN_GRID, generator=generator)
+    pose_features = torch.randn(1, TINY.dim, frames, *TOKEN_GRID, generator=generator).to(device)
     return shared, pose_features
 
 
-def stream(dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference"):
+def stream(dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference", device="cpu"):
     """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk."""
     config = config or StreamingConfig(chunk_latent_frames=chunk)
-    shared, features = conditions(frames)
+    shared, features = conditions(frames, device=device)
     state, pieces, states = StreamState(), [], []
     for first in range(0, frames, chunk):
         stop = min(first + chunk, frames)
-        noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device("cpu"), torch.float32) for t in range(first, stop)], 2)
+        noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device(device), torch.float32) for t in range(first, stop)], 2)
         latents, state = generate_chunk(
-            dit, state, noise, TIMESTEP, SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend
+            dit, state, noise, TIMESTEP.to(device), SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend
         )
         pieces.append(latents)
         states.append(state)
@@ -216,3 +218,17 @@ def test_pose_feature_stream_equals_the_full_clip(one_thread):
                 got.append(features.features(frame, ready))
                 frame = ready
     torch.testing.assert_close(torch.cat(got, 2), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_flex_stream_on_cuda_equals_the_full_clip(student):
+    """The GPU path: compiled FlexAttention with rectangular, capacity-padded chunk plans (float32)."""
+    rule = SparseAttentionConfig(top_k=2, block_size=128)  # the compiled kernel's tile
+    poses = random_poses(TRAINED, seed=7)
+    selection = select_frames(latent_distances(poses, False), rule.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, rule.block_size, tuple(rule.regions))
+    expected = full_clip(student, TRAINED, layout)
+    cuda = copy.deepcopy(student).cuda()
+    streamed, _ = stream(cuda, TRAINED, 2, rule, poses, backend="flex", device="cuda")
+    torch.testing.assert_close(streamed.cpu(), expected, rtol=1e-4, atol=1e-4)
