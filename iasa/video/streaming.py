@@ -218,7 +218,7 @@ def evict_redundant_frame(distance: torch.Tensor) -> int:
     return int(order[0]) + 1
 
 
-def bounded(frames: list[CachedFrame], cache_frames: int, align_scale: bool) -> list[int]:
+def frames_to_keep(frames: list[CachedFrame], cache_frames: int, align_scale: bool) -> list[int]:
     """Indices (into frames) of the frames the cache keeps: all while within frame 0 + cache_frames, else
     evicting one redundant frame at a time."""
     kept = list(range(len(frames)))
@@ -331,7 +331,7 @@ def generate_chunk(
         LayerKeyValues(torch.cat([old.keys, new.keys], 1), torch.cat([old.values, new.values], 1))
         for old, new in zip(state.layers, new_layers)
     ]  # fmt: skip
-    kept = bounded(frames, config.cache_frames, rule.align_scale if rule is not None else False)
+    kept = frames_to_keep(frames, config.cache_frames, rule.align_scale if rule is not None else False)
     if len(kept) < len(frames):
         starts = np.cumsum([0] + [f.tokens.numel() for f in frames])
         token_index = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in kept]).to(noise.device)
