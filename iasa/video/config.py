@@ -227,3 +227,27 @@ class LongVideoConfig:
             0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
             f"must be in [0, window_latent_frames={self.window_latent_frames})",
         )  # fmt: skip
+
+
+@dataclass
+class StreamingConfig:
+    """Chunked causal generation with the 1-step student (iasa.video.streaming)."""
+
+    # Latent frames generated per DiT forward (1 latent frame = 4 video frames; the first chunk also gives the
+    # reference frame). Larger chunks: higher throughput, later first frame.
+    chunk_latent_frames: int = 1
+    # Past latent frames kept in the key/value cache besides frame 0, chosen to cover the pose space
+    # (iasa.video.streaming.evict_redundant_frame). >= trained_latent_frames - 2 keeps every past frame within
+    # the trained length, so the stream equals the full-clip output there.
+    cache_frames: int = 24
+    # Latent frames the model was trained on: temporal RoPE positions stay in [0, trained_latent_frames - 1].
+    trained_latent_frames: int = 21
+
+    def validate(self) -> None:
+        check(self.chunk_latent_frames >= 1, "chunk_latent_frames", self.chunk_latent_frames, "must be >= 1")
+        check(self.trained_latent_frames >= 2, "trained_latent_frames", self.trained_latent_frames, "must be >= 2")
+        check(
+            self.chunk_latent_frames < self.trained_latent_frames, "chunk_latent_frames", self.chunk_latent_frames,
+            f"must be < trained_latent_frames={self.trained_latent_frames}",
+        )  # fmt: skip
+        check(self.cache_frames >= 0, "cache_frames", self.cache_frames, "must be >= 0")
