@@ -60,11 +60,13 @@ class SelfAttentionArgs:
     streamed: "StreamedKeys | None" = None
 
     @classmethod
-    def for_forward(cls, freqs: torch.Tensor, layout: SparseLayout | None, backend: str) -> "SelfAttentionArgs":
+    def for_forward(
+        cls, freqs: torch.Tensor, layout: SparseLayout | ChunkLayout | None, backend: str
+    ) -> "SelfAttentionArgs":
         """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
-        if layout is not None:
+        if isinstance(layout, SparseLayout):  # full clips only: streamed chunks do not run compiled blocks
             register_layout(layout)
         return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
 
