@@ -27,6 +27,24 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
 - peak_mem_gb: peak GPU memory allocated during the DiT steps and the pipeline's VAE decode
   (vae_peak_mem_gb: per decode setting).
 Text and CLIP embeddings (computed once per clip) are not part of the loop timed here.
+
+--throughput runs another matrix instead (issue 14), with the first sparse backend (fast when triton imports):
+    python scripts/bench_pipeline.py --throughput                      # 480x832, then 720x1280
+- first resolution, DiT variants in this order: bf16 eager (the baseline), fp8 project compiled
+  (iasa.video.fp8_linear), fp8 torchao compiled (iasa.video.fp8_torchao), bf16 compiled (compiled =
+  iasa.video.compiled_blocks, one compiled block for all 40); the FP8 linears are swapped in and out beside
+  the bf16 ones. Per variant dit_step_s (median of --repeats after dit_first_call_s, which pays compilation)
+  and vs_bf16_eager: the flow of that step against the bf16 eager flow (flow_psnr_db, flow_relative_error);
+- decoders: wan (decode_video at InferenceSpeedConfig's defaults: channels_last_3d bf16), tae (TAEHV taew2_1,
+  random weights, whole clip), wan_compiled (the same Wan VAE decode with its decoder under torch.compile,
+  timed last); decode_s after decode_first_call_s. One record per (DiT variant, decoder) with precision,
+  fp8_backend, compiled, decoder, resolution, dit_step_s, decode_s, e2e_fps (81 frames / (motion_s + pose_s +
+  layout_s + dit_step_s + decode_s)), bf16_eager_dit_step_s and dit_speedup_vs_bf16_eager;
+- a "kind": "profile" record: seconds per kernel class (gemm, attention, quantisation, copy, elementwise) in
+  one step of the fastest variant, and its ten costliest kernels;
+- later resolutions: the bf16 eager baseline and the fastest variant of the first, with tae.
+Parts not started within --time-budget-s are recorded as skipped; a failing part records its error and the
+run goes on.
 Results: benchmarks/results/pipeline.json, rewritten after every record; a failure (e.g. out of memory)
 becomes a record with "error" and the run goes on.
 """
@@ -34,6 +52,7 @@ becomes a record with "error" and the run goes on.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -60,7 +79,8 @@ from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.denoiser import FlowConditions, predict_flow  # noqa: E402
-from iasa.video.fp8_linear import DIT_PRECISIONS, quantize_dit_linears  # noqa: E402
+from iasa.video.fp8_linear import DIT_PRECISIONS, Fp8Linear, fp8_eligible, quantize_dit_linears  # noqa: E402
+from iasa.video.tae import TAE_ARCHITECTURES  # noqa: E402
 from iasa.video.vae_decode import decode_video  # noqa: E402
 from iasa.video.config import (  # noqa: E402
     ARCHITECTURES,
@@ -180,7 +200,18 @@ class ClipCosts:
     vae_errors: dict
 
 
-def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
+@dataclass
+class MotionAndPose:
+    """audio -> motion -> keypoints -> pose video -> pose features of one clip, with the stage times."""
+
+    keypoints: object
+    pose_features: torch.Tensor
+    motion_s: float
+    motion_parts: dict  # motion_s split: motion_generate_s (audio -> motion), keypoints_s, draw_s (pose video)
+    pose_s: float
+
+
+def measure_motion_and_pose(motion_generator, waveform, pose_guider, height, width, device, dtype) -> MotionAndPose:
     motion_start = time.perf_counter()
     motion = motion_generator(waveform)
     generated = time.perf_counter()
@@ -197,7 +228,12 @@ def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, heigh
         pose_video = torch.from_numpy(pose_frames).to(device, dtype).permute(3, 0, 1, 2)[None] / 255.0
         pose_s = timed(lambda: pose_guider.pose_features(pose_video), 1, device)
         pose_features = pose_guider.pose_features(pose_video)
-        del pose_video
+    return MotionAndPose(keypoints, pose_features, motion_s, motion_parts, pose_s)
+
+
+def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, height, width, device, dtype, memory) -> ClipCosts:
+    clip = measure_motion_and_pose(motion_generator, waveform, pose_guider, height, width, device, dtype)
+    with torch.no_grad():
         latents = torch.randn(
             1, LATENT_CHANNELS, LATENT_FRAMES, height // VAE_STRIDE, width // VAE_STRIDE, device=device, dtype=dtype
         )
@@ -217,7 +253,7 @@ def measure_clip_costs(motion_generator, waveform, pose_guider, vae, arch, heigh
             peaks[key] = memory.gib()
         decode_video(vae, latents[:, :, :1])  # leave the VAE in the pipeline's (contiguous) format
         memory.reset()
-    return ClipCosts(keypoints, pose_features, motion_s, motion_parts, pose_s, times, peaks, errors)
+    return ClipCosts(clip.keypoints, clip.pose_features, clip.motion_s, clip.motion_parts, clip.pose_s, times, peaks, errors)
 
 
 def run_dit_records(costs, base, dit, backends, sparse_config, args, arch, height, width, device, dtype, memory, add) -> None:
@@ -283,6 +319,255 @@ def run_dit_records(costs, base, dit, backends, sparse_config, args, arch, heigh
             memory.reset()
 
 
+
+# ---------------------------------------------------------------------------------- --throughput suite
+# DiT variants at the first resolution, the bf16 eager baseline first: (precision, fp8_backend, compiled).
+DIT_VARIANTS = (("bf16", None, False), ("fp8", "project", True), ("fp8", "torchao", True), ("bf16", None, True))
+BASELINE_VARIANT = DIT_VARIANTS[0]
+# At the first resolution; the compiled Wan VAE at the very end (its compilation is the longest).
+FIRST_DECODERS = ("wan", "tae")
+LAST_DECODER = "wan_compiled"
+THROUGHPUT_RESOLUTIONS = ("480x832", "720x1280")
+# Kernel classes of the profile, first match wins (CUDA kernel names, or aten op names on the CPU). Inductor
+# names a fused kernel after the ops it holds: one that quantises counts as quantisation, whatever it fuses.
+KERNEL_CLASSES = (
+    ("attention", ("attention", "attn", "fmha", "flash", "sdpa", "cross_region", "flex")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("quantisation", ("amax", "float8", "fp8", "e4m3", "quant")),
+    ("copy", ("memcpy", "memset", "direct_copy", "catarray", "aten::copy_", "aten::cat")),
+)  # fmt: skip
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    return next((label for label, keys in KERNEL_CLASSES if any(key in lowered for key in keys)), "elementwise")
+
+
+def step_profile(step: Callable[[], object], device: torch.device) -> dict:
+    """Seconds per kernel class in one call of `step` (device kernels on CUDA, aten ops on the CPU), and the
+    ten costliest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as profiler:
+        step()
+        synchronize(device)
+    per_kernel: dict[str, float] = {}
+    for event in profiler.events():
+        if device.type == "cuda":  # kernels (and device copies) only, not the host's launch calls
+            if event.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            microseconds = event.time_range.elapsed_us()
+        elif event.name.startswith("aten::"):
+            microseconds = event.self_cpu_time_total
+        else:
+            continue
+        per_kernel[event.name] = per_kernel.get(event.name, 0.0) + microseconds / 1e6
+    classes = {label: 0.0 for label, _ in KERNEL_CLASSES} | {"elementwise": 0.0}
+    for name, seconds in per_kernel.items():
+        classes[kernel_class(name)] += seconds
+    top = sorted(per_kernel.items(), key=lambda item: -item[1])[:10]
+    return {"seconds_per_class": classes, "top_kernels": [{"name": n[:160], "class": kernel_class(n), "s": t} for n, t in top]}
+
+
+def flow_agreement(flow: torch.Tensor, reference: torch.Tensor) -> dict:
+    """PSNR in dB over the reference's range (max - min; None when identical) and relative L2 error
+    ||flow - ref|| / ||ref||."""
+    flow, reference = flow.float(), reference.float()
+    mse = (flow - reference).pow(2).mean().item()
+    peak = (reference.max() - reference.min()).item()
+    psnr = None if mse == 0 else 10 * np.log10(peak**2 / mse)  # None: identical (JSON has no infinity)
+    return {"flow_psnr_db": psnr, "flow_relative_error": ((flow - reference).norm() / reference.norm()).item()}
+
+
+def swap_modules(dit: torch.nn.Module, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """Put `modules` at their names in the DiT; returns the modules they replaced (to swap back)."""
+    previous = {}
+    for name, module in modules.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = dit.get_submodule(parent_name)
+        previous[name] = getattr(parent, child)
+        setattr(parent, child, module)
+    return previous
+
+
+def fp8_linears(dit: torch.nn.Module, fp8_backend: str) -> dict[str, torch.nn.Module]:
+    """FP8 twins of the DiT blocks' big linears, the bf16 originals left as they are (so that variants can be
+    swapped in and out: 14 GB per FP8 copy of the 14B blocks)."""
+    names = [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
+    if fp8_backend == "project":
+        return {name: Fp8Linear(dit.get_submodule(name)) for name in names}
+    from iasa.video.fp8_torchao import torchao_fp8_linear
+
+    return {name: torchao_fp8_linear(copy.deepcopy(dit.get_submodule(name))) for name in names}
+
+
+def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict, add: Callable[[dict], None]) -> None:
+    """The issue-14 matrix: DiT variants x decoders at the first resolution (bf16 eager baseline first), the
+    fastest DiT variant with TAE at the others, FP8-vs-bf16 flow agreement, a per-kernel-class profile of the
+    fastest variant. Every part fails soft: its record carries the error and the run goes on."""
+    from iasa.video import compiled_blocks
+    from iasa.video.tae import decode_clip, random_tae_decoder
+
+    start = time.perf_counter()
+    arch = ARCHITECTURES[args.model_size]
+    torch.manual_seed(0)
+    dit = build_random("dit", arch, device, dtype)
+    pose_guider = build_random("pose_guider", arch, device, dtype)
+    vae = build_random("vae", arch, device, dtype)
+    tae = random_tae_decoder(arch=TAE_ARCHITECTURES["tiny" if args.model_size == "tiny" else "taew2_1"], device=device, dtype=dtype)
+    patch_self_attention(dit)
+    motion_generator = make_motion_generator(args.motion, device)
+    waveform = speech(VIDEO_FRAMES / 30 + 0.5)
+    motion_generator(waveform)
+    backend = default_sparse_backends()[0] if args.sparse_backends == ["auto"] else args.sparse_backends[0]
+    results["sparse_backends"] = [backend]
+    print(f"built {args.model_size} networks in {time.perf_counter() - start:.1f} s", flush=True)
+
+    def over_budget() -> bool:
+        return time.perf_counter() - start > args.time_budget_s
+
+    def fail_soft(record: dict, fn: Callable[[], dict]) -> dict:
+        if over_budget():
+            return {**record, "error": f"skipped: past --time-budget-s {args.time_budget_s}"}
+        try:
+            return {**record, **fn()}
+        except Exception as error:
+            traceback.print_exc()
+            return {**record, "error": f"{type(error).__name__}: {error}"[:500]}
+
+    fp8_modules: dict[str, dict] = {}  # fp8_backend -> FP8 linears, built once
+
+    block_functions: dict[tuple, object] = {}  # variant -> its compiled block function
+
+    def use_variant(precision: str, fp8_backend: str | None, compiled: bool, bf16_linears: dict):
+        """Swap the variant's linears in (bf16_linears: the originals, kept for swapping back) and make its own
+        compiled block function the process's (one that fell back to eager must not hide the next variant's
+        result; the profile and later resolutions reuse it). Returns that function."""
+        swap_modules(dit, bf16_linears)
+        if precision == "fp8":
+            if fp8_backend not in fp8_modules:
+                fp8_modules[fp8_backend] = fp8_linears(dit, fp8_backend)
+            swap_modules(dit, fp8_modules[fp8_backend])
+        variant = (precision, fp8_backend, compiled)
+        if variant not in block_functions:
+            block_functions[variant] = compiled_blocks.compile_block_function(args.compile_backend)
+        compiled_blocks._COMPILED["inductor"] = block_functions[variant]
+        return block_functions[variant]
+
+    def add_decoder_records(decoder: str, dit_records: list[dict], outside: dict, latents, baseline) -> None:
+        """Time `decoder` on the clip's latents; one record per DiT variant with it, end to end."""
+
+        @torch.no_grad()
+        def measure_decoder() -> dict:
+            if decoder == "tae":
+                decode = lambda: decode_clip(tae, latents)  # noqa: E731
+            else:
+                model = vae
+                if decoder == "wan_compiled":  # on a copy: the eager records keep the eager VAE
+                    model = copy.deepcopy(vae)
+                    model.model.decoder.compile(backend=args.compile_backend, dynamic=False)
+                decode = functools.partial(
+                    decode_video, model, latents, _SPEED.vae_memory_format, _SPEED.vae_latent_frames_per_call
+                )  # fmt: skip
+            first_call_s = synchronized_seconds(decode, device)  # cuDNN autotuning, compilation
+            return {"decode_s": timed(decode, 1, device), "decode_first_call_s": first_call_s}
+
+        decoding = fail_soft({}, measure_decoder)
+        for record in dit_records:
+            combined = {**record, "decoder": decoder, **outside, **decoding}
+            errors = [text for text in (record.get("error"), decoding.get("error")) if text]
+            if errors:
+                combined["error"] = " | ".join(errors)
+            else:
+                combined["e2e_fps"] = VIDEO_FRAMES / (sum(outside.values()) + record["dit_step_s"] + combined["decode_s"])
+                combined["bf16_eager_dit_step_s"] = baseline
+                if baseline is not None:
+                    combined["dit_speedup_vs_bf16_eager"] = baseline / record["dit_step_s"]
+            add(combined)
+
+    bf16_linears = {name: module for name, module in dit.named_modules() if fp8_eligible(name, module)}
+    first_clip = None  # (DiT records, costs outside the DiT and decoder, latents, baseline) of the first resolution
+    fastest: tuple | None = None
+    for index, (height, width) in enumerate(parse_resolution(text) for text in args.resolutions):
+        resolution = f"{height}x{width}"
+        base = {"resolution": resolution, "steps": 1, "attention": f"iasa-{backend}"}
+        try:
+            clip = measure_motion_and_pose(motion_generator, waveform, pose_guider, height, width, device, dtype)
+            layout_start = time.perf_counter()
+            layout = build_sparse_layout(
+                clip.keypoints, SparseAttentionConfig(top_k=args.top_k), grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE)
+            ).to(device)  # fmt: skip
+            prepare_kernel_plan(backend, layout, device)
+            synchronize(device)
+            layout_s = time.perf_counter() - layout_start
+        except Exception as error:
+            traceback.print_exc()
+            add({**base, "error": f"motion, pose or layout: {type(error).__name__}: {error}"[:500]})
+            continue
+        outside = {"motion_s": clip.motion_s, "pose_s": clip.pose_s, "layout_s": layout_s}
+        latent_grid = (LATENT_FRAMES, height // VAE_STRIDE, width // VAE_STRIDE)
+        generator = torch.Generator(device).manual_seed(index)
+        with torch.no_grad():
+            latents = torch.randn(1, LATENT_CHANNELS, *latent_grid, device=device, dtype=dtype, generator=generator)
+            y = torch.randn(1, CONDITION_CHANNELS, *latent_grid, device=device, dtype=dtype, generator=generator)
+            context = torch.randn(1, arch.text_length, arch.text_dim, device=device, dtype=dtype, generator=generator)
+            clip_feature = torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, device=device, dtype=dtype, generator=generator)
+        conditions = FlowConditions(context, clip_feature, y, clip.pose_features)
+        timestep = torch.tensor([1000.0], device=device, dtype=dtype)
+        # Later resolutions: the bf16 eager baseline and the fastest variant of the first.
+        variants = DIT_VARIANTS if index == 0 else list(dict.fromkeys([BASELINE_VARIANT, *([fastest] if fastest else [])]))
+        decoders = FIRST_DECODERS if index == 0 else ("tae",)
+
+        dit_records, flows = [], {}
+        for precision, fp8_backend, compiled in variants:
+            variant = {**base, "precision": precision, "fp8_backend": fp8_backend, "compiled": compiled}
+
+            @torch.no_grad()
+            def measure_dit() -> dict:
+                block_function = use_variant(precision, fp8_backend, compiled, bf16_linears)
+                step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
+                first_call_s = synchronized_seconds(step, device)  # compilation of the block, when compiled
+                if compiled and block_function.failed:
+                    raise RuntimeError(f"compiling the block failed (it would run eagerly): {block_function.error}")
+                seconds = statistics.median(synchronized_seconds(step, device) for _ in range(args.repeats))
+                flows[precision, fp8_backend, compiled] = step()
+                return {"dit_step_s": seconds, "dit_first_call_s": first_call_s}
+
+            record = fail_soft(variant, measure_dit)
+            # FP8 quality (and the compiler's rounding): this step's flow against the bf16 eager flow.
+            reference, flow = flows.get(BASELINE_VARIANT), flows.get((precision, fp8_backend, compiled))
+            if reference is not None and flow is not None and flow is not reference:
+                record["vs_bf16_eager"] = flow_agreement(flow, reference)
+                del flows[precision, fp8_backend, compiled]
+            dit_records.append(record)
+        swap_modules(dit, bf16_linears)
+        baseline = dit_records[0].get("dit_step_s") if dit_records and variants[0] == BASELINE_VARIANT else None
+        timed_records = [r for r in dit_records if "dit_step_s" in r]
+        if index == 0 and timed_records:
+            best = min(timed_records, key=lambda r: r["dit_step_s"])
+            fastest = (best["precision"], best["fp8_backend"], best["compiled"])
+
+        for decoder in decoders:
+            add_decoder_records(decoder, dit_records, outside, latents, baseline)
+        if index == 0:
+            first_clip = (dit_records, outside, latents, baseline)
+        if index == 0 and fastest is not None:
+            precision, fp8_backend, compiled = fastest
+
+            @torch.no_grad()
+            def profile_fastest() -> dict:
+                use_variant(precision, fp8_backend, compiled, bf16_linears)
+                step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
+                step()
+                return step_profile(step, device)
+
+            add(fail_soft({**base, "kind": "profile", "precision": precision, "fp8_backend": fp8_backend, "compiled": compiled}, profile_fastest))
+            swap_modules(dit, bf16_linears)
+    if first_clip is not None:
+        add_decoder_records(LAST_DECODER, *first_clip)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", nargs="+", default=list(DEFAULT_RESOLUTIONS), help="HxW, e.g. 480x832")
@@ -300,12 +585,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model-size", default="14b", choices=sorted(ARCHITECTURES), help="tiny: a CPU smoke run")
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (smoke run with --model-size tiny)")
+    parser.add_argument(
+        "--throughput", action="store_true",
+        help="the throughput matrix instead (issue 14): DiT bf16/fp8 x eager/compiled x decoders wan/wan_compiled/tae "
+        "with the first sparse backend, default resolutions 480x832 720x1280",
+    )  # fmt: skip
+    parser.add_argument("--compile-backend", default="inductor", help='--throughput: torch.compile backend ("aot_eager" in CPU smoke runs)')
+    parser.add_argument("--time-budget-s", type=float, default=330.0, help="--throughput: parts not started by then are skipped")
     args = parser.parse_args()
     device = torch.device(args.device)
     # bf16 on the GPU (the benchmark); float32 for CPU smoke runs (CPU bf16 convolutions are slow).
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_pipeline.py needs a CUDA GPU (or --model-size tiny --device cpu for a smoke run)")
+    if args.throughput and args.resolutions == list(DEFAULT_RESOLUTIONS):
+        args.resolutions = list(THROUGHPUT_RESOLUTIONS)
     resolutions = [parse_resolution(text) for text in args.resolutions]
     backends = default_sparse_backends() if args.sparse_backends == ["auto"] else args.sparse_backends
     sparse_config = SparseAttentionConfig(top_k=args.top_k)
@@ -318,6 +612,11 @@ def main() -> None:
         write_json(args.out, results)
         print(json.dumps(record), flush=True)
 
+    if args.throughput:
+        results["suite"] = "throughput"
+        run_throughput(args, device, dtype, results, add)
+        print(f"wrote {args.out}")
+        return
     arch = ARCHITECTURES[args.model_size]
     start = time.perf_counter()
     torch.manual_seed(0)

@@ -37,6 +37,7 @@ from iasa.pose.config import PoseConfig
 from iasa.train.config import SCHEMAS
 from iasa.train.tasks import read_task
 from iasa.video.inference import InferenceConfig, run_inference
+from iasa.video.stream_run import StreamInferenceConfig, run_stream
 from iasa.video.pose_guider import PoseGuider
 from iasa.video.config import ARCHITECTURES
 from iasa.video.tae import TAE_ARCHITECTURES, TaeDecoder, save_tae_decoder
@@ -44,7 +45,8 @@ from iasa.video.tae import TAE_ARCHITECTURES, TaeDecoder, save_tae_decoder
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 GENERATE = "generate"  # the task of a YAML without `task`: scripts/generate.py
-SCHEMA_OF = {**SCHEMAS, GENERATE: InferenceConfig}
+STREAM = "stream"  # scripts/stream.py's `task`
+SCHEMA_OF = {**SCHEMAS, GENERATE: InferenceConfig, STREAM: StreamInferenceConfig}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -187,11 +189,12 @@ def dry_run_overrides(task: str, files: dict[str, Path], output: Path) -> list[s
         return [*encoders, f"data.dataset_dir={files['dataset']}", f"data.cache_dir={output / 'cache'}", "data.height=32",
                 "data.width=32", "data.num_frames=9"]  # fmt: skip
     base = [*encoders, f"model.unianimate_checkpoint={files['unianimate']}", "attention.backend=reference"]
-    if task == GENERATE:
+    if task in (GENERATE, STREAM):
+        sampler = ["sampler.num_steps=1", "sampler.cfg_scale=2.0"] if task == GENERATE else ["streaming.chunk_latent_frames=2"]
         return [*base, f"model.lora_path={files['lora']}", f"model.pose_guider_path={files['pose_guider']}",
                 f"audio={files['audio']}", f"out={output / 'video.mp4'}", f"emage_dir={files['emage']}",
                 f"pose.smplx_dir={files['smplx']}",
-                "pose.image_height=32", "pose.image_width=32", "sampler.num_steps=1", "sampler.cfg_scale=2.0"]  # fmt: skip
+                "pose.image_height=32", "pose.image_width=32", *sampler]  # fmt: skip
     run = [f"cache_dir={files['cache']}", f"run.output_dir={output / 'run'}", "run.max_steps=2", "run.mixed_precision=fp32",
            "run.report_to=none"]  # fmt: skip
     if task == "train":
@@ -224,6 +227,10 @@ def keys_read_by_a_dry_run(path: Path, task: str, files: dict[str, Path], output
     if task == GENERATE:
         for variant in generate_variants(files):
             run_inference(reads.track(load_config(InferenceConfig, path, [*overrides, *variant])), progress=False)
+    elif task == STREAM:  # generation's variants, the second with the preview page (which reads preview_port)
+        for serve, variant in enumerate(generate_variants(files)):
+            config = reads.track(load_config(StreamInferenceConfig, path, [*overrides, *variant, "preview_port=0"]))
+            run_stream(config, serve=bool(serve), progress=False, on_url=lambda url: None, hold=lambda server: None)
     else:
         monkeypatch.setattr(iasa.train.tasks, "load_config", lambda *args: reads.track(load_config(*args)))
         iasa.train.tasks.main(["--config", str(path), *overrides])
@@ -233,7 +240,7 @@ def keys_read_by_a_dry_run(path: Path, task: str, files: dict[str, Path], output
 @pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
 def test_every_key_is_in_the_schema_and_read_by_the_task(path: Path, inputs, tmp_path: Path, monkeypatch) -> None:
     task = OmegaConf.load(path).get("task") or GENERATE
-    if task != GENERATE:
+    if task not in (GENERATE, STREAM):
         assert read_task(str(path), []) == task  # `task` itself is read from the file, before the schema is chosen
     schema = SCHEMA_OF[task]
     load_config(schema, path)  # a key the schema does not know fails here, naming the key

@@ -17,9 +17,11 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from iasa.attention.block_layout import block_layout, frame_region_order, inverse_permutation
+from iasa.attention.chunk_layout import ChunkLayout, chunk_class_mask, chunk_token_classes
 from iasa.attention.layout import BACKGROUND, SparseLayout
 from iasa.attention.masks import class_mask, class_table, token_classes
 
@@ -79,10 +81,94 @@ def build_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
 _PLANS: "weakref.WeakKeyDictionary[SparseLayout, dict[torch.device, FlexPlan]]" = weakref.WeakKeyDictionary()
 
 
+@dataclass(frozen=True)
+class FlexChunkPlan:
+    """A streamed chunk's plan: queries and keys reordered by class separately (query_permutation (Sq,),
+    its inverse, key_permutation (Sk,)), and the rectangular block mask."""
+
+    query_permutation: torch.Tensor
+    query_inverse: torch.Tensor
+    key_permutation: torch.Tensor
+    block_mask: BlockMask
+
+
+def _class_histogram(classes: torch.Tensor, block_size: int, num_classes: int) -> torch.Tensor:
+    """(blocks, classes) float64 token counts of consecutive blocks of a class list."""
+    blocks = -(-classes.numel() // block_size)
+    block = torch.arange(classes.numel()) // block_size
+    histogram = torch.bincount(block * num_classes + classes, minlength=blocks * num_classes)
+    return rearrange(histogram, "(b c) -> b c", c=num_classes).double()
+
+
+def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChunkPlan:
+    """The chunk's tile counts are block_layout's, with separate query and key histograms:
+    count[qb, kb] = sum over classes of n_q[qb, cq] * table[cq, ck] * n_k[kb, ck]."""
+    block_size = layout.block_size
+    query_class, key_class, regions = chunk_token_classes(layout)
+    query_permutation = torch.sort(query_class, stable=True).indices
+    key_permutation = torch.sort(key_class, stable=True).indices
+    query_class, key_class = query_class[query_permutation], key_class[key_permutation]
+    frames = layout.num_frames
+    frame_capacity, key_tokens = layout.key_capacity or (frames, layout.num_keys)
+    # One padding class, background of an extra frame no frame selects, for tokens past either end (and the
+    # padding up to key_capacity).
+    selection = torch.zeros(frame_capacity + 1, frame_capacity + 1, dtype=torch.bool)
+    selection[:frames, :frames] = layout.frame_selection.cpu()
+    table = class_table(selection, regions)
+    num_classes = (frame_capacity + 1) * regions
+    padding = frame_capacity * regions + BACKGROUND
+    key_class = torch.cat([key_class, torch.full((key_tokens - layout.num_keys,), padding, dtype=torch.long)])
+    query_histogram = _class_histogram(query_class, block_size, num_classes)
+    key_histogram = _class_histogram(key_class, block_size, num_classes)
+    counts = (query_histogram @ table.double() @ key_histogram.T).round().long()
+    tile_sizes = query_histogram.sum(1).round().long()[:, None] * key_histogram.sum(1).round().long()[None, :]
+    full = counts == tile_sizes
+    # A tile running past the end of either sequence keeps its mask_mod: the kernel masks the overhang.
+    if layout.num_queries % block_size:
+        full[-1, :] = False
+    if key_tokens % block_size:
+        full[:, -1] = False
+    partial = (counts > 0) & ~full
+    kv_num_blocks, kv_indices = _partial_then_rest(partial)
+    full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
+
+    def padded(classes: torch.Tensor, blocks: int) -> torch.Tensor:
+        result = torch.full((blocks * block_size,), padding, dtype=torch.long)
+        result[: classes.numel()] = classes
+        return result.to(device)
+
+    mask_mod = chunk_class_mask(
+        padded(query_class, full.shape[0]), padded(key_class, full.shape[1]), table.to(device)
+    )
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num_blocks.to(device),
+        kv_indices.to(device),
+        full_kv_num_blocks.to(device),
+        full_kv_indices.to(device),
+        BLOCK_SIZE=block_size,
+        mask_mod=mask_mod,
+        seq_lengths=(layout.num_queries, key_tokens),
+    )
+    return FlexChunkPlan(
+        query_permutation.to(device), inverse_permutation(query_permutation).to(device), key_permutation.to(device),
+        block_mask,
+    )  # fmt: skip
+
+
 def cached_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
     per_device = _PLANS.setdefault(layout, {})
     if device not in per_device:
         per_device[device] = build_flex_plan(layout, device)
+    return per_device[device]
+
+
+_CHUNK_PLANS: "weakref.WeakKeyDictionary[ChunkLayout, dict[torch.device, FlexChunkPlan]]" = weakref.WeakKeyDictionary()
+
+
+def cached_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChunkPlan:
+    per_device = _CHUNK_PLANS.setdefault(layout, {})
+    if device not in per_device:
+        per_device[device] = build_flex_chunk_plan(layout, device)
     return per_device[device]
 
 
@@ -97,14 +183,27 @@ def flex_sparse_attention(
     """query, key, value (B, H, S, D) -> (B, H, S, D)."""
     plan = cached_flex_plan(layout, query.device)
     query, key, value = (x.index_select(-2, plan.permutation) for x in (query, key, value))
+    return _run_flex(query, key, value, plan.block_mask).index_select(-2, plan.inverse)
+
+
+def flex_chunk_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: ChunkLayout
+) -> torch.Tensor:
+    """A streamed chunk: query (B, H, Sq, D), key, value (B, H, Sk, D) -> (B, H, Sq, D)."""
+    plan = cached_flex_chunk_plan(layout, query.device)
+    query = query.index_select(-2, plan.query_permutation)
+    key, value = (x.index_select(-2, plan.key_permutation) for x in (key, value))
+    if layout.key_capacity is not None and layout.key_capacity[1] > key.shape[-2]:
+        padding = layout.key_capacity[1] - key.shape[-2]
+        key, value = (torch.nn.functional.pad(x, (0, 0, 0, padding)) for x in (key, value))
+    return _run_flex(query, key, value, plan.block_mask).index_select(-2, plan.query_inverse)
+
+
+def _run_flex(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_mask: BlockMask) -> torch.Tensor:
     if query.is_cuda:
-        output = _compiled_flex_attention()(query, key, value, block_mask=plan.block_mask)
-    else:
-        if torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value)):
-            raise NotImplementedError(
-                "FlexAttention has no backward off CUDA; use backend='reference' to train on CPU"
-            )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-            output = flex_attention(query, key, value, block_mask=plan.block_mask)
-    return output.index_select(-2, plan.inverse)
+        return _compiled_flex_attention()(query, key, value, block_mask=block_mask)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value)):
+        raise NotImplementedError("FlexAttention has no backward off CUDA; use backend='reference' to train on CPU")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(query, key, value, block_mask=block_mask)

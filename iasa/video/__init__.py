@@ -7,7 +7,14 @@ Reusable pieces (also for training, iasa/train):
     predict_flow(dit, latents, timestep, FlowConditions(...), layout, backend)          (denoiser.py)
     VideoGenerator.from_config(...).generate(...)                                      (pipeline.py)
 
-Streaming output (model-free; scripts/stream.py wires them to the chunked generator):
+Streaming generation (the 1-step causal student, chunk by chunk with a key/value cache):
+    predict_flow_streamed(dit, latents, ..., past keys/values) -> flow, chunk keys/values (denoiser.py)
+    generate_chunk(dit, StreamState, noise, ...) -> latents, StreamState; PoseFeatureStream (streaming.py)
+    ChunkLayout: the sparse rule for queries and keys in different token ranges (iasa/attention/chunk_layout.py)
+    StreamDecoder(wan VAE or TAE).decode(latents) -> frames as they are decoded        (stream_decode.py)
+    run_stream(StreamInferenceConfig) / stream_frames(...)                              (stream_run.py)
+
+Streaming output (model-free; stream_run.py wires them to the chunked generator):
     StreamingVideoWriter(path, fps, size, audio).append(frames) ... close() / write_video (video_io.py)
     PreviewServer(host, port, audio_path, fps).start() / publish(frames) / finish()  (preview_server.py)
     StreamClock().mark_inputs_ready() / mark_frames(n) / summary(video_fps)           (stream_clock.py)

@@ -28,7 +28,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iasa.attention import sparse_attention
+from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
+from iasa.video.compiled_blocks import register_layout, self_attention_op
 from iasa.video.fast_compile import CompiledWithFallback
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
@@ -48,20 +50,49 @@ class SelfAttentionArgs:
 
     layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
     rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of this forward's token
-    grid. A per-layer key/value cache (streaming generation) becomes one more field, set per block by the loop.
+    grid. streamed: a streamed chunk's keys from earlier chunks, set per block by the loop (None: a full clip).
     """
 
-    layout: SparseLayout | None
+    layout: SparseLayout | ChunkLayout | None
     backend: str
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
+    streamed: "StreamedKeys | None" = None
 
     @classmethod
-    def for_forward(cls, freqs: torch.Tensor, layout: SparseLayout | None, backend: str) -> "SelfAttentionArgs":
+    def for_forward(
+        cls, freqs: torch.Tensor, layout: SparseLayout | ChunkLayout | None, backend: str
+    ) -> "SelfAttentionArgs":
         """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
+        if isinstance(layout, SparseLayout):  # full clips only: streamed chunks do not run compiled blocks
+            register_layout(layout)
         return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
+
+
+@dataclass(frozen=True, eq=False)
+class LayerKeyValues:
+    """One layer's keys and values of some tokens: keys (b, s, dim) RMS-normed but not yet rotated (RoPE is
+    applied where they are used, at the positions of that chunk), values (b, s, dim)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedKeys:
+    """What a streamed chunk's self-attention reads besides its own tokens, for one layer.
+
+    past: this layer's cached keys and values (None: nothing cached); past_cos, past_sin (s, 1, head_dim / 2):
+    RoPE tables of the cached tokens at this chunk's positions for them; record: a list of this forward, one
+    entry per layer, to which each layer appends its chunk's LayerKeyValues (the forward returns them: see
+    iasa.video.denoiser.predict_flow_streamed; nothing is kept on a module)."""
+
+    past: LayerKeyValues | None
+    past_cos: torch.Tensor | None
+    past_sin: torch.Tensor | None
+    record: list
 
 
 def dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -88,6 +119,19 @@ def norm_rope(
     return rearrange(rotated, "b s n d two -> b s (n d two)").to(x.dtype)
 
 
+def rms_normed(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """norm_rope's first half: (b, s, dim) -> float32 RMSNorm."""
+    return F.rms_norm(x.float(), (x.shape[-1],), weight.float(), eps)
+
+
+def rotate(normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """norm_rope's second half: RoPE of RMS-normed (b, s, dim) in float32, rounded once to dtype."""
+    pairs = rearrange(normed.float(), "b s (n d two) -> b s n d two", n=num_heads, two=2)
+    real, imag = pairs.unbind(-1)
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rearrange(rotated, "b s n d two -> b s (n d two)").to(dtype)
+
+
 # One fused kernel on CUDA (read x once, write once) instead of ~10 passes; compiled lazily.
 compiled_norm_rope = CompiledWithFallback(norm_rope)
 
@@ -97,33 +141,59 @@ def fused_norm_rope(
 ) -> torch.Tensor:
     """`norm_rope`, compiled into one kernel for CUDA inference; eager under autograd and on the CPU
     (training keeps the plain graph, which peft and checkpointing are tested with)."""
+    if torch.compiler.is_compiling():  # inside a compiled block: the block's graph fuses it
+        return norm_rope(x, weight, eps, cos, sin, num_heads)
     if x.is_cuda and not torch.is_grad_enabled():
         return compiled_norm_rope(x, weight, eps, cos, sin, num_heads)
     return norm_rope(x, weight, eps, cos, sin, num_heads)
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_heads: int,
+    layout: SparseLayout | ChunkLayout | None,
+    backend: str,
+) -> torch.Tensor:
+    """q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads * head_dim): dense attention when layout is
+    None, else the sparse kernel `backend` under the layout."""
+    q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=num_heads) for t in (q, k, v))
+    if layout is None:
+        out = dense_attention(q, k, v)
+    elif isinstance(layout, ChunkLayout):  # a streamed chunk: queries are the chunk's, keys cached + chunk
+        out = sparse_attention(q, k, v, layout, backend)
+    else:
+        if layout.num_tokens != q.shape[2]:
+            raise ValueError(
+                f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
+                f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
+            )
+        out = sparse_attention(q, k, v, layout, backend)
+    return rearrange(out, "b n s d -> b s (n d)")
+
+
 class RoutedAttention(nn.Module):
     """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
     head_dim), dense or sparse as `attention` says. The place to wrap for sequence parallelism (an all-to-all
-    from token shards to head shards before, and back after)."""
+    from token shards to head shards before, and back after). Under torch.compile (iasa.video.compiled_blocks)
+    the attention is one opaque custom op whose inputs include the layout's tensors, so a new layout is new
+    data for the same compiled graph."""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
-        q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=self.num_heads) for t in (q, k, v))
         layout = attention.layout
+        if not torch.compiler.is_compiling():
+            return attend(q, k, v, self.num_heads, layout, attention.backend)
         if layout is None:
-            out = dense_attention(q, k, v)
-        else:
-            if layout.num_tokens != q.shape[2]:
-                raise ValueError(
-                    f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
-                    f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
-                )
-            out = sparse_attention(q, k, v, layout, attention.backend)
-        return rearrange(out, "b n s d -> b s (n d)")
+            return self_attention_op(q, k, v, self.num_heads, None, None, 0, 0, 0, attention.backend)
+        return self_attention_op(
+            q, k, v, self.num_heads, layout.frame_selection, layout.token_regions, *layout.grid_size,
+            layout.block_size, attention.backend,
+        )  # fmt: skip
 
 
 class RoutedSelfAttention(SelfAttention):
@@ -135,8 +205,24 @@ class RoutedSelfAttention(SelfAttention):
         """x (b, s, dim) -> (b, s, dim)."""
         cos, sin = attention.rope_cos, attention.rope_sin
         q = fused_norm_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, cos, sin, self.num_heads)
+        if attention.streamed is not None:
+            return self.o(self.attn(q, *self.streamed_keys_values(x, attention), attention))
         k = fused_norm_rope(self.k(x), self.norm_k.weight, self.norm_k.eps, cos, sin, self.num_heads)
         return self.o(self.attn(q, k, self.v(x), attention))
+
+    def streamed_keys_values(self, x: torch.Tensor, attention: SelfAttentionArgs) -> tuple[torch.Tensor, torch.Tensor]:
+        """A streamed chunk's keys and values (b, s_past + s, dim): the cached ones rotated to this chunk's
+        positions for them, then the chunk's own; records the chunk's own (normed, unrotated) for the cache."""
+        streamed = attention.streamed
+        normed = rms_normed(self.k(x), self.norm_k.weight, self.norm_k.eps)
+        values = self.v(x)
+        # Rotated from the float32 norm, as the full clip's keys are; the cache keeps them in the model dtype.
+        keys = rotate(normed, attention.rope_cos, attention.rope_sin, self.num_heads, x.dtype)
+        streamed.record.append(LayerKeyValues(normed.to(x.dtype), values))
+        if streamed.past is None:
+            return keys, values
+        past = rotate(streamed.past.keys, streamed.past_cos, streamed.past_sin, self.num_heads, x.dtype)
+        return torch.cat([past, keys], dim=1), torch.cat([streamed.past.values, values], dim=1)
 
 
 def patch_self_attention(dit: nn.Module) -> None:

@@ -180,6 +180,14 @@ class InferenceSpeedConfig:
     # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
     # and per-token scales; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
     dit_precision: str = "bf16"
+    # Who implements dit_precision fp8: "project" (iasa.video.fp8_linear) or "torchao" (iasa.video.fp8_torchao,
+    # needs torchao); kept only until the GPU benchmark (scripts/bench_pipeline.py --throughput) picks one.
+    fp8_backend: str = "project"
+    # Run the DiT blocks through one compiled block function (iasa.video.compiled_blocks): the elementwise chain
+    # and the FP8 activation quantisation fused; the first clip of each resolution pays the compilation.
+    compile_dit: bool = False
+    # Compile the Wan VAE's decoder (torch.compile, static shapes; the first decode of a resolution compiles).
+    compile_vae: bool = False
     # Clip decoder: "wan" (the Wan VAE, best quality) or "tae" (TAEHV's taew2_1, iasa.video.tae: a tiny
     # 2D-conv decoder, many times faster and lighter, slightly softer frames).
     decoder: str = "wan"
@@ -194,11 +202,12 @@ class InferenceSpeedConfig:
     vae_memory_format: str = "channels_last_3d"
 
     def validate(self) -> None:
-        from iasa.video.fp8_linear import DIT_PRECISIONS
+        from iasa.video.fp8_linear import DIT_PRECISIONS, FP8_BACKENDS
         from iasa.video.tae import CLIP_DECODERS
         from iasa.video.vae_decode import VAE_MEMORY_FORMATS
 
         check_choice("dit_precision", self.dit_precision, DIT_PRECISIONS)
+        check_choice("fp8_backend", self.fp8_backend, FP8_BACKENDS)
         check_choice("decoder", self.decoder, CLIP_DECODERS)
         check(self.vae_latent_frames_per_call >= 1, "vae_latent_frames_per_call", self.vae_latent_frames_per_call, "must be >= 1")
         check_choice("vae_memory_format", self.vae_memory_format, VAE_MEMORY_FORMATS)
@@ -237,3 +246,27 @@ class LongVideoConfig:
             0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
             f"must be in [0, window_latent_frames={self.window_latent_frames})",
         )  # fmt: skip
+
+
+@dataclass
+class StreamingConfig:
+    """Chunked causal generation with the 1-step student (iasa.video.streaming)."""
+
+    # Latent frames generated per DiT forward (1 latent frame = 4 video frames; the first chunk also gives the
+    # reference frame). Larger chunks: higher throughput, later first frame.
+    chunk_latent_frames: int = 1
+    # Past latent frames kept in the key/value cache besides frame 0, chosen to cover the pose space
+    # (iasa.video.streaming.evict_redundant_frame). >= trained_latent_frames - 2 keeps every past frame within
+    # the trained length, so the stream equals the full-clip output there.
+    cache_frames: int = 24
+    # Latent frames the model was trained on: temporal RoPE positions stay in [0, trained_latent_frames - 1].
+    trained_latent_frames: int = 21
+
+    def validate(self) -> None:
+        check(self.chunk_latent_frames >= 1, "chunk_latent_frames", self.chunk_latent_frames, "must be >= 1")
+        check(self.trained_latent_frames >= 2, "trained_latent_frames", self.trained_latent_frames, "must be >= 2")
+        check(
+            self.chunk_latent_frames < self.trained_latent_frames, "chunk_latent_frames", self.chunk_latent_frames,
+            f"must be < trained_latent_frames={self.trained_latent_frames}",
+        )  # fmt: skip
+        check(self.cache_frames >= 0, "cache_frames", self.cache_frames, "must be >= 0")

@@ -5,19 +5,25 @@ pose features, so `predict_flow` runs the DiT's own submodules in Wan's order, a
 features to the patch embeddings (UniAnimate's `add_condition`). Its result depends on its arguments only:
 the clip's sparse layout and the kernel travel to every block's self-attention as `SelfAttentionArgs`
 (iasa.video.attention_patch), built here once per forward.
+
+`predict_flow_streamed` is the same forward on one chunk of latent frames of a stream (iasa.video.streaming):
+every layer's cached keys and values of earlier frames go in as an argument, and the chunk's own come back
+with the flow, for the caller to cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffsynth.core.gradient import gradient_checkpoint_forward
 from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 from einops import rearrange
 
+from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
-from iasa.video.attention_patch import SelfAttentionArgs, is_patched
+from iasa.video.attention_patch import LayerKeyValues, SelfAttentionArgs, StreamedKeys, is_patched
+from iasa.video.compiled_blocks import compiled_block
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +54,35 @@ def rope_frequencies(dit: WanModel, frames: int, height: int, width: int, device
     ).reshape(frames * height * width, 1, -1).to(device)
 
 
+def rope_at(
+    dit: WanModel, frame_positions: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """3D RoPE of listed tokens: (s,) temporal position, row and column of each -> (s, 1, head_dim / 2) complex,
+    the entries rope_frequencies gives the same (frame, row, column)."""
+    f_freqs, h_freqs, w_freqs = dit.freqs
+    index = [part.long().cpu() for part in (frame_positions, rows, columns)]
+    table = torch.cat([f_freqs[index[0]], h_freqs[index[1]], w_freqs[index[2]]], dim=-1)
+    return table[:, None].to(device)
+
+
+def embed_tokens(
+    dit: WanModel, latents: torch.Tensor, timestep: torch.Tensor, conditions: FlowConditions
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    """The DiT's inputs to its blocks: tokens (b, f*h*w, dim) in (f h w) order, time embedding t (b, dim), its
+    modulation t_mod (b, 6, dim), the cross-attention context and the (f, h, w) token grid."""
+    t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep).to(latents.dtype))
+    t_mod = rearrange(dit.time_projection(t), "b (six d) -> b six d", six=6)
+    context = dit.text_embedding(conditions.context)
+    if dit.has_image_input:  # the first 257 context tokens are CLIP's, which the image cross-attention reads
+        context = torch.cat([dit.img_emb(conditions.clip_feature), context], dim=1)
+    x = dit.patch_embedding(torch.cat([latents, conditions.y], dim=1))
+    grid = tuple(x.shape[2:])
+    if conditions.pose_features is not None:
+        x = x + conditions.pose_features.to(x.dtype)
+    x = rearrange(x, "b c f h w -> b (f h w) c").contiguous()
+    return x, t, t_mod, context, grid
+
+
 def predict_flow(
     dit: WanModel,
     latents: torch.Tensor,
@@ -57,33 +92,72 @@ def predict_flow(
     backend: str = "reference",
     use_gradient_checkpointing: bool = False,
     use_gradient_checkpointing_offload: bool = False,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Flow (noise - x0) for noisy latents (b, 16, T, h, w) at timestep (b,) in [0, 1000]: (b, 16, T, h, w).
 
     layout: the sparse layout of the clip's (T, h/2, w/2) token grid, None = dense attention; backend: the
     sparse kernel. The DiT's self-attention must be patched (iasa.video.attention_patch.patch_self_attention).
+    compiled: run the blocks through the one compiled block function (iasa.video.compiled_blocks; inference only).
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
-    t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep).to(latents.dtype))
-    t_mod = rearrange(dit.time_projection(t), "b (six d) -> b six d", six=6)
-    context = dit.text_embedding(conditions.context)
-    if dit.has_image_input:  # the first 257 context tokens are CLIP's, which the image cross-attention reads
-        context = torch.cat([dit.img_emb(conditions.clip_feature), context], dim=1)
-    x = dit.patch_embedding(torch.cat([latents, conditions.y], dim=1))
-    frames, height, width = x.shape[2:]
-    if conditions.pose_features is not None:
-        x = x + conditions.pose_features.to(x.dtype)
-    x = rearrange(x, "b c f h w -> b (f h w) c").contiguous()
+    x, t, t_mod, context, (frames, height, width) = embed_tokens(dit, latents, timestep, conditions)
     attention = SelfAttentionArgs.for_forward(rope_frequencies(dit, frames, height, width, x.device), layout, backend)
+    if compiled:
+        if torch.is_grad_enabled():
+            raise RuntimeError("compiled DiT blocks are for inference: call predict_flow under torch.no_grad()")
+        run = compiled_block()
+        for block in dit.blocks:
+            x = run(block, x, context, t_mod, attention)
+        return dit.unpatchify(dit.head(x, t), (frames, height, width))
     for block in dit.blocks:
         # diffsynth's DiTBlock.forward(x, context, t_mod, freqs) hands its fourth argument to self_attn alone,
         # which after patching is RoutedSelfAttention: it takes this forward's SelfAttentionArgs there. Each
         # block is called whole (FSDP all-gathers a block in its forward pre-hook), and a checkpointed block is
-        # re-run in backward with these same arguments. A per-layer key/value cache (streaming) would be
-        # handed to block i as dataclasses.replace(attention, <cache field>=caches[i]).
+        # re-run in backward with these same arguments. (predict_flow_streamed hands each block its own cache.)
         x = gradient_checkpoint_forward(
             block, use_gradient_checkpointing, use_gradient_checkpointing_offload, x, context, t_mod, attention
         )
     x = dit.head(x, t)
     return dit.unpatchify(x, (frames, height, width))
+
+
+@torch.no_grad()
+def predict_flow_streamed(
+    dit: WanModel,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    conditions: FlowConditions,
+    frame_positions: torch.Tensor,
+    past: tuple[LayerKeyValues, ...] | None,
+    past_rope: torch.Tensor | None,
+    layout: ChunkLayout | None = None,
+    backend: str = "reference",
+) -> tuple[torch.Tensor, tuple[LayerKeyValues, ...]]:
+    """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w), and every layer's
+    keys and values of the chunk's C*h/2*w/2 tokens (to cache).
+
+    frame_positions (C,): the chunk's temporal RoPE positions; past: per layer the cached keys and values (all
+    layers hold the same tokens), None = nothing cached; past_rope (s_past, 1, head_dim / 2) complex: RoPE of
+    the cached tokens at this chunk's positions for them; layout: the chunk's keys per query (None = dense:
+    every cached token and the whole chunk). conditions hold the chunk's frames of y and pose features.
+    """
+    if not is_patched(dit):
+        raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
+    x, t, t_mod, context, (frames, height, width) = embed_tokens(dit, latents, timestep, conditions)
+    positions = torch.as_tensor(frame_positions)
+    rows = torch.arange(height).view(1, height, 1).expand(frames, height, width).reshape(-1)
+    columns = torch.arange(width).view(1, 1, width).expand(frames, height, width).reshape(-1)
+    chunk_positions = positions.view(frames, 1, 1).expand(frames, height, width).reshape(-1)
+    attention = SelfAttentionArgs.for_forward(rope_at(dit, chunk_positions, rows, columns, x.device), layout, backend)
+    past_cos = past_sin = None
+    if past is not None:
+        past_table = torch.view_as_real(past_rope.to(x.device)).float()
+        past_cos, past_sin = past_table[..., 0].contiguous(), past_table[..., 1].contiguous()
+    record: list[LayerKeyValues] = []
+    for index, block in enumerate(dit.blocks):
+        streamed = StreamedKeys(None if past is None else past[index], past_cos, past_sin, record)
+        x = block(x, context, t_mod, replace(attention, streamed=streamed))
+    x = dit.head(x, t)
+    return dit.unpatchify(x, (frames, height, width)), tuple(record)

@@ -16,12 +16,14 @@ Result = TypeVar("Result")
 
 
 class CompiledWithFallback(Generic[Result]):
-    """Call `fn` compiled (fullgraph; shape-generic after a second shape); eager from the first compile error on."""
+    """Call `fn` compiled (fullgraph; shape-generic after a second shape unless `options` say otherwise, e.g.
+    dynamic=False); eager from the first compile error on (`error` keeps it)."""
 
-    def __init__(self, fn: Callable[..., Result]) -> None:
+    def __init__(self, fn: Callable[..., Result], **options) -> None:
         self.fn = fn
-        self.compiled = torch.compile(fn, fullgraph=True)
+        self.compiled = torch.compile(fn, fullgraph=True, **options)
         self.failed = False
+        self.error: str | None = None
 
     def __call__(self, *args, **kwargs) -> Result:
         if not self.failed:
@@ -31,5 +33,6 @@ class CompiledWithFallback(Generic[Result]):
                 raise
             except Exception as error:  # compile errors surface at the first call
                 self.failed = True
+                self.error = f"{type(error).__name__}: {error}"[:2000]
                 warnings.warn(f"torch.compile of {self.fn.__name__} failed, running it eagerly: {error!r}"[:2000])
         return self.fn(*args, **kwargs)

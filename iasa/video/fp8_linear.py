@@ -19,6 +19,9 @@ from iasa.video.fast_compile import CompiledWithFallback
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
 DIT_PRECISIONS = ("bf16", "fp8")
+# Implementations of dit_precision fp8 (InferenceSpeedConfig.fp8_backend): this module's Fp8Linear, or torchao's
+# float8 row-wise quantisation (iasa.video.fp8_torchao). Both stay until the GPU benchmark picks the faster.
+FP8_BACKENDS = ("project", "torchao")
 MIN_CAPABILITY = (8, 9)
 FP8_ALIGNMENT = 16
 
@@ -73,7 +76,8 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        quantize = compiled_quantize_rows if rows.is_cuda else quantize_rows
+        # Inside a compiled block the block's graph fuses the quantisation into the activation's producer.
+        quantize = compiled_quantize_rows if rows.is_cuda and not torch.compiler.is_compiling() else quantize_rows
         x_fp8, x_scale = quantize(rows, FP8_ALIGNMENT)
         out = scaled_matmul(x_fp8, x_scale, self.weight_fp8, self.weight_scale, self.bias, x.dtype)
         return out[: rows.shape[0]].reshape(*x.shape[:-1], self.out_features)
@@ -120,3 +124,14 @@ def quantize_dit_linears(dit: nn.Module, check_device: bool = True) -> int:
         parent = dit.get_submodule(parent_name)
         setattr(parent, child, Fp8Linear(getattr(parent, child)))
     return len(names)
+
+
+def quantize_dit_fp8(dit: nn.Module, fp8_backend: str) -> int:
+    """The DiT blocks' big linears in e4m3 by `fp8_backend` (FP8_BACKENDS), in place; returns how many."""
+    if fp8_backend == "project":
+        return quantize_dit_linears(dit)
+    if fp8_backend == "torchao":
+        from iasa.video.fp8_torchao import quantize_dit_linears_torchao
+
+        return quantize_dit_linears_torchao(dit)
+    raise ValueError(f"unknown fp8_backend {fp8_backend!r}; choose one of {FP8_BACKENDS}")

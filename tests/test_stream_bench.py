@@ -1,0 +1,47 @@
+"""scripts/bench_streaming.py at tiny size on the CPU: every record has the issue's keys, the cache is flat once
+full, short runs say their fps is extrapolated, and a failing record keeps its error and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {
+    "resolution", "chunk_latent_frames", "decoder", "precision", "first_frame_latency_s", "sustained_fps",
+    "peak_mem_gb", "cache_mem_gb",
+}  # fmt: skip
+
+
+def run_bench(out: Path, *extra: str) -> dict:
+    command = [
+        sys.executable, str(ROOT / "scripts/bench_streaming.py"), "--tiny", "--device", "cpu", "--backend", "reference",
+        "--out", str(out), "--short-latent-frames", "7", "--warmup-latent-frames", "2", "--cache-frames", "2",
+        "--main", "0", *extra,
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_bench_streaming_records_latency_fps_and_a_flat_cache(tmp_path):
+    results = run_bench(tmp_path / "streaming.json", "--configs", "64x64:1:tae:bf16", "64x64:2:wan:bf16")
+    assert results["gpu"] == "cpu" and "torch" in results
+    assert len(results["records"]) == 2
+    for record in results["records"]:
+        assert KEYS <= record.keys(), record
+        assert record["first_frame_latency_s"] > 0 and record["sustained_fps"] > 0
+        assert record["measured_latent_frames"] == (7 if record["chunk_latent_frames"] == 1 else 8) and record["sustained_fps_extrapolated"] is True
+        # frame 0 + 2 cached frames: full from latent frame 3 on, and flat after
+        assert record["cached_frames_end"] == 3
+        assert record["cache_mem_gb_when_full"] == record["cache_mem_gb_end"] == record["cache_mem_gb"]
+        assert record["cache_mem_gb_first_chunk"] < record["cache_mem_gb_end"]
+
+
+def test_a_failing_record_keeps_its_error_and_the_run_goes_on(tmp_path):
+    out = tmp_path / "streaming.json"
+    results = run_bench(out, "--configs", "64x64:1:tae:bf16", "64x64:1:tae:bf16", "--backend", "fast")
+    assert [("error" in r) for r in results["records"]] == [True, True]
+    assert "flex" in results["records"][0]["error"]  # the fast kernels run full clips only

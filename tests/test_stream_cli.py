@@ -1,0 +1,141 @@
+"""scripts/stream.py end to end on the tiny model on the CPU: the mp4 is written with every frame and the speech,
+latency and fps are reported, the --serve preview sends the generated frames to an HTTP client, and (marked
+`browser`) headless Chromium shows one on the page."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from iasa.config import load_config
+from iasa.errors import InputError
+from iasa.video.stream_run import StreamInferenceConfig, run_stream
+from iasa.video.video_io import probe_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SECONDS = 0.5  # 15 frames at 30 fps -> 4 latent frames
+TINY = [
+    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
+    "model.pose_guider_path=null", "model.device=cpu", "model.dtype=float32", "pose.image_height=32",
+    "pose.image_width=48", "attention.attention=iasa", "attention.backend=reference", "detect_reference_pose=false",
+    "speed.decoder=wan", "streaming.chunk_latent_frames=2",
+]  # fmt: skip
+WAIT_SECONDS = 120
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    time_ = np.arange(int(16000 * SECONDS)) / 16000
+    wavfile.write(tmp_path / "speech.wav", 16000, (0.3 * np.sin(2 * np.pi * 220 * time_) * (np.sin(2 * np.pi * 4 * time_) > 0)).astype(np.float32))
+    image = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "person.png"), image)
+    return {"audio": tmp_path / "speech.wav", "image": tmp_path / "person.png", "out": tmp_path / "out.mp4"}
+
+
+def config(inputs: dict[str, Path], *extra: str) -> StreamInferenceConfig:
+    paths = [f"{key}={value}" for key, value in inputs.items()]
+    return load_config(StreamInferenceConfig, ROOT / "config/stream_iasa.yaml", [*TINY, *paths, *extra])
+
+
+def test_stream_writes_every_frame_with_the_speech_and_reports_latency(inputs):
+    report = run_stream(config(inputs), progress=False)
+    assert report.frames == round(SECONDS * 30) and report.video_fps == 30
+    assert report.first_frame_latency_s is not None and report.first_frame_latency_s > 0
+    assert report.sustained_fps is not None  # two chunks at least: a second delivery
+    info = probe_video(inputs["out"])
+    assert info.frames == report.frames and info.has_audio
+
+
+def test_cli_prints_latency_and_fps_and_refuses_a_bidirectional_rule(inputs):
+    paths = [f"{key}={value}" for key, value in inputs.items()]
+    command = [sys.executable, str(ROOT / "scripts/stream.py"), "--config", str(ROOT / "config/stream_iasa.yaml"), "--no-progress", *TINY, *paths]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "first-frame latency" in done.stdout and "fps" in done.stdout and f"wrote {inputs['out']}" in done.stdout
+    with pytest.raises(InputError, match="attention.sparse.direction"):
+        run_stream(config(inputs, "attention.sparse.direction=both"), progress=False)
+
+
+def read_frames(response: http.client.HTTPResponse) -> list[np.ndarray]:
+    """Every JPEG of a multipart stream until it ends."""
+    frames = []
+    while (boundary := response.readline()) not in (b"--frame--\r\n", b""):
+        assert boundary == b"--frame\r\n"
+        headers = {}
+        while (line := response.readline()) != b"\r\n":
+            name, value = line.decode().split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+        jpeg = response.read(int(headers["content-length"]))
+        response.read(2)
+        frames.append(cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    return frames
+
+
+def test_serve_sends_the_generated_frames_to_an_http_client(inputs):
+    received: list[np.ndarray] = []
+    reader: list[threading.Thread] = []
+
+    def on_url(url: str) -> None:  # subscribe before the first frame, then read in the background
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=WAIT_SECONDS)
+        connection.request("GET", "/stream.mjpg")
+        response = connection.getresponse()
+        assert response.status == 200
+        reader.append(threading.Thread(target=lambda: received.extend(read_frames(response))))
+        reader[0].start()
+
+    report = run_stream(config(inputs, "preview_port=0"), serve=True, progress=False, on_url=on_url)
+    reader[0].join(WAIT_SECONDS)
+    assert len(received) == report.frames
+    # the frames served are the frames written (up to JPEG and H.264 error)
+    assert received[0].shape == (32, 48, 3)
+    written = read_video_frames(inputs["out"])
+    assert np.abs(received[-1].astype(float) - written[-1].astype(float)).mean() < 12
+
+
+def read_video_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium / chromium-browser / google-chrome binary")
+def test_headless_chromium_shows_a_generated_frame(inputs, tmp_path):
+    result: dict[str, subprocess.CompletedProcess] = {}
+    browser: list[threading.Thread] = []
+
+    def on_url(url: str) -> None:  # the page loads while the stream runs
+        command = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", url,
+        ]  # fmt: skip
+        browser.append(threading.Thread(target=lambda: result.update(run=subprocess.run(command, capture_output=True, text=True, timeout=300))))
+        browser[0].start()
+
+    run_stream(config(inputs, "preview_port=0"), serve=True, progress=False, on_url=on_url, hold=lambda server: browser[0].join())
+    completed = result["run"]
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    state = next(line for line in completed.stdout.splitlines() if 'id="state"' in line)
+    assert 'data-frame="' in state, state  # the page's script saw a decoded frame
+    size = state.split('data-frame="', 1)[1].split('"', 1)[0].split()[0]
+    assert size == "48x32"

@@ -1,0 +1,234 @@
+"""Streaming generation: within the trained length the stream equals the full-clip output of the 1-step causal
+student (dense and sparse, any chunk size); past it the cache is bounded and pose-selected, and RoPE positions
+stay in the trained range."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.frame_selection import select_frames
+from iasa.attention.layout import SparseLayout
+from iasa.video.attention_patch import patch_self_attention
+from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig
+from iasa.video.denoiser import FlowConditions, predict_flow
+from iasa.video.pose_guider import PoseGuider
+from iasa.video.streaming import (
+    LatentFramePose,
+    PoseFeatureStream,
+    StreamConditions,
+    StreamState,
+    evict_redundant_frame,
+    frame_noise,
+    generate_chunk,
+    latent_distances,
+    rope_position,
+)
+
+TINY = ARCHITECTURES["tiny"]
+LATENT_GRID = (8, 12)  # latent cells -> 4 x 6 tokens per frame
+TOKEN_GRID = (4, 6)
+TRAINED = 21
+TIMESTEP, SIGMA = torch.tensor([1000.0]), 1.0
+POINTS = 14  # upper-body points + hand centroids
+
+
+def random_poses(frames: int, seed: int) -> list[LatentFramePose]:
+    """Random keypoints (some hidden) and regions: latent frame 0 covers one video frame, the others four."""
+    generator = np.random.default_rng(seed)
+    poses = []
+    for latent in range(frames):
+        video = 1 if latent == 0 else 4
+        points = generator.normal(size=(video, POINTS, 2))
+        visible = generator.random((video, POINTS)) > 0.2
+        regions = torch.from_numpy(generator.integers(0, 5, TOKEN_GRID[0] * TOKEN_GRID[1]) * (generator.random(24) > 0.4))
+        poses.append(LatentFramePose(points, visible, regions.long()))
+    return poses
+
+
+def conditions(frames: int, seed: int = 3, device: str = "cpu") -> tuple[StreamConditions, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shared = StreamConditions(
+        context=torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator).to(device),
+        clip_feature=torch.randn(1, CLIP_TOKENS, CLIP_FEATURE_DIM, generator=generator).to(device),
+        y=torch.randn(1, CONDITION_CHANNELS, TRAINED, *LATENT_GRID, generator=generator).to(device),
+    )
+    pose_features = torch.randn(1, TINY.dim, frames, *TOKEN_GRID, generator=generator).to(device)
+    return shared, pose_features
+
+
+def stream(dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference", device="cpu"):
+    """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk."""
+    config = config or StreamingConfig(chunk_latent_frames=chunk)
+    shared, features = conditions(frames, device=device)
+    state, pieces, states = StreamState(), [], []
+    for first in range(0, frames, chunk):
+        stop = min(first + chunk, frames)
+        noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device(device), torch.float32) for t in range(first, stop)], 2)
+        latents, state = generate_chunk(
+            dit, state, noise, TIMESTEP.to(device), SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend
+        )
+        pieces.append(latents)
+        states.append(state)
+    return torch.cat(pieces, 2), states
+
+
+def full_clip(dit, frames: int, layout: SparseLayout) -> torch.Tensor:
+    shared, features = conditions(frames)
+    noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device("cpu"), torch.float32) for t in range(frames)], 2)
+    flow_conditions = FlowConditions(shared.context, shared.clip_feature, shared.y[:, :, :frames], features)
+    with torch.no_grad():
+        return noise - SIGMA * predict_flow(dit, noise, TIMESTEP, flow_conditions, layout, "reference")
+
+
+@pytest.fixture(scope="module")
+def student(tiny_dit):
+    dit = tiny_dit()
+    patch_self_attention(dit)
+    return dit
+
+
+RULE = SparseAttentionConfig(top_k=2, block_size=16)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_sparse_stream_equals_the_full_clip_within_the_trained_length(student, chunk, one_thread):
+    poses = random_poses(TRAINED, seed=chunk)
+    selection = select_frames(latent_distances(poses, RULE.align_scale), RULE.top_k, "past", True)
+    # The rule is not trivial here: frames select some past frames but not all.
+    assert 0 < int(selection.sum()) - TRAINED < TRAINED * (TRAINED - 1) // 2
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, RULE.block_size, tuple(RULE.regions))
+    expected = full_clip(student, TRAINED, layout)
+    streamed, _ = stream(student, TRAINED, chunk, RULE, poses)
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_stream_through_flex_equals_the_full_clip(student, one_thread):
+    frames = 7
+    poses = random_poses(frames, seed=11)
+    selection = select_frames(latent_distances(poses, False), RULE.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, RULE.block_size, tuple(RULE.regions))
+    expected = full_clip(student, frames, layout)
+    streamed, _ = stream(student, frames, 2, RULE, poses, backend="flex")
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_stream_equals_the_block_causal_full_clip(student, one_thread):
+    """Dense streaming (chunk 1): every cached token is a key. Its full-clip twin is block-causal dense
+    attention, the rule with one region covering every token and every past frame selected."""
+    poses = random_poses(TRAINED, seed=5)
+    causal = torch.ones(TRAINED, TRAINED, dtype=torch.bool).tril()
+    everywhere = torch.ones(TRAINED, TOKEN_GRID[0] * TOKEN_GRID[1], dtype=torch.long)
+    expected = full_clip(student, TRAINED, SparseLayout(causal, everywhere, TOKEN_GRID))
+    streamed, _ = stream(student, TRAINED, 1, None, poses)
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+    # and the stream is not the bidirectional clip (which sees future frames)
+    assert not torch.allclose(streamed, full_clip(student, TRAINED, None), atol=1e-4)
+
+
+def brute_force_eviction(distance: list[list[float]]) -> int:
+    """The eviction rule from its text: among frames 1.., the one whose nearest other frame is nearest; ties:
+    the older."""
+    best, best_nearest = None, None
+    for i in range(1, len(distance)):
+        nearest = min(distance[i][j] for j in range(len(distance)) if j != i)
+        if best is None or nearest < best_nearest:
+            best, best_nearest = i, nearest
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_eviction_matches_a_brute_force(seed):
+    generator = np.random.default_rng(seed)
+    points = generator.normal(size=(int(generator.integers(3, 9)), 2))
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    if seed % 4 == 0:  # exact ties: the older goes
+        distance = np.round(distance)
+    assert evict_redundant_frame(torch.from_numpy(distance)) == brute_force_eviction(distance.tolist())
+
+
+def test_bounded_cache_covers_the_pose_space_and_stays_flat(student, one_thread):
+    """A long stream alternating between two poses, budget 2: the cache keeps one frame of each pose (not the
+    two latest), and its token count is constant once full."""
+    generator = np.random.default_rng(0)
+    base = [generator.normal(size=(POINTS, 2)) for _ in range(3)]
+    frames = 40
+    poses = []
+    for latent in range(frames):
+        video = 1 if latent == 0 else 4
+        which = 0 if latent == 0 else 1 + (latent // 3) % 2  # runs of three frames of pose A, then of B
+        jitter = generator.normal(scale=1e-3, size=(video, POINTS, 2))
+        regions = torch.zeros(24, dtype=torch.long)
+        regions[:6] = 1  # 6 region tokens per frame
+        poses.append(LatentFramePose(base[which] + jitter, np.ones((video, POINTS), bool), regions))
+    config = StreamingConfig(cache_frames=2, trained_latent_frames=8)
+    _, states = stream(student, frames, 1, RULE, poses, config)
+    for state in states[3:]:
+        assert [f.index for f in state.frames][0] == 0
+        assert len(state.frames) == 3 and state.cached_tokens == 3 * 6
+        kinds = {1 + (f.index // 3) % 2 for f in state.frames[1:]}
+        assert kinds == {1, 2}, [f.index for f in state.frames]
+    assert len({s.cache_bytes() for s in states[3:]}) == 1
+    assert states[-1].layers[0].keys.shape[1] == 18
+
+
+def test_rope_positions_stay_in_the_trained_range():
+    trained = 21
+    # within the trained length: the frame's own index (the full clip's positions)
+    assert [rope_position(t, 20, trained) for t in range(21)] == list(range(21))
+    for newest in range(21, 200):
+        positions = [rope_position(t, newest, trained) for t in range(newest + 1)]
+        assert positions[0] == 0 and positions[newest] == trained - 1
+        assert all(0 <= p <= trained - 1 for p in positions)
+        # recent frames keep their true distance to the newest; older ones are clamped to 1
+        assert positions[newest - 5] == trained - 6
+        assert positions[1] == 1 and positions == sorted(positions)
+
+
+def test_long_stream_positions_and_conditions_are_in_range(student, one_thread):
+    """Past the trained length every chunk still runs (y is read at the remapped positions)."""
+    poses = random_poses(12, seed=2)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=5)
+    latents, states = stream(student, 12, 2, RULE, poses, config)
+    assert latents.shape[2] == 12 and torch.isfinite(latents).all()
+    assert all(len(s.frames) <= 4 for s in states)
+
+
+def test_pose_feature_stream_equals_the_full_clip(one_thread):
+    torch.manual_seed(0)
+    guider = PoseGuider(dit_dim=8, hidden_channels=4)
+    video = torch.rand(1, 3, 4 * 6 + 1, 32, 32)  # 25 frames -> 7 latent frames
+    expected = guider.pose_features(video)
+    features = PoseFeatureStream(guider)
+    got, frame = [], 0
+    with torch.no_grad():
+        expected = guider.pose_features(video)
+        for start in range(0, 25, 3):  # pose frames arrive three at a time
+            features.push(video[0, :, start : start + 3].transpose(0, 1))
+            if start + 3 >= 25:
+                features.finish()
+            ready = features.ready_latent_frames()
+            # the look-ahead: latent frame t waits for video frame 4 t + 4 (or the end)
+            assert ready == (7 if features.finished else max(0, (features.received - 5) // 4 + 1))
+            if ready > frame:
+                got.append(features.features(frame, ready))
+                frame = ready
+    torch.testing.assert_close(torch.cat(got, 2), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_flex_stream_on_cuda_equals_the_full_clip(student):
+    """The GPU path: compiled FlexAttention with rectangular, capacity-padded chunk plans (float32)."""
+    rule = SparseAttentionConfig(top_k=2, block_size=128)  # the compiled kernel's tile
+    poses = random_poses(TRAINED, seed=7)
+    selection = select_frames(latent_distances(poses, False), rule.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, rule.block_size, tuple(rule.regions))
+    expected = full_clip(student, TRAINED, layout)
+    cuda = copy.deepcopy(student).cuda()
+    streamed, _ = stream(cuda, TRAINED, 2, rule, poses, backend="flex", device="cuda")
+    torch.testing.assert_close(streamed.cpu(), expected, rtol=1e-4, atol=1e-4)
