@@ -187,11 +187,15 @@ class InferenceSpeedConfig:
 
 @dataclass
 class SamplerConfig:
+    # The teacher's numbers are UniAnimate-DiT's inference (examples/unianimate_wan/inference_unianimate_wan_480p.py
+    # and the 720p / long-video scripts: num_inference_steps=50, cfg_scale=1.5 "slow" or 1.0 "fast"; sigma_shift
+    # not passed, so diffsynth/pipelines/wan_video.py's default 5.0).
     # Denoising steps: 50 for the teacher, 1-4 for the distilled student.
     num_steps: int = 50
-    # Classifier-free guidance on the prompt: 5.0 for the teacher, 1.0 (one pass per step) for the student.
-    cfg_scale: float = 5.0
-    # Flow-matching timestep shift (Wan uses 5.0).
+    # Classifier-free guidance on prompt and pose together (the negative pass has the negative prompt and no
+    # pose features: FlowConditions.unconditional): 1.5 for the teacher, 1.0 (one pass per step) for the student.
+    cfg_scale: float = 1.5
+    # Flow-matching timestep shift.
     shift: float = 5.0
     # Noise seed.
     seed: int = 0

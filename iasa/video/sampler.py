@@ -1,13 +1,14 @@
 """Flow-matching sampling of a pose-driven clip of any length, in overlapping windows fused every step.
 
-Teacher settings: e.g. 50 steps, cfg 5 (two DiT passes per step). Student settings: 1-4 steps, cfg 1 (one
-pass). Prompt, CLIP and first-frame conditions are computed once per clip by the caller; the pose
-features and sparse layout once per window.
+Teacher settings: UniAnimate-DiT's 50 steps, cfg 1.5 (two DiT passes per step; the negative pass has the
+negative prompt and no pose features). Student settings: 1-4 steps, cfg 1 (one pass). Prompt, CLIP and
+first-frame conditions are computed once per clip by the caller; the pose features and sparse layout once
+per window.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -60,9 +61,9 @@ def sample_latents(
 ) -> torch.Tensor:
     """Denoise latents (1, 16, T, h, w) of latent_shape (T, h, w) over all windows.
 
-    At every step each window predicts the flow of its slice (with cfg when cfg_scale != 1: the same
-    conditions with negative_context (1, L, text_dim) as the prompt), the predictions are blended over
-    overlaps, and one Euler step moves the whole clip.
+    At every step each window predicts the flow of its slice (with cfg when cfg_scale != 1: nega + cfg (posi -
+    nega), the negative pass FlowConditions.unconditional with negative_context (1, L, text_dim) as the prompt
+    and no pose features), the predictions are blended over overlaps, and one Euler step moves the whole clip.
     """
     if sampler.cfg_scale != 1.0 and negative_context is None:
         raise ValueError("cfg_scale != 1 needs the negative prompt's embeddings")
@@ -80,7 +81,7 @@ def sample_latents(
             noisy = latents[:, :, inputs.window.start : inputs.window.stop]
             flow = denoise(noisy, t, inputs.conditions, inputs.layout)
             if sampler.cfg_scale != 1.0:
-                unconditional = denoise(noisy, t, replace(inputs.conditions, context=negative_context), inputs.layout)
+                unconditional = denoise(noisy, t, inputs.conditions.unconditional(negative_context), inputs.layout)
                 flow = unconditional + sampler.cfg_scale * (flow - unconditional)
             predictions.append(flow)
             bar.update(1)
