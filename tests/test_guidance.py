@@ -87,7 +87,7 @@ def test_sampler_negative_pass_is_the_flow_without_pose_features():
     windows = [WindowInputs(Window(0, FRAMES), FlowConditions(batch.context, batch.clip_feature, y, features), None)]
     got = sample_latents(
         functools.partial(predict_flow, dit, backend="reference"), windows, batch.negative_context,
-        (FRAMES, HEIGHT, WIDTH), SamplerConfig(num_steps=1, cfg_scale=cfg, seed=seed), overlap=0, progress=False,
+        (FRAMES, HEIGHT, WIDTH), SamplerConfig(num_steps=1, cfg_scale=cfg, seed=seed), overlap=0, private=0, progress=False,
     )  # fmt: skip
     noise = initial_noise((1, LATENT_CHANNELS, FRAMES, HEIGHT, WIDTH), seed, CPU, torch.float32)
     positive, negative, with_pose = direct_flows(dit, guider, batch, noise, torch.tensor([1000.0]))  # one step: sigma 1 -> 0

@@ -213,12 +213,23 @@ class SamplerConfig:
 class LongVideoConfig:
     # Latent frames per window (21 = 81 video frames, the clip length Wan was trained on).
     window_latent_frames: int = 21
-    # Latent frames shared by neighbouring windows, blended at every denoising step.
+    # Latent frames shared by neighbouring windows (a window's start is window - overlap after the previous one's).
     overlap_latent_frames: int = 4
+    # Leading latent frames of each later window that it denoises on its own (own seeded noise, own flow) and that
+    # weigh 0 in the blend: the window's y marks its start as the reference image's frame, which the clip there is
+    # not. The overlap's remaining frames are blended every step. 2 as UniAnimate-DiT's long-video pipeline
+    # (diffsynth/pipelines/wan_video.py, WanUniAnimateLongVideoPipeline: first_feature_per_seg, c = c[2:]; its
+    # commented-out lines show 1 tried first), with its context_overlap 4 "(context_overlap-2)*4 frames are overlapped".
+    private_leading_latent_frames: int = 2
 
     def validate(self) -> None:
         check(self.window_latent_frames >= 1, "window_latent_frames", self.window_latent_frames, "must be >= 1")
         check(
             0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
             f"must be in [0, window_latent_frames={self.window_latent_frames})",
+        )  # fmt: skip
+        check(
+            0 <= self.private_leading_latent_frames <= self.overlap_latent_frames, "private_leading_latent_frames",
+            self.private_leading_latent_frames,
+            f"must be in [0, overlap_latent_frames={self.overlap_latent_frames}] (a window's private frames lie in the previous window)",
         )  # fmt: skip
