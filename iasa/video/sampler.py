@@ -85,9 +85,10 @@ def sample_latents(
 
     At every step each window predicts the flow of its slice (with cfg when cfg_scale != 1: guided_flow, the
     negative pass taking negative_context (1, L, text_dim) as the prompt and no pose features), the predictions
-    are blended over overlaps, and one Euler step moves the whole clip. Each window after the first feeds its own state into its first `private`
-    latent frames instead of the clip's (seeded noise at the start, private_noise_seed) and steps it with its
-    own flow; the blend gives those frames weight 0 (iasa.video.windows).
+    are blended over overlaps, and one Euler step moves the whole clip. Each window after the first feeds its
+    own state into its first `private` latent frames instead of the clip's (seeded noise at the start,
+    private_noise_seed) and steps it with its own flow; the blend gives those frames weight 0
+    (iasa.video.windows).
     """
     if sampler.cfg_scale != 1.0 and negative_context is None:
         raise ValueError("cfg_scale != 1 needs the negative prompt's embeddings")
