@@ -23,7 +23,7 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
   --dit-precision bf16 fp8 all bf16 records come first, then the DiT is quantised in place and the DiT
   steps are timed again (motion, pose and VAE numbers are measured once per resolution and reused);
 - e2e_fps: 81 frames / (motion_s + pose_s [+ layout_s] + dit_step_s + vae_decode_s): a 1-step student;
-  teacher_e2e_fps: the same with 50 steps at cfg 5 (100 DiT passes), computed from the same numbers;
+  teacher_e2e_fps: the same with 50 steps at cfg 1.5 (100 DiT passes), computed from the same numbers;
 - peak_mem_gb: peak GPU memory allocated during the DiT steps and the pipeline's VAE decode
   (vae_peak_mem_gb: per decode setting).
 Text and CLIP embeddings (computed once per clip) are not part of the loop timed here.

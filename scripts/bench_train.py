@@ -10,7 +10,7 @@ autocast, the training code's own loss functions:
 - train: one fine-tune optimiser step (flow-matching loss, bidirectional layout for iasa);
 - distill: one critic update then one generator update on the same base with three adapters (teacher,
   generator, critic): the generator step runs the 1-step student with grad (causal layout), the teacher
-  twice (cfg 5) and the critic once without grad, and the region loss decoding 1 latent frame with grad;
+  twice (cfg != 1) and the critic once without grad, and the region loss decoding 1 latent frame with grad;
   critic_s and generator_s are reported too, so a run with critic_steps_per_generator_step = 5 costs
   5 critic_s + generator_s per generator step.
 step_s is the median over --steps timed steps after one warm-up step (which pays compilation); peak_mem_gb
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--model-size", default="14b", help="14b, or tiny for a CPU smoke run")
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
     parser.add_argument("--region-latent-frames", type=int, default=1, help="latent frames decoded with grad for the region loss (0 = off)")
-    parser.add_argument("--teacher-cfg-scale", type=float, default=5.0, help="1 = one teacher pass per generator step")
+    parser.add_argument("--teacher-cfg-scale", type=float, default=DistillConfig.teacher_cfg_scale, help="1 = one teacher pass per generator step")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 

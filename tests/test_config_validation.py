@@ -39,6 +39,7 @@ def test_every_shipped_config_passes(path: Path) -> None:
         ("speed.vae_memory_format=channels_last", "speed.vae_memory_format"),
         ("speed.vae_latent_frames_per_call=0", "speed.vae_latent_frames_per_call"),
         ("long_video.overlap_latent_frames=21", "long_video.overlap_latent_frames"),
+        ("long_video.private_leading_latent_frames=5", "long_video.private_leading_latent_frames"),
         ("model.dtype=float8", "model.dtype"),
         ("model.model_size=7b", "model.model_size"),
         ("model.device=gpu", "model.device"),

@@ -167,7 +167,7 @@ def golden_sampler_step() -> dict[str, torch.Tensor]:
     for name, layout in (("dense", None), ("sparse", hand_made_layout(FRAMES, (HEIGHT // 2, WIDTH // 2)))):
         windows = [WindowInputs(Window(0, FRAMES), conditions, layout)]
         outputs[name] = sample_latents(
-            denoise, windows, inputs["negative"], (FRAMES, HEIGHT, WIDTH), sampler, overlap=0, progress=False
+            denoise, windows, inputs["negative"], (FRAMES, HEIGHT, WIDTH), sampler, overlap=0, private=0, progress=False
         )
     return outputs
 
@@ -193,11 +193,12 @@ def golden_emage_window(tiny_emage_config) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def golden_generate() -> dict[str, torch.Tensor]:
-    """The whole video pipeline (conditions, pose guider, sparse layouts, two overlapping windows, cfg,
-    VAE decode) on a 13-frame 32x32 clip."""
+    """The whole video pipeline (conditions, pose guider, sparse layouts, two overlapping windows, the second
+    with one private leading frame, cfg, VAE decode) on a 13-frame 32x32 clip."""
     torch.manual_seed(0)
     attention = AttentionPatchConfig(attention="iasa", backend="reference", sparse=SparseAttentionConfig(top_k=1))
-    generator = VideoGenerator.from_config(TINY_MODEL, attention, LongVideoConfig(window_latent_frames=3, overlap_latent_frames=1))
+    long_video = LongVideoConfig(window_latent_frames=3, overlap_latent_frames=1, private_leading_latent_frames=1)
+    generator = VideoGenerator.from_config(TINY_MODEL, attention, long_video)
     rng = np.random.default_rng(3)
     pose_video = rng.integers(0, 255, (13, 32, 32, 3), dtype=np.uint8)
     image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
@@ -330,8 +331,8 @@ PINNED: dict[str, dict[str, list[float]]] = {
         "sparse": [0.500874043, 0.55489254, 0.523728609, 0.508141756, -0.827055097, -0.257392049, -0.278415024, -0.2765297, -0.00532339599, 0.466605721],
     },
     "sampler_step": {
-        "dense": [-1.24200058, -1.86828041, 0.351456791, 0.723322988, 0.40803957, 1.23874426, -0.69902122, 0.881266773, -0.0205436719, 0.932637885],
-        "sparse": [-1.26206803, -1.86938655, 0.34422946, 0.718997538, 0.433218062, 1.244205, -0.694078267, 0.89554137, -0.0199929525, 0.932973926],
+        "dense": [-1.26478386, -1.78227568, 0.504173756, 0.709012568, 0.505573332, 1.28556561, -0.544864178, 0.844209492, -0.0110969507, 0.935323094],
+        "sparse": [-1.28612947, -1.77782738, 0.493495822, 0.705202043, 0.531930566, 1.28856516, -0.543375134, 0.858766377, -0.0105275679, 0.935730925],
     },
     "vae_decode": {
         "video": [-0.160510942, 0.148829669, -0.00697705895, -0.519823134, -0.0963410586, -0.0890098289, -0.326900721, -0.387854666, -0.0771971345, 0.221599766],
@@ -342,7 +343,7 @@ PINNED: dict[str, dict[str, list[float]]] = {
         "trans": [0.0, -0.126725942, -0.00257949857, -0.0106060244, -0.00490516098, -0.0173676666, -0.126840502, -0.00830420479, -0.0480649732, 0.0480649732],
     },
     "generate": {
-        "video": [137.0, 35.0, 231.0, 239.0, 177.0, 160.0, 174.0, 107.0, 169.149114, 169.149114],
+        "video": [139.0, 35.0, 238.0, 239.0, 187.0, 161.0, 172.0, 104.0, 169.157978, 169.157978],
     },
     "train_loss": {
         "loss": [4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189, 4.66888189],
@@ -351,12 +352,12 @@ PINNED: dict[str, dict[str, list[float]]] = {
     "distill_losses": {
         "critic_losses": [3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976, 3.57302976],
         "critic_gradients": [0.00479715271, 0.305229127, 0.205396742, -0.0072659147, 0.436061889, 0.00449631736, 0.0323212557, 0.149562791, 0.119548265, 0.122247621],
-        "generator_losses": [0.00126598694, 0.00126598694, 0.483468294, 0.483468294, 0.483468294, 0.483468294, 0.484734267, 0.484734267, 0.323156183, 0.323156183],
-        "generator_gradients": [-0.00247014733, 0.223760858, 0.0725128129, 0.00117172324, 0.340801507, 0.00173412974, 0.0144594954, 0.0710394159, 0.0595259333, 0.0619337849],
+        "generator_losses": [0.00317789125, 0.00317789125, 0.483468294, 0.483468294, 0.483468294, 0.483468294, 0.486646175, 0.486646175, 0.324430787, 0.324430787],
+        "generator_gradients": [-0.00228871778, 0.224417657, 0.0728289708, 0.00126959186, 0.347282708, 0.00195352733, 0.0160025004, 0.0724287778, 0.0602531763, 0.0626631272],
     },
     "train_and_distill_steps": {
         "train": [-0.409662515, 0.0728447512, 15.267952, 0.492167592, 0.0355470702, 2.27114964, 0.00342970341, 94.9831238, 15.5980408, 15.7571008],
-        "distill": [-0.409901828, 0.0334698036, 16.4330788, 0.248165056, 0.0357494168, 0.00439715944, 0.492069662, 0.0340577625, 4.22530677, 4.32777246],
+        "distill": [-0.409901828, 0.0334698036, 16.4330788, 0.248165056, 0.0357491747, 0.00439680135, 0.492090583, 0.0341370851, 4.22530247, 4.32776878],
     },
 }  # fmt: skip
 

@@ -45,16 +45,18 @@ def test_training_schedule_is_wans_shifted_schedule() -> None:
 
 
 def test_condition_dropout_rates_and_targets() -> None:
+    """The pose is dropped by leaving the pose features out (with_pose False), as cfg's negative pass does: the
+    pose images, the reference pose and y's reference-pose input stay; the image drop zeroes CLIP and y."""
     window = _fake_batch()
     torch.manual_seed(0)
     config = ConditionDropoutConfig(pose=0.05, image=0.10)
     pose_dropped = image_dropped = 0
     trials = 4000
     for _ in range(trials):
-        dropped = drop_conditions(window, config)
-        pose_dropped += int(not dropped.pose_video.any())
+        dropped, with_pose = drop_conditions(window, config)
+        pose_dropped += int(not with_pose)
         image_dropped += int(not dropped.y.any())
-        assert (not dropped.pose_video.any()) == (not dropped.reference_pose.any())
+        assert torch.equal(dropped.pose_video, window.pose_video) and torch.equal(dropped.reference_pose, window.reference_pose)
         assert (not dropped.y.any()) == (not dropped.clip_feature.any())
         assert torch.equal(dropped.latents, window.latents) and torch.equal(dropped.context, window.context)
     assert abs(pose_dropped / trials - 0.05) < 0.015 and abs(image_dropped / trials - 0.10) < 0.02

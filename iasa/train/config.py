@@ -188,7 +188,8 @@ class DataProcessConfig:
 
 @dataclass
 class ConditionDropoutConfig:
-    # UniAnimate's training: zero the pose inputs in 5% of steps, CLIP features and y in 10%.
+    # UniAnimate's rates: no pose features in 5% of steps (the cfg negative pass's state; y keeps the
+    # reference-pose embedding), zeroed CLIP features and y in 10% (iasa.train.finetune.drop_conditions).
     pose: float = 0.05
     image: float = 0.10
 
@@ -292,8 +293,9 @@ class DistillConfig:
     # Attention direction of the student ("past": causal sparse) and of teacher and critic ("both").
     student_direction: str = "past"
     teacher_direction: str = "both"
-    # Classifier-free guidance of the teacher's score (1 = off, saves a forward).
-    teacher_cfg_scale: float = 5.0
+    # Classifier-free guidance of the teacher's score, negative pass without pose features (1 = off, saves a
+    # forward); 1.5 as UniAnimate-DiT's examples/unianimate_wan/inference_unianimate_wan_480p.py samples.
+    teacher_cfg_scale: float = 1.5
     # Critic (fake score) updates per generator update.
     critic_steps_per_generator_step: int = 5
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -70,20 +70,26 @@ class Distiller:
             raise ValueError(f"generator_sigmas must decrease within (0, 1], got {self.sigmas}")
         self.region_loss = RegionLoss(config.region) if config.region.weight > 0 else None
 
-    def predict(self, adapter: str, noisy: torch.Tensor, sigma: float, batch: ClipBatch, direction: str, context=None) -> torch.Tensor:
-        """x0 prediction of one adapter; noisy (1, 16, T, h, w) at noise level sigma."""
+    def predict(
+        self, adapter: str, noisy: torch.Tensor, sigma: float, batch: ClipBatch, direction: str,
+        context: torch.Tensor | None = None, with_pose: bool = True,
+    ) -> torch.Tensor:  # fmt: skip
+        """x0 prediction of one adapter; noisy (1, 16, T, h, w) at noise level sigma; context and with_pose as in
+        PoseDiT.forward."""
         use_adapter(self.model.dit, adapter)
         timestep = torch.full((1,), sigma * self.config.flow.num_train_timesteps, device=noisy.device)
         layout = layout_for(batch, self.config.attention.attention, direction)
-        flow = self.model(noisy, timestep, batch, layout, context=context)
+        flow = self.model(noisy, timestep, batch, layout, context=context, with_pose=with_pose)
         return flow_to_clean(noisy, flow, sigma)
 
     def teacher_clean(self, noisy: torch.Tensor, sigma: float, batch: ClipBatch) -> torch.Tensor:
+        """The real score's x0: with cfg, UniAnimate's negative pass (the negative prompt, no pose features; y with
+        the reference pose and the CLIP tokens kept; FlowConditions.unconditional), as sampling runs it."""
         direction, scale = self.config.teacher_direction, self.config.teacher_cfg_scale
         positive = self.predict(TEACHER, noisy, sigma, batch, direction)
         if scale == 1.0:
             return positive
-        negative = self.predict(TEACHER, noisy, sigma, batch, direction, context=batch.negative_context)
+        negative = self.predict(TEACHER, noisy, sigma, batch, direction, context=batch.negative_context, with_pose=False)
         return negative + scale * (positive - negative)
 
     def generate(self, batch: ClipBatch, with_grad: bool) -> torch.Tensor:

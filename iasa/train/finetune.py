@@ -38,17 +38,23 @@ POSE_GUIDER_FILE = "pose_guider.safetensors"
 MODEL_FOLDER = "model"
 
 
-def drop_conditions(batch: ClipBatch, config: ConditionDropoutConfig) -> ClipBatch:
-    """UniAnimate's condition dropout: zero both pose inputs with probability config.pose, and the CLIP
-    tokens and I2V condition y with probability config.image (independent draws from the torch RNG)."""
+def drop_conditions(batch: ClipBatch, config: ConditionDropoutConfig) -> tuple[ClipBatch, bool]:
+    """Condition dropout, (batch, with_pose): with probability config.pose the DiT gets no pose features
+    (with_pose False: the state the cfg negative pass asks for, FlowConditions.unconditional), and with
+    probability config.image the CLIP tokens and the I2V condition y are zeroed (independent draws from the
+    torch RNG).
+
+    UniAnimate-DiT's train_unianimate_wan.py zeroes the pose embeddings (the guider's outputs, not its input
+    images, which its biases would turn into non-zero features) and, in the same draw, the reference-pose
+    embedding; here y keeps the reference-pose embedding when the pose is dropped, because its inference
+    negative pass keeps it (wan_video.py adds it to y before the loop), and the model must learn the
+    unconditional it is asked for. A zeroed y still receives the reference-pose embedding, as UniAnimate's.
+    """
     drop_pose = bool(torch.rand(()) < config.pose)
     drop_image = bool(torch.rand(()) < config.image)
-    changes = {}
-    if drop_pose:
-        changes.update(pose_video=torch.zeros_like(batch.pose_video), reference_pose=torch.zeros_like(batch.reference_pose))
     if drop_image:
-        changes.update(clip_feature=torch.zeros_like(batch.clip_feature), y=torch.zeros_like(batch.y))
-    return replace(batch, **changes)
+        batch = replace(batch, clip_feature=torch.zeros_like(batch.clip_feature), y=torch.zeros_like(batch.y))
+    return batch, not drop_pose
 
 
 def flow_matching_loss(
@@ -58,14 +64,16 @@ def flow_matching_loss(
     layout: SparseLayout | None,
     schedule: TrainingSchedule,
     flow: FlowConfig,
+    with_pose: bool = True,
 ) -> torch.Tensor:
-    """Weighted MSE between the predicted and true flow at a random noise level; clean (1, 16, T, h, w)."""
+    """Weighted MSE between the predicted and true flow at a random noise level; clean (1, 16, T, h, w);
+    with_pose False: without pose features (a dropped pose, drop_conditions)."""
     index = schedule.sample_index(flow.min_timestep_fraction, flow.max_timestep_fraction)
     sigma = schedule.sigmas[index].item()
     noise = torch.randn_like(clean)
     noisy = add_noise(clean, noise, sigma)
     timestep = schedule.timesteps[index : index + 1].to(clean.device)
-    prediction = model(noisy, timestep, batch, layout)
+    prediction = model(noisy, timestep, batch, layout, with_pose=with_pose)
     return F.mse_loss(prediction.float(), flow_target(clean, noise).float()) * schedule.weights[index].item()
 
 
@@ -170,10 +178,10 @@ def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanCompone
         total = 0.0
         for micro in range(accumulation):
             batch = read_clip(cache_dir, order.key(step * accumulation + micro)).to(device)
-            batch = drop_conditions(batch, config.dropout)
+            batch, with_pose = drop_conditions(batch, config.dropout)
             layout = layout_for(batch, config.attention.attention, config.attention_direction, local_regions)
             with autocast(accelerator, run):
-                loss = flow_matching_loss(model, batch.latents, batch, layout, schedule, config.flow)
+                loss = flow_matching_loss(model, batch.latents, batch, layout, schedule, config.flow, with_pose)
             update.backward(loss / accumulation)
             total += loss.item() / accumulation
         grad_norm = update.step()

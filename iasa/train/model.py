@@ -66,10 +66,18 @@ class PoseDiT(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.gradient_checkpointing_offload = gradient_checkpointing_offload
 
-    def conditions(self, batch: ClipBatch, context: torch.Tensor | None = None) -> FlowConditions:
+    def conditions(self, batch: ClipBatch, context: torch.Tensor | None = None, with_pose: bool = True) -> FlowConditions:
         """The DiT's conditions of a cached clip: the pose guider's features of its pose video and the
-        reference-pose embedding added to y; context overrides batch.context (the negative prompt's)."""
+        reference-pose embedding added to y; context overrides batch.context (the negative prompt's).
+
+        with_pose False: no pose features reach the DiT, y keeps the reference-pose embedding (the negative pass
+        of FlowConditions.unconditional, and the condition dropout that teaches it). The guider still runs and
+        its features are multiplied by zero, which adds nothing (the flow equals pose_features=None): every
+        process then runs the same FSDP collectives and gradient reductions whatever its own dropout draw.
+        """
         pose_features = self.pose_guider.pose_features(batch.pose_video.to(self.dtype))
+        if not with_pose:
+            pose_features = pose_features * 0
         y = batch.y.to(self.dtype) + self.pose_guider.reference_condition(batch.reference_pose.to(self.dtype))
         return FlowConditions(batch.context if context is None else context, batch.clip_feature, y, pose_features)
 
@@ -80,10 +88,12 @@ class PoseDiT(nn.Module):
         batch: ClipBatch,
         layout: SparseLayout | None,
         context: torch.Tensor | None = None,
+        with_pose: bool = True,
     ) -> torch.Tensor:
         """Flow (noise - x0) prediction (1, 16, T, h, w) for noisy latents (1, 16, T, h, w) at timestep (1,) in
-        [0, 1000]; layout None = dense attention; context overrides batch.context (the negative prompt's)."""
+        [0, 1000]; layout None = dense attention; context overrides batch.context (the negative prompt's);
+        with_pose False leaves the pose features out (see conditions)."""
         return predict_flow(
-            self.dit, noisy_latents.to(self.dtype), timestep, self.conditions(batch, context), layout, self.backend,
-            self.gradient_checkpointing, self.gradient_checkpointing_offload,
+            self.dit, noisy_latents.to(self.dtype), timestep, self.conditions(batch, context, with_pose), layout,
+            self.backend, self.gradient_checkpointing, self.gradient_checkpointing_offload,
         )  # fmt: skip

@@ -215,11 +215,15 @@ class InferenceSpeedConfig:
 
 @dataclass
 class SamplerConfig:
+    # The teacher's numbers are UniAnimate-DiT's inference (examples/unianimate_wan/inference_unianimate_wan_480p.py
+    # and the 720p / long-video scripts: num_inference_steps=50, cfg_scale=1.5 "slow" or 1.0 "fast"; sigma_shift
+    # not passed, so diffsynth/pipelines/wan_video.py's default 5.0).
     # Denoising steps: 50 for the teacher, 1-4 for the distilled student.
     num_steps: int = 50
-    # Classifier-free guidance on the prompt: 5.0 for the teacher, 1.0 (one pass per step) for the student.
-    cfg_scale: float = 5.0
-    # Flow-matching timestep shift (Wan uses 5.0).
+    # Classifier-free guidance on prompt and pose together (the negative pass has the negative prompt and no
+    # pose features: FlowConditions.unconditional): 1.5 for the teacher, 1.0 (one pass per step) for the student.
+    cfg_scale: float = 1.5
+    # Flow-matching timestep shift.
     shift: float = 5.0
     # Noise seed.
     seed: int = 0
@@ -237,14 +241,25 @@ class SamplerConfig:
 class LongVideoConfig:
     # Latent frames per window (21 = 81 video frames, the clip length Wan was trained on).
     window_latent_frames: int = 21
-    # Latent frames shared by neighbouring windows, blended at every denoising step.
+    # Latent frames shared by neighbouring windows (a window's start is window - overlap after the previous one's).
     overlap_latent_frames: int = 4
+    # Leading latent frames of each later window that it denoises on its own (own seeded noise, own flow) and that
+    # weigh 0 in the blend: the window's y marks its start as the reference image's frame, which the clip there is
+    # not. The overlap's remaining frames are blended every step. 2 as UniAnimate-DiT's long-video pipeline
+    # (diffsynth/pipelines/wan_video.py, WanUniAnimateLongVideoPipeline: first_feature_per_seg, c = c[2:]; its
+    # commented-out lines show 1 tried first), with its context_overlap 4 "(context_overlap-2)*4 frames are overlapped".
+    private_leading_latent_frames: int = 2
 
     def validate(self) -> None:
         check(self.window_latent_frames >= 1, "window_latent_frames", self.window_latent_frames, "must be >= 1")
         check(
             0 <= self.overlap_latent_frames < self.window_latent_frames, "overlap_latent_frames", self.overlap_latent_frames,
             f"must be in [0, window_latent_frames={self.window_latent_frames})",
+        )  # fmt: skip
+        check(
+            0 <= self.private_leading_latent_frames <= self.overlap_latent_frames, "private_leading_latent_frames",
+            self.private_leading_latent_frames,
+            f"must be in [0, overlap_latent_frames={self.overlap_latent_frames}] (a window's private frames lie in the previous window)",
         )  # fmt: skip
 
 

@@ -40,6 +40,13 @@ class FlowConditions:
     y: torch.Tensor
     pose_features: torch.Tensor | None
 
+    def unconditional(self, negative_context: torch.Tensor) -> "FlowConditions":
+        """The negative pass of classifier-free guidance, as UniAnimate-DiT's pipelines run it (its
+        diffsynth/pipelines/wan_video.py calls model_fn_wan_video for noise_pred_nega without add_condition):
+        the negative prompt's context and no pose features, while y (with the reference-pose embedding) and the
+        CLIP tokens stay. One scale thus guides prompt and pose together."""
+        return replace(self, context=negative_context, pose_features=None)
+
 
 def rope_frequencies(dit: WanModel, frames: int, height: int, width: int, device: torch.device) -> torch.Tensor:
     """3D RoPE of a (frames, height, width) token grid in (f h w) order: (f*h*w, 1, head_dim / 2) complex."""

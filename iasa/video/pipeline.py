@@ -179,7 +179,8 @@ class VideoGenerator:
         denoise = functools.partial(predict_flow, c.dit, backend=self.attention.backend, compiled=self.speed.compile_dit)
         latents = sample_latents(
             denoise, windows, negative, (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
-            overlap=self.long_video.overlap_latent_frames, progress=progress,
+            overlap=self.long_video.overlap_latent_frames, private=self.long_video.private_leading_latent_frames,
+            progress=progress,
         )  # fmt: skip
         if self.tae is not None:
             video = decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)[0]

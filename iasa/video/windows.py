@@ -2,8 +2,14 @@
 
 A clip of L latent frames is cut into windows of `window` latent frames whose starts are `window - overlap`
 apart; the last window is aligned to the end (so it may overlap its neighbour more). Each window is
-denoised like a standalone 81-frame clip; the window predictions are averaged with weights that ramp
-linearly across the overlaps, so neighbouring windows hand over smoothly.
+denoised like a standalone 81-frame clip, so its y marks its latent frame 0 as the reference image's frame.
+
+As in UniAnimate-DiT's long-video pipeline (diffsynth/pipelines/wan_video.py, WanUniAnimateLongVideoPipeline),
+every window after the first keeps its leading `private` latent frames to itself: they start from noise of
+their own (seeded per window), follow the window's own flow, and weigh 0 in the blend. They are the window's
+"start of clip", which its y ties to the reference image; the clip's frames there come from the previous
+window, for which they are ordinary continuation frames. The frames really shared by two windows are
+averaged with weights that ramp linearly across them, so neighbouring windows hand over smoothly.
 
 Window k over latent frames [s, s + window) sees video frames [4 s, 4 s + 4 (window - 1) + 1): its latent
 frame 0 stands for video frame 4 s, and each later latent frame for the 4 video frames ending at 4 (s + j).
@@ -46,17 +52,29 @@ def plan_windows(num_latent_frames: int, window: int, overlap: int) -> list[Wind
     return [Window(start, start + window) for start in starts]
 
 
-def window_weights(windows: list[Window], overlap: int) -> list[torch.Tensor]:
-    """Per-window blend weights over its latent frames, (length,) each: 1 inside, ramping linearly to
-    1 / (overlap + 1) at edges shared with a neighbour. Outer edges of the clip keep weight 1."""
+def private_frame_counts(windows: list[Window], private: int) -> list[int]:
+    """Leading latent frames each window keeps to itself: none for the first (its start is the clip's),
+    `private` for every later one."""
+    return [0 if index == 0 else private for index in range(len(windows))]
+
+
+def window_weights(windows: list[Window], overlap: int, private: int) -> list[torch.Tensor]:
+    """Per-window blend weights over its latent frames, (length,) each: 0 on a window's private leading frames,
+    1 inside, and across the `overlap - private` frames shared with a neighbour a linear ramp from
+    1 / (shared + 1) at the edge. Outer edges of the clip keep weight 1."""
+    if not 0 <= private <= overlap:
+        raise ValueError(f"private leading frames {private} must be in [0, overlap {overlap}]: a window's private "
+                         "frames must lie inside the previous window")  # fmt: skip
+    shared = overlap - private
+    ramp = torch.arange(1, shared + 1, dtype=torch.float32) / (shared + 1)
     weights = []
-    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
-    for index, window in enumerate(windows):
+    for index, (window, own) in enumerate(zip(windows, private_frame_counts(windows, private))):
         weight = torch.ones(window.length)
-        if overlap and index > 0:
-            weight[:overlap] = ramp
-        if overlap and index < len(windows) - 1:
-            weight[-overlap:] = torch.minimum(weight[-overlap:], ramp.flip(0))
+        weight[:own] = 0
+        if shared and index > 0:
+            weight[own:overlap] = ramp
+        if shared and index < len(windows) - 1:
+            weight[-shared:] = torch.minimum(weight[-shared:], ramp.flip(0))
         weights.append(weight)
     return weights
 
