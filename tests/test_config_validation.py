@@ -13,14 +13,17 @@ from iasa.config import ConfigError, load_config
 from iasa.train.config import SCHEMAS
 from iasa.train.tasks import main as train_main
 from iasa.video.inference import InferenceConfig
+from iasa.eval.miniature import MiniatureEvalConfig
+from iasa.video.stream_run import StreamInferenceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("**/*.yaml")))
 def test_every_shipped_config_passes(path: Path) -> None:
     task = OmegaConf.load(path).get("task")
-    load_config(InferenceConfig if task is None else SCHEMAS[task], path)
+    schemas = {**SCHEMAS, "stream": StreamInferenceConfig, None: InferenceConfig}
+    load_config(MiniatureEvalConfig if path.name == "eval.yaml" else schemas[task], path)
 
 
 @pytest.mark.parametrize(
