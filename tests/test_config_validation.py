@@ -122,3 +122,9 @@ def test_command_lines_print_one_line_errors(command: list[str], tmp_path: Path)
     assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr
     assert ("sampler.num_steps=0" in lines[0]) or (str(broken) in lines[0] and "not valid YAML" in lines[0])
     assert "load video model" not in completed.stdout  # found before any model was built
+
+
+def test_the_default_inference_config_uses_the_sparse_attention() -> None:
+    """The shipped generation configs run the input-aware sparse attention (the dataclass default is dense)."""
+    assert load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml").attention.attention == "iasa"
+    assert load_config(StreamInferenceConfig, ROOT / "config" / "stream_iasa.yaml").attention.attention == "iasa"
