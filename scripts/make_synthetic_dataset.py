@@ -47,6 +47,7 @@ from iasa.synthetic.dataset import (  # noqa: E402
     write_manifest,
 )
 from iasa.synthetic.identity import Identity  # noqa: E402
+from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE  # noqa: E402
 
 PREVIEW_PEOPLE = {"train": 4, "heldout": 2}
 PREVIEW_COLUMNS = 5
@@ -65,11 +66,11 @@ def parse_config(argv: list[str]) -> tuple[SyntheticDatasetConfig, argparse.Name
     args = parser.parse_args(argv)
     known = {field.name for field in fields(SyntheticDatasetConfig)}
     config = SyntheticDatasetConfig(**{key: value for key, value in vars(args).items() if key in known})
-    if config.frames < 5 or (config.frames - 1) % 4:
+    if config.frames < TEMPORAL_STRIDE + 1 or (config.frames - 1) % TEMPORAL_STRIDE:
         raise SyntheticDatasetError(f"--frames {config.frames}: use 4n + 1 frames (33, 49, 81), as the Wan VAE needs")
     if args.workers < 1:
         raise SyntheticDatasetError(f"--workers {args.workers}: use at least 1")
-    if config.size < 64 or config.size % 16:
+    if config.size < 4 * TOKEN_STRIDE or config.size % TOKEN_STRIDE:
         raise SyntheticDatasetError(f"--size {config.size}: use a multiple of 16 of at least 64 (VAE stride 8 x patch 2)")
     return config, args
 
