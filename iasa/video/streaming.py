@@ -77,6 +77,8 @@ def latent_frame_poses(
     computes them for the whole clip)."""
     points, visible = upper_body_points(keypoints, config.min_keypoint_confidence, config.pose_hand_centroids)
     regions = torch.from_numpy(label_tokens(region_token_masks(keypoints, config, grid_size)))
+    if not config.local_regions:  # the global-only rule (iasa.attention.layout.without_regions): one region
+        regions = torch.ones_like(regions)
     return [
         LatentFramePose(np.asarray(points[list(group)]), np.asarray(visible[list(group)]), regions[latent])
         for latent, group in enumerate(latent_frame_groups(keypoints.num_frames))
