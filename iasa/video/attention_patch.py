@@ -5,7 +5,9 @@ no new parameters) and its attention op `block.self_attn.attn` for `RoutedAttent
 loop (iasa.video.denoiser) then hands every block one `SelfAttentionArgs`: the clip's sparse layout (None =
 dense), the sparse kernel and the RoPE cos/sin tables of this forward. Nothing per forward is stored on a module,
 so a forward's result depends only on its arguments, and gradient checkpointing, which re-runs a block with
-the arguments it was called with, recomputes exactly the forward being differentiated.
+the arguments it was called with, recomputes exactly the forward being differentiated. Under sequence
+parallelism (torchrun) the same arguments carry the token shards, and the attention op wraps itself in
+Ulysses all-to-alls; the layout and the kernels are the same, each process running them on its heads.
 
 The self-attention forward: the block's own q/k/v/o linears, then RMSNorm + RoPE in one float32 pass
 (`norm_rope`, one fused kernel on CUDA for inference), then dense or sparse attention. diffsynth's SelfAttention
@@ -29,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from iasa.attention import sparse_attention
 from iasa.attention.layout import SparseLayout
+from iasa.parallel.ulysses import SequenceShards, ulysses_attention
 from iasa.video.fast_compile import CompiledWithFallback
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
@@ -47,21 +50,26 @@ class SelfAttentionArgs:
     """What every block's self-attention reads in one DiT forward, besides the hidden states.
 
     layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
-    rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of this forward's token
-    grid. A per-layer key/value cache (streaming generation) becomes one more field, set per block by the loop.
+    rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of the tokens this
+    process holds; shards: how the clip's tokens are split over the processes of a sequence-parallel run
+    (iasa.parallel), None = this process holds them all. A per-layer key/value cache (streaming generation)
+    becomes one more field, set per block by the loop.
     """
 
     layout: SparseLayout | None
     backend: str
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
+    shards: SequenceShards | None = None
 
     @classmethod
-    def for_forward(cls, freqs: torch.Tensor, layout: SparseLayout | None, backend: str) -> "SelfAttentionArgs":
-        """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
+    def for_forward(
+        cls, freqs: torch.Tensor, layout: SparseLayout | None, backend: str, shards: SequenceShards | None = None
+    ) -> "SelfAttentionArgs":
+        """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the tokens this process holds."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
-        return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
+        return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous(), shards)
 
 
 def dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -102,28 +110,40 @@ def fused_norm_rope(
     return norm_rope(x, weight, eps, cos, sin, num_heads)
 
 
+def self_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, layout: SparseLayout | None, backend: str
+) -> torch.Tensor:
+    """Dense (layout None) or sparse attention over the whole clip: (b, heads, tokens, head_dim) in and out.
+    Under sequence parallelism `heads` is this process's share of them: a layout covers tokens, not heads."""
+    if layout is None:
+        return dense_attention(query, key, value)
+    if layout.num_tokens != query.shape[2]:
+        raise ValueError(
+            f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
+            f"{layout.grid_size}), the DiT sees {query.shape[2]}: build the layout for this clip's latent grid"
+        )
+    return sparse_attention(query, key, value, layout, backend)
+
+
 class RoutedAttention(nn.Module):
     """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
-    head_dim), dense or sparse as `attention` says. The place to wrap for sequence parallelism (an all-to-all
-    from token shards to head shards before, and back after)."""
+    head_dim), dense or sparse as `attention` says. With `attention.shards` the s tokens are this process's
+    shard of the clip: Ulysses all-to-alls (iasa.parallel.ulysses_attention) give `self_attention` every token
+    of heads / N heads, and hand the result back as this shard's tokens of all heads."""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
+        def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            return self_attention(query, key, value, attention.layout, attention.backend)
+
+        if attention.shards is not None:
+            q, k, v = (rearrange(t, "b s (n d) -> b s n d", n=self.num_heads) for t in (q, k, v))
+            return rearrange(ulysses_attention(q, k, v, attend, attention.shards), "b s n d -> b s (n d)")
         q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=self.num_heads) for t in (q, k, v))
-        layout = attention.layout
-        if layout is None:
-            out = dense_attention(q, k, v)
-        else:
-            if layout.num_tokens != q.shape[2]:
-                raise ValueError(
-                    f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
-                    f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
-                )
-            out = sparse_attention(q, k, v, layout, attention.backend)
-        return rearrange(out, "b n s d -> b s (n d)")
+        return rearrange(attend(q, k, v), "b n s d -> b s (n d)")
 
 
 class RoutedSelfAttention(SelfAttention):

@@ -5,6 +5,11 @@ pose features, so `predict_flow` runs the DiT's own submodules in Wan's order, a
 features to the patch embeddings (UniAnimate's `add_condition`). Its result depends on its arguments only:
 the clip's sparse layout and the kernel travel to every block's self-attention as `SelfAttentionArgs`
 (iasa.video.attention_patch), built here once per forward.
+
+Sequence parallelism (`parallel`, a torchrun group of N processes): every process runs the whole forward on
+its contiguous shard of the (f h w) tokens (iasa.parallel.shard_tokens; the timestep, text and CLIP
+embeddings are every process's), the shards travel in SelfAttentionArgs to the self-attention's Ulysses
+all-to-alls, and the head's per-token output is gathered, so every process returns the whole flow.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 from einops import rearrange
 
 from iasa.attention.layout import SparseLayout
+from iasa.parallel.process_group import ParallelGroup
+from iasa.parallel.ulysses import SequenceShards, check_head_split, gather_tokens, shard_tokens
 from iasa.video.attention_patch import SelfAttentionArgs, is_patched
 
 
@@ -57,11 +64,13 @@ def predict_flow(
     backend: str = "reference",
     use_gradient_checkpointing: bool = False,
     use_gradient_checkpointing_offload: bool = False,
+    parallel: ParallelGroup | None = None,
 ) -> torch.Tensor:
     """Flow (noise - x0) for noisy latents (b, 16, T, h, w) at timestep (b,) in [0, 1000]: (b, 16, T, h, w).
 
     layout: the sparse layout of the clip's (T, h/2, w/2) token grid, None = dense attention; backend: the
-    sparse kernel. The DiT's self-attention must be patched (iasa.video.attention_patch.patch_self_attention).
+    sparse kernel; parallel: the processes that share the forward by sequence parallelism (None or a group of
+    one: this process alone). The DiT's self-attention must be patched (attention_patch.patch_self_attention).
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
@@ -73,7 +82,13 @@ def predict_flow(
     if conditions.pose_features is not None:
         x = x + conditions.pose_features.to(x.dtype)
     x = rearrange(x, "b c f h w -> b (f h w) c").contiguous()
-    attention = SelfAttentionArgs.for_forward(rope_frequencies(dit, frames, height, width, x.device), layout, backend)
+    freqs = rope_frequencies(dit, frames, height, width, x.device)
+    shards = None
+    if parallel is not None and parallel.world_size > 1:
+        check_head_split(dit.blocks[0].self_attn.num_heads, parallel.world_size)
+        shards = SequenceShards(x.shape[1], parallel)
+        x, freqs = shard_tokens(x, shards), shard_tokens(freqs, shards, dim=0)
+    attention = SelfAttentionArgs.for_forward(freqs, layout, backend, shards)
     for block in dit.blocks:
         # diffsynth's DiTBlock.forward(x, context, t_mod, freqs) hands its fourth argument to self_attn alone,
         # which after patching is RoutedSelfAttention: it takes this forward's SelfAttentionArgs there. Each
@@ -84,4 +99,6 @@ def predict_flow(
             block, use_gradient_checkpointing, use_gradient_checkpointing_offload, x, context, t_mod, attention
         )
     x = dit.head(x, t)
+    if shards is not None:  # (b, S/N, patch * 16) -> (b, S, patch * 16): the narrowest tensor of the forward
+        x = gather_tokens(x, shards)
     return dit.unpatchify(x, (frames, height, width))
