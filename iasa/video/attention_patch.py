@@ -129,7 +129,10 @@ class RoutedAttention(nn.Module):
     """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
     head_dim), dense or sparse as `attention` says. With `attention.shards` the s tokens are this process's
     shard of the clip: Ulysses all-to-alls (iasa.parallel.ulysses_attention) give `self_attention` every token
-    of heads / N heads, and hand the result back as this shard's tokens of all heads."""
+    of heads / N heads, and hand the result back as this shard's tokens of all heads. (A streaming key/value
+    cache belongs inside that call, after the first all-to-all: each process keeps every token's keys and
+    values of its own heads, (b, heads / N, tokens, head_dim), and the new chunk's tokens are sharded like a
+    clip's.)"""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
