@@ -246,7 +246,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer 
     """Write config.out; returns the stage timings (None on the ranks other than 0 of a torchrun launch).
     Every input is read and every path checked before the video model loads, so a bad file fails in seconds,
     not after minutes of loading and generation."""
-    from iasa.parallel import check_head_split, parallel_group
+    from iasa.parallel import ParallelLaunchError, check_head_split, parallel_group
     from iasa.video.assembly import resolve_device
     from iasa.video.config import architecture
 
@@ -255,8 +255,14 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer 
         raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
     check_output_path(config.out)
     check_model_files(config)
-    with parallel_group(config.parallel, resolve_device(config.model.device).type) as parallel:
+    device = resolve_device(config.model.device)
+    with parallel_group(config.parallel, device.type) as parallel:
         check_head_split(architecture(config.model.model_size).num_heads, parallel.world_size)
+        if parallel.world_size > 1 and device.index is not None:
+            raise ParallelLaunchError(
+                f"model.device={config.model.device} would put all {parallel.world_size} processes on one GPU: "
+                "under torchrun pass model.device=cuda (or auto), each process takes the GPU of its LOCAL_RANK"
+            )
         return _generate(config, parallel, progress)
 
 
