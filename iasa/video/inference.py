@@ -258,7 +258,7 @@ def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer 
     device = resolve_device(config.model.device)
     with parallel_group(config.parallel, device.type) as parallel:
         check_head_split(architecture(config.model.model_size).num_heads, parallel.world_size)
-        if parallel.world_size > 1 and device.index is not None:
+        if parallel.world_size > 1 and device.type == "cuda" and device.index is not None:
             raise ParallelLaunchError(
                 f"model.device={config.model.device} would put all {parallel.world_size} processes on one GPU: "
                 "under torchrun pass model.device=cuda (or auto), each process takes the GPU of its LOCAL_RANK"
