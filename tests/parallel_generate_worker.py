@@ -44,7 +44,7 @@ ARCHITECTURES[MODEL_SIZE] = dataclasses.replace(ARCHITECTURES["tiny"], dim=128, 
 # 13 frames -> 4 latent frames of 3 x 5 tokens, in two windows of 3 latent frames (45 tokens: 2 and 4
 # shards need padding); two steps with cfg (both prompts through the DiT).
 VIDEO_FRAMES, IMAGE_SIZE = 13, (48, 80)
-LONG_VIDEO = LongVideoConfig(window_latent_frames=3, overlap_latent_frames=1)
+LONG_VIDEO = LongVideoConfig(window_latent_frames=3, overlap_latent_frames=1, private_leading_latent_frames=1)
 SAMPLER = SamplerConfig(num_steps=2, cfg_scale=3.0)
 DEATH_TIMEOUT_S = 3.0
 
