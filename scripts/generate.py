@@ -1,6 +1,8 @@
 """Speech + reference image -> talking, gesturing video (mp4 with the speech).
 
     python scripts/generate.py --config config/infer_iasa.yaml audio=speech.wav image=person.png out=out.mp4
+    torchrun --nproc_per_node 4 scripts/generate.py ...   (the DiT sequence-parallel over 4 GPUs; 1, 2, 4, 5
+                                                          or 8 for the 14B model's 40 heads)
 
 Any config key can be overridden as key=value (e.g. sampler.num_steps=4 attention.attention=dense).
 --smoke runs a tiny random model on the CPU with no model files (seconds; checks the whole path; the
@@ -46,8 +48,9 @@ def main(argv: list[str]) -> None:
         overrides = SMOKE_OVERRIDES + overrides
     config = load_config(InferenceConfig, args.config, overrides)
     timer = run_inference(config, progress=not args.no_progress)
-    print(timer.summary())
-    print(f"wrote {config.out}")
+    if timer is not None:  # rank 0 (the only process of a plain run) writes the video and reports
+        print(timer.summary())
+        print(f"wrote {config.out}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@
     SequenceShards / shard_tokens / gather_tokens     the (f h w) tokens in N contiguous shards (ulysses.py)
     ulysses_attention(q, k, v, attention_fn, shards)  all-to-all over heads around the project's attention
     broadcast_tensors / broadcast_dataclass           motion, keypoints, layout computed once, sent by rank 0
-                                                      (broadcast.py)
+    broadcast_module                                  random weights made equal on every rank (broadcast.py)
 """
 
-from iasa.parallel.broadcast import broadcast_dataclass, broadcast_tensors
+from iasa.parallel.broadcast import broadcast_dataclass, broadcast_module, broadcast_tensors
 from iasa.parallel.config import ParallelConfig
 from iasa.parallel.process_group import (
     CollectiveError,
@@ -38,6 +38,7 @@ __all__ = [
     "ParallelLaunchError",
     "SequenceShards",
     "broadcast_dataclass",
+    "broadcast_module",
     "broadcast_tensors",
     "check_head_split",
     "collective",

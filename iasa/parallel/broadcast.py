@@ -8,6 +8,8 @@ dataclass) as a JSON header, so a receiver only ever parses JSON and fills tenso
     broadcast_dataclass(value | None, cls, parallel)    -> a cls on every rank (WholeBodyKeypoints,
                                                            SmplxMotion, SparseLayout: array, tensor and
                                                            JSON-able fields)
+    broadcast_module(module, parallel)                  rank 0's weights in every rank's copy, in place
+                                                           (random initialisation differs per process)
 
 The source keeps its own objects; the other ranks get copies whose tensors lie on the CPU (move them where
 they are used, as with a layout loaded from disk).
@@ -120,3 +122,18 @@ def broadcast_dataclass(value: T | None, cls: type[T], parallel: ParallelGroup, 
         else:
             fields[name] = tuple(item) if kind == "tuple" else item
     return cls(**fields)
+
+
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, parallel: ParallelGroup, src: int = 0) -> None:
+    """Every parameter and buffer of `module` takes src's values, in place (e.g. randomly initialised weights,
+    which differ per process). The module lies on parallel.device in every process, built the same way."""
+    if parallel.world_size == 1:
+        return
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        data = tensor.data if tensor.is_contiguous() else tensor.data.contiguous()
+        if data.numel():
+            with collective(parallel, f"broadcasting weight {name!r} from rank {src}"):
+                dist.broadcast(data.reshape(-1).view(torch.uint8), src, group=parallel.group)
+        if data is not tensor.data:
+            tensor.data.copy_(data)

@@ -5,7 +5,9 @@ no new parameters) and its attention op `block.self_attn.attn` for `RoutedAttent
 loop (iasa.video.denoiser) then hands every block one `SelfAttentionArgs`: the clip's sparse layout (None =
 dense), the sparse kernel and the RoPE cos/sin tables of this forward. Nothing per forward is stored on a module,
 so a forward's result depends only on its arguments, and gradient checkpointing, which re-runs a block with
-the arguments it was called with, recomputes exactly the forward being differentiated.
+the arguments it was called with, recomputes exactly the forward being differentiated. Under sequence
+parallelism (torchrun) the same arguments carry the token shards, and the attention op wraps itself in
+Ulysses all-to-alls; the layout and the kernels are the same, each process running them on its heads.
 
 The self-attention forward: the block's own q/k/v/o linears, then RMSNorm + RoPE in one float32 pass
 (`norm_rope`, one fused kernel on CUDA for inference), then dense or sparse attention. diffsynth's SelfAttention
@@ -31,6 +33,7 @@ from iasa.attention import sparse_attention
 from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
 from iasa.video.compiled_blocks import register_layout, self_attention_op
+from iasa.parallel.ulysses import SequenceShards, ulysses_attention
 from iasa.video.fast_compile import CompiledWithFallback
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
@@ -49,8 +52,10 @@ class SelfAttentionArgs:
     """What every block's self-attention reads in one DiT forward, besides the hidden states.
 
     layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
-    rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of this forward's token
-    grid. streamed: a streamed chunk's keys from earlier chunks, set per block by the loop (None: a full clip).
+    rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of the tokens this
+    process holds; streamed: a streamed chunk's keys from earlier chunks, set per block by the loop (None: a full
+    clip); shards: how the clip's tokens are split over the processes of a sequence-parallel run (iasa.parallel),
+    None = this process holds them all.
     """
 
     layout: SparseLayout | ChunkLayout | None
@@ -58,17 +63,22 @@ class SelfAttentionArgs:
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
     streamed: "StreamedKeys | None" = None
+    shards: SequenceShards | None = None
 
     @classmethod
     def for_forward(
-        cls, freqs: torch.Tensor, layout: SparseLayout | ChunkLayout | None, backend: str
+        cls,
+        freqs: torch.Tensor,
+        layout: SparseLayout | ChunkLayout | None,
+        backend: str,
+        shards: SequenceShards | None = None,
     ) -> "SelfAttentionArgs":
-        """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the token grid."""
+        """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the tokens this process holds."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
         if isinstance(layout, SparseLayout):  # full clips only: streamed chunks do not run compiled blocks
             register_layout(layout)
-        return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous())
+        return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous(), shards=shards)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +158,26 @@ def fused_norm_rope(
     return norm_rope(x, weight, eps, cos, sin, num_heads)
 
 
+def self_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    layout: SparseLayout | ChunkLayout | None,
+    backend: str,
+) -> torch.Tensor:
+    """Dense (layout None) or sparse attention, (b, heads, tokens, head_dim) in and out. Under sequence
+    parallelism `heads` is this process's share of them: a layout covers tokens, not heads. A streamed chunk's
+    ChunkLayout has the chunk's queries and the cached + chunk keys."""
+    if layout is None:
+        return dense_attention(query, key, value)
+    if isinstance(layout, SparseLayout) and layout.num_tokens != query.shape[2]:
+        raise ValueError(
+            f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
+            f"{layout.grid_size}), the DiT sees {query.shape[2]}: build the layout for this clip's latent grid"
+        )
+    return sparse_attention(query, key, value, layout, backend)
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -156,29 +186,20 @@ def attend(
     layout: SparseLayout | ChunkLayout | None,
     backend: str,
 ) -> torch.Tensor:
-    """q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads * head_dim): dense attention when layout is
-    None, else the sparse kernel `backend` under the layout."""
+    """`self_attention` on q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads * head_dim)."""
     q, k, v = (rearrange(t, "b s (n d) -> b n s d", n=num_heads) for t in (q, k, v))
-    if layout is None:
-        out = dense_attention(q, k, v)
-    elif isinstance(layout, ChunkLayout):  # a streamed chunk: queries are the chunk's, keys cached + chunk
-        out = sparse_attention(q, k, v, layout, backend)
-    else:
-        if layout.num_tokens != q.shape[2]:
-            raise ValueError(
-                f"sparse layout covers {layout.num_tokens} tokens ({layout.num_frames} frames x "
-                f"{layout.grid_size}), the DiT sees {q.shape[2]}: build the layout for this clip's latent grid"
-            )
-        out = sparse_attention(q, k, v, layout, backend)
-    return rearrange(out, "b n s d -> b s (n d)")
+    return rearrange(self_attention(q, k, v, layout, backend), "b n s d -> b s (n d)")
 
 
 class RoutedAttention(nn.Module):
     """Replaces diffsynth's AttentionModule: q, k, v (b, s, heads * head_dim) after RoPE -> (b, s, heads *
-    head_dim), dense or sparse as `attention` says. The place to wrap for sequence parallelism (an all-to-all
-    from token shards to head shards before, and back after). Under torch.compile (iasa.video.compiled_blocks)
-    the attention is one opaque custom op whose inputs include the layout's tensors, so a new layout is new
-    data for the same compiled graph."""
+    head_dim), dense or sparse as `attention` says. With `attention.shards` the s tokens are this process's
+    shard of the clip: Ulysses all-to-alls (iasa.parallel.ulysses_attention) give `self_attention` every token
+    of heads / N heads, and hand the result back as this shard's tokens of all heads. (A streaming key/value
+    cache under sequence parallelism belongs inside that call, after the first all-to-all: each process keeps
+    every token's keys and values of its own heads.) Under torch.compile (iasa.video.compiled_blocks) the
+    attention is one opaque custom op whose inputs include the layout's tensors, so a new layout is new data for
+    the same compiled graph."""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
@@ -186,6 +207,13 @@ class RoutedAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: SelfAttentionArgs) -> torch.Tensor:
         layout = attention.layout
+        if attention.shards is not None:
+
+            def attend_heads(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+                return self_attention(query, key, value, layout, attention.backend)
+
+            q, k, v = (rearrange(t, "b s (n d) -> b s n d", n=self.num_heads) for t in (q, k, v))
+            return rearrange(ulysses_attention(q, k, v, attend_heads, attention.shards), "b s n d -> b s (n d)")
         if not torch.compiler.is_compiling():
             return attend(q, k, v, self.num_heads, layout, attention.backend)
         if layout is None:

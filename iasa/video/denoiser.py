@@ -9,6 +9,11 @@ the clip's sparse layout and the kernel travel to every block's self-attention a
 `predict_flow_streamed` is the same forward on one chunk of latent frames of a stream (iasa.video.streaming):
 every layer's cached keys and values of earlier frames go in as an argument, and the chunk's own come back
 with the flow, for the caller to cache.
+
+Sequence parallelism (`parallel`, a torchrun group of N processes): every process runs the whole forward on
+its contiguous shard of the (f h w) tokens (iasa.parallel.shard_tokens; the timestep, text and CLIP
+embeddings are every process's), the shards travel in SelfAttentionArgs to the self-attention's Ulysses
+all-to-alls, and the head's per-token output is gathered, so every process returns the whole flow.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from einops import rearrange
 
 from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
+from iasa.parallel.process_group import ParallelGroup
+from iasa.parallel.ulysses import SequenceShards, check_head_split, gather_tokens, shard_tokens
 from iasa.video.attention_patch import LayerKeyValues, SelfAttentionArgs, StreamedKeys, is_patched
 from iasa.video.compiled_blocks import compiled_block
 
@@ -100,17 +107,28 @@ def predict_flow(
     use_gradient_checkpointing: bool = False,
     use_gradient_checkpointing_offload: bool = False,
     compiled: bool = False,
+    parallel: ParallelGroup | None = None,
 ) -> torch.Tensor:
     """Flow (noise - x0) for noisy latents (b, 16, T, h, w) at timestep (b,) in [0, 1000]: (b, 16, T, h, w).
 
     layout: the sparse layout of the clip's (T, h/2, w/2) token grid, None = dense attention; backend: the
-    sparse kernel. The DiT's self-attention must be patched (iasa.video.attention_patch.patch_self_attention).
-    compiled: run the blocks through the one compiled block function (iasa.video.compiled_blocks; inference only).
+    sparse kernel; parallel: the processes that share the forward by sequence parallelism (None or a group of
+    one: this process alone); compiled: run the blocks through the one compiled block function
+    (iasa.video.compiled_blocks; inference on one process). The DiT's self-attention must be patched
+    (attention_patch.patch_self_attention).
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
     x, t, t_mod, context, (frames, height, width) = embed_tokens(dit, latents, timestep, conditions)
-    attention = SelfAttentionArgs.for_forward(rope_frequencies(dit, frames, height, width, x.device), layout, backend)
+    freqs = rope_frequencies(dit, frames, height, width, x.device)
+    shards = None
+    if parallel is not None and parallel.world_size > 1:
+        if compiled:
+            raise ValueError("compiled DiT blocks run on one process: set speed.compile_dit=false under torchrun")
+        check_head_split(dit.blocks[0].self_attn.num_heads, parallel.world_size)
+        shards = SequenceShards(x.shape[1], parallel)
+        x, freqs = shard_tokens(x, shards), shard_tokens(freqs, shards, dim=0)
+    attention = SelfAttentionArgs.for_forward(freqs, layout, backend, shards)
     if compiled:
         if torch.is_grad_enabled():
             raise RuntimeError("compiled DiT blocks are for inference: call predict_flow under torch.no_grad()")
@@ -127,6 +145,8 @@ def predict_flow(
             block, use_gradient_checkpointing, use_gradient_checkpointing_offload, x, context, t_mod, attention
         )
     x = dit.head(x, t)
+    if shards is not None:  # (b, S/N, patch * 16) -> (b, S, patch * 16): the narrowest tensor of the forward
+        x = gather_tokens(x, shards)
     return dit.unpatchify(x, (frames, height, width))
 
 

@@ -3,6 +3,12 @@
 reference image -> its pose (DWPose, or a keypoint file); audio -> motion (EMAGE, or procedural without a
 checkpoint) -> keypoints aligned to the reference pose -> pose video -> pose-driven Wan2.1-I2V -> mp4 with
 the audio muxed in.
+
+Under `torchrun --nproc_per_node N scripts/generate.py ...` the N processes share the DiT by sequence
+parallelism (iasa.parallel; N must divide the DiT's heads, 40 for the 14B model). Rank 0 alone reads the
+speech, finds the reference pose, computes the motion, keypoints and pose video, and sends the images every
+process conditions on (the sparse layouts follow from its keypoints, iasa.video.pipeline); every process
+loads the model; rank 0 alone decodes and writes the video.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
 from iasa.config import ConfigError, check, validate_config
 from iasa.errors import InputError
+from iasa.parallel.config import ParallelConfig
 from iasa.pose.config import DetectorConfig, PoseConfig
 from iasa.pose.keypoints import POINT_PARTS, WholeBodyKeypoints
 from iasa.pose.style import CHECKPOINT_STYLE, resolve_pose_style
@@ -30,6 +37,9 @@ from iasa.video.config import (
     VideoModelConfig,
 )
 from iasa.video.latent_grid import PATCH_SIZE, TOKEN_STRIDE, VAE_STRIDE
+
+if TYPE_CHECKING:
+    from iasa.parallel import ParallelGroup
 
 
 @dataclass
@@ -55,6 +65,8 @@ class InferenceConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+    # Multi-GPU runs under torchrun (the collective timeout); a plain python run is one process.
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def validate(self) -> None:
         for key in ("image_height", "image_width"):
@@ -64,14 +76,17 @@ class InferenceConfig:
 
 
 class StageTimer:
-    """Wall time of named stages, printed as a summary table."""
+    """Wall time of named stages, printed as a summary table; `echo` False: stages start silently (the
+    processes other than rank 0 of a multi-GPU run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: bool = True) -> None:
         self.seconds: dict[str, float] = {}
+        self.echo = echo
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        print(f"[iasa] {name} ...", flush=True)
+        if self.echo:
+            print(f"[iasa] {name} ...", flush=True)
         start = time.perf_counter()
         try:
             yield
@@ -228,46 +243,78 @@ def check_model_files(config: InferenceConfig) -> None:
         read_emage_config(config.emage_dir)
 
 
-def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer:
-    """Write config.out; returns the stage timings. Every input is read and every path checked before the
-    video model loads, so a bad file fails in seconds, not after minutes of loading and generation."""
+def run_inference(config: InferenceConfig, progress: bool = True) -> StageTimer | None:
+    """Write config.out; returns the stage timings (None on the ranks other than 0 of a torchrun launch).
+    Every input is read and every path checked before the video model loads, so a bad file fails in seconds,
+    not after minutes of loading and generation."""
+    from iasa.parallel import ParallelLaunchError, check_head_split, parallel_group
+    from iasa.video.assembly import resolve_device
+    from iasa.video.config import architecture
+
+    validate_config(config)  # load_config did already; here for configs built in code
+    if not config.audio or not config.image:
+        raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
+    check_output_path(config.out)
+    check_model_files(config)
+    device = resolve_device(config.model.device)
+    with parallel_group(config.parallel, device.type) as parallel:
+        check_head_split(architecture(config.model.model_size).num_heads, parallel.world_size)
+        if parallel.world_size > 1 and device.type == "cuda" and device.index is not None:
+            raise ParallelLaunchError(
+                f"model.device={config.model.device} would put all {parallel.world_size} processes on one GPU: "
+                "under torchrun pass model.device=cuda (or auto), each process takes the GPU of its LOCAL_RANK"
+            )
+        return _generate(config, parallel, progress)
+
+
+def _generate(config: InferenceConfig, parallel: ParallelGroup, progress: bool) -> StageTimer | None:
+    """run_inference in one process of `parallel`: rank 0 prepares the inputs and writes."""
+    import torch
+
+    from iasa.parallel import broadcast_tensors
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
     from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import write_video
 
-    validate_config(config)  # load_config did already; here for configs built in code
-    if not config.audio or not config.image:
-        raise ConfigError("pass audio=<speech file> and image=<reference image> (and out=<video.mp4>)")
+    main = parallel.is_main
     size = (config.pose.image_height, config.pose.image_width)
-    check_output_path(config.out)
-    waveform = load_audio(config.audio)
-    check_model_files(config)
-    pose_style = inference_pose_style(config.pose.style, config.model)  # reads the LoRA file's record
-    timer = StageTimer()
-    # First, so that a missing DWPose file or a photo without a person fails before the video model loads.
-    with timer.stage("reference pose"):
-        image, reference = reference_image_and_pose(config, size)
+    timer = StageTimer(echo=main)
+    if main:
+        waveform = load_audio(config.audio)
+        pose_style = inference_pose_style(config.pose.style, config.model)  # reads the LoRA file's record
+        # First, so that a missing DWPose file or a photo without a person fails before the video model loads.
+        with timer.stage("reference pose"):
+            image, reference = reference_image_and_pose(config, size)
     with timer.stage("load video model"):
-        generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed)
-    with timer.stage("audio -> motion"):
-        if config.emage_dir is not None:
-            from iasa.motion.emage_inference import EmageMotionGenerator
+        generator = VideoGenerator.from_config(config.model, config.attention, config.long_video, config.speed, parallel)
+    keypoints = None
+    if main:
+        with timer.stage("audio -> motion"):
+            if config.emage_dir is not None:
+                from iasa.motion.emage_inference import EmageMotionGenerator
 
-            motion = EmageMotionGenerator.from_pretrained(config.emage_dir, device=generator.components.device)(waveform)
-        else:
-            from iasa.motion.procedural import ProceduralMotionGenerator
+                device = generator.components.device
+                motion = EmageMotionGenerator.from_pretrained(config.emage_dir, device=device)(waveform)
+            else:
+                from iasa.motion.procedural import ProceduralMotionGenerator
 
-            motion = ProceduralMotionGenerator()(waveform)
-    with timer.stage("motion -> keypoints"):
-        keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
-    with timer.stage("pose video"):
-        pose_video = draw_pose_frames(keypoints, pose_style)
-        reference_pose = pose_video[0]
-        if reference is not None:
-            reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0]
+                motion = ProceduralMotionGenerator()(waveform)
+        with timer.stage("motion -> keypoints"):
+            keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
+        with timer.stage("pose video"):
+            pose_video = draw_pose_frames(keypoints, pose_style)
+            reference_pose = pose_video[0]
+            if reference is not None:
+                reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0]
+        images = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in
+                  (("image", image), ("pose_video", pose_video), ("reference_pose", reference_pose))}  # fmt: skip
+    images = broadcast_tensors(images if main else None, parallel)
+    image, pose_video, reference_pose = (images[name].numpy() for name in ("image", "pose_video", "reference_pose"))
     with timer.stage("video generation"):
         video = generator.generate(image, pose_video, reference_pose, keypoints, config.sampler, progress=progress)
+    if not main:
+        return None
     with timer.stage("write video"):
         write_video(config.out, video, fps=motion.fps, audio=config.audio)
     return timer

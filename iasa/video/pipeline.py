@@ -3,6 +3,19 @@
 `VideoGenerator` assembles the networks once (`from_config`), then `generate` makes one clip: prompt,
 CLIP and first-frame conditions once per clip, pose features and the sparse layout once per window,
 flow-matching sampling with window fusion, VAE decode (the Wan VAE, or the tiny TAE with speed.decoder "tae").
+
+Under torchrun (`parallel`, N processes, one GPU each) every process holds the whole model. Random weights
+are made rank 0's; the sparse layout of each window is built on rank 0 and broadcast; prompt, CLIP, first-frame
+and pose conditions are computed by every process from the same inputs (cheap next to the DiT, and no
+transfer); the DiT runs sequence-parallel (iasa.video.denoiser), so every process holds the same latents.
+
+The decode runs on rank 0 alone, and the other processes return None. Not split by time: the decoder is
+causal and its caches after latent frame t are the input of frame t + 1, so handing a time shard and its
+WanDecoderState from rank to rank decodes one shard after another, the wall time of one GPU plus the
+transfers (it would only pay with several independent clips, one per rank). Split by space it could run in
+parallel, exactly, only with a halo exchange before every 3 x 3 convolution (about 30 in the decoder) and a
+gather for the per-frame attention of its middle block, a rewrite of diffsynth's decoder forward not done
+here; decoding overlapping tiles independently (what tiled decoders do) changes the pixels at the seams.
 """
 
 from __future__ import annotations
@@ -15,9 +28,10 @@ import torch
 from einops import rearrange
 
 from iasa.config import validate_config
-from iasa.attention import build_sparse_layout
+from iasa.attention import SparseLayout, build_sparse_layout
+from iasa.parallel import ParallelGroup, broadcast_dataclass, broadcast_module, single_process
 from iasa.pose.keypoints import ARRAY_FIELDS, WholeBodyKeypoints
-from iasa.video.assembly import WanComponents, load_wan_components, resolve_device, resolve_dtype
+from iasa.video.assembly import ALL_PARTS, WanComponents, load_wan_components, resolve_device, resolve_dtype
 from iasa.video.attention_patch import patch_self_attention
 from iasa.video.conditioning import (
     encode_clip_feature,
@@ -62,6 +76,8 @@ class VideoGenerator:
     speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
     # The clip decoder when speed.decoder is "tae" (else the Wan VAE decodes).
     tae: TaeDecoder | None = None
+    # The processes that share each DiT forward (torchrun); a group of one by default.
+    parallel: ParallelGroup = field(default_factory=single_process)
 
     @classmethod
     def from_config(
@@ -70,9 +86,12 @@ class VideoGenerator:
         attention: AttentionPatchConfig,
         long_video: LongVideoConfig,
         speed: InferenceSpeedConfig | None = None,
+        parallel: ParallelGroup | None = None,
     ) -> "VideoGenerator":
-        """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only)."""
+        """speed.dit_precision "fp8": the DiT blocks' big linears in e4m3 (iasa.video.fp8_linear; FP8 GPUs only).
+        parallel: a torchrun group (every process builds the whole model on its own device); None = one process."""
         speed = InferenceSpeedConfig() if speed is None else speed
+        parallel = single_process(resolve_device(model.device)) if parallel is None else parallel
         for prefix, part in (("model.", model), ("attention.", attention), ("long_video.", long_video), ("speed.", speed)):
             validate_config(part, prefix)  # load_config did already; here for configs built in code
         tae = None
@@ -86,6 +105,11 @@ class VideoGenerator:
         if speed.fp8_backend == "torchao" and speed.dit_precision == "fp8":  # before the 14B weights load
             require_torchao()
         components = load_wan_components(model)
+        # Random initialisation differs per process: every process takes rank 0's (files below load alike).
+        for part in ALL_PARTS if model.model_dir is None else ("pose_guider",):
+            broadcast_module(getattr(components, part), parallel)
+        if tae is not None and speed.tae_checkpoint is None:
+            broadcast_module(tae, parallel)
         if model.unianimate_checkpoint is not None:
             apply_unianimate_checkpoint(
                 model.unianimate_checkpoint, components.dit, components.pose_guider, model.unianimate_lora_strength
@@ -100,7 +124,9 @@ class VideoGenerator:
         if speed.compile_vae:
             components.vae.model.decoder.compile(dynamic=False)
         patch_self_attention(components.dit)
-        return cls(components=components, attention=attention, long_video=long_video, speed=speed, tae=tae)
+        return cls(
+            components=components, attention=attention, long_video=long_video, speed=speed, tae=tae, parallel=parallel
+        )
 
     def window_inputs(
         self,
@@ -112,7 +138,8 @@ class VideoGenerator:
         num_latent_frames: int,
     ) -> list[WindowInputs]:
         """Conditions and layout per window: pose (1, 3, F, H, W) in [0, 1] for the padded clip; context, the
-        CLIP tokens and y (with the reference-pose embedding, as long as one window) are every window's."""
+        CLIP tokens and y (with the reference-pose embedding, as long as one window) are every window's. Under
+        sequence parallelism rank 0 builds the layouts (the others pass keypoints None) and sends them."""
         windows = plan_windows(
             num_latent_frames, self.long_video.window_latent_frames, self.long_video.overlap_latent_frames
         )
@@ -122,10 +149,12 @@ class VideoGenerator:
             layout = None
             if self.attention.attention == "iasa":
                 frames = window.video_frames
-                layout = build_sparse_layout(
-                    keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
-                    grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
-                ).to(pose.device)  # fmt: skip
+                if self.parallel.is_main:
+                    layout = build_sparse_layout(
+                        keypoints.slice_frames(frames.start, frames.stop), self.attention.sparse,
+                        grid_size=(height // TOKEN_STRIDE, width // TOKEN_STRIDE),
+                    )  # fmt: skip
+                layout = broadcast_dataclass(layout, SparseLayout, self.parallel).to(pose.device)
             features = self.components.pose_guider.pose_features(pose[:, :, window.video_frames])
             conditions = FlowConditions(context, clip_feature, y[:, :, : window.length], features)
             inputs.append(WindowInputs(window, conditions, layout))
@@ -140,10 +169,28 @@ class VideoGenerator:
         keypoints: WholeBodyKeypoints | None,
         sampler: SamplerConfig,
         progress: bool = True,
-    ) -> np.ndarray:
+    ) -> np.ndarray | None:
         """image (H, W, 3) uint8, pose_video (F, H, W, 3) uint8, reference_pose (H, W, 3) uint8 (the pose
-        image of the reference frame), keypoints of the F frames (needed for attention "iasa")
-        -> video (F, H, W, 3) uint8. H and W must be multiples of 16."""
+        image of the reference frame), keypoints of the F frames (needed for attention "iasa"; on rank 0
+        only under sequence parallelism) -> video (F, H, W, 3) uint8 (None on the other ranks). H and W must be
+        multiples of 16; every process passes the same images."""
+        latents = self.generate_latents(image, pose_video, reference_pose, keypoints, sampler, progress)
+        if not self.parallel.is_main:
+            return None
+        video = rearrange(((self.decode(latents)[0].float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
+        return video[: pose_video.shape[0]].to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def generate_latents(
+        self,
+        image: np.ndarray,
+        pose_video: np.ndarray,
+        reference_pose: np.ndarray,
+        keypoints: WholeBodyKeypoints | None,
+        sampler: SamplerConfig,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """`generate` up to the denoised latents (1, 16, T, H / 8, W / 8) of the padded clip (every rank's)."""
         validate_config(sampler, "sampler.")
         c = self.components
         num_frames, height, width, _ = pose_video.shape
@@ -151,7 +198,8 @@ class VideoGenerator:
             raise ValueError(
                 f"image {image.shape[:2]} and pose video {(height, width)} must share one size, a multiple of {TOKEN_STRIDE}"
             )
-        if self.attention.attention == "iasa" and (keypoints is None or keypoints.num_frames != num_frames):
+        needs_keypoints = self.attention.attention == "iasa" and self.parallel.is_main
+        if needs_keypoints and (keypoints is None or keypoints.num_frames != num_frames):
             raise ValueError("attention 'iasa' needs the keypoints of every frame of the pose video")
         padded = padded_frame_count(num_frames)
         latent_frames = num_latent_frames(padded)
@@ -176,17 +224,19 @@ class VideoGenerator:
         )
         keypoints = pad_keypoints(keypoints, padded) if keypoints is not None else None
         windows = self.window_inputs(pose, context, clip_feature, y, keypoints, latent_frames)
-        denoise = functools.partial(predict_flow, c.dit, backend=self.attention.backend, compiled=self.speed.compile_dit)
-        latents = sample_latents(
+        denoise = functools.partial(
+            predict_flow, c.dit, backend=self.attention.backend, compiled=self.speed.compile_dit, parallel=self.parallel
+        )
+        return sample_latents(
             denoise, windows, negative, (latent_frames, height // VAE_STRIDE, width // VAE_STRIDE), sampler,
             overlap=self.long_video.overlap_latent_frames, private=self.long_video.private_leading_latent_frames,
-            progress=progress,
+            progress=progress and self.parallel.is_main,
         )  # fmt: skip
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (1, 16, T, h, w) -> video (1, 3, 4 (T - 1) + 1, 8 h, 8 w) in [-1, 1], with the clip decoder."""
         if self.tae is not None:
-            video = decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)[0]
-        else:
-            video = decode_video(
-                c.vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call
-            )[0]
-        video = rearrange(((video.float() + 1) * 127.5).round().clamp(0, 255), "c f h w -> f h w c")
-        return video[:num_frames].to(torch.uint8).cpu().numpy()
+            return decode_clip(self.tae, latents, self.speed.vae_latent_frames_per_call)
+        vae = self.components.vae
+        return decode_video(vae, latents, self.speed.vae_memory_format, self.speed.vae_latent_frames_per_call)
