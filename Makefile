@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 		$(VENV)/bin/python scripts/generate.py --config config/miniature.yaml audio=$(DEMO_AUDIO) \
 			out=outputs/demo/hello_avatar.mp4; \
 	else \
-		echo "$(MINIATURE)/ is absent, so only the skeleton video was written (the avatar needs the miniature student: README, Miniature reproduction)"; \
+		echo "$(MINIATURE)/ is absent, so only the skeleton video was written (scripts/export_miniature.py creates the student: README, Miniature reproduction)"; \
 	fi
 
 test: $(VENV)/.installed

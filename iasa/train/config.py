@@ -156,9 +156,10 @@ class RunConfig:
     gradient_checkpointing_offload: bool = False
     # "tensorboard", "wandb" (when installed) or "none".
     report_to: str = "tensorboard"
-    # Wall-clock budget of the training loop in seconds (null = none): the first optimiser step that ends past it
-    # is the last; the run then writes a checkpoint and its final outputs as at max_steps. Running again (resume
-    # "auto") continues from that checkpoint.
+    # Wall-clock budget of the training loop in seconds (null = none), counted from the end of the first step (which
+    # compiles the kernels: the fast sparse kernels' Triton compile takes ~20 s on an H200, more than a short
+    # stage's budget): the first optimiser step that ends past it is the last; the run then writes a checkpoint
+    # and its final outputs as at max_steps. Running again (resume "auto") continues from that checkpoint.
     time_limit_s: Optional[float] = None
 
     def validate(self) -> None:

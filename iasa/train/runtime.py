@@ -87,14 +87,19 @@ def seed_process(accelerator: Accelerator, run: RunConfig) -> None:
 
 
 class TimeLimit:
-    """run.time_limit_s, counted from construction (after the networks are built): `reached()` is the same on
-    every process (process 0's clock decides), so all of them stop after the same step."""
+    """run.time_limit_s, counted from the end of the first step: the first step compiles the kernels (the fast
+    sparse kernels' Triton compile, torch.compile) and would otherwise eat a short budget. `reached()`, called once
+    after every step, is the same on every process (process 0's clock decides), so all of them stop after the
+    same step; the first call starts the clock and is never reached, so a run makes at least two steps."""
 
     def __init__(self, accelerator: Accelerator, limit_s: float | None) -> None:
-        self.accelerator, self.limit_s, self.start = accelerator, limit_s, time.monotonic()
+        self.accelerator, self.limit_s, self.start = accelerator, limit_s, None
 
     def reached(self) -> bool:
         if self.limit_s is None:
+            return False
+        if self.start is None:
+            self.start = time.monotonic()
             return False
         over = torch.tensor([time.monotonic() - self.start >= self.limit_s], device=self.accelerator.device)
         return bool(broadcast(over, from_process=0).item()) if self.accelerator.num_processes > 1 else bool(over.item())
