@@ -335,10 +335,11 @@ FIRST_DECODERS = ("wan", "tae")
 LAST_DECODER = "wan_compiled"
 THROUGHPUT_RESOLUTIONS = ("480x832", "720x1280")
 # Kernel classes of the profile, first match wins (CUDA kernel names, or aten op names on the CPU). Inductor
-# names a fused kernel after the ops it holds: one that quantises counts as quantisation, whatever it fuses.
+# names a fused kernel after the ops it holds and the op it feeds (its activation quantisation reductions are
+# "triton_red_fused__scaled_mm_..._amax_...", not GEMMs): one that quantises counts as quantisation.
 KERNEL_CLASSES = (
     ("attention", ("attention", "attn", "fmha", "flash", "sdpa", "cross_region", "flex")),
-    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "aten::_scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
     ("quantisation", ("amax", "float8", "fp8", "e4m3", "quant")),
     ("copy", ("memcpy", "memset", "direct_copy", "catarray", "aten::copy_", "aten::cat")),
 )  # fmt: skip
