@@ -5,15 +5,17 @@ tests/test_video_compiled_blocks.py and scripts/bench_pipeline.py --throughput).
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import iasa.video.fp8_linear as fp8_linear
+from iasa.config import ConfigError, load_config
 from iasa.errors import InputError
 from iasa.video.assembly import build_random
-from iasa.video.config import ARCHITECTURES, InferenceSpeedConfig
+from iasa.video.config import ARCHITECTURES
 from iasa.video.fp8_linear import (
     MissingTorchaoError,
     check_fp8_support,
@@ -21,7 +23,9 @@ from iasa.video.fp8_linear import (
     fp8_eligible,
     quantize_dit_fp8,
 )
+from iasa.video.inference import InferenceConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ARCHITECTURES["tiny"]
 
 
@@ -78,12 +82,13 @@ def test_missing_torchao_is_a_one_line_input_error(monkeypatch):
         assert isinstance(raised.value, InputError) and "\n" not in str(raised.value)
 
 
-def test_speed_config_has_no_fp8_backend_choice():
-    speed = InferenceSpeedConfig(dit_precision="fp8")
-    speed.validate()
-    assert not hasattr(speed, "fp8_backend")
-    with pytest.raises(Exception, match="dit_precision"):
-        InferenceSpeedConfig(dit_precision="fp16").validate()
+def test_speed_fp8_backend_is_no_longer_a_key():
+    """The FP8 implementation is not a choice any more: speed.dit_precision fp8 loads, speed.fp8_backend is an
+    unknown key of the shipped inference config."""
+    config = load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml", ["speed.dit_precision=fp8"])
+    assert config.speed.dit_precision == "fp8"
+    with pytest.raises(ConfigError, match="fp8_backend"):
+        load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml", ["speed.fp8_backend=torchao"])
 
 
 def test_quantize_dit_fp8_hands_each_eligible_linear_to_torchao(monkeypatch):
