@@ -19,7 +19,7 @@ Random weights at the real 14B sizes, built directly on the GPU in bf16 (no file
   vae_decode_diffsynth_s (diffsynth's own decode) and vae_decode_variants {"<memory format> x<latent frames
   per call>": seconds} for other settings of decode_video, and e2e_fps_best with the fastest decode_video
   setting (vae_decode_best names it);
-- dit_precision: bf16, or fp8 (the DiT blocks' linears in e4m3, iasa.video.fp8_linear); with
+- dit_precision: bf16, or fp8 (the DiT blocks' linears in e4m3 through torchao, iasa.video.fp8_linear); with
   --dit-precision bf16 fp8 all bf16 records come first, then the DiT is quantised in place and the DiT
   steps are timed again (motion, pose and VAE numbers are measured once per resolution and reused);
 - e2e_fps: 81 frames / (motion_s + pose_s [+ layout_s] + dit_step_s + vae_decode_s): a 1-step student;
@@ -30,15 +30,15 @@ Text and CLIP embeddings (computed once per clip) are not part of the loop timed
 
 --throughput runs another matrix instead (issue 14), with the first sparse backend (fast when triton imports):
     python scripts/bench_pipeline.py --throughput                      # 480x832, then 720x1280
-- first resolution, DiT variants in this order: bf16 eager (the baseline), fp8 project compiled
-  (iasa.video.fp8_linear), fp8 torchao compiled (iasa.video.fp8_torchao), bf16 compiled (compiled =
-  iasa.video.compiled_blocks, one compiled block for all 40); the FP8 linears are swapped in and out beside
+- first resolution, DiT variants in this order: bf16 eager (the baseline), fp8 compiled (torchao's e4m3
+  row-wise linears, iasa.video.fp8_linear), bf16 compiled (compiled = iasa.video.compiled_blocks, one
+  compiled block for all 40); the FP8 linears are swapped in and out beside
   the bf16 ones. Per variant dit_step_s (median of --repeats after dit_first_call_s, which pays compilation)
   and vs_bf16_eager: the flow of that step against the bf16 eager flow (flow_psnr_db, flow_relative_error);
 - decoders: wan (decode_video at InferenceSpeedConfig's defaults: channels_last_3d bf16), tae (TAEHV taew2_1,
   random weights, whole clip), wan_compiled (the same Wan VAE decode with its decoder under torch.compile,
   timed last); decode_s after decode_first_call_s. One record per (DiT variant, decoder) with precision,
-  fp8_backend, compiled, decoder, resolution, dit_step_s, decode_s, e2e_fps (81 frames / (motion_s + pose_s +
+  compiled, decoder, resolution, dit_step_s, decode_s, e2e_fps (81 frames / (motion_s + pose_s +
   layout_s + dit_step_s + decode_s)), bf16_eager_dit_step_s and dit_speedup_vs_bf16_eager;
 - a "kind": "profile" record: seconds per kernel class (gemm, attention, quantisation, copy, elementwise) in
   one step of the fastest variant, and its ten costliest kernels;
@@ -79,7 +79,13 @@ from iasa.pose.config import PoseConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.denoiser import FlowConditions, predict_flow  # noqa: E402
-from iasa.video.fp8_linear import DIT_PRECISIONS, Fp8Linear, fp8_eligible, quantize_dit_linears  # noqa: E402
+from iasa.video.fp8_linear import (  # noqa: E402
+    DIT_PRECISIONS,
+    check_fp8_support,
+    fp8_eligible,
+    quantize_dit_fp8,
+    torchao_fp8_linear,
+)
 from iasa.video.tae import TAE_ARCHITECTURES  # noqa: E402
 from iasa.video.vae_decode import decode_video  # noqa: E402
 from iasa.video.config import (  # noqa: E402
@@ -321,18 +327,19 @@ def run_dit_records(costs, base, dit, backends, sparse_config, args, arch, heigh
 
 
 # ---------------------------------------------------------------------------------- --throughput suite
-# DiT variants at the first resolution, the bf16 eager baseline first: (precision, fp8_backend, compiled).
-DIT_VARIANTS = (("bf16", None, False), ("fp8", "project", True), ("fp8", "torchao", True), ("bf16", None, True))
+# DiT variants at the first resolution, the bf16 eager baseline first: (precision, compiled).
+DIT_VARIANTS = (("bf16", False), ("fp8", True), ("bf16", True))
 BASELINE_VARIANT = DIT_VARIANTS[0]
 # At the first resolution; the compiled Wan VAE at the very end (its compilation is the longest).
 FIRST_DECODERS = ("wan", "tae")
 LAST_DECODER = "wan_compiled"
 THROUGHPUT_RESOLUTIONS = ("480x832", "720x1280")
 # Kernel classes of the profile, first match wins (CUDA kernel names, or aten op names on the CPU). Inductor
-# names a fused kernel after the ops it holds: one that quantises counts as quantisation, whatever it fuses.
+# names a fused kernel after the ops it holds and the op it feeds (its activation quantisation reductions are
+# "triton_red_fused__scaled_mm_..._amax_...", not GEMMs): one that quantises counts as quantisation.
 KERNEL_CLASSES = (
     ("attention", ("attention", "attn", "fmha", "flash", "sdpa", "cross_region", "flex")),
-    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
+    ("gemm", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "matmul", "aten::_scaled_mm", "triton_tem", "aten::mm", "aten::addmm", "aten::bmm")),
     ("quantisation", ("amax", "float8", "fp8", "e4m3", "quant")),
     ("copy", ("memcpy", "memset", "direct_copy", "catarray", "aten::copy_", "aten::cat")),
 )  # fmt: skip
@@ -391,14 +398,11 @@ def swap_modules(dit: torch.nn.Module, modules: dict[str, torch.nn.Module]) -> d
     return previous
 
 
-def fp8_linears(dit: torch.nn.Module, fp8_backend: str) -> dict[str, torch.nn.Module]:
+def fp8_linears(dit: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """FP8 twins of the DiT blocks' big linears, the bf16 originals left as they are (so that variants can be
-    swapped in and out: 14 GB per FP8 copy of the 14B blocks)."""
+    swapped in and out: 14 GB for the FP8 copy of the 14B blocks). Refused off an FP8 GPU."""
+    check_fp8_support(next(dit.parameters()).device)
     names = [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
-    if fp8_backend == "project":
-        return {name: Fp8Linear(dit.get_submodule(name)) for name in names}
-    from iasa.video.fp8_torchao import torchao_fp8_linear
-
     return {name: torchao_fp8_linear(copy.deepcopy(dit.get_submodule(name))) for name in names}
 
 
@@ -436,20 +440,20 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
             traceback.print_exc()
             return {**record, "error": f"{type(error).__name__}: {error}"[:500]}
 
-    fp8_modules: dict[str, dict] = {}  # fp8_backend -> FP8 linears, built once
+    fp8_modules: dict[str, torch.nn.Module] = {}  # the FP8 linears, built once
 
     block_functions: dict[tuple, object] = {}  # variant -> its compiled block function
 
-    def use_variant(precision: str, fp8_backend: str | None, compiled: bool, bf16_linears: dict):
+    def use_variant(precision: str, compiled: bool, bf16_linears: dict):
         """Swap the variant's linears in (bf16_linears: the originals, kept for swapping back) and make its own
         compiled block function the process's (one that fell back to eager must not hide the next variant's
         result; the profile and later resolutions reuse it). Returns that function."""
         swap_modules(dit, bf16_linears)
         if precision == "fp8":
-            if fp8_backend not in fp8_modules:
-                fp8_modules[fp8_backend] = fp8_linears(dit, fp8_backend)
-            swap_modules(dit, fp8_modules[fp8_backend])
-        variant = (precision, fp8_backend, compiled)
+            if not fp8_modules:
+                fp8_modules.update(fp8_linears(dit))
+            swap_modules(dit, fp8_modules)
+        variant = (precision, compiled)
         if variant not in block_functions:
             block_functions[variant] = compiled_blocks.compile_block_function(args.compile_backend)
         compiled_blocks._COMPILED["inductor"] = block_functions[variant]
@@ -520,49 +524,49 @@ def run_throughput(args, device: torch.device, dtype: torch.dtype, results: dict
         decoders = FIRST_DECODERS if index == 0 else ("tae",)
 
         dit_records, flows = [], {}
-        for precision, fp8_backend, compiled in variants:
-            variant = {**base, "precision": precision, "fp8_backend": fp8_backend, "compiled": compiled}
+        for precision, compiled in variants:
+            variant = {**base, "precision": precision, "compiled": compiled}
 
             @torch.no_grad()
             def measure_dit() -> dict:
-                block_function = use_variant(precision, fp8_backend, compiled, bf16_linears)
+                block_function = use_variant(precision, compiled, bf16_linears)
                 step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
                 first_call_s = synchronized_seconds(step, device)  # compilation of the block, when compiled
                 if compiled and block_function.failed:
                     raise RuntimeError(f"compiling the block failed (it would run eagerly): {block_function.error}")
                 seconds = statistics.median(synchronized_seconds(step, device) for _ in range(args.repeats))
-                flows[precision, fp8_backend, compiled] = step()
+                flows[precision, compiled] = step()
                 return {"dit_step_s": seconds, "dit_first_call_s": first_call_s}
 
             record = fail_soft(variant, measure_dit)
             # FP8 quality (and the compiler's rounding): this step's flow against the bf16 eager flow.
-            reference, flow = flows.get(BASELINE_VARIANT), flows.get((precision, fp8_backend, compiled))
+            reference, flow = flows.get(BASELINE_VARIANT), flows.get((precision, compiled))
             if reference is not None and flow is not None and flow is not reference:
                 record["vs_bf16_eager"] = flow_agreement(flow, reference)
-                del flows[precision, fp8_backend, compiled]
+                del flows[precision, compiled]
             dit_records.append(record)
         swap_modules(dit, bf16_linears)
         baseline = dit_records[0].get("dit_step_s") if dit_records and variants[0] == BASELINE_VARIANT else None
         timed_records = [r for r in dit_records if "dit_step_s" in r]
         if index == 0 and timed_records:
             best = min(timed_records, key=lambda r: r["dit_step_s"])
-            fastest = (best["precision"], best["fp8_backend"], best["compiled"])
+            fastest = (best["precision"], best["compiled"])
 
         for decoder in decoders:
             add_decoder_records(decoder, dit_records, outside, latents, baseline)
         if index == 0:
             first_clip = (dit_records, outside, latents, baseline)
         if index == 0 and fastest is not None:
-            precision, fp8_backend, compiled = fastest
+            precision, compiled = fastest
 
             @torch.no_grad()
             def profile_fastest() -> dict:
-                use_variant(precision, fp8_backend, compiled, bf16_linears)
+                use_variant(precision, compiled, bf16_linears)
                 step = lambda: predict_flow(dit, latents, timestep, conditions, layout, backend, compiled=compiled)  # noqa: E731
                 step()
                 return step_profile(step, device)
 
-            add(fail_soft({**base, "kind": "profile", "precision": precision, "fp8_backend": fp8_backend, "compiled": compiled}, profile_fastest))
+            add(fail_soft({**base, "kind": "profile", "precision": precision, "compiled": compiled}, profile_fastest))
             swap_modules(dit, bf16_linears)
     if first_clip is not None:
         add_decoder_records(LAST_DECODER, *first_clip)
@@ -632,8 +636,8 @@ def main() -> None:
     fixed_costs: dict[str, ClipCosts] = {}  # per resolution, measured in the first precision's pass
     for precision in args.dit_precision:
         if precision == "fp8":
-            try:  # the CPU smoke run exercises the float32 emulation of the FP8 product
-                replaced = quantize_dit_linears(dit, check_device=device.type == "cuda")
+            try:  # refused off FP8 GPUs (the CPU smoke run records that and stops here)
+                replaced = quantize_dit_fp8(dit)
                 print(f"DiT: {replaced} linears quantised to e4m3", flush=True)
             except Exception as error:
                 traceback.print_exc()

@@ -47,7 +47,7 @@ from iasa.attention.config import SparseAttentionConfig  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig  # noqa: E402
-from iasa.video.fp8_linear import quantize_dit_linears  # noqa: E402
+from iasa.video.fp8_linear import quantize_dit_fp8  # noqa: E402
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE  # noqa: E402
 from iasa.video.sampler import flow_matching_schedule  # noqa: E402
 from iasa.video.stream_clock import StreamClock  # noqa: E402
@@ -216,7 +216,7 @@ def main() -> None:
         }  # fmt: skip
         try:
             if precision == "fp8" and not quantised:
-                quantize_dit_linears(parts["dit"], check_device=device.type == "cuda")
+                quantize_dit_fp8(parts["dit"])
                 quantised = True
             # Whole chunks only: a short last chunk would have other shapes (another compile inside the timing).
             whole = lambda frames: -(-frames // chunk) * chunk  # noqa: E731

@@ -3,6 +3,8 @@ all blocks across layouts and timesteps, no graph break inside a block, and the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -13,7 +15,6 @@ from iasa.video.assembly import build_random
 from iasa.video.attention_patch import SelfAttentionArgs, patch_self_attention
 from iasa.video.config import ARCHITECTURES
 from iasa.video.denoiser import FlowConditions, predict_flow, rope_frequencies
-from iasa.video.fp8_linear import quantize_dit_linears
 
 TINY = ARCHITECTURES["tiny"]
 FRAMES, HEIGHT, WIDTH = 3, 8, 8  # latent grid; tokens (3, 4, 4)
@@ -93,18 +94,6 @@ def test_dense_attention_is_its_own_graph_and_equal_to_eager(aot_eager_blocks):
     assert counters["stats"]["unique_graphs"] == 1
 
 
-def test_fp8_blocks_compile_without_graph_breaks_and_equal_eager(aot_eager_blocks):
-    dit = tiny_dit(torch.bfloat16)
-    latents, flow_conditions = conditions(torch.bfloat16)
-    with torch.no_grad():
-        quantize_dit_linears(dit, check_device=False)  # the emulated FP8 product on the CPU
-        layout = random_layout(0)
-        t = torch.tensor([700.0], dtype=torch.bfloat16)
-        got = predict_flow(dit, latents, t, flow_conditions, layout, "reference", compiled=True)
-        torch.testing.assert_close(got, predict_flow(dit, latents, t, flow_conditions, layout, "reference"))
-    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
-
-
 @pytest.mark.parametrize("sparse", [False, True])
 def test_a_block_has_no_graph_break(sparse):
     dit = tiny_dit()
@@ -154,28 +143,46 @@ def test_compiled_blocks_refuse_autograd():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fp8_backend", ["project", "torchao"])
-def test_fp8_compiled_blocks_on_gpu_match_bf16(fp8_backend):
-    """On an FP8 GPU with Inductor: both FP8 implementations, compiled, stay near the bf16 flow, and the
-    compiled FP8 flow equals the eager FP8 flow up to bf16 rounding."""
-    from iasa.video.fp8_linear import quantize_dit_fp8
+def test_fp8_compiled_blocks_on_gpu_match_bf16():
+    """On an FP8 GPU with Inductor: torchao's FP8 linears, compiled, stay near the bf16 flow, and the compiled
+    FP8 flow equals the eager FP8 flow up to bf16 rounding. Shapes torchao's FP8 GEMM takes: the tiny model's
+    64-wide linears made Inductor's scaled-mm lowering find no kernel (NoValidChoicesError), so a DiT of width
+    256 (head dim 128, feed-forward 512) on a 3 x 8 x 8 token grid (192 tokens): every GEMM dimension a
+    multiple of 16 and >= 128, as in the 14B (5120, 13824; 32760 tokens)."""
+    from iasa.video.fp8_linear import check_fp8_support, quantize_dit_fp8
 
     device = torch.device("cuda")
+    try:
+        check_fp8_support(device)
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    arch = dataclasses.replace(TINY, dim=256, ffn_dim=512, num_heads=2)
+    frames, grid = 3, (8, 8)
+    generator = torch.Generator().manual_seed(2)
     torch.manual_seed(0)
-    dit = build_random("dit", TINY, device, torch.bfloat16)
+    dit = build_random("dit", arch, device, torch.bfloat16)
     patch_self_attention(dit)
-    latents, flow_conditions = conditions(torch.bfloat16)
-    latents = latents.to(device)
-    flow_conditions = FlowConditions(*(t.to(device) for t in (flow_conditions.context, flow_conditions.clip_feature, flow_conditions.y, flow_conditions.pose_features)))
-    layout = random_layout(0).to(device)
+
+    def random(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device, torch.bfloat16)
+
+    latents = random(1, 16, frames, 2 * grid[0], 2 * grid[1])
+    flow_conditions = FlowConditions(
+        random(1, arch.text_length, arch.text_dim), random(1, 257, 1280), random(1, 20, frames, 2 * grid[0], 2 * grid[1]),
+        random(1, arch.dim, frames, *grid),
+    )  # fmt: skip
+    selection = (torch.rand(frames, frames, generator=generator) > 0.5) | torch.eye(frames, dtype=torch.bool)
+    regions = torch.randint(0, 3, (frames, grid[0] * grid[1]), generator=generator)
+    layout = SparseLayout(selection, regions, grid, block_size=16, region_names=("face", "hands")).to(device)
     t = torch.tensor([700.0], device=device, dtype=torch.bfloat16)
     torch.compiler.reset()
     with torch.no_grad():
         bf16 = predict_flow(dit, latents, t, flow_conditions, layout, "flex").float()
-        quantize_dit_fp8(dit, fp8_backend)
+        assert quantize_dit_fp8(dit) == arch.num_layers * 12
         eager = predict_flow(dit, latents, t, flow_conditions, layout, "flex").float()
         compiled = predict_flow(dit, latents, t, flow_conditions, layout, "flex", compiled=True).float()
     torch.compiler.reset()
-    assert not compiled_blocks.compiled_block().failed
-    assert ((eager - bf16).norm() / bf16.norm()).item() < 0.06
+    block_function = compiled_blocks.compiled_block()
+    assert not block_function.failed, block_function.error
+    assert 0 < ((eager - bf16).norm() / bf16.norm()).item() < 0.06
     assert ((compiled - eager).norm() / eager.norm()).item() < 0.02

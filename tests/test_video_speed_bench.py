@@ -1,5 +1,6 @@
-"""scripts/bench_pipeline.py --dit-precision bf16 fp8: fp8 records follow the bf16 ones in the same run
-(tiny CPU model, FP8 product emulated), with the VAE decode variants recorded."""
+"""scripts/bench_pipeline.py --dit-precision bf16 fp8 on the tiny CPU model: the bf16 records with the VAE
+decode variants, then fp8's refusal off an FP8 GPU recorded as an error (the run still succeeds; on an FP8
+GPU the fp8 records follow, sharing the motion, pose and VAE numbers)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_pipeline_adds_fp8_records_after_bf16(tmp_path):
+def test_bench_pipeline_records_bf16_then_fp8s_refusal(tmp_path):
     out = tmp_path / "pipeline.json"
     command = [
         sys.executable, str(ROOT / "scripts" / "bench_pipeline.py"), "--model-size", "tiny", "--device", "cpu",
@@ -21,14 +22,10 @@ def test_bench_pipeline_adds_fp8_records_after_bf16(tmp_path):
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     records = json.loads(out.read_text())["records"]
-    assert [(r["dit_precision"], r["attention"]) for r in records] == [
-        ("bf16", "dense"), ("bf16", "iasa-reference"), ("fp8", "dense"), ("fp8", "iasa-reference"),
-    ]  # fmt: skip
-    assert all("error" not in r for r in records)
-    bf16, fp8 = records[0], records[2]
-    # Motion, pose and VAE are measured once per resolution and shared by both precisions.
-    for key in ("motion_s", "pose_s", "vae_decode_s", "vae_decode_diffsynth_s", "vae_decode_variants"):
-        assert bf16[key] == fp8[key]
+    assert [(r["dit_precision"], r["attention"]) for r in records] == [("bf16", "dense"), ("bf16", "iasa-reference"), ("fp8", "error")]
+    assert all("error" not in r for r in records[:2])
+    assert "compute capability >= 8.9" in records[2]["error"] and "use bf16" in records[2]["error"]
+    bf16 = records[0]
     assert set(bf16["vae_decode_variants"]) == {"contiguous x1", "contiguous x21", "contiguous x4", "channels_last_3d x8"}
     ours = {"channels_last_3d x4": bf16["vae_decode_s"], **bf16["vae_decode_variants"]}
     assert all(seconds > 0 for seconds in ours.values()) and bf16["vae_decode_diffsynth_s"] > 0

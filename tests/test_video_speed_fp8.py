@@ -1,103 +1,106 @@
-"""FP8 linears: the quantise/dequantise math and the emulated scaled matmul against bf16/float32 linears,
-and the in-place conversion of a tiny DiT (CPU; the real FP8 kernel is covered by the GPU benchmark)."""
+"""dit_precision fp8 off an FP8 GPU (CPU): which linears are quantised, the torchao config they get, and the
+clear errors without torchao or without an FP8 GPU (the FP8 kernels themselves: the GPU tests in
+tests/test_video_compiled_blocks.py and scripts/bench_pipeline.py --throughput)."""
 
 from __future__ import annotations
+
+import builtins
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import iasa.video.fp8_linear as fp8_linear
+from iasa.config import ConfigError, load_config
+from iasa.errors import InputError
 from iasa.video.assembly import build_random
 from iasa.video.config import ARCHITECTURES
-from iasa.video.attention_patch import patch_self_attention
-from iasa.video.denoiser import FlowConditions, predict_flow
 from iasa.video.fp8_linear import (
-    E4M3_MAX,
-    Fp8Linear,
+    MissingTorchaoError,
     check_fp8_support,
-    compiled_quantize_rows,
-    quantize_dit_linears,
-    quantize_rows,
+    fp8_config,
+    fp8_eligible,
+    quantize_dit_fp8,
 )
+from iasa.video.inference import InferenceConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ARCHITECTURES["tiny"]
 
 
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got.float() - expected.float()).norm() / expected.float().norm()).item()
-
-
-def test_quantize_rows_round_trip_and_scales():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(5, 64, generator=generator) * torch.tensor([1e-3, 1.0, 30.0, 1e3, 0.0])[:, None]
-    values, scales = quantize_rows(x, row_multiple=16)
-    assert values.dtype == torch.float8_e4m3fn and values.shape == (16, 64) and scales.shape == (16, 1)
-    # Each row's largest magnitude maps onto e4m3's largest value; padding rows are zero.
-    torch.testing.assert_close(values[:4].float().abs().amax(-1), torch.full((4,), E4M3_MAX))
-    assert values[4:].float().abs().max() == 0
-    restored = values.float() * scales
-    # e4m3 keeps 3 mantissa bits: relative rounding error <= 2^-4 per element (normal range).
-    for row in range(4):
-        assert relative_error(restored[row], x[row]) < 2**-4
-    assert not torch.equal(restored[:4], x[:4])  # it is a real quantisation
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_fp8_linear_matches_bf16_linear(bias):
-    torch.manual_seed(1)
-    linear = nn.Linear(128, 96, bias=bias).bfloat16()
-    with torch.no_grad():
-        linear.weight.mul_(torch.linspace(0.1, 10, 96).bfloat16()[:, None])  # per-channel ranges differ
-        if bias:
-            linear.bias.normal_()
-    x = torch.randn(2, 37, 128).bfloat16()  # 74 tokens: not a multiple of 16
-    fp8 = Fp8Linear(linear)
-    with torch.no_grad():
-        got, expected = fp8(x), linear(x)
-    assert got.shape == expected.shape and got.dtype == torch.bfloat16
-    assert relative_error(got, expected) < 0.05
-    # Exactly the emulated product of the dequantised operands.
-    x_q, x_s = quantize_rows(x.reshape(-1, 128))
-    w_q, w_s = quantize_rows(linear.weight)
-    dequantised = (x_q.float() * x_s) @ (w_q.float() * w_s).t() + (linear.bias.float() if bias else 0)
-    torch.testing.assert_close(got.float().reshape(-1, 96), dequantised.bfloat16().float(), rtol=1e-2, atol=1e-2)
-
-
-def test_compiled_quantize_rows_equals_eager():
-    x = torch.randn(37, 64).bfloat16()
-    got_values, got_scales = compiled_quantize_rows(x, 16)
-    values, scales = quantize_rows(x, 16)
-    torch.testing.assert_close(got_scales, scales)
-    torch.testing.assert_close(got_values.float(), values.float())
-
-
-def test_quantized_tiny_dit_stays_close_to_bf16():
-    torch.manual_seed(0)
-    dit = build_random("dit", TINY, torch.device("cpu"), torch.bfloat16)
-    patch_self_attention(dit)
-    generator = torch.Generator().manual_seed(2)
-    frames, height, width = 2, 8, 8
-    latents = torch.randn(1, 16, frames, height, width, generator=generator).bfloat16()
-    timestep = torch.tensor([700.0], dtype=torch.bfloat16)
-    context = torch.randn(1, TINY.text_length, TINY.text_dim, generator=generator).bfloat16()
-    clip_feature = torch.randn(1, 257, 1280, generator=generator).bfloat16()
-    y = torch.randn(1, 20, frames, height, width, generator=generator).bfloat16()
-    args = (latents, timestep, FlowConditions(context, clip_feature, y, None))
-    with torch.no_grad():
-        expected = predict_flow(dit, *args)
-        replaced = quantize_dit_linears(dit, check_device=False)
-        got = predict_flow(dit, *args)
+def test_eligible_linears_are_the_blocks_big_ones():
+    dit = build_random("dit", TINY, torch.device("cpu"), torch.float32)
+    eligible = {name for name, module in dit.named_modules() if fp8_eligible(name, module)}
     # Per block: self-attention q/k/v/o, cross-attention q/k/v/o/k_img/v_img, two feed-forward linears.
-    assert replaced == TINY.num_layers * 12
-    assert isinstance(dit.blocks[0].ffn[0], Fp8Linear) and isinstance(dit.head.head, nn.Linear)
-    assert relative_error(got, expected) < 0.06
-    assert not torch.equal(got, expected)
+    per_block = {"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k",
+                 "cross_attn.v", "cross_attn.o", "cross_attn.k_img", "cross_attn.v_img", "ffn.0", "ffn.2"}  # fmt: skip
+    assert eligible == {f"blocks.{index}.{name}" for index in range(TINY.num_layers) for name in per_block}
+    # Outside the blocks (embeddings, head) nothing; inside, not peft's factors nor shapes off the 16-grid.
+    assert not fp8_eligible("head.head", dit.head.head)
+    assert not fp8_eligible("blocks.0.self_attn.q.lora_A.default", nn.Linear(64, 16))
+    assert not fp8_eligible("blocks.0.ffn.0", nn.Linear(64, 72))
+    assert fp8_eligible("blocks.0.ffn.0", nn.Linear(64, 80))
+
+
+def test_fp8_config_is_torchaos_dynamic_e4m3_per_row():
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    config = fp8_config()
+    assert type(config) is Float8DynamicActivationFloat8WeightConfig
+    assert config.activation_dtype == config.weight_dtype == torch.float8_e4m3fn
+    granularity = config.granularity if isinstance(config.granularity, (list, tuple)) else [config.granularity]
+    assert granularity and all(isinstance(g, PerRow) for g in granularity)
+    assert config.set_inductor_config is False  # no process-wide Inductor options
 
 
 def test_fp8_refused_off_fp8_gpus():
-    with pytest.raises(RuntimeError, match="compute capability"):
+    with pytest.raises(RuntimeError, match="compute capability >= 8.9.*use bf16"):
         check_fp8_support(torch.device("cpu"))
-    dit = nn.Module()
-    dit.blocks = nn.ModuleList([nn.Linear(16, 16)])
-    with pytest.raises(RuntimeError, match="use bf16"):
-        quantize_dit_linears(dit)
+    dit = build_random("dit", TINY, torch.device("cpu"), torch.bfloat16)
+    before = {name: type(module) for name, module in dit.named_modules()}
+    weight = dit.blocks[0].ffn[0].weight
+    with pytest.raises(RuntimeError, match="the DiT is on cpu: use bf16"):
+        quantize_dit_fp8(dit)
+    # Refused before anything changed.
+    assert {name: type(module) for name, module in dit.named_modules()} == before
+    assert dit.blocks[0].ffn[0].weight is weight and type(weight) is nn.Parameter
+
+
+def test_missing_torchao_is_a_one_line_input_error(monkeypatch):
+    real_import = builtins.__import__
+
+    def without_torchao(name, *args, **kwargs):
+        if name == "torchao" or name.startswith("torchao."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_torchao)
+    for call in (fp8_linear.require_torchao, fp8_config):
+        with pytest.raises(MissingTorchaoError, match=r"pip install 'torchao>=0.17', or set speed.dit_precision: bf16") as raised:
+            call()
+        assert isinstance(raised.value, InputError) and "\n" not in str(raised.value)
+
+
+def test_speed_fp8_backend_is_no_longer_a_key():
+    """The FP8 implementation is not a choice any more: speed.dit_precision fp8 loads, speed.fp8_backend is an
+    unknown key of the shipped inference config."""
+    config = load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml", ["speed.dit_precision=fp8"])
+    assert config.speed.dit_precision == "fp8"
+    with pytest.raises(ConfigError, match="fp8_backend"):
+        load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml", ["speed.fp8_backend=torchao"])
+
+
+def test_quantize_dit_fp8_hands_each_eligible_linear_to_torchao(monkeypatch):
+    """With the device check passed (as on an FP8 GPU), every eligible linear, and nothing else, goes through
+    torchao's quantize_ with the per-row config, one layer at a time."""
+    import torchao.quantization
+
+    dit = build_random("dit", TINY, torch.device("cpu"), torch.bfloat16)
+    modules = {module: name for name, module in dit.named_modules()}
+    quantized = []
+    monkeypatch.setattr(fp8_linear, "check_fp8_support", lambda device: None)
+    monkeypatch.setattr(torchao.quantization, "quantize_", lambda module, config: quantized.append((modules[module], config)))
+    assert quantize_dit_fp8(dit) == TINY.num_layers * 12
+    assert [name for name, _ in quantized] == [name for name, module in dit.named_modules() if fp8_eligible(name, module)]
+    assert all(config == fp8_config() for _, config in quantized)

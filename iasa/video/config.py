@@ -178,11 +178,8 @@ class AttentionPatchConfig(AttentionConfig):
 @dataclass
 class InferenceSpeedConfig:
     # Precision of the DiT's big linears: "bf16", or "fp8" (e4m3 weights and activations with per-channel
-    # and per-token scales; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
+    # and per-token scales through torchao; GPUs with compute capability >= 8.9 only; iasa.video.fp8_linear).
     dit_precision: str = "bf16"
-    # Who implements dit_precision fp8: "project" (iasa.video.fp8_linear) or "torchao" (iasa.video.fp8_torchao,
-    # needs torchao); kept only until the GPU benchmark (scripts/bench_pipeline.py --throughput) picks one.
-    fp8_backend: str = "project"
     # Run the DiT blocks through one compiled block function (iasa.video.compiled_blocks): the elementwise chain
     # and the FP8 activation quantisation fused; the first clip of each resolution pays the compilation.
     compile_dit: bool = False
@@ -202,12 +199,11 @@ class InferenceSpeedConfig:
     vae_memory_format: str = "channels_last_3d"
 
     def validate(self) -> None:
-        from iasa.video.fp8_linear import DIT_PRECISIONS, FP8_BACKENDS
+        from iasa.video.fp8_linear import DIT_PRECISIONS
         from iasa.video.tae import CLIP_DECODERS
         from iasa.video.vae_decode import VAE_MEMORY_FORMATS
 
         check_choice("dit_precision", self.dit_precision, DIT_PRECISIONS)
-        check_choice("fp8_backend", self.fp8_backend, FP8_BACKENDS)
         check_choice("decoder", self.decoder, CLIP_DECODERS)
         check(self.vae_latent_frames_per_call >= 1, "vae_latent_frames_per_call", self.vae_latent_frames_per_call, "must be >= 1")
         check_choice("vae_memory_format", self.vae_memory_format, VAE_MEMORY_FORMATS)

@@ -1,6 +1,6 @@
 """torch.compile for small elementwise helpers, falling back to eager (with a warning) if compiling fails.
 
-The helpers (RMSNorm + RoPE, FP8 activation quantisation) are pure functions whose compiled form only
+The helpers (RMSNorm + RoPE) are pure functions whose compiled form only
 fuses their passes over memory into one kernel; the eager form computes the same values. A compiler problem
 on some machine (a missing toolchain, an unsupported op in a new torch) should cost speed, not the run.
 """

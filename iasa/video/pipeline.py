@@ -47,8 +47,7 @@ from iasa.video.config import (
     VideoModelConfig,
 )
 from iasa.video.denoiser import FlowConditions, predict_flow
-from iasa.video.fp8_linear import quantize_dit_fp8
-from iasa.video.fp8_torchao import require_torchao
+from iasa.video.fp8_linear import quantize_dit_fp8, require_torchao
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, num_latent_frames, padded_frame_count
 from iasa.video.lora import apply_unianimate_checkpoint, load_lora, load_pose_guider
 from iasa.video.sampler import WindowInputs, sample_latents
@@ -102,7 +101,7 @@ class VideoGenerator:
                 if speed.tae_checkpoint is not None
                 else random_tae_decoder(device=device, dtype=dtype)
             )
-        if speed.fp8_backend == "torchao" and speed.dit_precision == "fp8":  # before the 14B weights load
+        if speed.dit_precision == "fp8":  # before the 14B weights load
             require_torchao()
         components = load_wan_components(model)
         # Random initialisation differs per process: every process takes rank 0's (files below load alike).
@@ -120,7 +119,7 @@ class VideoGenerator:
             components.dit = load_lora(model.lora_path, components.dit)
             components.dit.to(device=components.device, dtype=components.dtype)
         if speed.dit_precision == "fp8":  # last: a later .to(dtype) would cast the e4m3 weights back
-            quantize_dit_fp8(components.dit, speed.fp8_backend)
+            quantize_dit_fp8(components.dit)
         if speed.compile_vae:
             components.vae.model.decoder.compile(dynamic=False)
         patch_self_attention(components.dit)
