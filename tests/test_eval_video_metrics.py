@@ -5,7 +5,6 @@ the comparison grid and the frames-per-second helper."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import cv2
 import numpy as np
