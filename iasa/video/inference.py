@@ -43,13 +43,13 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class InferenceConfig:
+class GenerationInputs:
+    """What generation and streaming both read: the inputs, the pose, the model and its attention."""
+
     # Speech file (any format ffmpeg reads).
     audio: str = ""
     # Reference image of the person (png/jpg); center-cropped and resized to the pose image size.
     image: str = ""
-    # Output mp4.
-    out: str = "outputs/video.mp4"
     # DWPose keypoints (.npz, iasa.pose.keypoints) of the reference image: the motion is aligned to them and
     # their pose image conditions UniAnimate's reference embedding; null = detect them in the image.
     reference_keypoints: Optional[str] = None
@@ -62,17 +62,23 @@ class InferenceConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
     attention: AttentionPatchConfig = field(default_factory=AttentionPatchConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
-    speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
-    # Multi-GPU runs under torchrun (the collective timeout); a plain python run is one process.
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def validate(self) -> None:
         for key in ("image_height", "image_width"):
             value = getattr(self.pose, key)
             check(value % TOKEN_STRIDE == 0, f"pose.{key}", value,
                   f"must be a multiple of {TOKEN_STRIDE} (VAE {VAE_STRIDE} x patch {PATCH_SIZE})")  # fmt: skip
+
+
+@dataclass
+class InferenceConfig(GenerationInputs):
+    # Output mp4.
+    out: str = "outputs/video.mp4"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    long_video: LongVideoConfig = field(default_factory=LongVideoConfig)
+    speed: InferenceSpeedConfig = field(default_factory=InferenceSpeedConfig)
+    # Multi-GPU runs under torchrun (the collective timeout); a plain python run is one process.
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 class StageTimer:

@@ -19,17 +19,15 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from iasa.config import ConfigError, ConfigValueError, check, validate_config
-from iasa.pose.config import DetectorConfig, PoseConfig
 from iasa.video.config import (
     PROMPT,
-    AttentionPatchConfig,
     InferenceSpeedConfig,
     LongVideoConfig,
     SamplerConfig,
     StreamingConfig,
-    VideoModelConfig,
 )
-from iasa.video.latent_grid import PATCH_SIZE, TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, padded_frame_count
+from iasa.video.inference import GenerationInputs
+from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE, padded_frame_count
 from iasa.video.preview_server import PreviewServer
 
 if TYPE_CHECKING:
@@ -72,22 +70,13 @@ class StreamSpeedConfig:
 
 
 @dataclass
-class StreamInferenceConfig:
-    """scripts/stream.py's config (config/stream_iasa.yaml). The inputs' keys are generate's
-    (iasa.video.inference.InferenceConfig)."""
+class StreamInferenceConfig(GenerationInputs):
+    """scripts/stream.py's config (config/stream_iasa.yaml): generate's inputs (iasa.video.inference.GenerationInputs)
+    and what streaming adds."""
 
     # Marks a stream config among config/*.yaml.
     task: str = "stream"
-    audio: str = ""
-    image: str = ""
     out: str = "outputs/stream.mp4"
-    reference_keypoints: Optional[str] = None
-    detect_reference_pose: bool = True
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    emage_dir: Optional[str] = None
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    model: VideoModelConfig = field(default_factory=VideoModelConfig)
-    attention: AttentionPatchConfig = field(default_factory=AttentionPatchConfig)
     sampler: StreamSamplerConfig = field(default_factory=StreamSamplerConfig)
     speed: StreamSpeedConfig = field(default_factory=StreamSpeedConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
@@ -96,10 +85,7 @@ class StreamInferenceConfig:
 
     def validate(self) -> None:
         check(self.task == "stream", "task", self.task, "must be stream (this is scripts/stream.py's config)")
-        for key in ("image_height", "image_width"):
-            value = getattr(self.pose, key)
-            check(value % TOKEN_STRIDE == 0, f"pose.{key}", value,
-                  f"must be a multiple of {TOKEN_STRIDE} (VAE {VAE_STRIDE} x patch {PATCH_SIZE})")  # fmt: skip
+        super().validate()
         check(0 <= self.preview_port < 65536, "preview_port", self.preview_port, "must be a port number (0 = any)")
 
 
