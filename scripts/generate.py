@@ -25,16 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.errors import InputError  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
+from iasa.video.inference import SMOKE_MODEL_OVERRIDES  # noqa: E402
 from iasa.video.inference import InferenceConfig, run_inference  # noqa: E402
 
-# What --smoke means, as overrides (applied before the command line's own).
-SMOKE_OVERRIDES = [
-    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
-    "model.pose_guider_path=null",
-    "model.device=cpu", "model.dtype=float32", "pose.image_height=64", "pose.image_width=64",
-    "sampler.num_steps=2", "emage_dir=null", "attention.attention=iasa", "attention.backend=reference",
-    "detect_reference_pose=false",
-]  # fmt: skip
+# --smoke: the shared tiny CPU model, two sampler steps.
+SMOKE_OVERRIDES = [*SMOKE_MODEL_OVERRIDES, "sampler.num_steps=2"]
 
 
 def main(argv: list[str]) -> None:

@@ -23,14 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.config import load_config, split_config_args  # noqa: E402
 from iasa.errors import InputError  # noqa: E402
+from iasa.video.inference import SMOKE_MODEL_OVERRIDES  # noqa: E402
 from iasa.video.stream_run import StreamInferenceConfig, run_stream  # noqa: E402
 
-SMOKE_OVERRIDES = [
-    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
-    "model.pose_guider_path=null", "model.device=cpu", "model.dtype=float32", "pose.image_height=64",
-    "pose.image_width=64", "emage_dir=null", "attention.attention=iasa", "attention.backend=reference",
-    "detect_reference_pose=false", "speed.decoder=tae", "speed.tae_checkpoint=null",
-]  # fmt: skip
+# --smoke: the shared tiny CPU model, decoded by a random TAE (the streaming decoder without a file).
+SMOKE_OVERRIDES = [*SMOKE_MODEL_OVERRIDES, "speed.decoder=tae", "speed.tae_checkpoint=null"]
 
 
 def main(argv: list[str]) -> None:

@@ -42,6 +42,16 @@ if TYPE_CHECKING:
     from iasa.parallel import ParallelGroup
 
 
+# What --smoke means for generate.py and stream.py, as overrides applied before the command line's own: a tiny
+# random model on the CPU with the sparse attention, no model files.
+SMOKE_MODEL_OVERRIDES = [
+    "model.model_size=tiny", "model.model_dir=null", "model.unianimate_checkpoint=null", "model.lora_path=null",
+    "model.pose_guider_path=null", "model.device=cpu", "model.dtype=float32", "pose.image_height=64",
+    "pose.image_width=64", "emage_dir=null", "attention.attention=iasa", "attention.backend=reference",
+    "detect_reference_pose=false",
+]  # fmt: skip
+
+
 @dataclass
 class GenerationInputs:
     """What generation and streaming both read: the inputs, the pose, the model and its attention."""
