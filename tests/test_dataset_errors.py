@@ -64,7 +64,7 @@ def test_a_pickled_keypoint_frame_is_refused_with_the_convert_command(tmp_path: 
         load_video_keypoints(tmp_path, "clip", (48, 64))
     assert str(folder / "00000.npy") in str(error.value)
     assert f"prepare_dataset.py --convert_keypoints {tmp_path}" in str(error.value)
-    # The converter reads such frames without unpickling anything but arrays: the crafted one is refused.
+    # The converter parses such frames without unpickling them: the crafted one is refused.
     write_video(tmp_path / "videos" / "clip.mp4", frames=1)
     with pytest.raises(DatasetError, match="refused global") as error:
         convert_dwpose_folders(tmp_path)
