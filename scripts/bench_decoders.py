@@ -31,7 +31,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -42,6 +41,7 @@ os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
+from iasa.eval.speed import synchronized_seconds  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.config import ARCHITECTURES, LATENT_CHANNELS, InferenceSpeedConfig  # noqa: E402
 from iasa.video.latent_grid import VAE_STRIDE  # noqa: E402
@@ -58,16 +58,6 @@ VARIANTS = (
     "tae_whole", "tae_whole_channels_last", "tae_streamed_x1", "tae_streamed_x4",
 )  # fmt: skip
 SPEED = InferenceSpeedConfig()
-
-
-def synchronized_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def reset_peak(device: torch.device) -> None:

@@ -47,10 +47,11 @@ import torch.distributed as dist
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_pipeline import make_motion_generator, parse_resolution, prepare_kernel_plan, speech, synchronize  # noqa: E402
+from bench_pipeline import make_motion_generator, parse_resolution, prepare_kernel_plan, speech  # noqa: E402
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, SparseLayout, build_sparse_layout  # noqa: E402
+from iasa.eval.speed import synchronize  # noqa: E402
 from iasa.parallel import ParallelConfig, ParallelGroup, broadcast_dataclass, collective, parallel_group  # noqa: E402
 from iasa.parallel.ulysses import check_head_split  # noqa: E402
 from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402

@@ -72,6 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout, density_statistics  # noqa: E402
+from iasa.eval.speed import synchronize, synchronized_seconds  # noqa: E402
 from iasa.motion.procedural import ProceduralMotionGenerator  # noqa: E402
 from iasa.pose import draw_pose_frames, motion_to_keypoints  # noqa: E402
 from iasa.pose.style import CHECKPOINT_STYLE  # noqa: E402
@@ -110,19 +111,6 @@ VAE_VARIANTS = list(dict.fromkeys([
     ("contiguous", 1), ("contiguous", LATENT_FRAMES), ("contiguous", _SPEED.vae_latent_frames_per_call),
     ("channels_last_3d", 2 * _SPEED.vae_latent_frames_per_call),
 ]))  # fmt: skip
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def synchronized_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

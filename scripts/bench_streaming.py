@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention.config import SparseAttentionConfig  # noqa: E402
+from iasa.eval.speed import synchronize  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig  # noqa: E402
@@ -87,11 +88,6 @@ def parse_config(text: str) -> tuple[tuple[int, int], int, str, str, float | Non
     if decoder not in ("tae", "wan") or precision not in ("bf16", "fp8") or height % TOKEN_STRIDE or width % TOKEN_STRIDE:
         raise SystemExit(f"error: config {text!r}: decoder tae|wan, precision bf16|fp8, sides multiples of {TOKEN_STRIDE}")
     return (height, width), chunk, decoder, precision, cap
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_poses(count: int, grid: tuple[int, int], seed: int) -> list[LatentFramePose]:

@@ -26,7 +26,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iasa.atomic_io import write_json  # noqa: E402
 from iasa.attention import SparseAttentionConfig, build_sparse_layout  # noqa: E402
+from iasa.eval.speed import synchronized_seconds  # noqa: E402
 from iasa.pose.synthetic_speaker import synthetic_speaker  # noqa: E402
 from iasa.pose.drawing import draw_pose_frames  # noqa: E402
 from iasa.pose.style import CHECKPOINT_STYLE  # noqa: E402
@@ -74,16 +74,6 @@ from iasa.video.lora import inject_lora  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "train.json"
 LORA = LoraConfig(rank=128, alpha=128)
-
-
-def synchronized_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def reset_peak(device: torch.device) -> None:

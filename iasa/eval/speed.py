@@ -29,9 +29,19 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on `device` (nothing to wait for on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def synchronized_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one fn() call, from an idle device to its kernels' end."""
+    synchronize(device)
+    start = perf_counter()
+    fn()
+    synchronize(device)
+    return perf_counter() - start
 
 
 def frames_per_second(
@@ -48,11 +58,11 @@ def frames_per_second(
     with torch_threads(cpu_threads) if cpu_threads is not None else nullcontext():
         for _ in range(warmup):
             generate()
-        _synchronize(device)
+        synchronize(device)
         start = perf_counter()
         for _ in range(repeats):
             generate()
-            _synchronize(device)
+            synchronize(device)
         elapsed = perf_counter() - start
     return frames * repeats / elapsed
 
