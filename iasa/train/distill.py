@@ -40,7 +40,16 @@ from iasa.train.finetune import LORA_FILE, POSE_GUIDER_FILE, flow_matching_loss,
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
 from iasa.train.model import PoseDiT
 from iasa.train.region_loss import RegionLoss, decoded_frame_indices, region_masks
-from iasa.train.runtime import Checkpointer, TimeLimit, autocast, make_accelerator, make_update, seed_process, start_run
+from iasa.train.runtime import (
+    Checkpointer,
+    TimeLimit,
+    autocast,
+    end_step,
+    make_accelerator,
+    make_update,
+    seed_process,
+    start_run,
+)
 from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
 from iasa.video.assembly import WanComponents
 from iasa.video.lora import inject_lora, load_lora, lora_pose_style, save_lora
@@ -234,13 +243,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
             totals["grad_norm"] = update.step()
             logs.update({f"{phase}/{name}": value for name, value in totals.items()})
         progress.set_postfix(dmd=f"{logs[f'{GENERATOR}/dmd']:.4f}", critic=f"{logs[f'{CRITIC}/total']:.4f}" if config.critic_steps_per_generator_step else "-")
-        last = step + 1 == run.max_steps or time_limit.reached()
-        if (step + 1) % run.log_every == 0 or last:
-            accelerator.log(logs, step=step + 1)
-        checkpointer.maybe_save(step + 1, final=last)
-        if last:
-            if step + 1 < run.max_steps:
-                accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {step + 1}: saved, stopping")
+        if end_step(step + 1, run, logs, accelerator, checkpointer, time_limit):
             break
 
     output_dir = Path(run.output_dir)

@@ -25,7 +25,16 @@ from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.model import PoseDiT
 from iasa.train.model_folder import save_dit
-from iasa.train.runtime import Checkpointer, TimeLimit, autocast, make_accelerator, make_update, seed_process, start_run
+from iasa.train.runtime import (
+    Checkpointer,
+    TimeLimit,
+    autocast,
+    end_step,
+    make_accelerator,
+    make_update,
+    seed_process,
+    start_run,
+)
 from iasa.train.sharding import gather, shard_pose_dit, uses_fsdp
 from iasa.video.assembly import WanComponents
 from iasa.video.lora import inject_lora, load_lora, load_pose_guider, save_lora
@@ -186,13 +195,8 @@ def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanCompone
             total += loss.item() / accumulation
         grad_norm = update.step()
         progress.set_postfix(loss=f"{total:.4f}")
-        last = step + 1 == run.max_steps or time_limit.reached()
-        if (step + 1) % run.log_every == 0 or last:
-            accelerator.log({"loss": total, "grad_norm": grad_norm, "lr": update.learning_rate()}, step=step + 1)
-        checkpointer.maybe_save(step + 1, final=last)
-        if last:
-            if step + 1 < run.max_steps:
-                accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {step + 1}: saved, stopping")
+        logs = {"loss": total, "grad_norm": grad_norm, "lr": update.learning_rate()}
+        if end_step(step + 1, run, logs, accelerator, checkpointer, time_limit):
             break
 
     output_dir = Path(run.output_dir)

@@ -234,3 +234,17 @@ class Checkpointer:
             rank=self.accelerator.process_index, barrier=self.accelerator.wait_for_everyone,
             run_settings=self.run_settings,
         )  # fmt: skip
+
+
+def end_step(
+    steps_done: int, run: RunConfig, logs: dict, accelerator: Accelerator, checkpointer: Checkpointer, time_limit: TimeLimit
+) -> bool:
+    """The end of every training loop's step: log every run.log_every steps and at the last, checkpoint, and say
+    whether the run ends here (run.max_steps done, or the time limit reached: saved, and said)."""
+    last = steps_done == run.max_steps or time_limit.reached()
+    if steps_done % run.log_every == 0 or last:
+        accelerator.log(logs, step=steps_done)
+    checkpointer.maybe_save(steps_done, final=last)
+    if last and steps_done < run.max_steps:
+        accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {steps_done}: saved, stopping")
+    return last

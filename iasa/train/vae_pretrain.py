@@ -22,7 +22,16 @@ from iasa.train.config import VaeDataConfig, VaeLossConfig, VaePretrainConfig
 from iasa.train.dataset import DatasetError, list_videos, read_frames, video_frame_count
 from iasa.train.finetune import MODEL_FOLDER
 from iasa.train.model_folder import save_dit, save_text_encoder, save_vae
-from iasa.train.runtime import Checkpointer, TimeLimit, autocast, make_accelerator, make_update, seed_process, start_run
+from iasa.train.runtime import (
+    Checkpointer,
+    TimeLimit,
+    autocast,
+    end_step,
+    make_accelerator,
+    make_update,
+    seed_process,
+    start_run,
+)
 from iasa.video.assembly import WanComponents
 
 
@@ -101,13 +110,7 @@ def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Pa
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
         totals["grad_norm"] = update.step()
         progress.set_postfix(l1=f"{totals['l1']:.4f}", rms=f"{totals['latent_rms']:.2f}")
-        last = step + 1 == run.max_steps or time_limit.reached()
-        if (step + 1) % run.log_every == 0 or last:
-            accelerator.log(totals, step=step + 1)
-        checkpointer.maybe_save(step + 1, final=last)
-        if last:
-            if step + 1 < run.max_steps:
-                accelerator.print(f"run.time_limit_s={run.time_limit_s} reached after step {step + 1}: saved, stopping")
+        if end_step(step + 1, run, totals, accelerator, checkpointer, time_limit):
             break
 
     folder = Path(run.output_dir) / MODEL_FOLDER
