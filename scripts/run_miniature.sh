@@ -8,15 +8,17 @@
 # starting up and on its first step, data_process takes ~70 s and the evaluation of 6 clips ~230 s (the first
 # H200 run, with 50/110/25/25/50/50 s budgets, trained only 145 VAE and 1141 teacher steps). So run it in two
 # commands on the same (warm) machine, each ~9 minutes:
-#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (120 s), data_process, teacher (200 s)   ~460 s
-#   bash scripts/run_miniature.sh --part 2   # LoRA x2 (30 s each), DMD x2 (45 s each), pack, eval   ~560 s
-# (part 2 reads data/miniature and outputs/miniature of part 1). Without --part every stage runs in one go.
+#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (230 s), pack   ~540 s
+#   bash scripts/run_miniature.sh --part 2   # LoRA x2 (30 s each), DMD x2 (55 s each), pack, eval        ~560 s
+# (part 2 reads data/miniature and outputs/miniature of part 1). Part 1 packs its weights into $OUT too: on a
+# fresh machine, put those parts under outputs/miniature/part1/ (carry them) and part 2 unpacks them, regenerates
+# the dataset from its seed and reruns data_process. Without --part every stage runs in one go.
 #
 # On the GPU machine (carry .whl), the full command:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
-# budgets in seconds T_VAE (120), T_TEACHER (200), T_LORA (30, each), T_DMD (45, each), and BUDGET (560, of this
+# budgets in seconds T_VAE (160), T_TEACHER (230), T_LORA (30, each), T_DMD (55, each), and BUDGET (560, of this
 # command): the evaluation gets what is left of it (run under timeout). The weights are packed into $OUT before
 # the evaluation, so an evaluation cut short still returns them.
 set -euo pipefail
@@ -25,7 +27,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
-T_VAE=${T_VAE:-120} T_TEACHER=${T_TEACHER:-200} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-45} BUDGET=${BUDGET:-560}
+T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-230} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55} BUDGET=${BUDGET:-560}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -44,14 +46,15 @@ export TQDM_MININTERVAL=5  # a progress line every 5 s in the log, not one per s
 
 # Shrunk sizes of the rehearsal (every stage, same code path).
 DATA_ARGS=(--train_clips 160 --heldout_clips 16 --identities_train 16 --identities_heldout 4 --frames 33 --size 256)
-COMMON=() ; PROCESS=() ; VAE=() ; TRAIN=() ; DISTILL=() ; EVAL=(device=cuda max_clips=6)
+COMMON=() ; PROCESS=() ; VAE=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; EVAL=(device=cuda max_clips=6)
 if [[ $REHEARSAL == 1 ]]; then
   DATA_ARGS=(--train_clips 4 --heldout_clips 2 --identities_train 2 --identities_heldout 1 --frames 17 --size 64)
   WORKERS=2
   COMMON=(run.max_steps=2 run.mixed_precision=fp32 model.dtype=float32)
   T_VAE=20 T_TEACHER=20 T_LORA=20 T_DMD=20 BUDGET=100000
   PROCESS=(data.height=64 data.width=64 data.num_frames=17 model.dtype=float32)
-  VAE=(data.num_frames=9 data.crop=32 data.batch_size=2 data.max_videos=4)
+  VAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
+  TEACHER=(clips_per_step=2)
   TRAIN=(attention.backend=reference)
   DISTILL=(attention.backend=reference region.latent_frames=1)
   EVAL=(device=cpu max_clips=1 cpu_clips=1)
@@ -81,11 +84,21 @@ fi
 if [[ $PART != 2 ]]; then
   train vae "${COMMON[@]}" "${VAE[@]}" run.time_limit_s="$T_VAE"
   stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
-  train teacher "${COMMON[@]}" run.time_limit_s="$T_TEACHER"
+  train teacher "${COMMON[@]}" "${TEACHER[@]}" run.time_limit_s="$T_TEACHER"
 fi
 if [[ $PART == 1 ]]; then
+  stage pack "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT"
   echo "=== part 1 done in $SECONDS s: run --part 2 next on this machine"
   exit 0
+fi
+if [[ ! -d outputs/miniature/teacher/model ]]; then  # a fresh machine: part 1's packed weights were carried
+  compgen -G "outputs/miniature/part1/miniature.tar.part-*" > /dev/null \
+    || { echo "run_miniature.sh: no outputs/miniature/teacher/model and no outputs/miniature/part1/miniature.tar.part-*: run --part 1 first" >&2; exit 2; }
+  cat outputs/miniature/part1/miniature.tar.part-* | tar x
+fi
+if ! compgen -G "data/miniature/train_cache/*/meta.json" > /dev/null; then
+  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml \
+    model.model_dir=outputs/miniature/teacher/model "${PROCESS[@]}"
 fi
 train lora_global "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"
 train lora_global_local "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from iasa.attention.config import SparseAttentionConfig
 from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.train.adapters import adapter_parameters, copy_adapter, set_trainable, use_adapter
-from iasa.train.cache import ClipOrder, read_clip
+from iasa.train.cache import CacheError, ClipOrder, read_clip, stack_clips
 from iasa.train.config import ConditionDropoutConfig, FlowConfig, RegionLossConfig
 from iasa.train.distill import dmd_loss
 from iasa.train.finetune import drop_conditions, flow_matching_loss
@@ -220,3 +221,40 @@ def test_flow_matching_loss_falls_on_a_fixed_batch(make_dataset, tiny_overrides,
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_stacked_clips_each_get_their_own_noise_level_pose_drop_and_weight(make_dataset, tiny_overrides, tmp_path: Path) -> None:
+    """The pretrain task's clips_per_step: the loss of two stacked clips is the mean of each clip's flow MSE
+    times its noise level's weight, each clip predicted alone (dense) at the level and noise drawn for it, the
+    second without pose features."""
+    dataset = make_dataset(tmp_path / "dataset", clips=2)
+    main(["--config", "config/data_process.yaml", *tiny_overrides(dataset, tmp_path / "cache")])
+    components = load_training_components(TINY, ("dit", "pose_guider"))
+    model = PoseDiT(components.dit, components.pose_guider, components.dtype)
+    clips = [read_clip(tmp_path / "cache", key) for key in ("clip0_w000", "clip1_w000")]
+    stacked = stack_clips(clips)
+    schedule, flow = TrainingSchedule.from_config(FlowConfig()), FlowConfig()
+    with_pose = torch.tensor([True, False])
+    torch.manual_seed(3)
+    loss = flow_matching_loss(model, stacked.latents, stacked, None, schedule, flow, with_pose)
+
+    torch.manual_seed(3)
+    indices = torch.randint(0, len(schedule.sigmas), (2,))
+    noise = torch.randn_like(stacked.latents)
+    expected = []
+    for index, clip in enumerate(clips):
+        sigma = schedule.sigmas[indices[index]].item()
+        noisy = (1 - sigma) * clip.latents + sigma * noise[index : index + 1]
+        timestep = schedule.timesteps[indices[index] : indices[index] + 1]
+        prediction = model(noisy, timestep, clip, None, with_pose=bool(with_pose[index]))
+        target = noise[index : index + 1] - clip.latents
+        expected.append(((prediction - target) ** 2).mean() * schedule.weights[indices[index]])
+    assert indices[0] != indices[1]
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_clips_of_different_shapes_are_not_stacked() -> None:
+    small, large = _fake_batch(), _fake_batch()
+    large = dataclasses.replace(large, latents=torch.zeros(1, 16, 5, 4, 4))
+    with pytest.raises(CacheError, match="one shape"):
+        stack_clips([small, large])

@@ -33,6 +33,8 @@ from iasa.pose.style import PoseStyleError, pose_format_record, read_pose_format
 from iasa.tensor_files import read_tensors
 
 NEGATIVE_CONTEXT_FILE = "negative_context.safetensors"
+# The tensor fields of a ClipBatch.
+CLIP_TENSORS = ("latents", "context", "negative_context", "clip_feature", "y", "pose_video", "reference_pose")
 
 
 @dataclass
@@ -63,10 +65,7 @@ class ClipBatch:
         def move(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() and dtype else tensor.dtype)
 
-        tensors = {
-            name: move(getattr(self, name))
-            for name in ("latents", "context", "negative_context", "clip_feature", "y", "pose_video", "reference_pose")
-        }
+        tensors = {name: move(getattr(self, name)) for name in CLIP_TENSORS}
         layouts = {direction: layout.to(device) for direction, layout in self.layouts.items()}
         return replace(self, **tensors, layouts=layouts)
 
@@ -178,6 +177,37 @@ def read_clip(cache_dir: Path, key: str) -> ClipBatch:
         keypoints=WholeBodyKeypoints.load(folder / "keypoints.npz"),
         layout_rule=layout_rule,
     )
+
+
+def stack_clips(batches: list[ClipBatch]) -> ClipBatch:
+    """Clips of one shape as one batch (b, ...) for dense attention: the sparse layouts and keypoints are per
+    clip and are left out, and the negative prompt's context is the first clip's (every clip of a cache has the
+    same)."""
+    if len(batches) == 1:
+        return batches[0]
+    shapes = {tuple(batch.latents.shape) for batch in batches}
+    if len(shapes) > 1:
+        raise CacheError(f"clips {[batch.name for batch in batches]} have latents of shapes {sorted(shapes)}; "
+                         "stacked clips need one shape: cache them at one data.num_frames / height / width")  # fmt: skip
+    stacked = {name: torch.cat([getattr(batch, name) for batch in batches]) for name in CLIP_TENSORS if name != "negative_context"}
+    return replace(batches[0], name="+".join(batch.name for batch in batches), **stacked, layouts={}, keypoints=None)
+
+
+class ClipMemory:
+    """read_clip(cache_dir, key).to(device), each clip read from disk once when in_memory (a small cache, such
+    as the miniature's, then costs a step no file read and no host-to-device copy), else on every call."""
+
+    def __init__(self, cache_dir: Path, device: torch.device, in_memory: bool) -> None:
+        self.cache_dir, self.device, self.in_memory = cache_dir, device, in_memory
+        self.clips: dict[str, ClipBatch] = {}
+
+    def read(self, key: str) -> ClipBatch:
+        if key in self.clips:
+            return self.clips[key]
+        clip = read_clip(self.cache_dir, key).to(self.device)
+        if self.in_memory:
+            self.clips[key] = clip
+        return clip
 
 
 class ClipOrder:

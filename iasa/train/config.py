@@ -204,6 +204,9 @@ class FinetuneConfig:
     task: str = "train"
     # Cached training clips written by the data_process stage.
     cache_dir: str = "data/train_cache"
+    # Hold every clip read in memory on the training device (a cache of a few hundred small clips, as the
+    # miniature's): later steps read no file.
+    cache_in_memory: bool = False
     # The Wan2.1-I2V + UniAnimate base (size, files, UniAnimate checkpoint, dtype, device); iasa/video/config.py.
     model: PoseDrivenModelConfig = field(default_factory=PoseDrivenModelConfig)
     # Self-attention: "iasa" (sparse, with the cached layouts) or "dense", and the sparse kernel.
@@ -281,6 +284,7 @@ class DistillConfig:
     task: str = "distill"
     # Cached training clips written by the data_process stage (with both "both" and "past" layouts).
     cache_dir: str = "data/train_cache"
+    cache_in_memory: bool = False  # as FinetuneConfig's
     # The Wan2.1-I2V + UniAnimate base (size, files, UniAnimate checkpoint, dtype, device); iasa/video/config.py.
     model: PoseDrivenModelConfig = field(default_factory=PoseDrivenModelConfig)
     # Self-attention of every role: "iasa" (sparse, with the cached layouts) or "dense", and the sparse kernel.
@@ -331,6 +335,11 @@ class PretrainConfig:
 
     task: str = "pretrain"
     cache_dir: str = "data/train_cache"
+    cache_in_memory: bool = False  # as FinetuneConfig's
+    # Clips stacked into one forward per micro-batch, each at its own noise level and dropout draw (dense
+    # attention, clips of one shape). A DiT as small as the miniature's is launch-bound at one clip, so 8
+    # stacked take little longer than one.
+    clips_per_step: int = 1
     # The model folder the DiT starts from and whose VAE and text encoder the written model folder copies (the
     # pretrain_vae stage's run.output_dir/model); unianimate_checkpoint must be null.
     model: PoseDrivenModelConfig = field(default_factory=lambda: PoseDrivenModelConfig(unianimate_checkpoint=None))
@@ -344,6 +353,9 @@ class PretrainConfig:
 
     def validate(self) -> None:
         _check_directions("attention_direction", [self.attention_direction])
+        check(self.clips_per_step >= 1, "clips_per_step", self.clips_per_step, "must be >= 1")
+        check(self.clips_per_step == 1 or self.attention.attention == "dense", "clips_per_step", self.clips_per_step,
+              "stacks clips for dense attention only (sparse layouts are per clip): set attention.attention=dense or 1")  # fmt: skip
         check(bool(self.model.model_dir), "model.model_dir", self.model.model_dir,
               "set it to the model folder the pretrain_vae stage wrote (its run.output_dir/model)")  # fmt: skip
         check(self.model.unianimate_checkpoint is None, "model.unianimate_checkpoint", self.model.unianimate_checkpoint,

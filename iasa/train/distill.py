@@ -34,7 +34,7 @@ from iasa.train.adapters import (
     set_trainable,
     use_adapter,
 )
-from iasa.train.cache import CacheError, ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
+from iasa.train.cache import CacheError, ClipBatch, ClipMemory, ClipOrder, cached_pose_style, list_cached
 from iasa.train.config import DistillConfig
 from iasa.train.finetune import LORA_FILE, POSE_GUIDER_FILE, flow_matching_loss, layout_for
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_to_clean
@@ -223,6 +223,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
     order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
     accumulation = run.gradient_accumulation_steps
     phases = [CRITIC] * config.critic_steps_per_generator_step + [GENERATOR]
+    clips = ClipMemory(cache_dir, device, config.cache_in_memory)
     time_limit = TimeLimit(accelerator, run.time_limit_s)
     micro_batches_per_step = len(phases) * accumulation
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc="distill", disable=not accelerator.is_main_process)
@@ -234,7 +235,7 @@ def run_distill(config: DistillConfig, components: WanComponents) -> Path:
             totals: dict[str, float] = {}
             for micro in range(accumulation):
                 key = order.key(step * micro_batches_per_step + phase_index * accumulation + micro)
-                batch = read_clip(cache_dir, key).to(device)
+                batch = clips.read(key)
                 with autocast(accelerator, run):
                     losses = {"total": distiller.critic_loss(batch)} if phase == CRITIC else distiller.generator_loss(batch)
                 update.backward(losses["total"] / accumulation)

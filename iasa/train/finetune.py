@@ -14,13 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from einops import rearrange
 from tqdm import tqdm
 
 from iasa.attention.layout import SparseLayout, without_regions
 from iasa.config import validate_config
 from iasa.train.adapters import adapter_parameters, save_safetensors_atomic, set_trainable, use_adapter
-from iasa.train.cache import ClipBatch, ClipOrder, cached_pose_style, list_cached, read_clip
+from iasa.train.cache import ClipBatch, ClipMemory, ClipOrder, cached_pose_style, list_cached, stack_clips
 from iasa.train.config import ConditionDropoutConfig, FinetuneConfig, FlowConfig, PretrainConfig
 from iasa.train.flow_matching import TrainingSchedule, add_noise, flow_target
 from iasa.train.model import PoseDiT
@@ -73,17 +73,19 @@ def flow_matching_loss(
     layout: SparseLayout | None,
     schedule: TrainingSchedule,
     flow: FlowConfig,
-    with_pose: bool = True,
+    with_pose: bool | torch.Tensor = True,
 ) -> torch.Tensor:
-    """Weighted MSE between the predicted and true flow at a random noise level; clean (1, 16, T, h, w);
-    with_pose False: without pose features (a dropped pose, drop_conditions)."""
-    index = schedule.sample_index(flow.min_timestep_fraction, flow.max_timestep_fraction)
-    sigma = schedule.sigmas[index].item()
+    """Weighted MSE between the predicted and true flow, each of the b clips of clean (b, 16, T, h, w) at its own
+    random noise level (the mean over clips of each clip's MSE times its level's weight); with_pose False, or
+    False in a (b,) bool mask: without pose features (a dropped pose, drop_conditions)."""
+    indices = schedule.sample_indices(clean.shape[0], flow.min_timestep_fraction, flow.max_timestep_fraction)
+    sigma = rearrange(schedule.sigmas[indices].to(clean.device), "b -> b 1 1 1 1")
     noise = torch.randn_like(clean)
-    noisy = add_noise(clean, noise, sigma)
-    timestep = schedule.timesteps[index : index + 1].to(clean.device)
+    noisy = add_noise(clean, noise, sigma).to(clean.dtype)
+    timestep = schedule.timesteps[indices].to(clean.device)
     prediction = model(noisy, timestep, batch, layout, with_pose=with_pose)
-    return F.mse_loss(prediction.float(), flow_target(clean, noise).float()) * schedule.weights[index].item()
+    per_clip = (prediction.float() - flow_target(clean, noise).float()).pow(2).mean(dim=(1, 2, 3, 4))
+    return (per_clip * schedule.weights[indices].to(clean.device)).mean()
 
 
 def layout_for(batch: ClipBatch, attention: str, direction: str, local_regions: bool = True) -> SparseLayout | None:
@@ -179,15 +181,19 @@ def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanCompone
     keys = list_cached(cache_dir)
     pose_style = cached_pose_style(cache_dir, keys)  # recorded in the LoRA, so inference draws the same
     order = ClipOrder(keys, run.seed, accelerator.process_index, accelerator.num_processes)
+    clips = ClipMemory(cache_dir, device, config.cache_in_memory)
     accumulation = run.gradient_accumulation_steps
+    per_micro = config.clips_per_step if pretrain else 1
     local_regions = True if pretrain else config.local_regions
     time_limit = TimeLimit(accelerator, run.time_limit_s)
     progress = tqdm(range(start, run.max_steps), initial=start, total=run.max_steps, desc=config.task, disable=not accelerator.is_main_process)
     for step in progress:
         total = 0.0
         for micro in range(accumulation):
-            batch = read_clip(cache_dir, order.key(step * accumulation + micro)).to(device)
-            batch, with_pose = drop_conditions(batch, config.dropout)
+            first = (step * accumulation + micro) * per_micro
+            dropped = [drop_conditions(clips.read(order.key(first + index)), config.dropout) for index in range(per_micro)]
+            batch = stack_clips([clip for clip, _ in dropped])
+            with_pose = dropped[0][1] if per_micro == 1 else torch.tensor([keep for _, keep in dropped], device=device)
             layout = layout_for(batch, config.attention.attention, config.attention_direction, local_regions)
             with autocast(accelerator, run):
                 loss = flow_matching_loss(model, batch.latents, batch, layout, schedule, config.flow, with_pose)

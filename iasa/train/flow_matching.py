@@ -37,9 +37,13 @@ class TrainingSchedule:
     def sample_index(self, min_fraction: float, max_fraction: float) -> int:
         """A uniform random schedule index from the [min_fraction, max_fraction) part of the schedule
         (0 = the noisiest end). Uses the global torch RNG so a resumed run draws the same indices."""
+        return int(self.sample_indices(1, min_fraction, max_fraction).item())
+
+    def sample_indices(self, count: int, min_fraction: float, max_fraction: float) -> torch.Tensor:
+        """(count,) independent sample_index draws (one torch.randint call: count 1 draws what sample_index does)."""
         low = int(min_fraction * len(self.sigmas))
         high = max(int(max_fraction * len(self.sigmas)), low + 1)
-        return int(torch.randint(low, high, (1,)).item())
+        return torch.randint(low, high, (count,))
 
 
 def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from einops import rearrange
 from diffsynth.models.wan_video_dit import WanModel
 from torch import nn
 
@@ -66,7 +67,9 @@ class PoseDiT(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.gradient_checkpointing_offload = gradient_checkpointing_offload
 
-    def conditions(self, batch: ClipBatch, context: torch.Tensor | None = None, with_pose: bool = True) -> FlowConditions:
+    def conditions(
+        self, batch: ClipBatch, context: torch.Tensor | None = None, with_pose: bool | torch.Tensor = True
+    ) -> FlowConditions:
         """The DiT's conditions of a cached clip: the pose guider's features of its pose video and the
         reference-pose embedding added to y; context overrides batch.context (the negative prompt's).
 
@@ -74,9 +77,12 @@ class PoseDiT(nn.Module):
         of FlowConditions.unconditional, and the condition dropout that teaches it). The guider still runs and
         its features are multiplied by zero, which adds nothing (the flow equals pose_features=None): every
         process then runs the same FSDP collectives and gradient reductions whatever its own dropout draw.
+        A (b,) bool tensor decides it clip by clip for a stacked batch (iasa.train.cache.stack_clips).
         """
         pose_features = self.pose_guider.pose_features(batch.pose_video.to(self.dtype))
-        if not with_pose:
+        if isinstance(with_pose, torch.Tensor):
+            pose_features = pose_features * rearrange(with_pose.to(pose_features), "b -> b 1 1 1 1")
+        elif not with_pose:
             pose_features = pose_features * 0
         y = batch.y.to(self.dtype) + self.pose_guider.reference_condition(batch.reference_pose.to(self.dtype))
         return FlowConditions(batch.context if context is None else context, batch.clip_feature, y, pose_features)
@@ -88,10 +94,10 @@ class PoseDiT(nn.Module):
         batch: ClipBatch,
         layout: SparseLayout | None,
         context: torch.Tensor | None = None,
-        with_pose: bool = True,
+        with_pose: bool | torch.Tensor = True,
     ) -> torch.Tensor:
-        """Flow (noise - x0) prediction (1, 16, T, h, w) for noisy latents (1, 16, T, h, w) at timestep (1,) in
-        [0, 1000]; layout None = dense attention; context overrides batch.context (the negative prompt's);
+        """Flow (noise - x0) prediction (b, 16, T, h, w) for noisy latents (b, 16, T, h, w) at timestep (b,) in
+        [0, 1000] (b > 1: a stacked batch, dense attention); layout None = dense attention; context overrides batch.context (the negative prompt's);
         with_pose False leaves the pose features out (see conditions)."""
         return predict_flow(
             self.dit, noisy_latents.to(self.dtype), timestep, self.conditions(batch, context, with_pose), layout,
