@@ -20,9 +20,10 @@ compile serves the stream).
   --short-latent-frames latent frames. A record that streamed less than 60 s of video has
   "sustained_fps_extrapolated": true: its steady-state rate stands for a 60 s stream (once the cache is full,
   from latent frame cache_frames + 1 on, a chunk's work no longer grows);
-- peak_mem_gb: peak GPU memory allocated during the stream; cache_mem_gb: the key/value cache at its largest,
-  with cache_mem_gb_first_chunk, cache_mem_gb_when_full (the chunk that filled it) and cache_mem_gb_end (flat:
-  when_full == end);
+- peak_mem_gb: peak GPU memory allocated during the stream; cache_mem_gb: the key/value cache at its largest
+  (iasa.video.stream_cache: preallocated at the first chunk, chunk area, slots and rotation scratch), with
+  cache_mem_gb_first_chunk, cache_mem_gb_when_full (the chunk that filled it) and cache_mem_gb_end (flat: all
+  three equal);
 Results: benchmarks/results/streaming.json {"gpu", "torch", "records": [...]}, rewritten atomically after every
 record; a record that fails (e.g. out of memory) gets an "error" string and the run goes on.
 """
@@ -54,7 +55,7 @@ from iasa.video.sampler import flow_matching_schedule  # noqa: E402
 from iasa.video.stream_clock import StreamClock  # noqa: E402
 from iasa.video.stream_decode import StreamDecoder  # noqa: E402
 from iasa.video.streaming import (  # noqa: E402
-    LatentFramePose, PoseFeatureStream, StreamConditions, StreamState, frame_noise, generate_chunk,
+    LatentFramePose, PoseFeatureStream, StreamConditions, StreamState, frame_noise, generate_chunk, stream_slot_tokens,
 )  # fmt: skip
 from iasa.video.tae import TAE_ARCHITECTURES, random_tae_decoder  # noqa: E402
 
@@ -127,7 +128,7 @@ def stream_once(parts: dict, size: tuple[int, int], chunk: int, decoder_kind: st
     pose_frames = torch.rand(TEMPORAL_STRIDE, 3, *size, generator=generator).to(device, dtype)  # reused groups
     decoder = StreamDecoder(parts["tae"] if decoder_kind == "tae" else parts["vae"], "channels_last_3d")
     features = PoseFeatureStream(guider)
-    state, clock, cache = StreamState(), StreamClock(), {}
+    state, clock, cache = StreamState(slot_tokens=stream_slot_tokens(poses, rule)), StreamClock(), {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()

@@ -7,8 +7,8 @@ the clip's sparse layout and the kernel travel to every block's self-attention a
 (iasa.video.attention_patch), built here once per forward.
 
 `predict_flow_streamed` is the same forward on one chunk of latent frames of a stream (iasa.video.streaming):
-every layer's cached keys and values of earlier frames go in as an argument, and the chunk's own come back
-with the flow, for the caller to cache.
+the stream's preallocated key/value cache goes in as an argument (iasa.video.stream_cache), every layer reads
+the cached keys of earlier frames from it and writes the chunk's own into it, in place.
 
 Sequence parallelism (`parallel`, a torchrun group of N processes): every process runs the whole forward on
 its contiguous shard of the (f h w) tokens (iasa.parallel.shard_tokens; the timestep, text and CLIP
@@ -29,7 +29,7 @@ from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
 from iasa.parallel.process_group import ParallelGroup
 from iasa.parallel.ulysses import SequenceShards, check_head_split, gather_tokens, shard_tokens
-from iasa.video.attention_patch import LayerKeyValues, SelfAttentionArgs, StreamedKeys, is_patched
+from iasa.video.attention_patch import SelfAttentionArgs, StreamedKeys, is_patched
 from iasa.video.compiled_blocks import compiled_block
 
 
@@ -157,18 +157,17 @@ def predict_flow_streamed(
     timestep: torch.Tensor,
     conditions: FlowConditions,
     frame_positions: torch.Tensor,
-    past: tuple[LayerKeyValues, ...] | None,
-    past_rope: torch.Tensor | None,
+    streamed: StreamedKeys,
     layout: ChunkLayout | None = None,
     backend: str = "reference",
-) -> tuple[torch.Tensor, tuple[LayerKeyValues, ...]]:
-    """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w), and every layer's
-    keys and values of the chunk's C*h/2*w/2 tokens (to cache).
+) -> torch.Tensor:
+    """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w); every layer writes its
+    keys and values of the chunk's C*h/2*w/2 tokens into the stream cache's chunk area (streamed.cache) for the
+    caller to cache.
 
-    frame_positions (C,): the chunk's temporal RoPE positions; past: per layer the cached keys and values (all
-    layers hold the same tokens), None = nothing cached; past_rope (s_past, 1, head_dim / 2) complex: RoPE of
-    the cached tokens at this chunk's positions for them; layout: the chunk's keys per query (None = dense:
-    every cached token and the whole chunk). conditions hold the chunk's frames of y and pose features.
+    frame_positions (C,): the chunk's temporal RoPE positions; streamed: the cache and where this chunk reads and
+    writes it (its layer is set here, block by block); layout: the chunk's keys per query (None = dense: every
+    key the window holds). conditions hold the chunk's frames of y and pose features.
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
@@ -178,13 +177,7 @@ def predict_flow_streamed(
     columns = torch.arange(width).view(1, 1, width).expand(frames, height, width).reshape(-1)
     chunk_positions = positions.view(frames, 1, 1).expand(frames, height, width).reshape(-1)
     attention = SelfAttentionArgs.for_forward(rope_at(dit, chunk_positions, rows, columns, x.device), layout, backend)
-    past_cos = past_sin = None
-    if past is not None:
-        past_table = torch.view_as_real(past_rope.to(x.device)).float()
-        past_cos, past_sin = past_table[..., 0].contiguous(), past_table[..., 1].contiguous()
-    record: list[LayerKeyValues] = []
     for index, block in enumerate(dit.blocks):
-        streamed = StreamedKeys(None if past is None else past[index], past_cos, past_sin, record)
-        x = block(x, context, t_mod, replace(attention, streamed=streamed))
+        x = block(x, context, t_mod, replace(attention, streamed=replace(streamed, layer=index)))
     x = dit.head(x, t)
-    return dit.unpatchify(x, (frames, height, width)), tuple(record)
+    return dit.unpatchify(x, (frames, height, width))
