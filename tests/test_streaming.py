@@ -10,8 +10,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
+from iasa.attention.chunk_layout import chunk_dense_mask
 from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.flex import build_flex_chunk_plan
 from iasa.attention.frame_selection import select_frames
 from iasa.attention.layout import SparseLayout
 from iasa.video.attention_patch import patch_self_attention
@@ -24,6 +27,7 @@ from iasa.video.streaming import (
     StreamConditions,
     StreamState,
     cached_tokens_of,
+    chunk_layout,
     evict_redundant_frame,
     frame_noise,
     generate_chunk,
@@ -244,6 +248,41 @@ def test_preallocated_cache_past_the_budget_equals_a_fresh_cache_per_chunk(stude
         grown, grown_states = stream(student, frames, 2, rule, poses, config)
         assert len({s.cache.keys.data_ptr() for s in grown_states}) > 1
         torch.testing.assert_close(grown, latents, rtol=1e-6, atol=1e-6)
+
+
+def test_flex_chunk_plan_visits_exactly_the_tiles_the_rule_needs(student, one_thread):
+    """The block mask of a chunk over a full cache: a tile is visited iff the dense mask has a True in it (with
+    queries in the plan's order, keys in buffer order), and marked full iff every pair in it is allowed, so
+    padding and unused slots cost no tile."""
+    poses = random_poses(9, seed=6)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=6)
+    _, states = stream(student, 7, 2, RULE, poses[:7], config, state=StreamState(slot_tokens=stream_slot_tokens(poses, RULE)))
+    state = states[-1]
+    layout = chunk_layout(list(state.frames), poses[7:9], state.cache, TOKEN_GRID, RULE)
+    plan = build_flex_chunk_plan(layout, torch.device("cpu"))
+    dense = chunk_dense_mask(layout)[plan.query_permutation]
+    size = RULE.block_size
+    rows, columns = -(-dense.shape[0] // size), -(-dense.shape[1] // size)
+    padded = torch.zeros(rows * size, columns * size, dtype=torch.bool)
+    padded[: dense.shape[0], : dense.shape[1]] = dense
+    tiles = rearrange(padded, "(qb q) (kb k) -> qb kb (q k)", q=size, k=size)
+    inside = torch.zeros_like(padded)
+    inside[: dense.shape[0], : dense.shape[1]] = True
+    whole = rearrange(inside, "(qb q) (kb k) -> qb kb (q k)", q=size, k=size).all(-1)
+    mask = plan.block_mask
+
+    def visited(num, indices):
+        result = torch.zeros(rows, columns, dtype=torch.bool)
+        for q in range(rows):
+            result[q, indices[0, 0, q, : num[0, 0, q]].long()] = True
+        return result
+    partial = visited(mask.kv_num_blocks, mask.kv_indices)
+    full = visited(mask.full_kv_num_blocks, mask.full_kv_indices)
+    assert not (partial & full).any()
+    assert torch.equal(partial | full, tiles.any(-1))
+    assert torch.equal(full, tiles.all(-1) & whole)
+    # the case has padding (slots hold fewer tokens than the largest frame's), which the checks above cover
+    assert int((layout.key_frames == layout.num_frames).sum()) > 0
 
 
 def test_rope_positions_stay_in_the_trained_range():

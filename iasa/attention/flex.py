@@ -104,12 +104,14 @@ def _class_histogram(classes: torch.Tensor, block_size: int, num_classes: int) -
 def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChunkPlan:
     """The chunk's tile counts are block_layout's, with separate query and key histograms:
     count[qb, kb] = sum over classes of n_q[qb, cq] * table[cq, ck] * n_k[kb, ck]. Keys past the last whole
-    block and padding keys (chunk_layout) are class Tk * R, which nothing attends."""
+    block and padding keys (chunk_layout) are class Tk * R, which nothing attends. All tensor work on `device`
+    (the cache's), with no host synchronisation: a stream plans each chunk where its keys are."""
+    layout = layout.to(device)
     block_size = layout.block_size
-    query_class, key_class = (classes.cpu() for classes in chunk_token_classes(layout))
+    query_class, key_class = chunk_token_classes(layout)
     query_permutation = torch.sort(query_class, stable=True).indices
     query_class = query_class[query_permutation]
-    table = chunk_class_table(layout).cpu()
+    table = chunk_class_table(layout)
     num_classes = table.shape[0]
     padding = layout.num_frames * layout.region_ids
     query_histogram = _class_histogram(query_class, block_size, num_classes)
@@ -127,23 +129,16 @@ def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChun
     full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
 
     def padded(classes: torch.Tensor, blocks: int) -> torch.Tensor:
-        result = torch.full((blocks * block_size,), padding, dtype=torch.long, device=classes.device)
+        result = torch.full((blocks * block_size,), padding, dtype=torch.long, device=device)
         result[: classes.numel()] = classes
-        return result.to(device)
+        return result
 
-    mask_mod = chunk_class_mask(
-        padded(query_class, full.shape[0]), padded(key_class, full.shape[1]), table.to(device)
-    )
+    mask_mod = chunk_class_mask(padded(query_class, full.shape[0]), padded(key_class, full.shape[1]), table)
     block_mask = BlockMask.from_kv_blocks(
-        kv_num_blocks.to(device),
-        kv_indices.to(device),
-        full_kv_num_blocks.to(device),
-        full_kv_indices.to(device),
-        BLOCK_SIZE=block_size,
-        mask_mod=mask_mod,
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, BLOCK_SIZE=block_size, mask_mod=mask_mod,
         seq_lengths=(layout.num_queries, layout.num_keys),
-    )
-    return FlexChunkPlan(query_permutation.to(device), inverse_permutation(query_permutation).to(device), block_mask)
+    )  # fmt: skip
+    return FlexChunkPlan(query_permutation, inverse_permutation(query_permutation), block_mask)
 
 
 def cached_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
