@@ -46,3 +46,13 @@ def test_a_failing_record_keeps_its_error_and_the_run_goes_on(tmp_path):
     results = run_bench(out, "--configs", "64x64:1:tae:bf16", "64x64:1:tae:bf16", "--backend", "fast")
     assert [("error" in r) for r in results["records"]] == [True, True]
     assert "flex" in results["records"][0]["error"]  # the fast kernels run full clips only
+
+
+def test_profile_writes_a_table_of_one_full_cache_chunk_beside_the_results(tmp_path):
+    out = tmp_path / "streaming.json"
+    results = run_bench(out, "--configs", "64x64:1:tae:bf16", "--profile")
+    record = results["records"][0]
+    assert record["profile"] == "streaming_profile_64x64_1_tae_bf16.txt" and record["profiled_chunk_s"] > 0
+    table = (tmp_path / record["profile"]).read_text()
+    assert table.startswith("top ops by own CPU time") and "Self CPU time total" in table
+    assert "aten::" in table  # the ops of the chunk, by name
