@@ -167,6 +167,19 @@ def fused_norm_rope(
     return norm_rope(x, weight, eps, cos, sin, num_heads)
 
 
+# A streamed chunk rotates every cached key of every layer: one fused pass instead of ~10 in float32.
+compiled_rotate = CompiledWithFallback(rotate)
+
+
+def fused_rotate(
+    normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """`rotate`, compiled into one kernel for CUDA inference; eager under autograd and on the CPU."""
+    if normed.is_cuda and not torch.is_grad_enabled():
+        return compiled_rotate(normed, cos, sin, num_heads, dtype)
+    return rotate(normed, cos, sin, num_heads, dtype)
+
+
 def self_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -258,11 +271,11 @@ class RoutedSelfAttention(SelfAttention):
         keys.index_copy_(1, streamed.chunk_positions, normed.to(x.dtype))
         values.index_copy_(1, streamed.chunk_positions, self.v(x))
         # Rotated from the float32 norm, as the full clip's keys are; the cache keeps them in the model dtype.
-        own = rotate(normed, attention.rope_cos, attention.rope_sin, self.num_heads, x.dtype)
+        own = fused_rotate(normed, attention.rope_cos, attention.rope_sin, self.num_heads, x.dtype)
         cache.rotated.index_copy_(1, streamed.chunk_positions, own)
         past = slice(streamed.past_start, streamed.past_stop)
         if streamed.past_stop > streamed.past_start:
-            cache.rotated[:, past] = rotate(keys[:, past], streamed.past_cos, streamed.past_sin, self.num_heads, x.dtype)
+            cache.rotated[:, past] = fused_rotate(keys[:, past], streamed.past_cos, streamed.past_sin, self.num_heads, x.dtype)
         window = slice(streamed.key_start, streamed.key_stop)
         return cache.rotated[:, window], values[:, window]
 

@@ -68,15 +68,31 @@ def rope_frequencies(dit: WanModel, frames: int, height: int, width: int, device
     ).reshape(frames * height * width, 1, -1).to(device)
 
 
-def rope_at(
-    dit: WanModel, frame_positions: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """3D RoPE of listed tokens: (s,) temporal position, row and column of each -> (s, 1, head_dim / 2) complex,
-    the entries rope_frequencies gives the same (frame, row, column)."""
-    f_freqs, h_freqs, w_freqs = dit.freqs
-    index = [part.long().cpu() for part in (frame_positions, rows, columns)]
-    table = torch.cat([f_freqs[index[0]], h_freqs[index[1]], w_freqs[index[2]]], dim=-1)
-    return table[:, None].to(device)
+@dataclass(frozen=True, eq=False)
+class RopeTables:
+    """The DiT's 3D RoPE as float32 tables on one device, per axis (frame, row, column): cos and sin (positions,
+    axis_dim / 2) each. A streamed chunk gathers its tokens' angles from them there, every chunk, instead of
+    gathering complex128 on the CPU and copying that over."""
+
+    cos: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    sin: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def of(cls, dit: WanModel, device: torch.device) -> "RopeTables":
+        # diffsynth's freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
+        tables = [torch.view_as_real(axis).float().to(device) for axis in dit.freqs]
+        return cls(tuple(t[..., 0] for t in tables), tuple(t[..., 1] for t in tables))
+
+    def at(
+        self, frame_positions: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (s, 1, head_dim / 2) float32 of listed tokens, (s,) temporal position, row and column each:
+        the entries rope_frequencies gives the same (frame, row, column)."""
+        device = self.cos[0].device
+        index = [part.to(device, non_blocking=True) for part in (frame_positions, rows, columns)]
+        return tuple(
+            torch.cat([axis[i] for axis, i in zip(tables, index)], dim=-1)[:, None] for tables in (self.cos, self.sin)
+        )
 
 
 def embed_tokens(
@@ -157,6 +173,7 @@ def predict_flow_streamed(
     timestep: torch.Tensor,
     conditions: FlowConditions,
     frame_positions: torch.Tensor,
+    rope: RopeTables,
     streamed: StreamedKeys,
     layout: ChunkLayout | None = None,
     backend: str = "reference",
@@ -165,7 +182,8 @@ def predict_flow_streamed(
     keys and values of the chunk's C*h/2*w/2 tokens into the stream cache's chunk area (streamed.cache) for the
     caller to cache.
 
-    frame_positions (C,): the chunk's temporal RoPE positions; streamed: the cache and where this chunk reads and
+    frame_positions (C,): the chunk's temporal RoPE positions; rope: the DiT's tables on the latents' device;
+    streamed: the cache and where this chunk reads and
     writes it (its layer is set here, block by block); layout: the chunk's keys per query (None = dense: every
     key the window holds). conditions hold the chunk's frames of y and pose features.
     """
@@ -176,7 +194,7 @@ def predict_flow_streamed(
     rows = torch.arange(height).view(1, height, 1).expand(frames, height, width).reshape(-1)
     columns = torch.arange(width).view(1, 1, width).expand(frames, height, width).reshape(-1)
     chunk_positions = positions.view(frames, 1, 1).expand(frames, height, width).reshape(-1)
-    attention = SelfAttentionArgs.for_forward(rope_at(dit, chunk_positions, rows, columns, x.device), layout, backend)
+    attention = SelfAttentionArgs(layout, backend, *rope.at(chunk_positions, rows, columns))
     for index, block in enumerate(dit.blocks):
         x = block(x, context, t_mod, replace(attention, streamed=replace(streamed, layer=index)))
     x = dit.head(x, t)

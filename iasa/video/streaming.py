@@ -49,7 +49,7 @@ from iasa.attention.regions import label_tokens, region_token_masks
 from iasa.pose.keypoints import WholeBodyKeypoints
 from iasa.video.attention_patch import LayerKeyValues, StreamedKeys
 from iasa.video.config import LATENT_CHANNELS, StreamingConfig
-from iasa.video.denoiser import FlowConditions, predict_flow_streamed, rope_at
+from iasa.video.denoiser import FlowConditions, RopeTables, predict_flow_streamed
 from iasa.video.latent_grid import TEMPORAL_STRIDE, latent_frame_groups
 from iasa.video.pose_guider import LEADING_POSE_REPEATS, PoseGuider
 from iasa.video.stream_cache import StreamCache
@@ -188,12 +188,14 @@ class StreamState:
     preallocated key/value cache holding them (None before the first chunk; written in place by later chunks,
     so a state is current only until the next chunk), and the next latent frame's index. slot_tokens: the most
     tokens one cached frame may hold (stream_slot_tokens of the stream's poses), the cache's slot size; None:
-    the largest among the first chunk's frames, the cache growing (one copy) when a later frame holds more."""
+    the largest among the first chunk's frames, the cache growing (one copy) when a later frame holds more.
+    rope: the DiT's RoPE tables on the cache's device (made by the first chunk)."""
 
     frames: tuple[CachedFrame, ...] = ()
     cache: StreamCache | None = None
     next_frame: int = 0
     slot_tokens: int | None = None
+    rope: RopeTables | None = None
 
     @property
     def cached_tokens(self) -> int:
@@ -373,17 +375,17 @@ def generate_chunk(
         area = slice(cache.slot_start(frame.slot) - past_start, cache.slot_start(frame.slot) - past_start + frame.tokens.numel())
         frame_positions[area] = rope_position(frame.index, newest, trained)
         token_index[area] = frame.tokens
-    past_rope = torch.view_as_real(rope_at(dit, frame_positions, token_index // grid[1], token_index % grid[1], noise.device)).float()
+    rope = state.rope or RopeTables.of(dit, noise.device)
     streamed = StreamedKeys(
-        cache, chunk_positions.to(noise.device), past_start, past_stop,
-        past_rope[..., 0].contiguous(), past_rope[..., 1].contiguous(),
+        cache, chunk_positions.to(noise.device, non_blocking=True), past_start, past_stop,
+        *rope.at(frame_positions, token_index // grid[1], token_index % grid[1]),
         0 if rule is not None else start, cache.capacity if rule is not None else past_stop,
     )  # fmt: skip
     layout = None if rule is None else chunk_layout(cached, poses, cache, grid, rule).to(noise.device)
     flow_conditions = FlowConditions(
         conditions.context, conditions.clip_feature, conditions.y[:, :, positions.to(conditions.y.device)], pose_features
     )
-    flow = predict_flow_streamed(dit, noise, timestep, flow_conditions, positions, streamed, layout, backend)
+    flow = predict_flow_streamed(dit, noise, timestep, flow_conditions, positions, rope, streamed, layout, backend)
     latents = noise - flow * sigma
 
     # Cache the chunk (under the sparse rule only its region tokens): each kept frame into a free slot, the
@@ -405,4 +407,4 @@ def generate_chunk(
             count = frame.tokens.numel()
             cache.store(frame.slot, start + (offset + 1) * tokens - count, count)
         result.append(frame)
-    return latents, replace(state, frames=tuple(result), cache=cache, next_frame=newest + 1)
+    return latents, replace(state, frames=tuple(result), cache=cache, rope=rope, next_frame=newest + 1)
