@@ -29,6 +29,7 @@ from iasa.video.streaming import (
     cached_tokens_of,
     chunk_layout,
     evict_redundant_frame,
+    extended_distances,
     frame_noise,
     generate_chunk,
     latent_distances,
@@ -283,6 +284,27 @@ def test_flex_chunk_plan_visits_exactly_the_tiles_the_rule_needs(student, one_th
     assert torch.equal(full, tiles.all(-1) & whole)
     # the case has padding (slots hold fewer tokens than the largest frame's), which the checks above cover
     assert int((layout.key_frames == layout.num_frames).sum()) > 0
+
+
+@pytest.mark.parametrize("align_scale", [False, True])
+def test_extended_distances_equal_the_whole_matrix(align_scale):
+    """A chunk computes only its frames' pose distances (rows and columns: with align_scale the distance is not
+    symmetric); the result is the whole matrix's, and a stream's state keeps those of its cached frames."""
+    poses = random_poses(9, seed=8)
+    whole = latent_distances(poses, align_scale)
+    assert not torch.allclose(whole, whole.T) or not align_scale
+    extended = extended_distances(whole[:6, :6], poses[:6], poses[6:], align_scale)
+    torch.testing.assert_close(extended, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(extended_distances(None, [], poses, align_scale), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_state_distances_are_those_of_the_cached_frames(student, one_thread):
+    poses = random_poses(12, seed=9)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=5)
+    _, states = stream(student, 12, 2, RULE, poses, config)
+    for state in states:
+        expected = latent_distances([f.pose for f in state.frames], RULE.align_scale)
+        torch.testing.assert_close(state.distances, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_rope_positions_stay_in_the_trained_range():

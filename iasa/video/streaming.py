@@ -22,7 +22,10 @@ Past the trained length (`StreamingConfig.trained_latent_frames`, 21):
 - The cache is bounded: frame 0 and at most `cache_frames` past frames. Once over budget, the frame that adds
   least to the cache's coverage of pose space goes (`evict_redundant_frame`: the one nearest, by the rigid
   pose distance, to another cached frame; ties: the older). Under the sparse rule only region tokens are
-  cached (background never crosses frames), so memory is constant over a stream of any length.
+  cached (background never crosses frames), so memory is constant over a stream of any length: the cache is
+  one preallocated buffer (iasa.video.stream_cache), an evicted frame's slot overwritten by a new frame. The
+  pose distances among the cached frames are kept with them (StreamState.distances): a chunk computes only
+  its own frames'.
 - Temporal RoPE positions are remapped into [0, T - 1] (`rope_position`), T = trained length: while the
   newest frame is below T every frame keeps its index (the full clip's positions); after, every frame but 0
   slides back by newest - (T - 1), so the chunk sits at the top of the range and recent frames keep their
@@ -87,21 +90,45 @@ def latent_frame_poses(
     ]
 
 
-def latent_distances(poses: list[LatentFramePose], align_scale: bool) -> torch.Tensor:
-    """(T, T) float64 pose distance between latent frames: the mean over the comparable pairs of their video
-    frames (iasa.attention.pose_distance.latent_pose_distance), +inf where none is comparable."""
-    points = np.concatenate([pose.points for pose in poses])
-    visible = np.concatenate([pose.visible for pose in poses])
-    video = np.asarray(pairwise_pose_distance(points, visible, points, visible, align_scale))
-    membership = np.zeros((len(poses), len(points)))
+def _membership(poses: list[LatentFramePose]) -> np.ndarray:
+    """(T, F) 0/1: which of the F video frames (the poses' concatenated) each latent frame covers."""
+    membership = np.zeros((len(poses), sum(len(pose.points) for pose in poses)))
     start = 0
     for latent, pose in enumerate(poses):
         membership[latent, start : start + len(pose.points)] = 1.0
         start += len(pose.points)
+    return membership
+
+
+def latent_distances(
+    poses: list[LatentFramePose], align_scale: bool, columns: list[LatentFramePose] | None = None
+) -> torch.Tensor:
+    """(T, T) float64 pose distance between latent frames: the mean over the comparable pairs of their video
+    frames (iasa.attention.pose_distance.latent_pose_distance), +inf where none is comparable. With `columns`:
+    (T, T') from the poses (rows, aligned onto) to the columns' frames."""
+    columns = poses if columns is None else columns
+    points, visible = (np.concatenate([getattr(pose, name) for pose in poses]) for name in ("points", "visible"))
+    other_points, other_visible = (np.concatenate([getattr(pose, name) for pose in columns]) for name in ("points", "visible"))
+    video = np.asarray(pairwise_pose_distance(points, visible, other_points, other_visible, align_scale))
+    rows, cols = _membership(poses), _membership(columns)
     comparable = np.isfinite(video)
-    total = membership @ np.where(comparable, video, 0.0) @ membership.T
-    count = membership @ comparable.astype(np.float64) @ membership.T
+    total = rows @ np.where(comparable, video, 0.0) @ cols.T
+    count = rows @ comparable.astype(np.float64) @ cols.T
     return torch.from_numpy(np.divide(total, count, out=np.full_like(total, np.inf), where=count > 0))
+
+
+def extended_distances(
+    known: torch.Tensor | None, old: list[LatentFramePose], new: list[LatentFramePose], align_scale: bool
+) -> torch.Tensor:
+    """latent_distances of old + new, (n + C, n + C), from known = those among the n old frames: only the pairs
+    with a new frame are computed (a chunk's C rows and columns instead of the whole matrix)."""
+    everything = old + new
+    result = torch.empty(len(everything), len(everything), dtype=torch.float64)
+    result[len(old) :] = latent_distances(new, align_scale, everything)
+    if old:
+        result[: len(old), : len(old)] = known
+        result[: len(old), len(old) :] = latent_distances(old, align_scale, new)
+    return result
 
 
 def frame_noise(seed: int, frame: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -189,13 +216,16 @@ class StreamState:
     so a state is current only until the next chunk), and the next latent frame's index. slot_tokens: the most
     tokens one cached frame may hold (stream_slot_tokens of the stream's poses), the cache's slot size; None:
     the largest among the first chunk's frames, the cache growing (one copy) when a later frame holds more.
-    rope: the DiT's RoPE tables on the cache's device (made by the first chunk)."""
+    rope: the DiT's RoPE tables on the cache's device (made by the first chunk); distances: (n, n) float64
+    latent_distances among the cached frames (None: computed from their poses), so a chunk computes only its
+    own frames' distances."""
 
     frames: tuple[CachedFrame, ...] = ()
     cache: StreamCache | None = None
     next_frame: int = 0
     slot_tokens: int | None = None
     rope: RopeTables | None = None
+    distances: torch.Tensor | None = None
 
     @property
     def cached_tokens(self) -> int:
@@ -248,13 +278,12 @@ def evict_redundant_frame(distance: torch.Tensor) -> int:
     return int(order[0]) + 1
 
 
-def frames_to_keep(frames: list[CachedFrame], cache_frames: int, align_scale: bool) -> list[int]:
-    """Indices (into frames) of the frames the cache keeps: all while within frame 0 + cache_frames, else
-    evicting one redundant frame at a time."""
-    kept = list(range(len(frames)))
+def frames_to_keep(distance: torch.Tensor, cache_frames: int) -> list[int]:
+    """Indices of the frames the cache keeps, of n frames in frame order (frame 0 first) with pose distances
+    distance (n, n): all while within frame 0 + cache_frames, else evicting one redundant frame at a time."""
+    kept = list(range(distance.shape[0]))
     while len(kept) > cache_frames + 1:
-        distance = latent_distances([frames[i].pose for i in kept], align_scale)
-        del kept[evict_redundant_frame(distance)]
+        del kept[evict_redundant_frame(distance[kept][:, kept])]
     return kept
 
 
@@ -281,13 +310,16 @@ def chunk_layout(
     cache: StreamCache,
     grid: tuple[int, int],
     rule: SparseAttentionConfig,
+    distance: torch.Tensor | None = None,
 ) -> ChunkLayout:
     """The chunk's layout over the whole cache buffer: key frames are the cache's slots (slot s = key frame s),
     then the chunk's frames; the rule's "past" top-K is selected on the pose distances in frame order (cached
-    frames, then the chunk's: "earlier" is "before") and written into slot order. Unused positions are padding."""
+    frames, then the chunk's: "earlier" is "before"; distance, (n + C, n + C), or computed here) and written
+    into slot order. Unused positions are padding."""
     grid_tokens = cache.frame_tokens
-    poses = [frame.pose for frame in cached] + chunk
-    selection = select_frames(latent_distances(poses, rule.align_scale), rule.top_k, "past", rule.keep_first_frame)
+    if distance is None:
+        distance = latent_distances([frame.pose for frame in cached] + chunk, rule.align_scale)
+    selection = select_frames(distance, rule.top_k, "past", rule.keep_first_frame)
     frames = cache.slots + len(chunk)
     key_frame_ids = torch.tensor([frame.slot for frame in cached] + [cache.slots + c for c in range(len(chunk))])
     slot_selection = torch.eye(frames, dtype=torch.bool)
@@ -381,7 +413,12 @@ def generate_chunk(
         *rope.at(frame_positions, token_index // grid[1], token_index % grid[1]),
         0 if rule is not None else start, cache.capacity if rule is not None else past_stop,
     )  # fmt: skip
-    layout = None if rule is None else chunk_layout(cached, poses, cache, grid, rule).to(noise.device)
+    align_scale = rule.align_scale if rule is not None else False
+    known = state.distances
+    if known is None and cached:
+        known = latent_distances([f.pose for f in cached], align_scale)
+    distance = extended_distances(known, [f.pose for f in cached], poses, align_scale)
+    layout = None if rule is None else chunk_layout(cached, poses, cache, grid, rule, distance).to(noise.device)
     flow_conditions = FlowConditions(
         conditions.context, conditions.clip_feature, conditions.y[:, :, positions.to(conditions.y.device)], pose_features
     )
@@ -392,7 +429,7 @@ def generate_chunk(
     # evicted frames' slots freed first.
     new_frames = [CachedFrame(first + offset, pose, kept_tokens[offset], -1) for offset, pose in enumerate(poses)]
     frames = cached + new_frames
-    kept = frames_to_keep(frames, config.cache_frames, rule.align_scale if rule is not None else False)
+    kept = frames_to_keep(distance, config.cache_frames)
     largest = max([int(frames[i].tokens.numel()) for i in kept if i >= len(cached)], default=0)
     if largest > cache.slot_tokens:
         cache = cache.with_slot_tokens(largest)
@@ -407,4 +444,6 @@ def generate_chunk(
             count = frame.tokens.numel()
             cache.store(frame.slot, start + (offset + 1) * tokens - count, count)
         result.append(frame)
-    return latents, replace(state, frames=tuple(result), cache=cache, rope=rope, next_frame=newest + 1)
+    return latents, replace(
+        state, frames=tuple(result), cache=cache, rope=rope, next_frame=newest + 1, distances=distance[kept][:, kept]
+    )  # fmt: skip
