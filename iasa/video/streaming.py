@@ -401,16 +401,10 @@ def generate_chunk(
     cached = list(state.frames)
     past_start = cache.slot_start(0)
     past_stop = cache.capacity if rule is not None else cache.slot_start(len(cached))
-    frame_positions = torch.zeros(past_stop - past_start, dtype=torch.long)
-    token_index = torch.zeros(past_stop - past_start, dtype=torch.long)
-    for frame in cached:
-        area = slice(cache.slot_start(frame.slot) - past_start, cache.slot_start(frame.slot) - past_start + frame.tokens.numel())
-        frame_positions[area] = rope_position(frame.index, newest, trained)
-        token_index[area] = frame.tokens
     rope = state.rope or RopeTables.of(dit, noise.device)
     streamed = StreamedKeys(
         cache, chunk_positions.to(noise.device, non_blocking=True), past_start, past_stop,
-        *rope.at(frame_positions, token_index // grid[1], token_index % grid[1]),
+        *rope.at(*cached_token_grid(cached, cache, past_stop, newest, trained, grid[1])),
         0 if rule is not None else start, cache.capacity if rule is not None else past_stop,
     )  # fmt: skip
     align_scale = rule.align_scale if rule is not None else False
@@ -425,11 +419,37 @@ def generate_chunk(
     flow = predict_flow_streamed(dit, noise, timestep, flow_conditions, positions, rope, streamed, layout, backend)
     latents = noise - flow * sigma
 
-    # Cache the chunk (under the sparse rule only its region tokens): each kept frame into a free slot, the
-    # evicted frames' slots freed first.
+    # Cache the chunk (under the sparse rule only its region tokens), the evicted frames' slots freed first.
     new_frames = [CachedFrame(first + offset, pose, kept_tokens[offset], -1) for offset, pose in enumerate(poses)]
-    frames = cached + new_frames
     kept = frames_to_keep(distance, config.cache_frames)
+    cache, frames = store_kept_frames(cache, cached, new_frames, kept, start)
+    return latents, replace(
+        state, frames=frames, cache=cache, rope=rope, next_frame=newest + 1, distances=distance[kept][:, kept]
+    )  # fmt: skip
+
+
+def cached_token_grid(
+    cached: list[CachedFrame], cache: StreamCache, past_stop: int, newest: int, trained: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Temporal RoPE position, row and column (s,) int64 of buffer positions slot_start(0)..past_stop - 1 in a
+    chunk whose newest frame is `newest` (unused positions: 0, 0, 0)."""
+    past_start = cache.slot_start(0)
+    frame_positions = torch.zeros(past_stop - past_start, dtype=torch.long)
+    token_index = torch.zeros(past_stop - past_start, dtype=torch.long)
+    for frame in cached:
+        area = slice(cache.slot_start(frame.slot) - past_start, cache.slot_start(frame.slot) - past_start + frame.tokens.numel())
+        frame_positions[area] = rope_position(frame.index, newest, trained)
+        token_index[area] = frame.tokens
+    return frame_positions, token_index // width, token_index % width
+
+
+def store_kept_frames(
+    cache: StreamCache, cached: list[CachedFrame], new: list[CachedFrame], kept: list[int], chunk_start: int
+) -> tuple[StreamCache, tuple[CachedFrame, ...]]:
+    """Copy the kept new frames (indices >= len(cached) in kept) from the chunk area, which starts at
+    chunk_start, into free slots (those of frames not kept first, lowest first); the cache (grown if a frame
+    holds more than a slot) and the kept frames with their slots, in frame order."""
+    frames = cached + new
     largest = max([int(frames[i].tokens.numel()) for i in kept if i >= len(cached)], default=0)
     if largest > cache.slot_tokens:
         cache = cache.with_slot_tokens(largest)
@@ -439,11 +459,9 @@ def generate_chunk(
     for i in kept:
         frame = frames[i]
         if i >= len(cached):
-            offset = i - len(cached)
             frame = replace(frame, slot=next(free))
             count = frame.tokens.numel()
-            cache.store(frame.slot, start + (offset + 1) * tokens - count, count)
+            end_of_frame = chunk_start + (i - len(cached) + 1) * cache.frame_tokens  # its region tokens run last
+            cache.store(frame.slot, end_of_frame - count, count)
         result.append(frame)
-    return latents, replace(
-        state, frames=tuple(result), cache=cache, rope=rope, next_frame=newest + 1, distances=distance[kept][:, kept]
-    )  # fmt: skip
+    return cache, tuple(result)
