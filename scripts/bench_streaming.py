@@ -20,11 +20,17 @@ compile serves the stream).
   --short-latent-frames latent frames. A record that streamed less than 60 s of video has
   "sustained_fps_extrapolated": true: its steady-state rate stands for a 60 s stream (once the cache is full,
   from latent frame cache_frames + 1 on, a chunk's work no longer grows);
-- peak_mem_gb: peak GPU memory allocated during the stream; cache_mem_gb: the key/value cache at its largest,
-  with cache_mem_gb_first_chunk, cache_mem_gb_when_full (the chunk that filled it) and cache_mem_gb_end (flat:
-  when_full == end);
+- peak_mem_gb: peak GPU memory allocated during the stream; cache_mem_gb: the key/value cache at its largest
+  (iasa.video.stream_cache: preallocated at the first chunk, chunk area, slots and rotation scratch), with
+  cache_mem_gb_first_chunk, cache_mem_gb_when_full (the chunk that filled it) and cache_mem_gb_end (flat: all
+  three equal);
 Results: benchmarks/results/streaming.json {"gpu", "torch", "records": [...]}, rewritten atomically after every
 record; a record that fails (e.g. out of memory) gets an "error" string and the run goes on.
+
+--profile: after each record, one more stream, untimed, fills the cache and runs one chunk under torch.profiler;
+its tables (the top ops by their own device time, then by their own CPU time, PROFILE_ROWS each) go to a text
+file beside the JSON, named in the record's "profile" (and the chunk's wall time, profiled, in
+"profiled_chunk_s").
 """
 
 from __future__ import annotations
@@ -35,14 +41,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iasa.atomic_io import write_json  # noqa: E402
+from iasa.atomic_io import atomic_output, write_json  # noqa: E402
 from iasa.attention.config import SparseAttentionConfig  # noqa: E402
 from iasa.eval.speed import synchronize  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
@@ -54,7 +62,7 @@ from iasa.video.sampler import flow_matching_schedule  # noqa: E402
 from iasa.video.stream_clock import StreamClock  # noqa: E402
 from iasa.video.stream_decode import StreamDecoder  # noqa: E402
 from iasa.video.streaming import (  # noqa: E402
-    LatentFramePose, PoseFeatureStream, StreamConditions, StreamState, frame_noise, generate_chunk,
+    LatentFramePose, PoseFeatureStream, StreamConditions, StreamState, frame_noise, generate_chunk, stream_slot_tokens,
 )  # fmt: skip
 from iasa.video.tae import TAE_ARCHITECTURES, random_tae_decoder  # noqa: E402
 
@@ -73,6 +81,7 @@ TINY_CONFIGS = ("64x64:1:tae:bf16", "64x64:2:wan:bf16")
 REGION_FRACTION = 1 / 3  # tokens in body regions (face, hands, arms) in a typical upper-body frame
 POINTS = 14  # the pose distance's points (12 upper-body + 2 hand centroids)
 GIB = 1024**3
+PROFILE_ROWS = 25
 
 
 def parse_config(text: str) -> tuple[tuple[int, int], int, str, str, float | None]:
@@ -107,8 +116,30 @@ def synthetic_poses(count: int, grid: tuple[int, int], seed: int) -> list[Latent
     return poses
 
 
-def stream_once(parts: dict, size: tuple[int, int], chunk: int, decoder_kind: str, latent_frames: int, wall_cap_s: float | None, device) -> dict:
-    """Stream `latent_frames` latent frames (or until wall_cap_s); the measurements."""
+def profile_tables(run: Callable[[], object], device: torch.device) -> tuple[str, float]:
+    """run() under torch.profiler: the tables of its top ops by own device time (CUDA) and own CPU time, and its
+    wall seconds (profiled)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        seconds = time.perf_counter() - started
+    averages = profiler.key_averages()
+    tables = [] if device.type != "cuda" else [
+        "top ops by own device time\n" + averages.table(sort_by="self_device_time_total", row_limit=PROFILE_ROWS)
+    ]  # fmt: skip
+    tables.append("top ops by own CPU time\n" + averages.table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS))
+    return "\n\n".join(tables), seconds
+
+
+def stream_once(
+    parts: dict, size: tuple[int, int], chunk: int, decoder_kind: str, latent_frames: int, wall_cap_s: float | None,
+    device, profile_from: int | None = None,
+) -> dict:  # fmt: skip
+    """Stream `latent_frames` latent frames (or until wall_cap_s); the measurements. profile_from: profile the
+    chunk that starts at this latent frame instead (the result then has "profile" tables and "profiled_chunk_s")."""
     dit, guider, dtype = parts["dit"], parts["pose_guider"], parts["dtype"]
     streaming = StreamingConfig(chunk_latent_frames=chunk, cache_frames=parts["cache_frames"])
     rule = SparseAttentionConfig(block_size=parts["block_size"])
@@ -127,7 +158,7 @@ def stream_once(parts: dict, size: tuple[int, int], chunk: int, decoder_kind: st
     pose_frames = torch.rand(TEMPORAL_STRIDE, 3, *size, generator=generator).to(device, dtype)  # reused groups
     decoder = StreamDecoder(parts["tae"] if decoder_kind == "tae" else parts["vae"], "channels_last_3d")
     features = PoseFeatureStream(guider)
-    state, clock, cache = StreamState(), StreamClock(), {}
+    state, clock, cache = StreamState(slot_tokens=stream_slot_tokens(poses, rule)), StreamClock(), {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
@@ -140,12 +171,19 @@ def stream_once(parts: dict, size: tuple[int, int], chunk: int, decoder_kind: st
             stop = min(first + chunk, latent_frames)
             while features.ready_latent_frames() < stop:
                 features.push(pose_frames)
-            noise = torch.cat([frame_noise(0, t, latent_grid, device, dtype) for t in range(first, stop)], 2)
-            latents, state = generate_chunk(
-                dit, state, noise, timestep, sigma, conditions, features.features(first, stop), poses[first:stop],
-                streaming, rule, parts["backend"],
-            )  # fmt: skip
-            frames = decoder.decode(latents)  # on the CPU: the frames are out
+
+            def run_chunk() -> tuple[np.ndarray, StreamState]:  # called at once, on this iteration's state
+                noise = torch.cat([frame_noise(0, t, latent_grid, device, dtype) for t in range(first, stop)], 2)
+                latents, after = generate_chunk(
+                    dit, state, noise, timestep, sigma, conditions, features.features(first, stop), poses[first:stop],
+                    streaming, rule, parts["backend"],
+                )  # fmt: skip
+                return decoder.decode(latents), after  # on the CPU: the frames are out
+
+            if first == profile_from:
+                table, seconds = profile_tables(run_chunk, device)
+                return {"profile": table, "profiled_chunk_s": seconds}
+            frames, state = run_chunk()
             clock.mark_frames(len(frames))
             streamed = stop
             bytes_now = state.cache_bytes()
@@ -185,6 +223,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny networks (CPU smoke run)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--profile", action="store_true", help="profile one chunk per record (tables beside --out)")
     args = parser.parse_args()
     device = torch.device(args.device)
     arch = ARCHITECTURES["tiny" if args.tiny else "14b"]
@@ -222,6 +261,13 @@ def main() -> None:
                 int(np.ceil((args.main_seconds * VIDEO_FPS - 1) / TEMPORAL_STRIDE)) + 1 if main_record else args.short_latent_frames
             )
             record.update(stream_once(parts, size, chunk, decoder, latent_frames, cap or args.main_wall_cap_s if main_record else None, device))
+            if args.profile:  # a chunk with the cache full (every chunk from then on does the same work)
+                full = whole(args.cache_frames + 1)
+                profiled = stream_once(parts, size, chunk, decoder, full + chunk, None, device, profile_from=full)
+                path = args.out.with_name(f"{args.out.stem}_profile_{size[0]}x{size[1]}_{chunk}_{decoder}_{precision}.txt")
+                with atomic_output(path) as temporary:
+                    temporary.write_text(profiled["profile"] + "\n")
+                record.update(profile=path.name, profiled_chunk_s=profiled["profiled_chunk_s"])
         except Exception as error:  # fail soft: the record says why, the run goes on
             record["error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()

@@ -5,12 +5,16 @@ stay in the trained range."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from einops import rearrange
 
+from iasa.attention.chunk_layout import chunk_dense_mask
 from iasa.attention.config import SparseAttentionConfig
+from iasa.attention.flex import build_flex_chunk_plan
 from iasa.attention.frame_selection import select_frames
 from iasa.attention.layout import SparseLayout
 from iasa.video.attention_patch import patch_self_attention
@@ -22,12 +26,17 @@ from iasa.video.streaming import (
     PoseFeatureStream,
     StreamConditions,
     StreamState,
+    cached_tokens_of,
+    chunk_layout,
     evict_redundant_frame,
+    extended_distances,
     frame_noise,
     generate_chunk,
     latent_distances,
     rope_position,
+    stream_slot_tokens,
 )
+from iasa.video.stream_cache import StreamCache
 
 TINY = ARCHITECTURES["tiny"]
 LATENT_GRID = (8, 12)  # latent cells -> 4 x 6 tokens per frame
@@ -61,11 +70,14 @@ def conditions(frames: int, seed: int = 3, device: str = "cpu") -> tuple[StreamC
     return shared, pose_features
 
 
-def stream(dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference", device="cpu"):
+def stream(
+    dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference", device="cpu",
+    state: StreamState | None = None,
+):  # fmt: skip
     """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk."""
     config = config or StreamingConfig(chunk_latent_frames=chunk)
     shared, features = conditions(frames, device=device)
-    state, pieces, states = StreamState(), [], []
+    state, pieces, states = state or StreamState(), [], []
     for first in range(0, frames, chunk):
         stop = min(first + chunk, frames)
         noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device(device), torch.float32) for t in range(first, stop)], 2)
@@ -174,6 +186,125 @@ def test_bounded_cache_covers_the_pose_space_and_stays_flat(student, one_thread)
         assert kinds == {1, 2}, [f.index for f in state.frames]
     assert len({s.cache_bytes() for s in states[3:]}) == 1
     assert states[-1].layers[0].keys.shape[1] == 18
+
+
+def fresh_cache_stream(dit, frames: int, rule, poses, config: StreamingConfig) -> tuple[torch.Tensor, list[list[int]]]:
+    """The stream recomputed with a new cache for every chunk: the frames the previous chunk kept, written in
+    frame order into slots 0, 1, ... from the keys and values recorded when each frame was generated (no slot
+    reuse, no eviction in place). Returns the latents and the kept frame indices after every chunk."""
+    shared, features = conditions(frames)
+    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    kept, pieces, kept_indices = [], [], []
+    slot_tokens = stream_slot_tokens(poses, rule)
+    dim = dit.blocks[0].self_attn.q.out_features
+    for first in range(0, frames, config.chunk_latent_frames):
+        stop = min(first + config.chunk_latent_frames, frames)
+        cache = StreamCache.allocate(
+            len(dit.blocks), 1, dim, config.chunk_latent_frames, 24, config.cache_frames + 1, slot_tokens,
+            torch.device("cpu"), torch.float32,
+        )  # fmt: skip
+        for slot, frame in enumerate(kept):
+            keys, values = recorded[frame.index]
+            start = cache.slot_start(slot)
+            cache.keys[:, :, start : start + keys.shape[2]] = keys
+            cache.values[:, :, start : start + keys.shape[2]] = values
+        state = StreamState(tuple(replace(f, slot=s) for s, f in enumerate(kept)), cache, first, slot_tokens)
+        noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device("cpu"), torch.float32) for t in range(first, stop)], 2)
+        latents, state = generate_chunk(
+            dit, state, noise, TIMESTEP, SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule
+        )
+        for frame in state.frames:
+            if frame.index not in recorded:
+                start, count = state.cache.slot_start(frame.slot), frame.tokens.numel()
+                recorded[frame.index] = tuple(b[:, :, start : start + count].clone() for b in (state.cache.keys, state.cache.values))
+        kept = list(state.frames)
+        kept_indices.append([f.index for f in kept])
+        pieces.append(latents)
+    return torch.cat(pieces, 2), kept_indices
+
+
+@pytest.mark.parametrize("rule", [RULE, None], ids=["sparse", "dense"])
+def test_preallocated_cache_past_the_budget_equals_a_fresh_cache_per_chunk(student, rule, one_thread):
+    """A stream three times its budget: one buffer for the whole stream (its storage never moves), evicted
+    frames overwritten in place, equals the stream recomputed with a new cache per chunk holding the same kept
+    frames in frame order."""
+    frames = 15
+    poses = random_poses(frames, seed=4)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=6)
+    hint = StreamState(slot_tokens=stream_slot_tokens(poses, rule))
+    latents, states = stream(student, frames, 2, rule, poses, config, state=hint)
+    expected, kept_indices = fresh_cache_stream(student, frames, rule, poses, config)
+    assert [[f.index for f in s.frames] for s in states] == kept_indices
+    torch.testing.assert_close(latents, expected, rtol=1e-5, atol=1e-5)
+    assert len({s.cache.keys.data_ptr() for s in states}) == 1 and len({s.cache.values.data_ptr() for s in states}) == 1
+    # The eviction did reuse slots out of frame order (the case a frame-ordered cache never meets).
+    assert any([f.slot for f in s.frames] != sorted(f.slot for f in s.frames) for s in states)
+    # Every cached frame holds its region tokens (all of them, dense), region by region.
+    for frame in states[-1].frames:
+        torch.testing.assert_close(frame.tokens, cached_tokens_of(frame.pose, rule))
+        assert (frame.pose.regions[frame.tokens].diff() >= 0).all()
+    if rule is not None:
+        # Without the slot size up front the first chunk's frames size the slots, and the cache grows (moves)
+        # when a larger frame comes: same results.
+        grown, grown_states = stream(student, frames, 2, rule, poses, config)
+        assert len({s.cache.keys.data_ptr() for s in grown_states}) > 1
+        torch.testing.assert_close(grown, latents, rtol=1e-6, atol=1e-6)
+
+
+def test_flex_chunk_plan_visits_exactly_the_tiles_the_rule_needs(student, one_thread):
+    """The block mask of a chunk over a full cache: a tile is visited iff the dense mask has a True in it (with
+    queries in the plan's order, keys in buffer order), and marked full iff every pair in it is allowed, so
+    padding and unused slots cost no tile."""
+    poses = random_poses(9, seed=6)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=6)
+    _, states = stream(student, 7, 2, RULE, poses[:7], config, state=StreamState(slot_tokens=stream_slot_tokens(poses, RULE)))
+    state = states[-1]
+    layout = chunk_layout(list(state.frames), poses[7:9], state.cache, TOKEN_GRID, RULE)
+    plan = build_flex_chunk_plan(layout, torch.device("cpu"))
+    dense = chunk_dense_mask(layout)[plan.query_permutation]
+    size = RULE.block_size
+    rows, columns = -(-dense.shape[0] // size), -(-dense.shape[1] // size)
+    padded = torch.zeros(rows * size, columns * size, dtype=torch.bool)
+    padded[: dense.shape[0], : dense.shape[1]] = dense
+    tiles = rearrange(padded, "(qb q) (kb k) -> qb kb (q k)", q=size, k=size)
+    inside = torch.zeros_like(padded)
+    inside[: dense.shape[0], : dense.shape[1]] = True
+    whole = rearrange(inside, "(qb q) (kb k) -> qb kb (q k)", q=size, k=size).all(-1)
+    mask = plan.block_mask
+
+    def visited(num, indices):
+        result = torch.zeros(rows, columns, dtype=torch.bool)
+        for q in range(rows):
+            result[q, indices[0, 0, q, : num[0, 0, q]].long()] = True
+        return result
+    partial = visited(mask.kv_num_blocks, mask.kv_indices)
+    full = visited(mask.full_kv_num_blocks, mask.full_kv_indices)
+    assert not (partial & full).any()
+    assert torch.equal(partial | full, tiles.any(-1))
+    assert torch.equal(full, tiles.all(-1) & whole)
+    # the case has padding (slots hold fewer tokens than the largest frame's), which the checks above cover
+    assert int((layout.key_frames == layout.num_frames).sum()) > 0
+
+
+@pytest.mark.parametrize("align_scale", [False, True])
+def test_extended_distances_equal_the_whole_matrix(align_scale):
+    """A chunk computes only its frames' pose distances (rows and columns: with align_scale the distance is not
+    symmetric); the result is the whole matrix's, and a stream's state keeps those of its cached frames."""
+    poses = random_poses(9, seed=8)
+    whole = latent_distances(poses, align_scale)
+    assert not torch.allclose(whole, whole.T) or not align_scale
+    extended = extended_distances(whole[:6, :6], poses[:6], poses[6:], align_scale)
+    torch.testing.assert_close(extended, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(extended_distances(None, [], poses, align_scale), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_state_distances_are_those_of_the_cached_frames(student, one_thread):
+    poses = random_poses(12, seed=9)
+    config = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=5)
+    _, states = stream(student, 12, 2, RULE, poses, config)
+    for state in states:
+        expected = latent_distances([f.pose for f in state.frames], RULE.align_scale)
+        torch.testing.assert_close(state.distances, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_rope_positions_stay_in_the_trained_range():

@@ -1,12 +1,17 @@
-"""The sparse layout of one streamed chunk: queries are the chunk's tokens, keys the cached tokens of earlier
-frames followed by the chunk's own.
+"""The sparse layout of one streamed chunk: queries are the chunk's tokens, keys the tokens of a stream cache's
+buffer (iasa.video.stream_cache): the chunk's own and those of the cached frames, in buffer order.
 
 The rule is the full clip's (iasa.attention.masks, stated once there), evaluated on the frames the keys come
-from. Key frames are numbered 0..Tk-1 in key order (the cached frames, then the chunk's C frames, which are
-the last C), `frame_selection` (Tk, Tk) says which key frames each frame selects, and every token's class is
-key_frame * R + region, so one class table (masks.class_table) serves queries and keys. The cache may hold
-only some tokens of a frame (region tokens: background never crosses frames), so keys are listed token by
-token. A full clip is the case where every frame is the chunk's and every token a key.
+from. Key frames are numbered 0..Tk-1 (the cache's slots, then the chunk's C frames, which are the last C),
+`frame_selection` (Tk, Tk) says which key frames each frame selects, and every token's class is
+key_frame * R + region, so one class table (masks.class_table) serves queries and keys. Keys are listed token by
+token, in any order: the cache holds only some tokens of a frame (region tokens: background never crosses
+frames), and unused positions of the buffer are padding, key frame Tk, a frame that nothing selects and no query
+is in, so padding is attended by nothing. A full clip is the case where every frame is the chunk's and every
+token a key.
+
+Everything here is tensor work on the layout's device (no host synchronisation): the flex kernel's plan
+(iasa.attention.flex) is built from it once per chunk, on the device the cache lives on.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ from iasa.attention.masks import class_table
 class ChunkLayout:
     """frame_selection: (Tk, Tk) bool over key frames, diagonal True; query_regions: (C, N) int64 region id of
     every token of the chunk's C frames (key frames Tk - C..Tk - 1), N = h * w; key_frames, key_regions: (Sk,)
-    int64 key frame and region id of every key token, in key order. grid_size (h, w), block_size and
-    region_names as in SparseLayout."""
+    int64 key frame (Tk: padding) and region id of every key token, in key order; region_ids: R, region ids run
+    over 0..R-1 (background included; masks.num_region_ids). grid_size (h, w), block_size and region_names as
+    in SparseLayout."""
 
     frame_selection: torch.Tensor
     query_regions: torch.Tensor
     key_frames: torch.Tensor
     key_regions: torch.Tensor
     grid_size: tuple[int, int]
+    region_ids: int
     block_size: int = LayoutRuleConfig.block_size
     region_names: tuple[str, ...] = ()
-    key_capacity: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         frames = self.frame_selection.shape[0]
@@ -48,8 +54,8 @@ class ChunkLayout:
             raise ValueError(f"key_frames {tuple(self.key_frames.shape)} and key_regions {tuple(self.key_regions.shape)} must be one (Sk,) list each")
         if self.grid_size[0] * self.grid_size[1] != tokens:
             raise ValueError(f"grid {self.grid_size} does not hold {tokens} tokens per frame")
-        if self.key_capacity is not None and (self.key_capacity[0] < frames or self.key_capacity[1] < self.num_keys):
-            raise ValueError(f"key_capacity {self.key_capacity} is below the chunk's {frames} frames, {self.num_keys} keys")
+        if self.region_ids <= len(self.region_names):
+            raise ValueError(f"region_ids {self.region_ids} must exceed the {len(self.region_names)} region names (background is id 0)")
 
     @property
     def num_frames(self) -> int:
@@ -68,34 +74,39 @@ class ChunkLayout:
     def num_keys(self) -> int:
         return self.key_frames.numel()
 
+    @property
+    def device(self) -> torch.device:
+        return self.frame_selection.device
+
     def to(self, device: torch.device | str) -> "ChunkLayout":
         return replace(
             self,
-            frame_selection=self.frame_selection.to(device),
-            query_regions=self.query_regions.to(device),
-            key_frames=self.key_frames.to(device),
-            key_regions=self.key_regions.to(device),
+            frame_selection=self.frame_selection.to(device, non_blocking=True),
+            query_regions=self.query_regions.to(device, non_blocking=True),
+            key_frames=self.key_frames.to(device, non_blocking=True),
+            key_regions=self.key_regions.to(device, non_blocking=True),
         )
 
 
-def num_chunk_region_ids(layout: ChunkLayout) -> int:
-    """R, as masks.num_region_ids: at least one id per configured region name, background included."""
-    largest = max(
-        int(layout.query_regions.max()) if layout.num_queries else 0,
-        int(layout.key_regions.max()) if layout.num_keys else 0,
-    )
-    return max(largest, len(layout.region_names)) + 1
-
-
-def chunk_token_classes(layout: ChunkLayout) -> tuple[torch.Tensor, torch.Tensor, int]:
+def chunk_token_classes(layout: ChunkLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """Classes of the query tokens (Sq,) in (f h w) order and of the key tokens (Sk,) in key order, int64 on
-    the CPU, and R."""
-    regions = num_chunk_region_ids(layout)
+    the layout's device; padding keys are class Tk * R (background of the padding frame)."""
+    regions = layout.region_ids
     chunk, tokens = layout.query_regions.shape
-    query_frame = repeat(torch.arange(layout.num_frames - chunk, layout.num_frames), "c -> (c n)", n=tokens)
-    query_class = query_frame * regions + rearrange(layout.query_regions.long().cpu(), "c n -> (c n)")
-    key_class = layout.key_frames.long().cpu() * regions + layout.key_regions.long().cpu()
-    return query_class, key_class, regions
+    frames = torch.arange(layout.num_frames - chunk, layout.num_frames, device=layout.device)
+    query_class = repeat(frames, "c -> (c n)", n=tokens) * regions + rearrange(layout.query_regions.long(), "c n -> (c n)")
+    padding = layout.key_frames == layout.num_frames
+    key_class = torch.where(padding, layout.num_frames * regions, layout.key_frames.long() * regions + layout.key_regions.long())
+    return query_class, key_class
+
+
+def chunk_class_table(layout: ChunkLayout) -> torch.Tensor:
+    """((Tk + 1) R, (Tk + 1) R) bool on the layout's device: the rule's class table over the key frames and the
+    padding frame Tk, which no frame selects."""
+    frames = layout.num_frames
+    selection = torch.zeros(frames + 1, frames + 1, dtype=torch.bool, device=layout.device)
+    selection[:frames, :frames] = layout.frame_selection
+    return class_table(selection, layout.region_ids, device=layout.device)
 
 
 def chunk_class_mask(query_class: torch.Tensor, key_class: torch.Tensor, table: torch.Tensor):
@@ -109,7 +120,6 @@ def chunk_class_mask(query_class: torch.Tensor, key_class: torch.Tensor, table: 
 
 def chunk_dense_mask(layout: ChunkLayout, device: torch.device | str | None = None) -> torch.Tensor:
     """(Sq, Sk) bool (True = may attend), queries in (f h w) order, keys in key order."""
-    device = layout.query_regions.device if device is None else device
-    query_class, key_class, regions = chunk_token_classes(layout)
-    table = class_table(layout.frame_selection, regions).to(device)
-    return table[query_class.to(device)[:, None], key_class.to(device)[None, :]]
+    query_class, key_class = chunk_token_classes(layout)
+    mask = chunk_class_table(layout)[query_class[:, None], key_class[None, :]]
+    return mask if device is None else mask.to(device)

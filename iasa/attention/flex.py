@@ -21,7 +21,7 @@ from einops import rearrange
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from iasa.attention.block_layout import block_layout, frame_region_order, inverse_permutation
-from iasa.attention.chunk_layout import ChunkLayout, chunk_class_mask, chunk_token_classes
+from iasa.attention.chunk_layout import ChunkLayout, chunk_class_mask, chunk_class_table, chunk_token_classes
 from iasa.attention.layout import BACKGROUND, SparseLayout
 from iasa.attention.masks import class_mask, class_table, token_classes
 
@@ -83,41 +83,37 @@ _PLANS: "weakref.WeakKeyDictionary[SparseLayout, dict[torch.device, FlexPlan]]" 
 
 @dataclass(frozen=True)
 class FlexChunkPlan:
-    """A streamed chunk's plan: queries and keys reordered by class separately (query_permutation (Sq,),
-    its inverse, key_permutation (Sk,)), and the rectangular block mask."""
+    """A streamed chunk's plan: queries reordered by class (query_permutation (Sq,), its inverse), keys in the
+    layout's order (a stream cache keeps each frame's region tokens in runs, iasa.video.stream_cache), and the
+    rectangular block mask."""
 
     query_permutation: torch.Tensor
     query_inverse: torch.Tensor
-    key_permutation: torch.Tensor
     block_mask: BlockMask
 
 
 def _class_histogram(classes: torch.Tensor, block_size: int, num_classes: int) -> torch.Tensor:
-    """(blocks, classes) float64 token counts of consecutive blocks of a class list."""
+    """(blocks, classes) float64 token counts of consecutive blocks of a class list, on its device."""
     blocks = -(-classes.numel() // block_size)
-    block = torch.arange(classes.numel()) // block_size
-    histogram = torch.bincount(block * num_classes + classes, minlength=blocks * num_classes)
-    return rearrange(histogram, "(b c) -> b c", c=num_classes).double()
+    block = torch.arange(classes.numel(), device=classes.device) // block_size
+    histogram = torch.zeros(blocks * num_classes, dtype=torch.float64, device=classes.device)
+    histogram.index_add_(0, block * num_classes + classes, torch.ones_like(classes, dtype=torch.float64))
+    return rearrange(histogram, "(b c) -> b c", c=num_classes)
 
 
 def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChunkPlan:
     """The chunk's tile counts are block_layout's, with separate query and key histograms:
-    count[qb, kb] = sum over classes of n_q[qb, cq] * table[cq, ck] * n_k[kb, ck]."""
+    count[qb, kb] = sum over classes of n_q[qb, cq] * table[cq, ck] * n_k[kb, ck]. Keys past the last whole
+    block and padding keys (chunk_layout) are class Tk * R, which nothing attends. All tensor work on `device`
+    (the cache's), with no host synchronisation: a stream plans each chunk where its keys are."""
+    layout = layout.to(device)
     block_size = layout.block_size
-    query_class, key_class, regions = chunk_token_classes(layout)
+    query_class, key_class = chunk_token_classes(layout)
     query_permutation = torch.sort(query_class, stable=True).indices
-    key_permutation = torch.sort(key_class, stable=True).indices
-    query_class, key_class = query_class[query_permutation], key_class[key_permutation]
-    frames = layout.num_frames
-    frame_capacity, key_tokens = layout.key_capacity or (frames, layout.num_keys)
-    # One padding class, background of an extra frame no frame selects, for tokens past either end (and the
-    # padding up to key_capacity).
-    selection = torch.zeros(frame_capacity + 1, frame_capacity + 1, dtype=torch.bool)
-    selection[:frames, :frames] = layout.frame_selection.cpu()
-    table = class_table(selection, regions)
-    num_classes = (frame_capacity + 1) * regions
-    padding = frame_capacity * regions + BACKGROUND
-    key_class = torch.cat([key_class, torch.full((key_tokens - layout.num_keys,), padding, dtype=torch.long)])
+    query_class = query_class[query_permutation]
+    table = chunk_class_table(layout)
+    num_classes = table.shape[0]
+    padding = layout.num_frames * layout.region_ids
     query_histogram = _class_histogram(query_class, block_size, num_classes)
     key_histogram = _class_histogram(key_class, block_size, num_classes)
     counts = (query_histogram @ table.double() @ key_histogram.T).round().long()
@@ -126,33 +122,23 @@ def build_flex_chunk_plan(layout: ChunkLayout, device: torch.device) -> FlexChun
     # A tile running past the end of either sequence keeps its mask_mod: the kernel masks the overhang.
     if layout.num_queries % block_size:
         full[-1, :] = False
-    if key_tokens % block_size:
+    if layout.num_keys % block_size:
         full[:, -1] = False
     partial = (counts > 0) & ~full
     kv_num_blocks, kv_indices = _partial_then_rest(partial)
     full_kv_num_blocks, full_kv_indices = _partial_then_rest(full)
 
     def padded(classes: torch.Tensor, blocks: int) -> torch.Tensor:
-        result = torch.full((blocks * block_size,), padding, dtype=torch.long)
+        result = torch.full((blocks * block_size,), padding, dtype=torch.long, device=device)
         result[: classes.numel()] = classes
-        return result.to(device)
+        return result
 
-    mask_mod = chunk_class_mask(
-        padded(query_class, full.shape[0]), padded(key_class, full.shape[1]), table.to(device)
-    )
+    mask_mod = chunk_class_mask(padded(query_class, full.shape[0]), padded(key_class, full.shape[1]), table)
     block_mask = BlockMask.from_kv_blocks(
-        kv_num_blocks.to(device),
-        kv_indices.to(device),
-        full_kv_num_blocks.to(device),
-        full_kv_indices.to(device),
-        BLOCK_SIZE=block_size,
-        mask_mod=mask_mod,
-        seq_lengths=(layout.num_queries, key_tokens),
-    )
-    return FlexChunkPlan(
-        query_permutation.to(device), inverse_permutation(query_permutation).to(device), key_permutation.to(device),
-        block_mask,
+        kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, BLOCK_SIZE=block_size, mask_mod=mask_mod,
+        seq_lengths=(layout.num_queries, layout.num_keys),
     )  # fmt: skip
+    return FlexChunkPlan(query_permutation, inverse_permutation(query_permutation), block_mask)
 
 
 def cached_flex_plan(layout: SparseLayout, device: torch.device) -> FlexPlan:
@@ -192,10 +178,6 @@ def flex_chunk_attention(
     """A streamed chunk: query (B, H, Sq, D), key, value (B, H, Sk, D) -> (B, H, Sq, D)."""
     plan = cached_flex_chunk_plan(layout, query.device)
     query = query.index_select(-2, plan.query_permutation)
-    key, value = (x.index_select(-2, plan.key_permutation) for x in (key, value))
-    if layout.key_capacity is not None and layout.key_capacity[1] > key.shape[-2]:
-        padding = layout.key_capacity[1] - key.shape[-2]
-        key, value = (torch.nn.functional.pad(x, (0, 0, 0, padding)) for x in (key, value))
     return _run_flex(query, key, value, plan.block_mask).index_select(-2, plan.query_inverse)
 
 

@@ -54,13 +54,13 @@ def num_region_ids(layout: SparseLayout) -> int:
     return max(int(layout.token_regions.max()) if layout.num_tokens else 0, len(layout.region_names)) + 1
 
 
-def class_table(frame_selection: torch.Tensor, regions: int) -> torch.Tensor:
-    """(C, C) bool on the CPU, C = T * R: [cq, ck] whether a token of class cq may attend to one of class ck.
-    frame_selection (T, T) bool; regions: R."""
+def class_table(frame_selection: torch.Tensor, regions: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(C, C) bool on `device` (the CPU unless asked), C = T * R: [cq, ck] whether a token of class cq may attend
+    to one of class ck. frame_selection (T, T) bool; regions: R."""
     frames = frame_selection.shape[0]
-    frame = repeat(torch.arange(frames), "t -> (t r)", r=regions)
-    region = repeat(torch.arange(regions), "r -> (t r)", t=frames)
-    return allowed(frame[:, None], region[:, None], frame[None, :], region[None, :], frame_selection.cpu())
+    frame = repeat(torch.arange(frames, device=device), "t -> (t r)", r=regions)
+    region = repeat(torch.arange(regions, device=device), "r -> (t r)", t=frames)
+    return allowed(frame[:, None], region[:, None], frame[None, :], region[None, :], frame_selection.to(device))
 
 
 def token_classes(layout: SparseLayout) -> tuple[torch.Tensor, int]:

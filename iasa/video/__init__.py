@@ -8,7 +8,8 @@ Reusable pieces (also for training, iasa/train):
     VideoGenerator.from_config(...).generate(...)                                      (pipeline.py)
 
 Streaming generation (the 1-step causal student, chunk by chunk with a key/value cache):
-    predict_flow_streamed(dit, latents, ..., past keys/values) -> flow, chunk keys/values (denoiser.py)
+    predict_flow_streamed(dit, latents, ..., StreamedKeys) -> flow, keys written into the cache (denoiser.py)
+    StreamCache: every layer's keys and values in one preallocated buffer, written in place (stream_cache.py)
     generate_chunk(dit, StreamState, noise, ...) -> latents, StreamState; PoseFeatureStream (streaming.py)
     ChunkLayout: the sparse rule for queries and keys in different token ranges (iasa/attention/chunk_layout.py)
     StreamDecoder(wan VAE or TAE).decode(latents) -> frames as they are decoded        (stream_decode.py)

@@ -35,6 +35,7 @@ from iasa.attention.layout import SparseLayout
 from iasa.video.compiled_blocks import register_layout, self_attention_op
 from iasa.parallel.ulysses import SequenceShards, ulysses_attention
 from iasa.video.fast_compile import CompiledWithFallback
+from iasa.video.stream_cache import StreamCache
 
 # Fastest first on H100/H200 (cuDNN is 1.3-1.4x flash there); SDPA falls through the list when a kernel
 # cannot take the inputs (e.g. float32).
@@ -53,8 +54,8 @@ class SelfAttentionArgs:
 
     layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
     rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of the tokens this
-    process holds; streamed: a streamed chunk's keys from earlier chunks, set per block by the loop (None: a full
-    clip); shards: how the clip's tokens are split over the processes of a sequence-parallel run (iasa.parallel),
+    process holds; streamed: a streamed chunk's cache access (StreamedKeys), its layer set per block by the loop
+    (None: a full clip); shards: how the clip's tokens are split over the processes of a sequence-parallel run (iasa.parallel),
     None = this process holds them all.
     """
 
@@ -92,17 +93,25 @@ class LayerKeyValues:
 
 @dataclass(frozen=True, eq=False)
 class StreamedKeys:
-    """What a streamed chunk's self-attention reads besides its own tokens, for one layer.
+    """What a streamed chunk's self-attention reads and writes besides its own tokens: the stream's
+    preallocated cache (iasa.video.stream_cache) and where this chunk's tokens sit in it; `layer` is set per
+    block by the loop (iasa.video.denoiser.predict_flow_streamed). Nothing is kept on a module.
 
-    past: this layer's cached keys and values (None: nothing cached); past_cos, past_sin (s, 1, head_dim / 2):
-    RoPE tables of the cached tokens at this chunk's positions for them; record: a list of this forward, one
-    entry per layer, to which each layer appends its chunk's LayerKeyValues (the forward returns them: see
-    iasa.video.denoiser.predict_flow_streamed; nothing is kept on a module)."""
+    chunk_positions (Sq,) int64 on the cache's device: the buffer position of each of the chunk's tokens ((f h
+    w) order), where every layer writes its keys (normed, unrotated) and values; past_start, past_stop: the
+    buffer positions of cached frames the chunk rotates, with past_cos, past_sin (past_stop - past_start, 1,
+    head_dim / 2) float32, the RoPE tables at this chunk's positions for them; key_start, key_stop: the
+    positions the attention reads (the layout's keys)."""
 
-    past: LayerKeyValues | None
-    past_cos: torch.Tensor | None
-    past_sin: torch.Tensor | None
-    record: list
+    cache: StreamCache
+    chunk_positions: torch.Tensor
+    past_start: int
+    past_stop: int
+    past_cos: torch.Tensor
+    past_sin: torch.Tensor
+    key_start: int
+    key_stop: int
+    layer: int = 0
 
 
 def dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -156,6 +165,19 @@ def fused_norm_rope(
     if x.is_cuda and not torch.is_grad_enabled():
         return compiled_norm_rope(x, weight, eps, cos, sin, num_heads)
     return norm_rope(x, weight, eps, cos, sin, num_heads)
+
+
+# A streamed chunk rotates every cached key of every layer: one fused pass instead of ~10 in float32.
+compiled_rotate = CompiledWithFallback(rotate)
+
+
+def fused_rotate(
+    normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """`rotate`, compiled into one kernel for CUDA inference; eager under autograd and on the CPU."""
+    if normed.is_cuda and not torch.is_grad_enabled():
+        return compiled_rotate(normed, cos, sin, num_heads, dtype)
+    return rotate(normed, cos, sin, num_heads, dtype)
 
 
 def self_attention(
@@ -239,18 +261,23 @@ class RoutedSelfAttention(SelfAttention):
         return self.o(self.attn(q, k, self.v(x), attention))
 
     def streamed_keys_values(self, x: torch.Tensor, attention: SelfAttentionArgs) -> tuple[torch.Tensor, torch.Tensor]:
-        """A streamed chunk's keys and values (b, s_past + s, dim): the cached ones rotated to this chunk's
-        positions for them, then the chunk's own; records the chunk's own (normed, unrotated) for the cache."""
+        """A streamed chunk's keys and values (b, key_stop - key_start, dim), views of the stream cache: the
+        chunk's own, written in place (normed, unrotated keys for the cache; rotated ones for this chunk), and
+        the cached ones rotated to this chunk's positions for them."""
         streamed = attention.streamed
+        cache = streamed.cache
+        keys, values = cache.keys[streamed.layer], cache.values[streamed.layer]
         normed = rms_normed(self.k(x), self.norm_k.weight, self.norm_k.eps)
-        values = self.v(x)
+        keys.index_copy_(1, streamed.chunk_positions, normed.to(x.dtype))
+        values.index_copy_(1, streamed.chunk_positions, self.v(x))
         # Rotated from the float32 norm, as the full clip's keys are; the cache keeps them in the model dtype.
-        keys = rotate(normed, attention.rope_cos, attention.rope_sin, self.num_heads, x.dtype)
-        streamed.record.append(LayerKeyValues(normed.to(x.dtype), values))
-        if streamed.past is None:
-            return keys, values
-        past = rotate(streamed.past.keys, streamed.past_cos, streamed.past_sin, self.num_heads, x.dtype)
-        return torch.cat([past, keys], dim=1), torch.cat([streamed.past.values, values], dim=1)
+        own = fused_rotate(normed, attention.rope_cos, attention.rope_sin, self.num_heads, x.dtype)
+        cache.rotated.index_copy_(1, streamed.chunk_positions, own)
+        past = slice(streamed.past_start, streamed.past_stop)
+        if streamed.past_stop > streamed.past_start:
+            cache.rotated[:, past] = fused_rotate(keys[:, past], streamed.past_cos, streamed.past_sin, self.num_heads, x.dtype)
+        window = slice(streamed.key_start, streamed.key_stop)
+        return cache.rotated[:, window], values[:, window]
 
 
 def patch_self_attention(dit: nn.Module) -> None:

@@ -7,8 +7,8 @@ the clip's sparse layout and the kernel travel to every block's self-attention a
 (iasa.video.attention_patch), built here once per forward.
 
 `predict_flow_streamed` is the same forward on one chunk of latent frames of a stream (iasa.video.streaming):
-every layer's cached keys and values of earlier frames go in as an argument, and the chunk's own come back
-with the flow, for the caller to cache.
+the stream's preallocated key/value cache goes in as an argument (iasa.video.stream_cache), every layer reads
+the cached keys of earlier frames from it and writes the chunk's own into it, in place.
 
 Sequence parallelism (`parallel`, a torchrun group of N processes): every process runs the whole forward on
 its contiguous shard of the (f h w) tokens (iasa.parallel.shard_tokens; the timestep, text and CLIP
@@ -29,7 +29,7 @@ from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
 from iasa.parallel.process_group import ParallelGroup
 from iasa.parallel.ulysses import SequenceShards, check_head_split, gather_tokens, shard_tokens
-from iasa.video.attention_patch import LayerKeyValues, SelfAttentionArgs, StreamedKeys, is_patched
+from iasa.video.attention_patch import SelfAttentionArgs, StreamedKeys, is_patched
 from iasa.video.compiled_blocks import compiled_block
 
 
@@ -68,15 +68,31 @@ def rope_frequencies(dit: WanModel, frames: int, height: int, width: int, device
     ).reshape(frames * height * width, 1, -1).to(device)
 
 
-def rope_at(
-    dit: WanModel, frame_positions: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """3D RoPE of listed tokens: (s,) temporal position, row and column of each -> (s, 1, head_dim / 2) complex,
-    the entries rope_frequencies gives the same (frame, row, column)."""
-    f_freqs, h_freqs, w_freqs = dit.freqs
-    index = [part.long().cpu() for part in (frame_positions, rows, columns)]
-    table = torch.cat([f_freqs[index[0]], h_freqs[index[1]], w_freqs[index[2]]], dim=-1)
-    return table[:, None].to(device)
+@dataclass(frozen=True, eq=False)
+class RopeTables:
+    """The DiT's 3D RoPE as float32 tables on one device, per axis (frame, row, column): cos and sin (positions,
+    axis_dim / 2) each. A streamed chunk gathers its tokens' angles from them there, every chunk, instead of
+    gathering complex128 on the CPU and copying that over."""
+
+    cos: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    sin: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def of(cls, dit: WanModel, device: torch.device) -> "RopeTables":
+        # diffsynth's freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
+        tables = [torch.view_as_real(axis).float().to(device) for axis in dit.freqs]
+        return cls(tuple(t[..., 0] for t in tables), tuple(t[..., 1] for t in tables))
+
+    def at(
+        self, frame_positions: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (s, 1, head_dim / 2) float32 of listed tokens, (s,) temporal position, row and column each:
+        the entries rope_frequencies gives the same (frame, row, column)."""
+        device = self.cos[0].device
+        index = [part.to(device, non_blocking=True) for part in (frame_positions, rows, columns)]
+        return tuple(
+            torch.cat([axis[i] for axis, i in zip(tables, index)], dim=-1)[:, None] for tables in (self.cos, self.sin)
+        )
 
 
 def embed_tokens(
@@ -157,18 +173,19 @@ def predict_flow_streamed(
     timestep: torch.Tensor,
     conditions: FlowConditions,
     frame_positions: torch.Tensor,
-    past: tuple[LayerKeyValues, ...] | None,
-    past_rope: torch.Tensor | None,
+    rope: RopeTables,
+    streamed: StreamedKeys,
     layout: ChunkLayout | None = None,
     backend: str = "reference",
-) -> tuple[torch.Tensor, tuple[LayerKeyValues, ...]]:
-    """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w), and every layer's
-    keys and values of the chunk's C*h/2*w/2 tokens (to cache).
+) -> torch.Tensor:
+    """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w); every layer writes its
+    keys and values of the chunk's C*h/2*w/2 tokens into the stream cache's chunk area (streamed.cache) for the
+    caller to cache.
 
-    frame_positions (C,): the chunk's temporal RoPE positions; past: per layer the cached keys and values (all
-    layers hold the same tokens), None = nothing cached; past_rope (s_past, 1, head_dim / 2) complex: RoPE of
-    the cached tokens at this chunk's positions for them; layout: the chunk's keys per query (None = dense:
-    every cached token and the whole chunk). conditions hold the chunk's frames of y and pose features.
+    frame_positions (C,): the chunk's temporal RoPE positions; rope: the DiT's tables on the latents' device;
+    streamed: the cache and where this chunk reads and
+    writes it (its layer is set here, block by block); layout: the chunk's keys per query (None = dense: every
+    key the window holds). conditions hold the chunk's frames of y and pose features.
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
@@ -177,14 +194,8 @@ def predict_flow_streamed(
     rows = torch.arange(height).view(1, height, 1).expand(frames, height, width).reshape(-1)
     columns = torch.arange(width).view(1, 1, width).expand(frames, height, width).reshape(-1)
     chunk_positions = positions.view(frames, 1, 1).expand(frames, height, width).reshape(-1)
-    attention = SelfAttentionArgs.for_forward(rope_at(dit, chunk_positions, rows, columns, x.device), layout, backend)
-    past_cos = past_sin = None
-    if past is not None:
-        past_table = torch.view_as_real(past_rope.to(x.device)).float()
-        past_cos, past_sin = past_table[..., 0].contiguous(), past_table[..., 1].contiguous()
-    record: list[LayerKeyValues] = []
+    attention = SelfAttentionArgs(layout, backend, *rope.at(chunk_positions, rows, columns))
     for index, block in enumerate(dit.blocks):
-        streamed = StreamedKeys(None if past is None else past[index], past_cos, past_sin, record)
-        x = block(x, context, t_mod, replace(attention, streamed=streamed))
+        x = block(x, context, t_mod, replace(attention, streamed=replace(streamed, layer=index)))
     x = dit.head(x, t)
-    return dit.unpatchify(x, (frames, height, width)), tuple(record)
+    return dit.unpatchify(x, (frames, height, width))

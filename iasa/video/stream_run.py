@@ -233,7 +233,7 @@ def _chunks(generator, config, keypoints, poses, pose_style, num_frames, conditi
     from iasa.pose import draw_pose_frames
     from iasa.video.sampler import flow_matching_schedule
     from iasa.video.stream_decode import StreamDecoder
-    from iasa.video.streaming import PoseFeatureStream, StreamState, frame_noise, generate_chunk
+    from iasa.video.streaming import PoseFeatureStream, StreamState, frame_noise, generate_chunk, stream_slot_tokens
 
     c, streaming = generator.components, config.streaming
     timesteps, sigmas = flow_matching_schedule(1, config.sampler.shift)
@@ -243,7 +243,8 @@ def _chunks(generator, config, keypoints, poses, pose_style, num_frames, conditi
     height, width = keypoints.image_size
     latent_grid = (height // VAE_STRIDE, width // VAE_STRIDE)
     features = PoseFeatureStream(c.pose_guider)
-    state, drawn, written = StreamState(), 0, 0
+    # The cache's slots hold the largest frame of the stream: allocated once, never grown.
+    state, drawn, written = StreamState(slot_tokens=stream_slot_tokens(poses, rule)), 0, 0
     bar = tqdm(total=len(poses), desc="streaming", unit="latent frame", disable=not progress)
     for first in range(0, len(poses), streaming.chunk_latent_frames):
         stop = min(first + streaming.chunk_latent_frames, len(poses))

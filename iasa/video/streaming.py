@@ -22,7 +22,10 @@ Past the trained length (`StreamingConfig.trained_latent_frames`, 21):
 - The cache is bounded: frame 0 and at most `cache_frames` past frames. Once over budget, the frame that adds
   least to the cache's coverage of pose space goes (`evict_redundant_frame`: the one nearest, by the rigid
   pose distance, to another cached frame; ties: the older). Under the sparse rule only region tokens are
-  cached (background never crosses frames), so memory is constant over a stream of any length.
+  cached (background never crosses frames), so memory is constant over a stream of any length: the cache is
+  one preallocated buffer (iasa.video.stream_cache), an evicted frame's slot overwritten by a new frame. The
+  pose distances among the cached frames are kept with them (StreamState.distances): a chunk computes only
+  its own frames'.
 - Temporal RoPE positions are remapped into [0, T - 1] (`rope_position`), T = trained length: while the
   newest frame is below T every frame keeps its index (the full clip's positions); after, every frame but 0
   slides back by newest - (T - 1), so the chunk sits at the top of the range and recent frames keep their
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 from einops import rearrange, repeat
 
+from iasa.attention.block_layout import inverse_permutation
 from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.frame_selection import select_frames
@@ -46,11 +50,12 @@ from iasa.attention.layout import BACKGROUND
 from iasa.attention.pose_distance import pairwise_pose_distance, upper_body_points
 from iasa.attention.regions import label_tokens, region_token_masks
 from iasa.pose.keypoints import WholeBodyKeypoints
-from iasa.video.attention_patch import LayerKeyValues
+from iasa.video.attention_patch import LayerKeyValues, StreamedKeys
 from iasa.video.config import LATENT_CHANNELS, StreamingConfig
-from iasa.video.denoiser import FlowConditions, predict_flow_streamed, rope_at
+from iasa.video.denoiser import FlowConditions, RopeTables, predict_flow_streamed
 from iasa.video.latent_grid import TEMPORAL_STRIDE, latent_frame_groups
 from iasa.video.pose_guider import LEADING_POSE_REPEATS, PoseGuider
+from iasa.video.stream_cache import StreamCache
 
 # Video pose frames past a latent frame's own that its pose feature reads (see the module docstring).
 POSE_LOOKAHEAD_VIDEO_FRAMES = 4
@@ -85,21 +90,45 @@ def latent_frame_poses(
     ]
 
 
-def latent_distances(poses: list[LatentFramePose], align_scale: bool) -> torch.Tensor:
-    """(T, T) float64 pose distance between latent frames: the mean over the comparable pairs of their video
-    frames (iasa.attention.pose_distance.latent_pose_distance), +inf where none is comparable."""
-    points = np.concatenate([pose.points for pose in poses])
-    visible = np.concatenate([pose.visible for pose in poses])
-    video = np.asarray(pairwise_pose_distance(points, visible, points, visible, align_scale))
-    membership = np.zeros((len(poses), len(points)))
+def _membership(poses: list[LatentFramePose]) -> np.ndarray:
+    """(T, F) 0/1: which of the F video frames (the poses' concatenated) each latent frame covers."""
+    membership = np.zeros((len(poses), sum(len(pose.points) for pose in poses)))
     start = 0
     for latent, pose in enumerate(poses):
         membership[latent, start : start + len(pose.points)] = 1.0
         start += len(pose.points)
+    return membership
+
+
+def latent_distances(
+    poses: list[LatentFramePose], align_scale: bool, columns: list[LatentFramePose] | None = None
+) -> torch.Tensor:
+    """(T, T) float64 pose distance between latent frames: the mean over the comparable pairs of their video
+    frames (iasa.attention.pose_distance.latent_pose_distance), +inf where none is comparable. With `columns`:
+    (T, T') from the poses (rows, aligned onto) to the columns' frames."""
+    columns = poses if columns is None else columns
+    points, visible = (np.concatenate([getattr(pose, name) for pose in poses]) for name in ("points", "visible"))
+    other_points, other_visible = (np.concatenate([getattr(pose, name) for pose in columns]) for name in ("points", "visible"))
+    video = np.asarray(pairwise_pose_distance(points, visible, other_points, other_visible, align_scale))
+    rows, cols = _membership(poses), _membership(columns)
     comparable = np.isfinite(video)
-    total = membership @ np.where(comparable, video, 0.0) @ membership.T
-    count = membership @ comparable.astype(np.float64) @ membership.T
+    total = rows @ np.where(comparable, video, 0.0) @ cols.T
+    count = rows @ comparable.astype(np.float64) @ cols.T
     return torch.from_numpy(np.divide(total, count, out=np.full_like(total, np.inf), where=count > 0))
+
+
+def extended_distances(
+    known: torch.Tensor | None, old: list[LatentFramePose], new: list[LatentFramePose], align_scale: bool
+) -> torch.Tensor:
+    """latent_distances of old + new, (n + C, n + C), from known = those among the n old frames: only the pairs
+    with a new frame are computed (a chunk's C rows and columns instead of the whole matrix)."""
+    everything = old + new
+    result = torch.empty(len(everything), len(everything), dtype=torch.float64)
+    result[len(old) :] = latent_distances(new, align_scale, everything)
+    if old:
+        result[: len(old), : len(old)] = known
+        result[: len(old), len(old) :] = latent_distances(old, align_scale, new)
+    return result
 
 
 def frame_noise(seed: int, frame: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -171,32 +200,61 @@ class PoseFeatureStream:
 # --------------------------------------------------------------------------------------------- the cache
 @dataclass(frozen=True)
 class CachedFrame:
-    """A latent frame in the cache: its index, pose, and which of its tokens (positions in (h w) order) the
-    cache holds."""
+    """A latent frame in the cache: its index, pose, which of its tokens (positions in (h w) order) the cache
+    holds, region by region as they lie in its slot, and the slot (iasa.video.stream_cache)."""
 
     index: int
     pose: LatentFramePose
     tokens: torch.Tensor
+    slot: int
 
 
 @dataclass(frozen=True, eq=False)
 class StreamState:
-    """A stream after the frames generated so far: the cached frames in frame order (frame 0 first), per DiT
-    layer the keys and values of their tokens (concatenated in the same order; None before the first chunk),
-    and the next latent frame's index."""
+    """A stream after the frames generated so far: the cached frames in frame order (frame 0 first), the
+    preallocated key/value cache holding them (None before the first chunk; written in place by later chunks,
+    so a state is current only until the next chunk), and the next latent frame's index. slot_tokens: the most
+    tokens one cached frame may hold (stream_slot_tokens of the stream's poses), the cache's slot size; None:
+    the largest among the first chunk's frames, the cache growing (one copy) when a later frame holds more.
+    rope: the DiT's RoPE tables on the cache's device (made by the first chunk); distances: (n, n) float64
+    latent_distances among the cached frames (None: computed from their poses), so a chunk computes only its
+    own frames' distances."""
 
     frames: tuple[CachedFrame, ...] = ()
-    layers: tuple[LayerKeyValues, ...] | None = None
+    cache: StreamCache | None = None
     next_frame: int = 0
+    slot_tokens: int | None = None
+    rope: RopeTables | None = None
+    distances: torch.Tensor | None = None
 
     @property
     def cached_tokens(self) -> int:
         return sum(int(frame.tokens.numel()) for frame in self.frames)
 
+    @property
+    def layers(self) -> tuple[LayerKeyValues, ...] | None:
+        """Per DiT layer, views of the keys and values (b, slots * slot_tokens, dim) of the cache's slots."""
+        if self.cache is None:
+            return None
+        slots = slice(self.cache.slot_start(0), self.cache.capacity)
+        return tuple(LayerKeyValues(k[:, slots], v[:, slots]) for k, v in zip(self.cache.keys, self.cache.values))
+
     def cache_bytes(self) -> int:
-        if self.layers is None:
-            return 0
-        return sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.keys, layer.values))
+        return 0 if self.cache is None else self.cache.num_bytes()
+
+
+def cached_tokens_of(pose: LatentFramePose, rule: SparseAttentionConfig | None) -> torch.Tensor:
+    """Which tokens of a frame the cache holds, region by region (stable), as positions in (h w) order: under
+    the sparse rule its region tokens (background never crosses frames), dense every token."""
+    order = torch.sort(pose.regions, stable=True).indices
+    if rule is None:
+        return order
+    return order[int((pose.regions == BACKGROUND).sum()) :]
+
+
+def stream_slot_tokens(poses: list[LatentFramePose], rule: SparseAttentionConfig | None) -> int:
+    """The most tokens a frame of these poses caches: the slot size that holds every frame of the stream."""
+    return max(int(cached_tokens_of(pose, rule).numel()) for pose in poses)
 
 
 def rope_position(frame: int, newest: int, trained_frames: int) -> int:
@@ -220,18 +278,13 @@ def evict_redundant_frame(distance: torch.Tensor) -> int:
     return int(order[0]) + 1
 
 
-def frames_to_keep(frames: list[CachedFrame], cache_frames: int, align_scale: bool) -> list[int]:
-    """Indices (into frames) of the frames the cache keeps: all while within frame 0 + cache_frames, else
-    evicting one redundant frame at a time."""
-    kept = list(range(len(frames)))
+def frames_to_keep(distance: torch.Tensor, cache_frames: int) -> list[int]:
+    """Indices of the frames the cache keeps, of n frames in frame order (frame 0 first) with pose distances
+    distance (n, n): all while within frame 0 + cache_frames, else evicting one redundant frame at a time."""
+    kept = list(range(distance.shape[0]))
     while len(kept) > cache_frames + 1:
-        distance = latent_distances([frames[i].pose for i in kept], align_scale)
-        del kept[evict_redundant_frame(distance)]
+        del kept[evict_redundant_frame(distance[kept][:, kept])]
     return kept
-
-
-def _take_tokens(layer: LayerKeyValues, index: torch.Tensor) -> LayerKeyValues:
-    return LayerKeyValues(layer.keys.index_select(1, index), layer.values.index_select(1, index))
 
 
 # ---------------------------------------------------------------------------------------------- one chunk
@@ -245,33 +298,54 @@ class StreamConditions:
     y: torch.Tensor
 
 
+def chunk_area_start(cache: StreamCache, chunk: int) -> int:
+    """First buffer position of a chunk of `chunk` frames: chunks sit at the end of the chunk area, so that a
+    dense chunk's keys (its own, then the filled slots) are one contiguous run however short the chunk."""
+    return (cache.chunk_frames - chunk) * cache.frame_tokens
+
+
 def chunk_layout(
-    keys: list[CachedFrame],
+    cached: list[CachedFrame],
     chunk: list[LatentFramePose],
+    cache: StreamCache,
     grid: tuple[int, int],
     rule: SparseAttentionConfig,
-    key_frame_capacity: int | None = None,
+    distance: torch.Tensor | None = None,
 ) -> ChunkLayout:
-    """The chunk's layout: key frames are the cached ones then the chunk's, selected by the rule's "past"
-    top-K (select_frames on their pose distances: key order is frame order, so "earlier" is "before").
-    key_frame_capacity: the most key frames any chunk of the stream has (the kernels' static padding)."""
-    poses = [frame.pose for frame in keys] + chunk
-    selection = select_frames(latent_distances(poses, rule.align_scale), rule.top_k, "past", rule.keep_first_frame)
-    key_frames = [torch.full((frame.tokens.numel(),), i, dtype=torch.long) for i, frame in enumerate(keys)]
-    key_regions = [frame.pose.regions[frame.tokens] for frame in keys]
-    tokens = grid[0] * grid[1]
+    """The chunk's layout over the whole cache buffer: key frames are the cache's slots (slot s = key frame s),
+    then the chunk's frames; the rule's "past" top-K is selected on the pose distances in frame order (cached
+    frames, then the chunk's: "earlier" is "before"; distance, (n + C, n + C), or computed here) and written
+    into slot order. Unused positions are padding."""
+    grid_tokens = cache.frame_tokens
+    if distance is None:
+        distance = latent_distances([frame.pose for frame in cached] + chunk, rule.align_scale)
+    selection = select_frames(distance, rule.top_k, "past", rule.keep_first_frame)
+    frames = cache.slots + len(chunk)
+    key_frame_ids = torch.tensor([frame.slot for frame in cached] + [cache.slots + c for c in range(len(chunk))])
+    slot_selection = torch.eye(frames, dtype=torch.bool)
+    slot_selection[key_frame_ids[:, None], key_frame_ids[None, :]] = selection
+    key_frames = torch.full((cache.capacity,), frames, dtype=torch.long)  # padding unless written below
+    key_regions = torch.full((cache.capacity,), BACKGROUND, dtype=torch.long)
+    start = chunk_area_start(cache, len(chunk))
     for offset, pose in enumerate(chunk):
-        key_frames.append(torch.full((tokens,), len(keys) + offset, dtype=torch.long))
-        key_regions.append(pose.regions)
+        area = slice(start + offset * grid_tokens, start + (offset + 1) * grid_tokens)
+        key_frames[area] = cache.slots + offset
+        key_regions[area] = torch.sort(pose.regions, stable=True).values
+    for frame in cached:
+        area = slice(cache.slot_start(frame.slot), cache.slot_start(frame.slot) + frame.tokens.numel())
+        key_frames[area] = frame.slot
+        key_regions[area] = frame.pose.regions[frame.tokens]
+    query_regions = torch.stack([pose.regions for pose in chunk]).long()
+    largest = max(int(query_regions.max()), int(key_regions.max()))
     return ChunkLayout(
-        frame_selection=selection,
-        query_regions=torch.stack([pose.regions for pose in chunk]),
-        key_frames=torch.cat(key_frames),
-        key_regions=torch.cat(key_regions).long(),
+        frame_selection=slot_selection,
+        query_regions=query_regions,
+        key_frames=key_frames,
+        key_regions=key_regions,
         grid_size=grid,
+        region_ids=max(largest, len(rule.regions)) + 1,
         block_size=rule.block_size,
         region_names=tuple(rule.regions),
-        key_capacity=None if key_frame_capacity is None else (key_frame_capacity, key_frame_capacity * tokens),
     )
 
 
@@ -293,50 +367,101 @@ def generate_chunk(
 
     noise (1, 16, C, h, w): their starting noise; timestep (1,), sigma: the student's one step; pose_features
     (1, dim, C, h/2, w/2) (PoseFeatureStream) or None; poses: the C frames' LatentFramePose; rule: the sparse
-    layout rule (None = dense: every cached token and the whole chunk). The DiT must be patched."""
+    layout rule (None = dense: every cached token and the whole chunk). The DiT must be patched. The state's
+    cache is written in place (allocated by the first chunk)."""
     chunk = noise.shape[2]
     if len(poses) != chunk:
         raise ValueError(f"a chunk of {chunk} latent frames needs {chunk} frame poses, got {len(poses)}")
+    if chunk > config.chunk_latent_frames:
+        raise ValueError(f"a chunk of {chunk} latent frames is longer than chunk_latent_frames={config.chunk_latent_frames}")
     first = state.next_frame
     newest = first + chunk - 1
     trained = config.trained_latent_frames
     grid = (noise.shape[3] // 2, noise.shape[4] // 2)
+    tokens = grid[0] * grid[1]
+    kept_tokens = [cached_tokens_of(pose, rule) for pose in poses]
+    cache = state.cache
+    if cache is None:
+        block = dit.blocks[0].self_attn
+        cache = StreamCache.allocate(
+            len(dit.blocks), noise.shape[0], block.q.out_features, config.chunk_latent_frames, tokens,
+            config.cache_frames + 1, state.slot_tokens or max(int(t.numel()) for t in kept_tokens),
+            noise.device, noise.dtype,
+        )  # fmt: skip
     positions = torch.tensor([rope_position(first + i, newest, trained) for i in range(chunk)])
-    past_rope = None
-    if state.frames:
-        frame_positions = torch.cat(
-            [torch.full((f.tokens.numel(),), rope_position(f.index, newest, trained)) for f in state.frames]
-        )
-        tokens = torch.cat([f.tokens for f in state.frames])
-        past_rope = rope_at(dit, frame_positions, tokens // grid[1], tokens % grid[1], noise.device)
-    # Every chunk of the stream pads its keys to the same capacity: one compiled kernel for the stream.
-    capacity = config.cache_frames + 1 + config.chunk_latent_frames
-    layout = None if rule is None else chunk_layout(list(state.frames), poses, grid, rule, capacity).to(noise.device)
+
+    # Where the chunk's tokens go: its frames at the end of the chunk area, each region by region.
+    start = chunk_area_start(cache, chunk)
+    order = [torch.sort(pose.regions, stable=True).indices for pose in poses]
+    chunk_positions = torch.cat(
+        [start + offset * tokens + inverse_permutation(frame_order) for offset, frame_order in enumerate(order)]
+    )
+    # The cached frames the chunk rotates: every slot under the sparse rule (one static shape for the kernels),
+    # the filled ones (a prefix) when dense.
+    cached = list(state.frames)
+    past_start = cache.slot_start(0)
+    past_stop = cache.capacity if rule is not None else cache.slot_start(len(cached))
+    rope = state.rope or RopeTables.of(dit, noise.device)
+    streamed = StreamedKeys(
+        cache, chunk_positions.to(noise.device, non_blocking=True), past_start, past_stop,
+        *rope.at(*cached_token_grid(cached, cache, past_stop, newest, trained, grid[1])),
+        0 if rule is not None else start, cache.capacity if rule is not None else past_stop,
+    )  # fmt: skip
+    align_scale = rule.align_scale if rule is not None else False
+    known = state.distances
+    if known is None and cached:
+        known = latent_distances([f.pose for f in cached], align_scale)
+    distance = extended_distances(known, [f.pose for f in cached], poses, align_scale)
+    layout = None if rule is None else chunk_layout(cached, poses, cache, grid, rule, distance).to(noise.device)
     flow_conditions = FlowConditions(
         conditions.context, conditions.clip_feature, conditions.y[:, :, positions.to(conditions.y.device)], pose_features
     )
-    flow, chunk_layers = predict_flow_streamed(
-        dit, noise, timestep, flow_conditions, positions, state.layers, past_rope, layout, backend
-    )
+    flow = predict_flow_streamed(dit, noise, timestep, flow_conditions, positions, rope, streamed, layout, backend)
     latents = noise - flow * sigma
 
-    # Cache the chunk: under the sparse rule only its region tokens (background never crosses frames).
-    new_frames, index = [], []
-    for offset, pose in enumerate(poses):
-        kept = torch.arange(pose.regions.numel()) if rule is None else torch.nonzero(pose.regions != BACKGROUND)[:, 0]
-        new_frames.append(CachedFrame(first + offset, pose, kept))
-        index.append(kept + offset * pose.regions.numel())
-    index = torch.cat(index).to(noise.device)
-    new_layers = [_take_tokens(layer, index) for layer in chunk_layers]
-    frames = list(state.frames) + new_frames
-    layers = new_layers if state.layers is None else [
-        LayerKeyValues(torch.cat([old.keys, new.keys], 1), torch.cat([old.values, new.values], 1))
-        for old, new in zip(state.layers, new_layers)
-    ]  # fmt: skip
-    kept = frames_to_keep(frames, config.cache_frames, rule.align_scale if rule is not None else False)
-    if len(kept) < len(frames):
-        starts = np.cumsum([0] + [f.tokens.numel() for f in frames])
-        token_index = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in kept]).to(noise.device)
-        layers = [_take_tokens(layer, token_index) for layer in layers]
-        frames = [frames[i] for i in kept]
-    return latents, replace(state, frames=tuple(frames), layers=tuple(layers), next_frame=newest + 1)
+    # Cache the chunk (under the sparse rule only its region tokens), the evicted frames' slots freed first.
+    new_frames = [CachedFrame(first + offset, pose, kept_tokens[offset], -1) for offset, pose in enumerate(poses)]
+    kept = frames_to_keep(distance, config.cache_frames)
+    cache, frames = store_kept_frames(cache, cached, new_frames, kept, start)
+    return latents, replace(
+        state, frames=frames, cache=cache, rope=rope, next_frame=newest + 1, distances=distance[kept][:, kept]
+    )  # fmt: skip
+
+
+def cached_token_grid(
+    cached: list[CachedFrame], cache: StreamCache, past_stop: int, newest: int, trained: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Temporal RoPE position, row and column (s,) int64 of buffer positions slot_start(0)..past_stop - 1 in a
+    chunk whose newest frame is `newest` (unused positions: 0, 0, 0)."""
+    past_start = cache.slot_start(0)
+    frame_positions = torch.zeros(past_stop - past_start, dtype=torch.long)
+    token_index = torch.zeros(past_stop - past_start, dtype=torch.long)
+    for frame in cached:
+        area = slice(cache.slot_start(frame.slot) - past_start, cache.slot_start(frame.slot) - past_start + frame.tokens.numel())
+        frame_positions[area] = rope_position(frame.index, newest, trained)
+        token_index[area] = frame.tokens
+    return frame_positions, token_index // width, token_index % width
+
+
+def store_kept_frames(
+    cache: StreamCache, cached: list[CachedFrame], new: list[CachedFrame], kept: list[int], chunk_start: int
+) -> tuple[StreamCache, tuple[CachedFrame, ...]]:
+    """Copy the kept new frames (indices >= len(cached) in kept) from the chunk area, which starts at
+    chunk_start, into free slots (those of frames not kept first, lowest first); the cache (grown if a frame
+    holds more than a slot) and the kept frames with their slots, in frame order."""
+    frames = cached + new
+    largest = max([int(frames[i].tokens.numel()) for i in kept if i >= len(cached)], default=0)
+    if largest > cache.slot_tokens:
+        cache = cache.with_slot_tokens(largest)
+    used = {frames[i].slot for i in kept if i < len(cached)}
+    free = iter(slot for slot in range(cache.slots) if slot not in used)
+    result = []
+    for i in kept:
+        frame = frames[i]
+        if i >= len(cached):
+            frame = replace(frame, slot=next(free))
+            count = frame.tokens.numel()
+            end_of_frame = chunk_start + (i - len(cached) + 1) * cache.frame_tokens  # its region tokens run last
+            cache.store(frame.slot, end_of_frame - count, count)
+        result.append(frame)
+    return cache, tuple(result)
