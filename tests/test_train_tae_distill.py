@@ -152,5 +152,7 @@ def test_a_missing_model_folder_and_an_unknown_architecture_are_one_line_errors(
     with pytest.raises(ConfigError, match="tae_architecture") as error:
         distill_tae(dataset, absent, tmp_path / "tae", "tae_architecture=huge")
     assert "'mini'" in str(error.value) and "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match="loss"):
+    with pytest.raises(ConfigError, match="bad value loss="):
         distill_tae(dataset, absent, tmp_path / "tae", "loss=huber")
+    with pytest.raises(ConfigError, match="bad value model.model_dir=.*the model folder holding the VAE"):
+        distill_tae(dataset, absent, tmp_path / "tae", "model.model_dir=null")
