@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole miniature on one GPU: synthetic dataset -> VAE -> data_process -> dense teacher -> sparse LoRA
-# (global only, then global + local) -> DMD -> DMD + region loss -> evaluation (scripts/eval_miniature.py, skipped
-# if absent) -> packed weights and results in $OUT. Every stage's config is config/miniature/<stage>.yaml; each is
+# (global only, then global + local) -> DMD -> DMD + region loss -> TAE decoder (distilled from the VAE) ->
+# evaluation (scripts/eval_miniature.py, skipped if absent; with the TAE it also compares TAE- with VAE-decoded
+# frames) -> packed weights and results in $OUT. Every stage's config is config/miniature/<stage>.yaml; each is
 # time-boxed by its run.time_limit_s, which counts from the end of the stage's first step (kernel compiles excluded).
 #
 # The budgets below do not fit one 10-minute command: besides the training budgets every stage spends 15-35 s
@@ -9,25 +10,27 @@
 # H200 run, with 50/110/25/25/50/50 s budgets, trained only 145 VAE and 1141 teacher steps). So run it in two
 # commands on the same (warm) machine, each ~9 minutes:
 #   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (230 s), pack   ~540 s
-#   bash scripts/run_miniature.sh --part 2   # LoRA x2 (30 s each), DMD x2 (55 s each), pack, eval        ~560 s
+#   bash scripts/run_miniature.sh --part 2   # LoRA x2 (30 s each), DMD x2 (55 s each), TAE (90 s), pack, eval
 # (part 2 reads data/miniature and outputs/miniature of part 1). Part 1 packs its weights into $OUT too: on a
 # fresh machine, put those parts under outputs/miniature/part1/ (carry them) and part 2 unpacks them, regenerates
 # the dataset from its seed and reruns data_process. Without --part every stage runs in one go.
+# Part 2 took ~560 s before the TAE stage; the TAE's ~110 s come out of the evaluation's share of BUDGET. T_TAE=0
+# skips the stage, which also runs alone: python examples/IASA/train_iasa.py --config config/miniature/tae.yaml
 #
 # On the GPU machine (carry .whl), the full command:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
-# budgets in seconds T_VAE (160), T_TEACHER (230), T_LORA (30, each), T_DMD (55, each), and BUDGET (560, of this
-# command): the evaluation gets what is left of it (run under timeout). The weights are packed into $OUT before
-# the evaluation, so an evaluation cut short still returns them.
+# budgets in seconds T_VAE (160), T_TEACHER (230), T_LORA (30, each), T_DMD (55, each), T_TAE (90; 0 skips the
+# stage), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The
+# weights are packed into $OUT before the evaluation, so an evaluation cut short still returns them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
-T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-230} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55} BUDGET=${BUDGET:-560}
+T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-230} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55} T_TAE=${T_TAE:-90} BUDGET=${BUDGET:-560}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -46,17 +49,18 @@ export TQDM_MININTERVAL=5  # a progress line every 5 s in the log, not one per s
 
 # Shrunk sizes of the rehearsal (every stage, same code path).
 DATA_ARGS=(--train_clips 160 --heldout_clips 16 --identities_train 16 --identities_heldout 4 --frames 33 --size 256)
-COMMON=() ; PROCESS=() ; VAE=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; EVAL=(device=cuda max_clips=6)
+COMMON=() ; PROCESS=() ; VAE=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; TAE=() ; EVAL=(device=cuda max_clips=6)
 if [[ $REHEARSAL == 1 ]]; then
   DATA_ARGS=(--train_clips 4 --heldout_clips 2 --identities_train 2 --identities_heldout 1 --frames 17 --size 64)
   WORKERS=2
   COMMON=(run.max_steps=2 run.mixed_precision=fp32 model.dtype=float32)
-  T_VAE=20 T_TEACHER=20 T_LORA=20 T_DMD=20 BUDGET=100000
+  T_VAE=20 T_TEACHER=20 T_LORA=20 T_DMD=20 T_TAE=20 BUDGET=100000
   PROCESS=(data.height=64 data.width=64 data.num_frames=17 model.dtype=float32)
   VAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
   TEACHER=(clips_per_step=2)
   TRAIN=(attention.backend=reference)
   DISTILL=(attention.backend=reference region.latent_frames=1)
+  TAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
   EVAL=(device=cpu max_clips=1 cpu_clips=1)
 fi
 
@@ -104,9 +108,15 @@ train lora_global "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"
 train lora_global_local "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"
 train dmd "${COMMON[@]}" "${DISTILL[@]}" run.time_limit_s="$T_DMD"
 train dmd_region "${COMMON[@]}" "${DISTILL[@]}" run.time_limit_s="$T_DMD"
+if ((T_TAE > 0)); then
+  train tae "${COMMON[@]}" "${TAE[@]}" run.time_limit_s="$T_TAE"
+fi
 stage pack "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT"
 
 mkdir -p benchmarks/results
+# Only when the file exists: the evaluation stops on a missing tae_checkpoint, and only after every variant ran.
+TAE_FILE=outputs/miniature/tae/tae.safetensors
+if [[ -f $TAE_FILE ]]; then EVAL+=(tae_checkpoint="$TAE_FILE"); fi
 left=$((BUDGET - SECONDS))
 if [[ ! -f scripts/eval_miniature.py ]]; then
   echo "=== eval skipped: scripts/eval_miniature.py is absent (helper mini-eval writes it)"

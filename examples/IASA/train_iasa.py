@@ -1,12 +1,13 @@
 """Train IASA: cache a dataset, fine-tune the sparse-attention LoRA, distil a few-step student (and, for a model
-trained from scratch such as the miniature, pretrain the VAE and the dense teacher: config/miniature/,
-scripts/run_miniature.sh runs every stage).
+trained from scratch such as the miniature, pretrain the VAE and the dense teacher, and distil a TAE decoder from
+its VAE: config/miniature/, scripts/run_miniature.sh runs every stage).
 
     python examples/IASA/train_iasa.py --config config/data_process.yaml
     python examples/IASA/train_iasa.py --config config/train_sparseattn_lora.yaml [key=value ...]
     python examples/IASA/train_iasa.py --config config/distill_dmd.yaml teacher_lora=outputs/train/lora.safetensors
     python examples/IASA/train_iasa.py --config config/miniature/vae.yaml       (task pretrain_vae)
     python examples/IASA/train_iasa.py --config config/miniature/teacher.yaml   (task pretrain)
+    python examples/IASA/train_iasa.py --config config/miniature/tae.yaml       (task distill_tae)
 Multi-GPU: accelerate launch --config_file <accelerate.yaml> examples/IASA/train_iasa.py --config ...
 (data parallel, or FSDP2 sharding of the DiT when the accelerate config asks for FSDP), or DeepSpeed ZeRO-1/2
 over the trained adapters (optimiser state split, ZeRO-2 also gradients; needs pip install deepspeed):

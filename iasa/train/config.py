@@ -1,6 +1,7 @@
-"""Configs of the training stages: data_process, train (sparse-attention LoRA fine-tune), distill (DMD), and the
+"""Configs of the training stages: data_process, train (sparse-attention LoRA fine-tune), distill (DMD), the
 two that only a model trained from scratch needs (the miniature, config/miniature/): pretrain_vae (the Wan VAE
-on the dataset's videos) and pretrain (the dense teacher: flow matching on every DiT parameter).
+on the dataset's videos) and pretrain (the dense teacher: flow matching on every DiT parameter), and distill_tae
+(a tiny TAE decoder for a VAE that taew2_1 does not fit, such as the miniature's).
 
 Every stage has its own dataclass; `task` picks which one a YAML file is read with. Defaults live here.
 """
@@ -25,7 +26,7 @@ from iasa.video.config import (
 )
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE
 
-TASKS = ("data_process", "train", "distill", "pretrain", "pretrain_vae")
+TASKS = ("data_process", "train", "distill", "pretrain", "pretrain_vae", "distill_tae")
 MIXED_PRECISIONS = ("bf16", "fp16", "fp32")
 REPORTERS = ("tensorboard", "wandb", "none")
 
@@ -413,7 +414,36 @@ class VaePretrainConfig:
         check(self.model.model_dir is None, "model.model_dir", self.model.model_dir, "must be null: the VAE is trained from scratch")
 
 
+@dataclass
+class TaeDistillConfig:
+    """A TAE decoder (iasa.video.tae) fitted to the VAE of a model folder: every step VAE-encodes random clips of
+    the dataset's videos and trains the TAE to decode the latents to the frames the VAE decodes from them. Writes
+    run.output_dir/tae.safetensors in the taew2_1 key layout (what speed.tae_checkpoint reads)."""
+
+    task: str = "distill_tae"
+    # The clips sampled (as pretrain_vae's); num_frames 4k + 1 gives k + 1 latent frames per clip.
+    data: VaeDataConfig = field(default_factory=VaeDataConfig)
+    # The model folder whose VAE is distilled (its other networks are not loaded), e.g. the pretrain_vae stage's
+    # run.output_dir/model or the pretrain stage's, which holds a copy of that VAE.
+    model: WanModelConfig = field(default_factory=lambda: WanModelConfig(model_size="mini", model_dir=None))
+    # Widths of the TAE: a key of iasa.video.tae.TAE_ARCHITECTURES.
+    tae_architecture: str = "mini"
+    # Pixel loss between the TAE's frames and the VAE's (iasa.train.tae_distill.PIXEL_LOSSES): "l1" or "mse".
+    loss: str = "l1"
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-3, weight_decay=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/tae", gradient_checkpointing=False))
+
+    def validate(self) -> None:
+        from iasa.train.tae_distill import PIXEL_LOSSES
+        from iasa.video.tae import TAE_ARCHITECTURES
+
+        check(bool(self.model.model_dir), "model.model_dir", self.model.model_dir,
+              "set it to the model folder holding the VAE to distil (e.g. outputs/miniature/teacher/model)")  # fmt: skip
+        check_choice("tae_architecture", self.tae_architecture, sorted(TAE_ARCHITECTURES))
+        check_choice("loss", self.loss, sorted(PIXEL_LOSSES))
+
+
 SCHEMAS = {
     "data_process": DataProcessConfig, "train": FinetuneConfig, "distill": DistillConfig, "pretrain": PretrainConfig,
-    "pretrain_vae": VaePretrainConfig,
+    "pretrain_vae": VaePretrainConfig, "distill_tae": TaeDistillConfig,
 }  # fmt: skip

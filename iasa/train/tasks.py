@@ -18,13 +18,14 @@ from iasa.train.config import (
     DistillConfig,
     FinetuneConfig,
     PretrainConfig,
+    TaeDistillConfig,
     VaePretrainConfig,
 )
 
 if TYPE_CHECKING:
     from iasa.video.assembly import WanComponents
 
-StageConfig = DataProcessConfig | FinetuneConfig | DistillConfig | PretrainConfig | VaePretrainConfig
+StageConfig = DataProcessConfig | FinetuneConfig | DistillConfig | PretrainConfig | VaePretrainConfig | TaeDistillConfig
 ComponentsFactory = Callable[[StageConfig], "WanComponents"]
 
 
@@ -45,11 +46,14 @@ def read_task(config_path: str | None, overrides: Sequence[str]) -> str:
 
 def parts_needed(config: StageConfig) -> tuple[str, ...]:
     """The networks a stage runs: encoders to cache data; the DiT and the pose guider to train (+ the VAE decoder
-    for the region loss); pretrain_vae the VAE, and the DiT and text encoder it writes with random weights."""
+    for the region loss); pretrain_vae the VAE, and the DiT and text encoder it writes with random weights;
+    distill_tae the VAE it distils."""
     if isinstance(config, DataProcessConfig):
         return ("text_encoder", "vae", "image_encoder")
     if isinstance(config, VaePretrainConfig):
         return ("dit", "text_encoder", "vae")
+    if isinstance(config, TaeDistillConfig):
+        return ("vae",)
     if isinstance(config, DistillConfig) and config.region.weight > 0:
         return ("dit", "pose_guider", "vae")
     return ("dit", "pose_guider")
@@ -58,12 +62,16 @@ def parts_needed(config: StageConfig) -> tuple[str, ...]:
 def default_components(config: StageConfig) -> "WanComponents":
     from iasa.train.model import load_training_components
 
+    if isinstance(config, TaeDistillConfig):
+        from iasa.train.tae_distill import require_model_folder
+
+        require_model_folder(config.model)
     return load_training_components(config.model, parts_needed(config))
 
 
 def main(argv: Sequence[str] | None = None, components_factory: ComponentsFactory = default_components) -> Path | int:
     parser = argparse.ArgumentParser(
-        description="IASA training: data_process | train | distill | pretrain | pretrain_vae (key=value overrides)"
+        description="IASA training: data_process | train | distill | pretrain | pretrain_vae | distill_tae (key=value overrides)"
     )
     parser.add_argument("--config", required=True, help="YAML config of one stage (config/*.yaml)")
     overrides, rest = split_config_args(list(argv) if argv is not None else __import__("sys").argv[1:])
@@ -88,6 +96,10 @@ def main(argv: Sequence[str] | None = None, components_factory: ComponentsFactor
         from iasa.train.vae_pretrain import run_vae_pretrain
 
         return run_vae_pretrain(config, components)
+    if task == "distill_tae":
+        from iasa.train.tae_distill import run_tae_distill
+
+        return run_tae_distill(config, components)
     from iasa.train.distill import run_distill
 
     return run_distill(config, components)

@@ -45,7 +45,7 @@ def load_videos(data: VaeDataConfig) -> list[torch.Tensor]:
         frame_count, size = video_frame_count(path)
         if frame_count < data.num_frames or min(size) < data.crop:
             raise DatasetError(
-                f"{path} has {frame_count} frames of {size}; pretrain_vae samples {data.num_frames} frames of "
+                f"{path} has {frame_count} frames of {size}; the training samples are {data.num_frames} frames of "
                 f"{data.crop}x{data.crop}: lower data.num_frames or data.crop"
             )
         videos.append(torch.from_numpy(read_frames(path, list(range(frame_count)))))
