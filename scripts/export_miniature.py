@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", type=Path, default=Path("data/miniature"), help="make_synthetic_dataset.py --out")
     parser.add_argument("--out", type=Path, default=Path("models/miniature"))
     parser.add_argument("--stage", default="dmd_region", help="the stage whose LoRA and pose guider ship")
-    parser.add_argument("--model_stage", default="teacher", help="the stage whose model/ folder holds the networks")
+    parser.add_argument("--model_stage", default="vae_decoder", help="the stage whose model/ folder holds the networks")
     parser.add_argument("--model_size", default="mini", help="the architecture of the model folder (checked by loading it)")
     parser.add_argument("--identity", default=None, help="held-out identity of the reference image; default the first")
     parser.add_argument("--speech_seconds", type=float, default=4.0)

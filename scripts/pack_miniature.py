@@ -33,8 +33,10 @@ def fp16_safetensors(path: Path) -> bytes:
 
 
 def shipped_files(runs: Path) -> list[Path]:
-    """The weights inference reads: the teacher's model folder and every stage's LoRA, pose guider, TAE."""
+    """The weights inference reads: the teacher's model folder (and the vae_decoder stage's, when it ran) and every
+    stage's LoRA, pose guider, TAE."""
     files = sorted((runs / "teacher" / "model").glob("*.safetensors"))
+    files += sorted((runs / "vae_decoder" / "model").glob("*.safetensors"))
     if not files:
         raise InputError(f"no model folder under {runs / 'teacher' / 'model'}; run the teacher stage (config/miniature/teacher.yaml)")
     for stage in STAGES:

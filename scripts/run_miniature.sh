@@ -6,31 +6,32 @@
 # time-boxed by its run.time_limit_s, which counts from the end of the stage's first step (kernel compiles excluded).
 #
 # The budgets below do not fit one 10-minute command: besides the training budgets every stage spends 15-35 s
-# starting up and on its first step, data_process takes ~70 s and the evaluation of 6 clips ~230 s (the first
-# H200 run, with 50/110/25/25/50/50 s budgets, trained only 145 VAE and 1141 teacher steps). So run it in two
-# commands on the same (warm) machine, each ~9 minutes:
-#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (230 s), pack   ~540 s
-#   bash scripts/run_miniature.sh --part 2   # LoRA x2 (30 s each), DMD x2 (55 s each), TAE (90 s), pack, eval
-# (part 2 reads data/miniature and outputs/miniature of part 1). Part 1 packs its weights into $OUT too: on a
-# fresh machine, put those parts under outputs/miniature/part1/ (carry them) and part 2 unpacks them, regenerates
-# the dataset from its seed and reruns data_process. Without --part every stage runs in one go.
-# Part 2 took ~560 s before the TAE stage; the TAE's ~110 s come out of the evaluation's share of BUDGET. T_TAE=0
-# skips the stage, which also runs alone: python examples/IASA/train_iasa.py --config config/miniature/tae.yaml
+# starting up and on its first step, data_process takes ~70 s and the evaluation of 6 clips ~190 s. So run it in
+# three commands on the same (warm) machine:
+#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (230 s), pack      ~540 s
+#   bash scripts/run_miniature.sh --part 2   # VAE decoder (100 s), LoRA x2 (30 s each), DMD x2 (55 s each),
+#                                            # TAE (90 s), pack                                              ~520 s
+#   bash scripts/run_miniature.sh --part 3   # the evaluation                                                  ~200 s
+# Each part packs what exists into $OUT; on a fresh machine put the parts of the previous one under
+# outputs/miniature/packed/ (carry them): the next part unpacks them and regenerates the dataset from its seed
+# (and data_process, when a LoRA or DMD stage runs). A stage budget of 0 skips that stage (its earlier output is
+# kept). Without --part every stage runs in one go.
 #
 # On the GPU machine (carry .whl), the full command:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
-# budgets in seconds T_VAE (160), T_TEACHER (230), T_LORA (30, each), T_DMD (55, each), T_TAE (90; 0 skips the
-# stage), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The
-# weights are packed into $OUT before the evaluation, so an evaluation cut short still returns them.
+# budgets in seconds T_VAE (160), T_TEACHER (230), T_VAE_DECODER (100), T_LORA (30, each), T_DMD (55, each), T_TAE
+# (90), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The weights
+# are packed into $OUT before the evaluation, so an evaluation cut short still returns them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
-T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-230} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55} T_TAE=${T_TAE:-90} BUDGET=${BUDGET:-560}
+T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-230} T_VAE_DECODER=${T_VAE_DECODER:-100} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
+T_TAE=${T_TAE:-90} BUDGET=${BUDGET:-560}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -41,7 +42,7 @@ while (($#)); do
   esac
   shift
 done
-[[ $PART == all || $PART == 1 || $PART == 2 ]] || { echo "run_miniature.sh: --part $PART: use 1 or 2" >&2; exit 2; }
+[[ $PART == all || $PART == 1 || $PART == 2 || $PART == 3 ]] || { echo "run_miniature.sh: --part $PART: use 1, 2 or 3" >&2; exit 2; }
 mkdir -p "$OUT" outputs/miniature
 LOG="$OUT/run_miniature.log"
 exec > >(tee -a "$LOG") 2>&1
@@ -54,7 +55,10 @@ if [[ $REHEARSAL == 1 ]]; then
   DATA_ARGS=(--train_clips 4 --heldout_clips 2 --identities_train 2 --identities_heldout 1 --frames 17 --size 64)
   WORKERS=2
   COMMON=(run.max_steps=2 run.mixed_precision=fp32 model.dtype=float32)
-  T_VAE=20 T_TEACHER=20 T_LORA=20 T_DMD=20 T_TAE=20 BUDGET=100000
+  for budget in T_VAE T_TEACHER T_VAE_DECODER T_LORA T_DMD T_TAE; do  # 20 s each; a 0 (skip) stays 0
+    if ((${!budget} > 0)); then printf -v "$budget" 20; fi
+  done
+  BUDGET=100000
   PROCESS=(data.height=64 data.width=64 data.num_frames=17 model.dtype=float32)
   VAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
   TEACHER=(clips_per_step=2)
@@ -74,53 +78,55 @@ stage() {  # stage <name> <command...>: runs it, logs its wall time
   "$@"
   echo "=== $name done in $((SECONDS - start)) s (total $SECONDS s)"
 }
-train() {  # train <stage> [overrides...]
-  local name=$1
-  shift
-  stage "$name" "$PY" examples/IASA/train_iasa.py --config "config/miniature/$name.yaml" "$@"
+train() {  # train <stage> <budget s> [overrides...]: budget 0 skips the stage
+  local name=$1 budget=$2
+  shift 2
+  if ((budget == 0)); then echo "=== $name: skipped (budget 0)"; return; fi
+  stage "$name" "$PY" examples/IASA/train_iasa.py --config "config/miniature/$name.yaml" "$@" run.time_limit_s="$budget"
 }
+runs() { [[ $PART == all || $PART == "$1" ]]; }
+pack() { stage pack "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT"; }
 
 if [[ -f data/miniature/train/manifest.json ]]; then
   echo "=== dataset: data/miniature exists, kept"
 else
   stage dataset "$PY" scripts/make_synthetic_dataset.py --out data/miniature --workers "$WORKERS" --codec ffv1 "${DATA_ARGS[@]}"
 fi
-if [[ $PART != 2 ]]; then
-  train vae "${COMMON[@]}" "${VAE[@]}" run.time_limit_s="$T_VAE"
-  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
-  train teacher "${COMMON[@]}" "${TEACHER[@]}" run.time_limit_s="$T_TEACHER"
+if [[ $PART != 1 && ! -d outputs/miniature/teacher/model ]]; then  # a fresh machine: the packed weights were carried
+  compgen -G "outputs/miniature/packed/miniature.tar.part-*" > /dev/null \
+    || { echo "run_miniature.sh: no outputs/miniature/teacher/model and no outputs/miniature/packed/miniature.tar.part-*: run the earlier parts first" >&2; exit 2; }
+  cat outputs/miniature/packed/miniature.tar.part-* | tar x
 fi
-if [[ $PART == 1 ]]; then
-  stage pack "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT"
-  echo "=== part 1 done in $SECONDS s: run --part 2 next on this machine"
+
+if runs 1; then
+  train vae "$T_VAE" "${COMMON[@]}" "${VAE[@]}"
+  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
+  train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}"
+fi
+if runs 2; then
+  if ((T_LORA + T_DMD > 0)) && ! compgen -G "data/miniature/train_cache/*/meta.json" > /dev/null; then
+    stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml \
+      model.model_dir=outputs/miniature/teacher/model "${PROCESS[@]}"
+  fi
+  train vae_decoder "$T_VAE_DECODER" "${COMMON[@]}" "${VAE[@]}"
+  train lora_global "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
+  train lora_global_local "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
+  train dmd "$T_DMD" "${COMMON[@]}" "${DISTILL[@]}"
+  train dmd_region "$T_DMD" "${COMMON[@]}" "${DISTILL[@]}"
+  train tae "$T_TAE" "${COMMON[@]}" "${TAE[@]}"
+fi
+if runs 1 || runs 2; then pack; fi
+if ! runs 3; then
+  echo "=== part $PART done in $SECONDS s: run --part $((PART + 1)) next on this machine"
   exit 0
 fi
-if [[ ! -d outputs/miniature/teacher/model ]]; then  # a fresh machine: part 1's packed weights were carried
-  compgen -G "outputs/miniature/part1/miniature.tar.part-*" > /dev/null \
-    || { echo "run_miniature.sh: no outputs/miniature/teacher/model and no outputs/miniature/part1/miniature.tar.part-*: run --part 1 first" >&2; exit 2; }
-  cat outputs/miniature/part1/miniature.tar.part-* | tar x
-fi
-if ! compgen -G "data/miniature/train_cache/*/meta.json" > /dev/null; then
-  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml \
-    model.model_dir=outputs/miniature/teacher/model "${PROCESS[@]}"
-fi
-train lora_global "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"
-train lora_global_local "${COMMON[@]}" "${TRAIN[@]}" run.time_limit_s="$T_LORA"
-train dmd "${COMMON[@]}" "${DISTILL[@]}" run.time_limit_s="$T_DMD"
-train dmd_region "${COMMON[@]}" "${DISTILL[@]}" run.time_limit_s="$T_DMD"
-if ((T_TAE > 0)); then
-  train tae "${COMMON[@]}" "${TAE[@]}" run.time_limit_s="$T_TAE"
-fi
-stage pack "$PY" scripts/pack_miniature.py --runs outputs/miniature --out "$OUT"
 
 mkdir -p benchmarks/results
 # Only when the file exists: the evaluation stops on a missing tae_checkpoint, and only after every variant ran.
 TAE_FILE=outputs/miniature/tae/tae.safetensors
 if [[ -f $TAE_FILE ]]; then EVAL+=(tae_checkpoint="$TAE_FILE"); fi
 left=$((BUDGET - SECONDS))
-if [[ ! -f scripts/eval_miniature.py ]]; then
-  echo "=== eval skipped: scripts/eval_miniature.py is absent (helper mini-eval writes it)"
-elif ((left < 30)); then
+if ((left < 30)); then
   echo "=== eval skipped: only $left s of the $BUDGET s budget left"
 else
   stage eval timeout "$left" "$PY" scripts/eval_miniature.py --config config/miniature/eval.yaml dataset=data/miniature \

@@ -8,13 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from iasa.attention.build import build_sparse_layout
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.layout import without_regions
 from iasa.attention.masks import dense_mask
-from iasa.config import load_config
+from iasa.config import ConfigError, load_config
 from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.synthetic.dataset import write_ffv1_mp4
 from iasa.train.cache import list_cached, read_clip
@@ -112,6 +113,48 @@ def test_pretrain_vae_lowers_the_reconstruction_loss_and_writes_a_model_folder(t
         "Wan2.1_VAE.safetensors", "diffusion_pytorch_model-00001-of-00001.safetensors",
         "models_t5_umt5-xxl-enc-bf16.safetensors",
     ]  # fmt: skip
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_the_latents(tmp_path: Path, make_dataset) -> None:
+    """train_encoder=false from a model folder: the encoder side is bit-identical afterwards (so are the latents
+    every DiT was trained on), the decoder side moved, the folder's DiT is copied, and the loss fell."""
+    dataset = make_dataset(tmp_path / "dataset", clips=1)
+    source = tmp_path / "vae"
+    scratch = vae_config(dataset, source, "run.max_steps=2", "model.model_size=mini")
+    run_vae_pretrain(scratch, load_training_components(scratch.model, ("dit", "text_encoder", "vae")))
+    config = vae_config(dataset, tmp_path / "decoder", "run.max_steps=30", "optim.learning_rate=1e-3", "train_encoder=false", "model.model_size=mini",
+                        f"model.model_dir={source / MODEL_FOLDER}", "data.num_frames=9")  # fmt: skip
+    components = load_training_components(config.model, ("dit", "text_encoder", "vae"))
+    vae = components.vae.float()
+    before = {key: value.clone() for key, value in vae.model.state_dict().items()}
+    from iasa.train.vae_pretrain import load_videos
+
+    torch.manual_seed(5)
+    batch = sample_batch(load_videos(config.data), config.data, torch.device("cpu"))
+    with torch.no_grad():
+        latents = vae.model.encode(batch, vae.scale)
+        loss_before = float(reconstruction_loss(vae, batch, config.loss)["total"])
+    run_vae_pretrain(config, components)
+    after = vae.model.state_dict()
+    decoder_side = [key for key in after if key.startswith(("conv2.", "decoder."))]
+    assert decoder_side and all(not torch.equal(after[key], before[key]) for key in decoder_side if key.endswith("weight"))
+    assert all(torch.equal(after[key], before[key]) for key in after if key not in decoder_side)
+    with torch.no_grad():
+        assert torch.equal(vae.model.encode(batch, vae.scale), latents)
+        assert float(reconstruction_loss(vae, batch, config.loss)["total"]) < loss_before
+    def folder_dit(folder: Path) -> dict[str, torch.Tensor]:
+        model = WanModelConfig(model_size="mini", model_dir=str(folder / MODEL_FOLDER), dtype="float32", device="cpu")
+        return load_wan_components(model, ("dit",)).dit.state_dict()
+
+    written, copied_from = folder_dit(tmp_path / "decoder"), folder_dit(source)
+    assert written.keys() == copied_from.keys() and all(torch.equal(written[key], copied_from[key]) for key in written)
+
+
+def test_decoder_fine_tune_needs_a_model_folder_and_scratch_training_refuses_one() -> None:
+    with pytest.raises(ConfigError, match="model.model_dir"):
+        load_config(VaePretrainConfig, "config/miniature/vae.yaml", ["train_encoder=false"])
+    with pytest.raises(ConfigError, match="model.model_dir"):
+        load_config(VaePretrainConfig, "config/miniature/vae.yaml", ["model.model_dir=outputs/x"])
 
 
 def test_time_limit_stops_with_a_checkpoint_that_a_later_run_resumes(tmp_path: Path, make_dataset) -> None:

@@ -404,14 +404,24 @@ class VaePretrainConfig:
 
     task: str = "pretrain_vae"
     data: VaeDataConfig = field(default_factory=VaeDataConfig)
-    # model_size and device of the networks; model_dir must be null (everything starts random).
+    # model_size and device of the networks; model_dir null: everything starts random (train_encoder true), else
+    # the model folder whose VAE the decoder is fine-tuned from (train_encoder false; its DiT and text encoder are
+    # copied into the written folder).
     model: WanModelConfig = field(default_factory=lambda: WanModelConfig(model_size="mini", model_dir=None))
+    # False: only the decoder side (conv2 and the decoder) trains and the encoder is frozen, so the latents, and
+    # every DiT trained on them, stay valid: e.g. to teach the decoder clips longer than the VAE was trained on.
+    train_encoder: bool = True
     loss: VaeLossConfig = field(default_factory=VaeLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=3e-4))
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/vae", gradient_checkpointing=False))
 
     def validate(self) -> None:
-        check(self.model.model_dir is None, "model.model_dir", self.model.model_dir, "must be null: the VAE is trained from scratch")
+        if self.train_encoder:
+            check(self.model.model_dir is None, "model.model_dir", self.model.model_dir,
+                  "must be null: the whole VAE is trained from scratch (train_encoder=false fine-tunes a folder's decoder)")  # fmt: skip
+        else:
+            check(bool(self.model.model_dir), "model.model_dir", self.model.model_dir,
+                  "set it to the model folder whose VAE decoder is fine-tuned (train_encoder=false)")  # fmt: skip
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The pretrain_vae task: the Wan VAE from scratch on a dataset's videos (the miniature's first stage).
+"""The pretrain_vae task: the Wan VAE from scratch on a dataset's videos (the miniature's first stage), or its
+decoder alone fine-tuned from a model folder's VAE (train_encoder false: the latents stay as they are).
 
 Every step reconstructs a batch of random clips (random video, start frame and square crop) through the VAE's
 own causal encode and decode (diffsynth's VideoVAE_, the path inference runs), with an L1 + MSE pixel loss and a
@@ -35,6 +36,10 @@ from iasa.train.runtime import (
 from iasa.video.assembly import WanComponents
 
 
+# The VAE's parameters after the latents (VideoVAE_: encoder -> conv1 -> latents -> conv2 -> decoder).
+DECODER_SIDE = ("conv2.", "decoder.")
+
+
 def load_videos(data: VaeDataConfig) -> list[torch.Tensor]:
     """The first data.max_videos videos of data.dataset_dir as uint8 (F, H, W, 3) tensors (every frame)."""
     dataset_dir = Path(data.dataset_dir)
@@ -67,9 +72,13 @@ def sample_batch(videos: list[torch.Tensor], data: VaeDataConfig, device: torch.
     return rearrange(batch, "b f h w c -> b c f h w").float() / 127.5 - 1
 
 
-def reconstruction_loss(vae: WanVideoVAE, clips: torch.Tensor, loss: VaeLossConfig) -> dict[str, torch.Tensor]:
-    """clips (B, 3, F, H, W) in [-1, 1] -> {"total", "l1", "mse", "latent_rms"} through the causal encode/decode."""
-    latents = vae.model.encode(clips, vae.scale)  # (B, 16, T, H/8, W/8), normalised as the DiT sees them
+def reconstruction_loss(
+    vae: WanVideoVAE, clips: torch.Tensor, loss: VaeLossConfig, train_encoder: bool = True
+) -> dict[str, torch.Tensor]:
+    """clips (B, 3, F, H, W) in [-1, 1] -> {"total", "l1", "mse", "latent_rms"} through the causal encode/decode
+    (train_encoder False: the encode runs without gradients)."""
+    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+        latents = vae.model.encode(clips, vae.scale)  # (B, 16, T, H/8, W/8), normalised as the DiT sees them
     decoded = vae.model.decode(latents, vae.scale).clamp(-1, 1)
     l1 = F.l1_loss(decoded.float(), clips.float())
     mse = F.mse_loss(decoded.float(), clips.float())
@@ -88,10 +97,16 @@ def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Pa
     device = accelerator.device
     vae = components.vae.float()
     vae.scale = [vae.mean.to(device), (1.0 / vae.std).to(device)]  # diffsynth builds them on the CPU
-    vae.model.train().requires_grad_(True)
-    named = {f"vae.{key}": parameter for key, parameter in vae.model.named_parameters()}
+    vae.model.train().requires_grad_(False)
+    named = {
+        f"vae.{key}": parameter
+        for key, parameter in vae.model.named_parameters()
+        if config.train_encoder or key.startswith(DECODER_SIDE)
+    }
+    for parameter in named.values():
+        parameter.requires_grad_(True)
     update = make_update(accelerator, list(named.values()), config.optim, config.optim.learning_rate, run)
-    built_with = {"model.model_size": config.model.model_size}
+    built_with = {"model.model_size": config.model.model_size, "train_encoder": config.train_encoder}
     checkpointer = Checkpointer(accelerator, run, named, update.states(), config, built_with)
     seed_process(accelerator, run)
     start = checkpointer.resume()
@@ -104,7 +119,7 @@ def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Pa
         for _ in range(run.gradient_accumulation_steps):
             clips = sample_batch(videos, config.data, device)
             with autocast(accelerator, run):
-                losses = reconstruction_loss(vae, clips, config.loss)
+                losses = reconstruction_loss(vae, clips, config.loss, config.train_encoder)
             update.backward(losses["total"] / run.gradient_accumulation_steps)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
