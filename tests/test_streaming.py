@@ -354,7 +354,8 @@ def test_pose_feature_stream_equals_the_full_clip(one_thread):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_flex_stream_on_cuda_equals_the_full_clip(student):
-    """The GPU path: compiled FlexAttention with rectangular, capacity-padded chunk plans (float32)."""
+    """The GPU path: compiled FlexAttention with rectangular chunk plans over the preallocated cache (float32: run
+    without TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, which turns float32 matmuls into TF32, far from 1e-4)."""
     rule = SparseAttentionConfig(top_k=2, block_size=128)  # the compiled kernel's tile
     poses = random_poses(TRAINED, seed=7)
     selection = select_frames(latent_distances(poses, False), rule.top_k, "past", True)
