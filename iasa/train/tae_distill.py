@@ -33,10 +33,9 @@ from iasa.train.runtime import (
     seed_process,
     start_run,
 )
-from iasa.train.vae_pretrain import load_videos, sample_batch
+from iasa.train.vae_pretrain import load_videos, move_vae_scale, sample_batch
 from iasa.video.assembly import WanComponents
 from iasa.video.config import WanModelConfig
-from iasa.video.model_files import ModelFilesError
 from iasa.video.tae import TAE_ARCHITECTURES, TaeDecoder, save_tae_decoder
 
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"l1": F.l1_loss, "mse": F.mse_loss}
@@ -105,15 +104,6 @@ def train_tae_decoder(
 
 
 # ------------------------------------------------------------------------------------------ distill_tae task
-def require_model_folder(model: WanModelConfig) -> None:
-    """Before loading: the folder of the VAE to distil exists (the generic message would offer the 14B download)."""
-    if not Path(model.model_dir).is_dir():
-        raise ModelFilesError(
-            f"model folder {model.model_dir} (model.model_dir) does not exist; distill_tae distils the VAE of a model "
-            f"folder: set model.model_dir to one, e.g. outputs/miniature/teacher/model (the miniature's teacher stage)"
-        )
-
-
 def run_tae_distill(config: TaeDistillConfig, components: WanComponents) -> Path:
     """Fit a TAE decoder of config.tae_architecture to the VAE of `components` (frozen), checkpointing every
     run.checkpoint_every steps; returns the run folder, which gets TAE_FILE."""
@@ -123,7 +113,7 @@ def run_tae_distill(config: TaeDistillConfig, components: WanComponents) -> Path
     start_run(accelerator, config, run, project="iasa-distill-tae")
     device = accelerator.device
     vae = components.vae
-    vae.scale = [vae.mean.to(device), (1.0 / vae.std).to(device)]  # diffsynth builds them on the CPU
+    move_vae_scale(vae, device)
     # Built after start_run's seeding: the same initial weights on every process and in a resumed run.
     decoder = TaeDecoder(TAE_ARCHITECTURES[config.tae_architecture]).to(device).train().requires_grad_(True)
     named = {f"tae.{key}": parameter for key, parameter in decoder.named_parameters()}

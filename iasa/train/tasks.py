@@ -62,10 +62,6 @@ def parts_needed(config: StageConfig) -> tuple[str, ...]:
 def default_components(config: StageConfig) -> "WanComponents":
     from iasa.train.model import load_training_components
 
-    if isinstance(config, TaeDistillConfig):
-        from iasa.train.tae_distill import require_model_folder
-
-        require_model_folder(config.model)
     return load_training_components(config.model, parts_needed(config))
 
 

@@ -40,6 +40,12 @@ from iasa.video.assembly import WanComponents
 DECODER_SIDE = ("conv2.", "decoder.")
 
 
+def move_vae_scale(vae: WanVideoVAE, device: torch.device) -> None:
+    """Put the latent normalisation (mean, 1 / std) the VAE's encode and decode apply on `device`: diffsynth
+    builds it on the CPU."""
+    vae.scale = [vae.mean.to(device), (1.0 / vae.std).to(device)]
+
+
 def load_videos(data: VaeDataConfig) -> list[torch.Tensor]:
     """The first data.max_videos videos of data.dataset_dir as uint8 (F, H, W, 3) tensors (every frame)."""
     dataset_dir = Path(data.dataset_dir)
@@ -96,7 +102,7 @@ def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Pa
     start_run(accelerator, config, run, project="iasa-pretrain-vae")
     device = accelerator.device
     vae = components.vae.float()
-    vae.scale = [vae.mean.to(device), (1.0 / vae.std).to(device)]  # diffsynth builds them on the CPU
+    move_vae_scale(vae, device)
     vae.model.train().requires_grad_(False)
     named = {
         f"vae.{key}": parameter

@@ -31,6 +31,16 @@ DOWNLOAD_HINT = (
     "download Wan-AI/Wan2.1-I2V-14B-720P (e.g. `huggingface-cli download Wan-AI/Wan2.1-I2V-14B-720P "
     "--local-dir {folder}`) or set model.model_dir to the folder that holds it"
 )
+# An architecture with the byte tokenizer (the miniature's) has no published weights: its folders are trained here.
+TRAINED_HERE_HINT = (
+    "no weights of this architecture are published: set model.model_dir to a folder the miniature's stages write, "
+    "e.g. outputs/miniature/teacher/model (scripts/run_miniature.sh), or the shipped models/miniature"
+)
+
+
+def fetch_hint(folder: Path, arch: WanArchitecture) -> str:
+    """What to do about a missing model folder or file: download the 14B, or train the miniature's."""
+    return DOWNLOAD_HINT.format(folder=folder) if arch.text_tokenizer == "umt5" else TRAINED_HERE_HINT
 
 
 class ModelFilesError(InputError, FileNotFoundError):
@@ -84,7 +94,7 @@ def locate_model_files(folder: str | Path, arch: WanArchitecture | None = None) 
     folder = Path(folder)
     arch = WanArchitecture() if arch is None else arch
     if not folder.is_dir():
-        raise ModelFilesError(f"model folder {folder.resolve()} does not exist; " + DOWNLOAD_HINT.format(folder=folder))
+        raise ModelFilesError(f"model folder {folder.resolve()} (model.model_dir) does not exist; " + fetch_hint(folder, arch))
     shards = _expected_dit_shards(folder)
     missing = [name for name in shards if not (folder / name).is_file()]
     weights = {name: _weight_file(folder, name) for name in (TEXT_ENCODER, VAE, IMAGE_ENCODER)}
@@ -95,7 +105,7 @@ def locate_model_files(folder: str | Path, arch: WanArchitecture | None = None) 
         missing.append(TOKENIZER + "/")
     if missing:
         raise ModelFilesError(
-            f"missing in model folder {folder.resolve()}: {', '.join(missing)}; " + DOWNLOAD_HINT.format(folder=folder)
+            f"missing in model folder {folder.resolve()}: {', '.join(missing)}; " + fetch_hint(folder, arch)
         )
     return WanModelFiles(
         dit_shards=tuple(folder / name for name in shards),
