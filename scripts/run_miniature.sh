@@ -6,11 +6,11 @@
 # time-boxed by its run.time_limit_s, which counts from the end of the stage's first step (kernel compiles excluded).
 #
 # The budgets below do not fit one 10-minute command: besides the training budgets every stage spends 15-35 s
-# starting up and on its first step, data_process takes ~100 s and the evaluation of 4 clips ~180 s. So run it in
+# starting up and on its first step, data_process takes ~75 s and the evaluation of 4 clips ~180 s. So run it in
 # three commands on the same (warm) machine:
-#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (150 s), data_process, teacher (220 s), pack      ~560 s
-#   bash scripts/run_miniature.sh --part 2   # VAE decoder (60 s), LoRA x2 (30 s each), DMD x2 (55 s each),
-#                                            # TAE (90 s), pack                                              ~540 s
+#   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (220 s), pack      ~540 s
+#   bash scripts/run_miniature.sh --part 2   # VAE decoder (80 s), LoRA x2 (30 s each), DMD x2 (55 s each),
+#                                            # TAE (60 s), pack                                              ~520 s
 #   bash scripts/run_miniature.sh --part 3   # the evaluation                                                  ~190 s
 # Each part packs what exists into $OUT; on a fresh machine put the parts of the previous one under
 # outputs/miniature/packed/ (carry them): the next part unpacks them and regenerates the dataset from its seed
@@ -21,7 +21,7 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
-# budgets in seconds T_VAE (150), T_TEACHER (220), T_VAE_DECODER (60), T_LORA (30, each), T_DMD (55, each), T_TAE
+# budgets in seconds T_VAE (160), T_TEACHER (220), T_VAE_DECODER (80), T_LORA (30, each), T_DMD (55, each), T_TAE
 # (90), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The weights
 # are packed into $OUT before the evaluation, so an evaluation cut short still returns them.
 set -euo pipefail
@@ -30,8 +30,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
-T_VAE=${T_VAE:-150} T_TEACHER=${T_TEACHER:-220} T_VAE_DECODER=${T_VAE_DECODER:-60} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
-T_TAE=${T_TAE:-90} BUDGET=${BUDGET:-560}
+T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-220} T_VAE_DECODER=${T_VAE_DECODER:-80} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
+T_TAE=${T_TAE:-60} BUDGET=${BUDGET:-560}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -49,7 +49,7 @@ exec > >(tee -a "$LOG") 2>&1
 export TQDM_MININTERVAL=5  # a progress line every 5 s in the log, not one per step
 
 # Shrunk sizes of the rehearsal (every stage, same code path).
-DATA_ARGS=(--train_clips 240 --heldout_clips 16 --identities_train 48 --identities_heldout 4 --frames 33 --size 256)
+DATA_ARGS=(--train_clips 160 --heldout_clips 16 --identities_train 16 --identities_heldout 4 --frames 33 --size 256)
 COMMON=() ; PROCESS=() ; VAE=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; TAE=() ; EVAL=(device=cuda max_clips=4)
 if [[ $REHEARSAL == 1 ]]; then
   DATA_ARGS=(--train_clips 4 --heldout_clips 2 --identities_train 2 --identities_heldout 1 --frames 17 --size 64)

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from iasa.attention import build_sparse_layout, density_statistics
 from iasa.config import load_config
@@ -140,3 +141,47 @@ def test_on_cuda_rows_are_timed_and_the_student_is_compared_at_fp8_and_with_the_
     assert fp8["variant"] == tae_row["variant"] == "student"
     assert 20 < fp8["psnr"] < 100 and fp8["fps_gpu"] > 0  # FP8 rounding changes the video a little
     assert tae_row["psnr"] is not None and tae_row["ssim"] < 1 and tae_row["fps_gpu"] > 0  # a random TAE: another video
+
+
+def _psnr_through_mean_mse(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """PSNR over clips as the table aggregates it: the clips' mean squared errors averaged, then to dB."""
+    mse = np.mean([np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) for a, b in pairs])
+    return 10 * math.log10(255**2 / mse)
+
+
+def test_baselines_are_the_still_reference_and_the_vae_round_trip(evaluated, miniature, tmp_path):
+    """reference_still: each clip's frame 0 repeated; vae_round_trip: diffsynth's own encode and decode of the
+    ground truth (not the project's per-latent-frame decoder). --baselines-only writes the same rows alone."""
+    from iasa.eval.miniature import evaluated_clips, variant_inference_config
+    from iasa.video.pipeline import VideoGenerator
+
+    payload, out = evaluated
+    dataset, runs = miniature
+    config = load_config(MiniatureEvalConfig, None, tiny_eval_overrides(dataset, runs, out))
+    clips = evaluated_clips(config, progress=False)
+    still, round_trip = payload["baselines"]
+    assert (still["baseline"], round_trip["baseline"]) == ("reference_still", "vae_round_trip")
+    assert set(still) == set(round_trip) == {"baseline", *CLIP_METRICS}
+    held = [(np.repeat(clip.truth[:1], len(clip.truth), axis=0), clip.truth) for clip in clips]
+    assert still["psnr"] == pytest.approx(_psnr_through_mean_mse(held), abs=1e-6)
+
+    student = next(variant for variant in config.variants if variant.name == "student")
+    inference = variant_inference_config(config, student)
+    vae = VideoGenerator.from_config(inference.model, inference.attention, inference.long_video, inference.speed).components.vae
+    decoded = []
+    for clip in clips:
+        video = torch.from_numpy(clip.truth).permute(3, 0, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            frames = vae.decode(vae.encode([video], device="cpu"), device="cpu")[0]
+        frames = ((frames.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        decoded.append((frames, clip.truth))
+    assert round_trip["psnr"] == pytest.approx(_psnr_through_mean_mse(decoded), abs=0.01)
+
+    only = tmp_path / "baselines.json"
+    overrides = [*tiny_eval_overrides(dataset, runs, out), f"out={only}"]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "eval_miniature.py"), "--baselines-only", "--no-progress", *overrides],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert json.loads(only.read_text())["baselines"] == payload["baselines"]

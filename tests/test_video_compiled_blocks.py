@@ -147,8 +147,10 @@ def test_fp8_compiled_blocks_on_gpu_match_bf16():
     """On an FP8 GPU with Inductor: torchao's FP8 linears, compiled, stay near the bf16 flow, and the compiled
     FP8 flow equals the eager FP8 flow up to bf16 rounding. Shapes torchao's FP8 GEMM takes: the tiny model's
     64-wide linears made Inductor's scaled-mm lowering find no kernel (NoValidChoicesError), so a DiT of width
-    256 (head dim 128, feed-forward 512) on a 3 x 8 x 8 token grid (192 tokens): every GEMM dimension a
-    multiple of 16 and >= 128, as in the 14B (5120, 13824; 32760 tokens)."""
+    256 (head dim 128, feed-forward 512) on a 3 x 8 x 16 token grid (384 tokens): every GEMM dimension a
+    multiple of 16 and >= 128, as in the 14B (5120, 13824; 32760 tokens). The layout's blocks are 128 tokens, the
+    tile of the compiled flex kernel (blocks of 16 failed its lowering on the H200: "Q and KV block size must be
+    divisible by BLOCK_M and BLOCK_N"), as in the 14B's config."""
     from iasa.video.fp8_linear import check_fp8_support, quantize_dit_fp8
 
     device = torch.device("cuda")
@@ -157,7 +159,7 @@ def test_fp8_compiled_blocks_on_gpu_match_bf16():
     except RuntimeError as error:
         pytest.skip(str(error))
     arch = dataclasses.replace(TINY, dim=256, ffn_dim=512, num_heads=2)
-    frames, grid = 3, (8, 8)
+    frames, grid = 3, (8, 16)
     generator = torch.Generator().manual_seed(2)
     torch.manual_seed(0)
     dit = build_random("dit", arch, device, torch.bfloat16)
@@ -173,7 +175,7 @@ def test_fp8_compiled_blocks_on_gpu_match_bf16():
     )  # fmt: skip
     selection = (torch.rand(frames, frames, generator=generator) > 0.5) | torch.eye(frames, dtype=torch.bool)
     regions = torch.randint(0, 3, (frames, grid[0] * grid[1]), generator=generator)
-    layout = SparseLayout(selection, regions, grid, block_size=16, region_names=("face", "hands")).to(device)
+    layout = SparseLayout(selection, regions, grid, block_size=128, region_names=("face", "hands")).to(device)
     t = torch.tensor([700.0], device=device, dtype=torch.bfloat16)
     torch.compiler.reset()
     with torch.no_grad():

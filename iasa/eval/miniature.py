@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from iasa.attention import build_sparse_layout, density_statistics
 from iasa.config import check, load_config
@@ -41,6 +42,7 @@ from iasa.synthetic.dataset import MANIFEST, identity_of_clip
 from iasa.video.inference import InferenceConfig, inference_pose_style
 from iasa.video.latent_grid import TOKEN_STRIDE, num_latent_frames, padded_frame_count
 from iasa.video.pipeline import VideoGenerator, pad_keypoints
+from iasa.video.stream_decode import to_uint8_frames
 from iasa.video.windows import plan_windows
 
 # The files of a stage folder that a variant reads, and the model folder of the from-scratch networks.
@@ -284,6 +286,29 @@ def evaluate_variant(
     return VariantResult(row, grid_video, videos if keep_videos else None)
 
 
+# --------------------------------------------------------------------------------------------- baselines
+def baseline_rows(config: MiniatureEvalConfig, clips: list[HeldOutClip]) -> list[dict]:
+    """Two rows that frame the variants', scored the same way: `reference_still`, each clip's first frame (the
+    reference every variant starts from) held for the whole clip, what a model that ignores the pose gets; and
+    `vae_round_trip`, the ground truth encoded and decoded by the model folder's VAE, the most a variant can
+    reach, since its frames come out of that decoder."""
+    student = next(variant for variant in config.variants if variant.name == config.student)
+    generator = VariantRunner.load(variant_inference_config(config, student)).generator
+    c = generator.components
+    still, round_trip = [], []
+    for clip in clips:
+        still.append(evaluate_clip(np.repeat(clip.truth[:1], len(clip.truth), axis=0), clip.truth, clip.keypoints))
+        frames = rearrange(torch.from_numpy(clip.truth), "f h w c -> c f h w").to(c.device, c.dtype) / 127.5 - 1
+        with torch.no_grad():
+            latents = c.vae.encode([frames], device=c.device).to(c.dtype)
+            decoded = to_uint8_frames(generator.decode(latents))
+        round_trip.append(evaluate_clip(decoded[: len(clip.truth)], clip.truth, clip.keypoints))
+    return [
+        {"baseline": name, **{key: finite_or_none(value) for key, value in aggregate(scores).items()}}
+        for name, scores in (("reference_still", still), ("vae_round_trip", round_trip))
+    ]
+
+
 def attention_label(inference: InferenceConfig) -> str:
     """dense, or iasa/<direction>/<global or global+local> as the sparse config sets it."""
     attention = inference.attention
@@ -353,6 +378,30 @@ def grid_frame_indices(frames: int, count: int) -> list[int]:
     return sorted(set(np.linspace(0, frames - 1, min(count, frames)).round().astype(int).tolist()))
 
 
+def evaluated_clips(config: MiniatureEvalConfig, progress: bool) -> list[HeldOutClip]:
+    """The first max_clips held-out clips with their ground truth."""
+    from tqdm import tqdm
+
+    names = held_out_clip_names(config.dataset)[: config.max_clips]
+    check(config.grid_clip < len(names), "grid_clip", config.grid_clip, f"must be below the {len(names)} evaluated clips")
+    return [load_held_out_clip(config.dataset, name) for name in tqdm(names, desc="ground truth", disable=not progress)]
+
+
+def run_baselines(config: MiniatureEvalConfig, progress: bool = True) -> dict:
+    """Only the baseline rows (no variant is generated: minutes on a CPU); writes config.out, returns its payload."""
+    from iasa.atomic_io import write_json
+
+    clips = evaluated_clips(config, progress)
+    payload = {
+        "torch": torch.__version__,
+        "dataset": {"path": str(config.dataset), "split": HELD_OUT_SPLIT, "clips": len(clips)},
+        "model_stage": config.model_stage,
+        "baselines": baseline_rows(config, clips),
+    }
+    write_json(config.out, payload)
+    return payload
+
+
 def run_evaluation(config: MiniatureEvalConfig, progress: bool = True) -> dict:
     """Evaluate every variant; writes config.out (JSON) and config.grid (PNG); returns the JSON payload."""
     from tqdm import tqdm
@@ -364,9 +413,7 @@ def run_evaluation(config: MiniatureEvalConfig, progress: bool = True) -> dict:
     # Every variant's files first, so a missing stage fails in seconds, not after the first rows.
     for variant in config.variants:
         variant_inference_config(config, variant)
-    names = held_out_clip_names(config.dataset)[: config.max_clips]
-    check(config.grid_clip < len(names), "grid_clip", config.grid_clip, f"must be below the {len(names)} evaluated clips")
-    clips = [load_held_out_clip(config.dataset, name) for name in tqdm(names, desc="ground truth", disable=not progress)]
+    clips = evaluated_clips(config, progress)
     device = resolve_device(config.device)
     rows, grid_rows, labels = [], {"ground truth": clips[config.grid_clip].truth}, {}
     student = None
@@ -386,6 +433,7 @@ def run_evaluation(config: MiniatureEvalConfig, progress: bool = True) -> dict:
         "cpu": {"name": cpu_name(), "threads": cpu_thread_count(config)},
         "dataset": {"path": str(config.dataset), "split": HELD_OUT_SPLIT, "clips": len(clips)},
         "rows": rows,
+        "baselines": baseline_rows(config, clips),
         **student_comparisons(config, student, clips, device),
     }
     frames = grid_frame_indices(clips[config.grid_clip].truth.shape[0], config.grid_frames)
