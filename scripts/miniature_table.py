@@ -29,7 +29,9 @@ def markdown_table(payload: dict) -> str:
         "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
-    for row in payload["rows"]:
+    # The baselines (a still frame, the VAE round trip) have no steps, attention or speed: "-" there.
+    baselines = [{**row, "variant": f"baseline: {row['baseline']}"} for row in payload.get("baselines", [])]
+    for row in payload["rows"] + baselines:
         lines.append("| " + " | ".join(cell(row.get(key), pattern) for key, _, pattern in COLUMNS) + " |")
     cpu = payload.get("cpu", {})
     lines.append("")

@@ -124,6 +124,9 @@ def test_table_script_prints_one_markdown_row_per_variant(evaluated):
     teacher = lines[2].split(" | ")
     assert teacher[0] == "| teacher" and teacher[4] == f"{payload['rows'][0]['psnr']:.2f}" and teacher[-2] == "-"  # no GPU
     assert lines[3].startswith("| student | 1 | iasa/past/global+local |")
+    still = lines[4].split(" | ")
+    assert still[:4] == ["| baseline: reference_still", "-", "-", "-"] and still[4] == f"{payload['baselines'][0]['psnr']:.2f}"
+    assert lines[5].startswith("| baseline: vae_round_trip | - | - | - |")
 
 
 @pytest.mark.gpu
