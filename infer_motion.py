@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -172,7 +173,9 @@ def write_skeleton_video(
             silent_video, format="FFMPEG", fps=fps, codec="libx264", quality=None, pixelformat="yuv420p",
             macro_block_size=2, ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
         )  # fmt: skip
-        with writer:
+        # Not `with writer`: imageio's __exit__ skips close() on an error, which leaves ffmpeg running to
+        # create the silent video again after the finally below has removed it.
+        with closing(writer):
             for frame in iter_pose_frames(keypoints, style):
                 stop.raise_if_requested()
                 writer.append_data(frame)
@@ -231,11 +234,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopRequest:
-    """A stop asked for by a signal, recorded by the handler and acted on by the loop at safe points.
+    """A stop asked for by a signal: the handler records it and the loop raises Interrupted at safe points.
 
-    The handler only records: raised from a handler, the exception surfaces in whatever code the signal
-    interrupts, and Python drops it in a __del__ or weakref callback and library code may swallow it there,
-    so the run would go on."""
+    A handler that raised would raise inside whatever code the signal interrupts, and there (a __del__, such as
+    imageio's writer closing ffmpeg, or library code that catches everything) the exception can be dropped
+    and the run goes on."""
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
