@@ -9,8 +9,8 @@ Every audio file (wav, mp3, flac, m4a, ogg) in DIR becomes, in the save folder:
   <name>_skeleton.mp4   with --visualization: the pose video (pose.style, as the pose guider sees it) with the audio
 A file that cannot be read is reported and skipped; the others finish and the exit code is then 1.
 Outputs are written to temporary files and renamed, so nothing half-written is left behind: Ctrl-C and
-SIGTERM remove the file being written, and the temporaries of a run that was killed (SIGKILL) are removed
-when the next run starts.
+SIGTERM remove the outputs of the file being written (SIGTERM stops at the next video frame or step), and the
+temporaries of a run that was killed (SIGKILL) are removed when the next run starts.
 Config keys (InferMotionConfig below; e.g. pose.image_height=512 procedural.seed=3) come from --config
 and key=value overrides.
 """
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -155,7 +156,7 @@ def audio_warnings(name: str, waveform: np.ndarray, config: InferMotionConfig) -
 
 
 def write_skeleton_video(
-    keypoints: WholeBodyKeypoints, style: str, fps: float, audio: Path, path: Path, crf: int
+    keypoints: WholeBodyKeypoints, style: str, fps: float, audio: Path, path: Path, crf: int, stop: StopRequest
 ) -> None:
     """Draw the pose images in ``style`` into an H.264 mp4 and mux ``audio`` in, via temporary files."""
     import imageio.v2 as imageio
@@ -172,8 +173,11 @@ def write_skeleton_video(
             silent_video, format="FFMPEG", fps=fps, codec="libx264", quality=None, pixelformat="yuv420p",
             macro_block_size=2, ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
         )  # fmt: skip
-        with writer:
+        # Not `with writer`: imageio's __exit__ skips close() on an error, which leaves ffmpeg running to
+        # create the silent video again after the finally below has removed it.
+        with closing(writer):
             for frame in iter_pose_frames(keypoints, style):
+                stop.raise_if_requested()
                 writer.append_data(frame)
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", silent_video, "-i", str(audio),
@@ -191,25 +195,29 @@ def write_skeleton_video(
 
 def process_file(
     audio: Path, name: str, generator: MotionGenerator, args: argparse.Namespace, config: InferMotionConfig,
-    reference: WholeBodyKeypoints | None,
+    reference: WholeBodyKeypoints | None, stop: StopRequest,
 ) -> list[str]:  # fmt: skip
-    """Write the outputs of one audio file; returns warnings. If any step fails, the outputs of this file
-    that were already written are removed, so a file has either all its outputs or none."""
+    """Write the outputs of one audio file; returns warnings. If any step fails, or a stop is requested before
+    the file is finished, the outputs of this file that were already written are removed, so a file has either
+    all its outputs or none."""
     from iasa.pose.pipeline import motion_to_keypoints
 
     waveform = load_audio(audio, SAMPLE_RATE)
     messages = audio_warnings(audio.name, waveform, config)
     motion = generator(waveform)
+    stop.raise_if_requested()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         keypoints = motion_to_keypoints(motion, config.pose, args.smplx_dir, reference)
     messages += [f"{audio.name}: {warning.message}" for warning in caught]
+    stop.raise_if_requested()
     outputs = output_paths(args.save_folder, name)[: 3 if args.visualization else 2]
     try:
         motion.save(outputs[0])
         keypoints.save(outputs[1])
         if args.visualization:
-            write_skeleton_video(keypoints, config.pose.style, motion.fps, audio, outputs[2], config.video_crf)
+            write_skeleton_video(keypoints, config.pose.style, motion.fps, audio, outputs[2], config.video_crf, stop)
+        stop.raise_if_requested()  # a signal during the last write (the mux) still discards this file
     except BaseException:
         for path in outputs:
             path.unlink(missing_ok=True)
@@ -225,8 +233,22 @@ class Interrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
-def stop_on_signal(signal_number: int, frame) -> None:
-    raise Interrupted(signal_number)
+class StopRequest:
+    """A stop asked for by a signal: the handler records it and the loop raises Interrupted at safe points.
+
+    A handler that raised would raise inside whatever code the signal interrupts, and there (a __del__, such as
+    imageio's writer closing ffmpeg, or library code that catches everything) the exception can be dropped
+    and the run goes on."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+
+    def record(self, signal_number: int, frame) -> None:
+        self.signal_number = signal_number
+
+    def raise_if_requested(self) -> None:
+        if self.signal_number is not None:
+            raise Interrupted(self.signal_number)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,12 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names.values():  # left by an earlier run that was killed
         for path in output_paths(args.save_folder, name):
             remove_stale_temporaries(path)
-    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    stop = StopRequest()
+    # Installed until main returns, so a second SIGTERM while the run unwinds is recorded, not a traceback.
+    previous = signal.signal(signal.SIGTERM, stop.record)
     failed: list[str] = []
     try:
         for audio in tqdm(files, desc="audio -> motion", unit="file"):
+            stop.raise_if_requested()
             try:
-                for message in process_file(audio, names[audio], generator, args, config, reference):
+                for message in process_file(audio, names[audio], generator, args, config, reference, stop):
                     tqdm.write(f"warning: {message}", file=sys.stderr)
             except AudioFileError as error:
                 failed.append(audio.name)
