@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from iasa.atomic_io import remove_stale_temporaries, temporary_prefix
+from iasa.atomic_io import OUTPUT_FILE_MODE, remove_stale_temporaries, temporary_prefix
 from iasa.config import ConfigError, check, load_config, split_config_args
 from iasa.motion.audio import AUDIO_EXTENSIONS, AudioFileError, load_audio
 from iasa.motion.motion_file import SmplxMotion
@@ -186,7 +186,7 @@ def write_skeleton_video(
         result = subprocess.run(command, capture_output=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"ffmpeg could not mux {audio} into {path}: {result.stderr.decode(errors='replace').strip()}")
-        os.chmod(muxed, 0o644)  # mkstemp creates 0600
+        os.chmod(muxed, OUTPUT_FILE_MODE)  # mkstemp creates 0600
         os.replace(muxed, path)
     finally:
         Path(silent_video).unlink(missing_ok=True)
