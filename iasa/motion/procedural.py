@@ -238,7 +238,8 @@ class LiveProceduralMotion:
         config = self.config
         known = len(self._loudness)
         radius = smoothing_radius(ONSET_SMOOTHING_SIGMA)
-        self._smooth += _smooth_span(self._loudness, len(self._smooth), known if end else known - radius, ONSET_SMOOTHING_SIGMA)
+        smoothable = known if end else known - radius
+        self._smooth += _smooth_span(self._loudness, len(self._smooth), smoothable, ONSET_SMOOTHING_SIGMA)
         decided = len(self._smooth) if end else len(self._smooth) - ONSET_PEAK_LOOKAHEAD_FRAMES
         onset_gap = int(round(config.onset_min_gap_s * config.fps))
         beat_gap = int(round(config.beat_min_gap_s * config.fps))
@@ -276,7 +277,10 @@ class LiveProceduralMotion:
         jaw = _smooth_span(self._loudness, first, stop, JAW_SMOOTHING_SIGMA)
         rotations[:, JAW] = jaw_rotation(np.asarray(jaw, dtype=np.float64), config)
         nods = config.nod_rad * self._pulses(frames, self._onsets, self._nod_amplitudes)
-        sways = {name: sway_wave(time_s, frequencies, self._sway_phases[name], config) for name, frequencies in SWAY_FREQUENCIES_HZ.items()}
+        sways = {
+            name: sway_wave(time_s, frequencies, self._sway_phases[name], config)
+            for name, frequencies in SWAY_FREQUENCIES_HZ.items()
+        }
         head_and_spine_rotations(rotations, nods, sways)
         for arm in (0, 1):
             arm_rotations(rotations, arm, self._pulses(frames, self._arm_beats[arm], self._arm_amplitudes[arm]), config)
@@ -336,7 +340,9 @@ def jaw_rotation(opening: np.ndarray, config: ProceduralMotionConfig) -> np.ndar
     return X_AXIS * (config.jaw_open_max_rad * opening)[:, None]
 
 
-def sway_wave(time_s: np.ndarray, frequencies_hz: tuple[float, ...], phases: np.ndarray, config: ProceduralMotionConfig) -> np.ndarray:
+def sway_wave(
+    time_s: np.ndarray, frequencies_hz: tuple[float, ...], phases: np.ndarray, config: ProceduralMotionConfig
+) -> np.ndarray:
     """(T,) idle sway angle at times (T,): the mean of sinusoids of these frequencies and phases, times sway_rad."""
     wave = sum(np.sin(2 * np.pi * f * time_s + p) for f, p in zip(frequencies_hz, phases))
     return config.sway_rad * wave / len(frequencies_hz)
@@ -394,7 +400,9 @@ def level_db(rms: np.ndarray) -> np.ndarray:
     return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
-def loudness_from_levels(levels_db: np.ndarray, loudest_db: float | np.ndarray, config: ProceduralMotionConfig) -> np.ndarray:
+def loudness_from_levels(
+    levels_db: np.ndarray, loudest_db: float | np.ndarray, config: ProceduralMotionConfig
+) -> np.ndarray:
     """(T,) loudness in [0, 1] of frame levels (T,) dB: 0 at or below silence_dbfs or loudness_range_db under
     loudest_db (one value, or one per frame), 1 at loudest_db."""
     floor_db = np.maximum(config.silence_dbfs, loudest_db - config.loudness_range_db)
