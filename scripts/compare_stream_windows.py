@@ -6,7 +6,7 @@
 The clip's motion (its seed, tempo, voice and gesture style from the split's manifest) is regenerated for
 --seconds of speech, and its ground truth rendered from the keypoints (iasa.synthetic.avatar), so any length
 can be compared. The same model (the stream config's model, attention, sampler and speed keys) then makes the
-video twice: streamed (iasa.video.stream_run.stream_frames: chunks with the bounded pose-selected cache) and
+video twice: streamed (iasa.video.stream_run.stream_clip_frames: chunks with the bounded pose-selected cache) and
 as the overlapping-window long video (VideoGenerator.generate: 1 step, no cfg, windows of
 --window-latent-frames fused over --overlap-latent-frames). Per variant: PSNR against the ground truth over the
 whole video, over the first and the last --drift-seconds, and the drift (first minus last, dB; > 0 = worse at
@@ -32,7 +32,7 @@ from iasa.atomic_io import write_json  # noqa: E402
 from iasa.config import load_config, split_config_args  # noqa: E402
 from iasa.errors import InputError  # noqa: E402
 from iasa.video.config import LongVideoConfig, SamplerConfig  # noqa: E402
-from iasa.video.stream_run import StreamInferenceConfig, stream_frames  # noqa: E402
+from iasa.video.stream_run import StreamInferenceConfig, stream_clip_frames  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "stream_vs_windows.json"
 
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> None:
     generator = VideoGenerator.from_config(config.model, config.attention, long_video, config.speed.for_generator())
     progress = not args.no_progress
     frames = keypoints.num_frames
-    streamed = np.concatenate(list(stream_frames(generator, config, image, reference_pose, keypoints, pose_style, frames, progress)))
+    streamed = np.concatenate(list(stream_clip_frames(generator, config, image, reference_pose, keypoints, pose_style, progress)))
     sampler = SamplerConfig(num_steps=1, cfg_scale=1.0, shift=config.sampler.shift, seed=config.sampler.seed, prompt=config.sampler.prompt)
     pose_video = draw_pose_frames(keypoints, pose_style)
     windowed = generator.generate(image, pose_video, reference_pose, keypoints, sampler, progress=progress)

@@ -227,9 +227,11 @@ def keys_read_by_a_dry_run(path: Path, task: str, files: dict[str, Path], output
     if task == GENERATE:
         for variant in generate_variants(files):
             run_inference(reads.track(load_config(InferenceConfig, path, [*overrides, *variant])), progress=False)
-    elif task == STREAM:  # generation's variants, the second with the preview page (which reads preview_port)
+    elif task == STREAM:  # generation's variants: the first with EMAGE's motion of the whole speech, the second
+        # with the live procedural motion and the preview page (which reads preview_port)
         for serve, variant in enumerate(generate_variants(files)):
-            config = reads.track(load_config(StreamInferenceConfig, path, [*overrides, *variant, "preview_port=0"]))
+            motion = ["live_motion=true", "emage_dir=null"] if serve else ["live_motion=false"]
+            config = reads.track(load_config(StreamInferenceConfig, path, [*overrides, *variant, *motion, "preview_port=0"]))
             run_stream(config, serve=bool(serve), progress=False, on_url=lambda url: None, hold=lambda server: None)
     else:
         monkeypatch.setattr(iasa.train.tasks, "load_config", lambda *args: reads.track(load_config(*args)))

@@ -128,3 +128,17 @@ def test_the_default_inference_config_uses_the_sparse_attention() -> None:
     """The shipped generation configs run the input-aware sparse attention (the dataclass default is dense)."""
     assert load_config(InferenceConfig, ROOT / "config" / "infer_iasa.yaml").attention.attention == "iasa"
     assert load_config(StreamInferenceConfig, ROOT / "config" / "stream_iasa.yaml").attention.attention == "iasa"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("preview_port=70000", "preview_port"),
+        ("emage_dir=checkpoints/emage", "live_motion"),  # EMAGE makes the whole speech's motion first
+    ],
+)
+def test_stream_values_are_checked_on_read(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"bad value {key}="):
+        load_config(StreamInferenceConfig, ROOT / "config" / "stream_iasa.yaml", [override])
+    emage = load_config(StreamInferenceConfig, ROOT / "config" / "stream_iasa.yaml", ["emage_dir=x", "live_motion=false"])
+    assert emage.emage_dir == "x" and not emage.live_motion

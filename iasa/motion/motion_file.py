@@ -59,6 +59,13 @@ class SmplxMotion:
     def duration_s(self) -> float:
         return self.num_frames / self.fps
 
+    def slice_frames(self, start: int, stop: int) -> "SmplxMotion":
+        """Frames [start, stop) (the shape and everything else shared)."""
+        frames = slice(start, stop)
+        return SmplxMotion(
+            self.poses[frames], self.expressions[frames], self.trans[frames], self.betas, self.fps, self.model, self.gender
+        )
+
     def validate(self, origin: str = "motion") -> None:
         """Raise MotionFileError naming the first array with a wrong shape, a non-finite value or a frame
         count that disagrees with ``poses``."""

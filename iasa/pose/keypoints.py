@@ -147,6 +147,13 @@ class WholeBodyKeypoints:
         arrays = {name: getattr(self, name)[frames] for name in ARRAY_FIELDS}
         return WholeBodyKeypoints(**arrays, image_size=self.image_size)
 
+    def followed_by(self, other: "WholeBodyKeypoints") -> "WholeBodyKeypoints":
+        """These frames, then other's (of the same image size)."""
+        if other.image_size != self.image_size:
+            raise ValueError(f"keypoints of {other.image_size} images cannot follow those of {self.image_size}")
+        arrays = {name: np.concatenate([getattr(self, name), getattr(other, name)]) for name in ARRAY_FIELDS}
+        return WholeBodyKeypoints(**arrays, image_size=self.image_size)
+
     def body_and_toes(self) -> tuple[np.ndarray, np.ndarray]:
         """UniAnimate's body-and-foot points: (F, 20, 2) = the 18 body points, then the left and right toes
         (midpoint of the big and small toe), and their scores (F, 20); a toe point's score is the smaller of

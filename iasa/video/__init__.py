@@ -13,7 +13,9 @@ Streaming generation (the 1-step causal student, chunk by chunk with a key/value
     generate_chunk(dit, StreamState, noise, ...) -> latents, StreamState; PoseFeatureStream (streaming.py)
     ChunkLayout: the sparse rule for queries and keys in different token ranges (iasa/attention/chunk_layout.py)
     StreamDecoder(wan VAE or TAE).decode(latents) -> frames as they are decoded        (stream_decode.py)
-    run_stream(StreamInferenceConfig) / stream_frames(...)                              (stream_run.py)
+    live_keypoints(speech, LiveProceduralMotion, ...); StreamInputs: poses and pose features as keypoints
+    arrive                                                                            (stream_input.py)
+    run_stream(StreamInferenceConfig) / stream_frames(keypoint pieces) / stream_clip_frames(keypoints)  (stream_run.py)
 
 Streaming output (model-free; stream_run.py wires them to the chunked generator):
     StreamingVideoWriter(path, fps, size, audio).append(frames) ... close() / write_video (video_io.py)

@@ -1,17 +1,23 @@
 """Speech + reference image -> a video streamed as it is generated: the end-to-end path of scripts/stream.py.
 
 The inputs are prepared as for scripts/generate.py (iasa.video.inference: reference pose, audio -> motion ->
-keypoints), then the 1-step student generates chunk by chunk (iasa.video.streaming), each chunk is decoded at
-once (iasa.video.stream_decode) and its frames go to the mp4 writer (finalised with the speech at the end) and,
-with --serve, to the loopback preview page. Latency is measured from the first chunk's inputs being ready to its
-first decoded frame (iasa.video.stream_clock); the README states the latency of the stages before (motion).
+keypoints). With `live_motion` the motion is the live procedural motion, fed the speech a chunk's duration at a
+time as if it arrived so (iasa.video.stream_input): keypoints and pose images are made for the frames that are
+final, and each chunk runs as soon as its frames and the pose guider's look-ahead are (a frame waits for 9 frames
+of speech past its own, then the chunk for 4 video frames past its last). Otherwise the motion of the whole
+speech comes first (EMAGE, whose windows need it, or the offline procedural motion). The 1-step student
+generates chunk by chunk (iasa.video.streaming), each chunk is decoded at once (iasa.video.stream_decode) and its
+frames go to the mp4 writer (finalised with the speech at the end) and, with --serve, to the loopback preview
+page. Latency is measured from the clip's conditions being encoded to the first decoded frame
+(iasa.video.stream_clock): with live_motion it includes computing the first chunk's motion, keypoints and pose
+images, not the speech's arrival (the README adds that up, stage by stage).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -33,6 +39,7 @@ from iasa.video.preview_server import PreviewServer
 if TYPE_CHECKING:
     from iasa.pose.keypoints import WholeBodyKeypoints
     from iasa.video.pipeline import VideoGenerator
+    from iasa.video.streaming import StreamConditions
 from iasa.video.stream_clock import StreamClock
 
 # --serve: how long past the video's own length the page may take to show the last frames before it closes.
@@ -82,11 +89,17 @@ class StreamInferenceConfig(GenerationInputs):
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     # --serve: the preview page's port on 127.0.0.1 (0 = any free port; the URL is printed).
     preview_port: int = 8000
+    # The procedural motion made as the speech arrives (iasa.motion.procedural.LiveProceduralMotion: a frame waits
+    # for 9 frames of speech past its own), fed a chunk's duration of speech at a time; false = the motion of the
+    # whole speech first (EMAGE, or with emage_dir null the offline procedural motion). Needs emage_dir null.
+    live_motion: bool = True
 
     def validate(self) -> None:
         check(self.task == "stream", "task", self.task, "must be stream (this is scripts/stream.py's config)")
         super().validate()
         check(0 <= self.preview_port < 65536, "preview_port", self.preview_port, "must be a port number (0 = any)")
+        check(not (self.live_motion and self.emage_dir is not None), "live_motion", self.live_motion,
+              "must be false with emage_dir set (EMAGE makes the motion of the whole speech first)")  # fmt: skip
 
 
 @dataclass
@@ -116,7 +129,7 @@ def run_stream(
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
     from iasa.video.inference import check_model_files, check_output_path, inference_pose_style, reference_image_and_pose
-    from iasa.video.pipeline import VideoGenerator, pad_keypoints
+    from iasa.video.pipeline import VideoGenerator
     from iasa.video.video_io import StreamingVideoWriter
 
     validate_config(config)
@@ -137,22 +150,31 @@ def run_stream(
     generator = VideoGenerator.from_config(config.model, config.attention, LongVideoConfig(), config.speed.for_generator())
     c = generator.components
 
-    # Motion for the whole speech first (EMAGE needs 64-frame windows; README: streaming input).
-    if config.emage_dir is not None:
-        from iasa.motion.emage_inference import EmageMotionGenerator
+    reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0] if reference is not None else None
+    if config.live_motion:
+        from iasa.motion.procedural import LiveProceduralMotion
+        from iasa.video.stream_input import live_keypoints, speech_piece_samples
 
-        motion = EmageMotionGenerator.from_pretrained(config.emage_dir, device=c.device)(waveform)
+        live = LiveProceduralMotion()
+        fps = live.config.fps
+        piece = speech_piece_samples(config.streaming.chunk_latent_frames, fps)
+        chunks = stream_frames(
+            generator, config, image, reference_pose, live_keypoints(waveform, live, piece, config.pose, reference),
+            pose_style, progress,
+        )  # fmt: skip
     else:
-        from iasa.motion.procedural import ProceduralMotionGenerator
+        # The motion of the whole speech first (EMAGE needs 64-frame windows; README: streaming input).
+        if config.emage_dir is not None:
+            from iasa.motion.emage_inference import EmageMotionGenerator
 
-        motion = ProceduralMotionGenerator()(waveform)
-    keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
-    num_frames = keypoints.num_frames
-    keypoints = pad_keypoints(keypoints, padded_frame_count(num_frames))
-    reference_pose = draw_pose_frames(
-        reference.slice_frames(0, 1) if reference is not None else keypoints.slice_frames(0, 1), pose_style
-    )[0]
-    fps = motion.fps
+            motion = EmageMotionGenerator.from_pretrained(config.emage_dir, device=c.device)(waveform)
+        else:
+            from iasa.motion.procedural import ProceduralMotionGenerator
+
+            motion = ProceduralMotionGenerator()(waveform)
+        fps = motion.fps
+        keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
+        chunks = stream_clip_frames(generator, config, image, reference_pose, keypoints, pose_style, progress)
     server = PreviewServer(port=config.preview_port, audio_path=config.audio, fps=fps) if serve else None
     clock = StreamClock()
     written = 0
@@ -161,7 +183,6 @@ def run_stream(
             server.start()
             on_url(server.url)
         try:
-            chunks = stream_frames(generator, config, image, reference_pose, keypoints, pose_style, num_frames, progress)
             clock.mark_inputs_ready()
             for video in chunks:
                 writer.append(video)
@@ -194,76 +215,123 @@ def stream_frames(
     generator: "VideoGenerator",
     config: StreamInferenceConfig,
     image: np.ndarray,
-    reference_pose: np.ndarray,
-    keypoints: "WholeBodyKeypoints",
+    reference_pose: np.ndarray | None,
+    pieces: Iterable["WholeBodyKeypoints"],
     pose_style: str,
-    num_frames: int,
     progress: bool = True,
+    slot_tokens: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """The stream's frames, (f, H, W, 3) uint8 per chunk as soon as it is decoded (the clip's conditions are
-    encoded before this returns; the iterator runs the chunks): image (H, W, 3) uint8 the
-    reference, reference_pose (H, W, 3) uint8 its pose image, keypoints of a 4n + 1-frame clip (padded by
-    repeating the last frame) of which the first num_frames are the video's; uses config.attention, sampler,
-    speed.vae_memory_format and streaming."""
+    """The stream's frames, (f, H, W, 3) uint8 per chunk as soon as it is decoded (the reference's conditions
+    are encoded before this returns; the iterator runs the chunks): image (H, W, 3) uint8 the reference,
+    reference_pose (H, W, 3) uint8 its pose image (None: the pose image of the stream's first frame), pieces the
+    keypoints of the video's frames in order as they become final (pulled when the next chunk needs them; the
+    end is padded to 4n + 1 frames by repeating the last); slot_tokens: the most tokens a cached frame holds
+    (stream_slot_tokens, when the frames are known in advance), None: the first chunk's largest, the cache
+    growing (one copy) when a later frame holds more. Uses config.attention, sampler, speed.vae_memory_format
+    and streaming."""
     from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt, image_to_tensor
-    from iasa.video.streaming import StreamConditions, latent_frame_poses
 
     c = generator.components
-    streaming = config.streaming
-    size = image.shape[:2]
-    poses = latent_frame_poses(keypoints, config.attention.sparse, (size[0] // TOKEN_STRIDE, size[1] // TOKEN_STRIDE))
     with torch.no_grad():
         context = encode_prompt(c.tokenizer, c.text_encoder, config.sampler.prompt, c.device)
         reference_tensor = image_to_tensor(image, c.device, c.dtype)
         clip_feature = encode_clip_feature(c.image_encoder, reference_tensor).to(c.dtype)
         # The reference condition of the trained length; a frame reads it at its RoPE position.
-        y = encode_first_frame_condition(c.vae, reference_tensor, TEMPORAL_STRIDE * (streaming.trained_latent_frames - 1) + 1)
-        reference_pose_tensor = rearrange(
-            torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0, "h w c -> 1 c h w"
-        )
-        y = y + c.pose_guider.reference_condition(reference_pose_tensor)
-    return _chunks(
-        generator, config, keypoints, poses, pose_style, num_frames, StreamConditions(context, clip_feature, y),
-        progress,
-    )  # fmt: skip
+        trained_frames = TEMPORAL_STRIDE * (config.streaming.trained_latent_frames - 1) + 1
+        y = encode_first_frame_condition(c.vae, reference_tensor, trained_frames)
+    encoded = (context, clip_feature, y)
+    return _chunks(generator, config, pieces, pose_style, image.shape[:2], encoded, reference_pose, slot_tokens, progress)
 
 
-def _chunks(generator, config, keypoints, poses, pose_style, num_frames, conditions, progress) -> Iterator[np.ndarray]:
+def stream_clip_frames(
+    generator: "VideoGenerator",
+    config: StreamInferenceConfig,
+    image: np.ndarray,
+    reference_pose: np.ndarray | None,
+    keypoints: "WholeBodyKeypoints",
+    pose_style: str,
+    progress: bool = True,
+) -> Iterator[np.ndarray]:
+    """stream_frames of a clip whose keypoints are all known: fed a chunk's frames at a time, the cache's slots
+    sized for the clip's largest frame (allocated once, never grown)."""
+    from iasa.video.pipeline import pad_keypoints
+    from iasa.video.stream_input import clip_pieces
+    from iasa.video.streaming import latent_frame_poses, stream_slot_tokens
+
+    height, width = keypoints.image_size
+    padded = pad_keypoints(keypoints, padded_frame_count(keypoints.num_frames))
+    poses = latent_frame_poses(padded, config.attention.sparse, (height // TOKEN_STRIDE, width // TOKEN_STRIDE))
+    slot_tokens = stream_slot_tokens(poses, config.attention.sparse if config.attention.attention == "iasa" else None)
+    pieces = clip_pieces(keypoints, TEMPORAL_STRIDE * config.streaming.chunk_latent_frames)
+    return stream_frames(generator, config, image, reference_pose, pieces, pose_style, progress, slot_tokens)
+
+
+def _chunks(
+    generator, config, pieces, pose_style, size, encoded, reference_pose, slot_tokens, progress
+) -> Iterator[np.ndarray]:
     """stream_frames' iterator."""
     from iasa.pose import draw_pose_frames
     from iasa.video.sampler import flow_matching_schedule
     from iasa.video.stream_decode import StreamDecoder
-    from iasa.video.streaming import PoseFeatureStream, StreamState, frame_noise, generate_chunk, stream_slot_tokens
+    from iasa.video.stream_input import StreamInputs
+    from iasa.video.streaming import PoseFeatureStream, StreamState, frame_noise, generate_chunk
 
     c, streaming = generator.components, config.streaming
     timesteps, sigmas = flow_matching_schedule(1, config.sampler.shift)
     timestep, sigma = timesteps[:1].to(device=c.device, dtype=c.dtype), float(sigmas[0])
     decoder = StreamDecoder(generator.tae if generator.tae is not None else c.vae, config.speed.vae_memory_format)
     rule = config.attention.sparse if config.attention.attention == "iasa" else None
-    height, width = keypoints.image_size
+    height, width = size
     latent_grid = (height // VAE_STRIDE, width // VAE_STRIDE)
+
+    def pose_images(keypoints: "WholeBodyKeypoints") -> torch.Tensor:
+        """(f, 3, H, W) in [0, 1] on the model's device."""
+        frames = torch.from_numpy(np.ascontiguousarray(draw_pose_frames(keypoints, pose_style)))
+        return rearrange(frames.to(c.device, c.dtype) / 255.0, "f h w c -> f c h w")
+
     features = PoseFeatureStream(c.pose_guider)
-    # The cache's slots hold the largest frame of the stream: allocated once, never grown.
-    state, drawn, written = StreamState(slot_tokens=stream_slot_tokens(poses, rule)), 0, 0
-    bar = tqdm(total=len(poses), desc="streaming", unit="latent frame", disable=not progress)
-    for first in range(0, len(poses), streaming.chunk_latent_frames):
-        stop = min(first + streaming.chunk_latent_frames, len(poses))
-        # The chunk waits for the pose frames its features read (one latent frame of look-ahead).
-        while features.ready_latent_frames() < stop:
-            upto = min(keypoints.num_frames, drawn + TEMPORAL_STRIDE)
-            frames = draw_pose_frames(keypoints.slice_frames(drawn, upto), pose_style)
-            features.push(rearrange(torch.from_numpy(frames).to(c.device, c.dtype) / 255.0, "f h w c -> f c h w"))
-            drawn = upto
-            if drawn == keypoints.num_frames:
-                features.finish()
+    token_grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
+    inputs = StreamInputs(pieces, features, pose_images, config.attention.sparse, token_grid)
+    state, conditions, first, written = StreamState(slot_tokens=slot_tokens), None, 0, 0
+    bar = tqdm(desc="streaming", unit="latent frame", disable=not progress)
+    while True:
+        # The chunk waits for the pose frames its features read (one latent frame of look-ahead) or the end.
+        while True:
+            stop = first + streaming.chunk_latent_frames
+            if inputs.finished:
+                stop = min(stop, inputs.latent_frames)
+            if features.ready_latent_frames() >= stop:
+                break
+            inputs.pull()
+        if stop <= first:
+            break
+        if conditions is None:
+            pose = reference_pose if reference_pose is not None else draw_pose_frames(inputs.first_frame, pose_style)[0]
+            conditions = _reference_conditions(generator, encoded, pose)
         with torch.no_grad():
             noise = torch.cat([frame_noise(config.sampler.seed, t, latent_grid, c.device, c.dtype) for t in range(first, stop)], 2)
             latents, state = generate_chunk(
-                c.dit, state, noise, timestep, sigma, conditions, features.features(first, stop), poses[first:stop],
+                c.dit, state, noise, timestep, sigma, conditions, features.features(first, stop), inputs.poses(first, stop),
                 streaming, rule, config.attention.backend,
             )  # fmt: skip
-            video = decoder.decode(latents)[: max(0, num_frames - written)]
+            video = decoder.decode(latents)
+        if inputs.finished:  # the padding of the last latent frame is no video frame
+            video = video[: max(0, inputs.num_frames - written)]
         written += len(video)
         bar.update(stop - first)
+        first = stop
         yield video
     bar.close()
+
+
+def _reference_conditions(generator: "VideoGenerator", encoded, reference_pose: np.ndarray) -> "StreamConditions":
+    """The conditions every chunk shares: the encoded prompt, CLIP feature and first-frame condition y, with the
+    reference pose image's (H, W, 3) uint8 embedding added to y."""
+    from iasa.video.streaming import StreamConditions
+
+    c = generator.components
+    context, clip_feature, y = encoded
+    with torch.no_grad():
+        pose = torch.from_numpy(np.ascontiguousarray(reference_pose)).to(c.device, c.dtype) / 255.0
+        pose = rearrange(pose, "h w c -> 1 c h w")
+        return StreamConditions(context, clip_feature, y + c.pose_guider.reference_condition(pose))

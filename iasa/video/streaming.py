@@ -90,6 +90,22 @@ def latent_frame_poses(
     ]
 
 
+def latent_frame_poses_from(
+    keypoints: WholeBodyKeypoints, first: int, config: SparseAttentionConfig, grid_size: tuple[int, int]
+) -> list[LatentFramePose]:
+    """latent_frame_poses of a clip's latent frames first, first + 1, ..., from keypoints of its video frames
+    4 first - 4 (the last of latent frame first - 1; frame 0 when first is 0) to the last of a latent frame, as
+    a stream has them. Each latent frame's poses come from its own video frames, except the limb width of a
+    frame without both shoulders (iasa.attention.regions.frame_shapes: the median over the frames at hand,
+    here these instead of the whole clip's)."""
+    if (keypoints.num_frames - 1) % TEMPORAL_STRIDE:
+        raise ValueError(
+            f"{keypoints.num_frames} video frames: a stand-in for frame 0 and whole latent frames are 4n + 1"
+        )
+    poses = latent_frame_poses(keypoints, config, grid_size)
+    return poses if first == 0 else poses[1:]
+
+
 def _membership(poses: list[LatentFramePose]) -> np.ndarray:
     """(T, F) 0/1: which of the F video frames (the poses' concatenated) each latent frame covers."""
     membership = np.zeros((len(poses), sum(len(pose.points) for pose in poses)))
