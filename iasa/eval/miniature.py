@@ -387,6 +387,11 @@ def evaluated_clips(config: MiniatureEvalConfig, progress: bool) -> list[HeldOut
     return [load_held_out_clip(config.dataset, name) for name in tqdm(names, desc="ground truth", disable=not progress)]
 
 
+def dataset_record(config: MiniatureEvalConfig, clips: list[HeldOutClip]) -> dict:
+    """What a result file says of the clips it scored."""
+    return {"path": str(config.dataset), "split": HELD_OUT_SPLIT, "clips": len(clips)}
+
+
 def run_baselines(config: MiniatureEvalConfig, progress: bool = True) -> dict:
     """Only the baseline rows (no variant is generated: minutes on a CPU); writes config.out, returns its payload."""
     from iasa.atomic_io import write_json
@@ -394,7 +399,7 @@ def run_baselines(config: MiniatureEvalConfig, progress: bool = True) -> dict:
     clips = evaluated_clips(config, progress)
     payload = {
         "torch": torch.__version__,
-        "dataset": {"path": str(config.dataset), "split": HELD_OUT_SPLIT, "clips": len(clips)},
+        "dataset": dataset_record(config, clips),
         "model_stage": config.model_stage,
         "baselines": baseline_rows(config, clips),
     }
@@ -431,7 +436,7 @@ def run_evaluation(config: MiniatureEvalConfig, progress: bool = True) -> dict:
         "gpu": gpu_name(device),
         "torch": torch.__version__,
         "cpu": {"name": cpu_name(), "threads": cpu_thread_count(config)},
-        "dataset": {"path": str(config.dataset), "split": HELD_OUT_SPLIT, "clips": len(clips)},
+        "dataset": dataset_record(config, clips),
         "rows": rows,
         "baselines": baseline_rows(config, clips),
         **student_comparisons(config, student, clips, device),
