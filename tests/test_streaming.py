@@ -425,3 +425,34 @@ def test_compiled_stream_past_the_budget_equals_the_eager_stream_with_one_compil
     kernel_compiles = 2 if backend == "flex" else 0
     assert compiles == [before] * first_compiled + [before + 1 + kernel_compiles] * (8 - first_compiled)
     assert sum(counters["recompiles"].values()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_flex_stream_on_cuda_equals_eager_and_the_full_clip(student, counted_compiled_blocks):
+    """The GPU path with speed.compile_dit: compiled blocks (Inductor) around the compiled flex kernel, 128-token
+    blocks (the compiled kernel's tile; 16 fail its lowering on H100/H200), float32 (run without
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1). Within the trained length the compiled stream equals the eager CUDA
+    stream and the CPU full clip; past its cache budget it equals the eager CUDA stream. One block graph per
+    stream geometry (two here: two cache capacities), none compiled after a stream's first chunk."""
+    rule = SparseAttentionConfig(top_k=2, block_size=128)
+    cuda = copy.deepcopy(student).cuda()
+    poses = random_poses(TRAINED, seed=7)
+    selection = select_frames(latent_distances(poses, False), rule.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, rule.block_size, tuple(rule.regions))
+    full = full_clip(student, TRAINED, layout)
+    bounded = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=6)
+    for frames, config in ((TRAINED, None), (15, bounded)):
+        hint = StreamState(slot_tokens=stream_slot_tokens(poses[:frames], rule))
+        eager, _ = stream(cuda, frames, 2, rule, poses[:frames], config, "flex", "cuda", state=hint)
+        graphs = []
+        compiled, _ = stream(
+            cuda, frames, 2, rule, poses[:frames], config, "flex", "cuda", state=hint, compiled=True,
+            after_chunk=lambda: graphs.append(counters["stats"]["unique_graphs"]),
+        )  # fmt: skip
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+        if config is None:
+            torch.testing.assert_close(compiled.cpu(), full, rtol=1e-4, atol=1e-4)
+        assert len(set(graphs)) == 1, graphs
+    assert len(counted_compiled_blocks) == (10 + 7) * len(student.blocks)
+    assert len(_debug_get_cache_entry_list(compiled_blocks.run_block.__code__)) == 2
