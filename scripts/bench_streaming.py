@@ -2,6 +2,7 @@
 
     python scripts/bench_streaming.py                          # the pruned default grid (about 6 minutes on an H200)
     python scripts/bench_streaming.py --configs 480x832:1:tae:bf16 720x1280:2:wan:fp8 --main-seconds 60
+    python scripts/bench_streaming.py --configs 480x832:2:tae:bf16 720x1280:2:tae:bf16 --compiled both
     python scripts/bench_streaming.py --tiny --device cpu      # smoke run: tiny networks at 64x64
 
 Random weights at the real 14B sizes (DiT, pose guider, Wan VAE; TAE at taew2_1's widths), built on the GPU
@@ -12,6 +13,12 @@ third of the tokens in regions) through the production path: PoseFeatureStream -
 flex kernel, bounded cache of StreamingConfig.cache_frames frames) -> StreamDecoder -> uint8 frames on the CPU,
 after a warm-up stream of a few chunks (it compiles the flex kernel; keys are padded to a fixed capacity, so one
 compile serves the stream).
+--compiled on|both: the chunks run the DiT blocks through the one compiled block function as speed.compile_dit
+does (iasa.video.compiled_blocks; "both": every config eager, then compiled, side by side); each record says
+"compiled" true/false, "warmup_s" (the warm-up stream's wall time: a compiled record's compilation is in it),
+"graphs_compiled_warmup" and "graphs_compiled_measured" (graphs torch.compile made during the warm-up and the
+measured stream, the flex kernel's and the fused RoPE helpers' included: 0 measured when nothing recompiles)
+and, if compiling failed and the blocks fell back to eager, "compile_error".
 - first_frame_latency_s: from the first chunk's pose frames being available to its first decoded frame on the
   CPU (pose guider + DiT + decode; the motion stage before is in the README's latency table);
 - sustained_fps: frames after the first delivery per wall second (iasa.video.stream_clock) over
@@ -45,6 +52,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 
 os.environ.setdefault("DIFFSYNTH_SKIP_DOWNLOAD", "True")
@@ -55,6 +63,7 @@ from iasa.attention.config import SparseAttentionConfig  # noqa: E402
 from iasa.eval.speed import synchronize  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
+from iasa.video.compiled_blocks import compiled_block  # noqa: E402
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig  # noqa: E402
 from iasa.video.fp8_linear import quantize_dit_fp8  # noqa: E402
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE  # noqa: E402
@@ -82,6 +91,8 @@ REGION_FRACTION = 1 / 3  # tokens in body regions (face, hands, arms) in a typic
 POINTS = 14  # the pose distance's points (12 upper-body + 2 hand centroids)
 GIB = 1024**3
 PROFILE_ROWS = 25
+# --compiled: which block variants every config is measured with, in order.
+COMPILE_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
 def parse_config(text: str) -> tuple[tuple[int, int], int, str, str, float | None]:
@@ -136,10 +147,11 @@ def profile_tables(run: Callable[[], object], device: torch.device) -> tuple[str
 
 def stream_once(
     parts: dict, size: tuple[int, int], chunk: int, decoder_kind: str, latent_frames: int, wall_cap_s: float | None,
-    device, profile_from: int | None = None,
+    device, compiled: bool = False, profile_from: int | None = None,
 ) -> dict:  # fmt: skip
-    """Stream `latent_frames` latent frames (or until wall_cap_s); the measurements. profile_from: profile the
-    chunk that starts at this latent frame instead (the result then has "profile" tables and "profiled_chunk_s")."""
+    """Stream `latent_frames` latent frames (or until wall_cap_s); the measurements. compiled: the DiT blocks
+    through the compiled block function. profile_from: profile the chunk that starts at this latent frame instead
+    (the result then has "profile" tables and "profiled_chunk_s")."""
     dit, guider, dtype = parts["dit"], parts["pose_guider"], parts["dtype"]
     streaming = StreamingConfig(chunk_latent_frames=chunk, cache_frames=parts["cache_frames"])
     rule = SparseAttentionConfig(block_size=parts["block_size"])
@@ -176,7 +188,7 @@ def stream_once(
                 noise = torch.cat([frame_noise(0, t, latent_grid, device, dtype) for t in range(first, stop)], 2)
                 latents, after = generate_chunk(
                     dit, state, noise, timestep, sigma, conditions, features.features(first, stop), poses[first:stop],
-                    streaming, rule, parts["backend"],
+                    streaming, rule, parts["backend"], compiled,
                 )  # fmt: skip
                 return decoder.decode(latents), after  # on the CPU: the frames are out
 
@@ -224,6 +236,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", action="store_true", help="profile one chunk per record (tables beside --out)")
+    parser.add_argument(
+        "--compiled", choices=COMPILE_CHOICES, default="off",
+        help="run the DiT blocks compiled (on), or every config eager then compiled (both)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     arch = ARCHITECTURES["tiny" if args.tiny else "14b"]
@@ -243,11 +259,11 @@ def main() -> None:
     patch_self_attention(parts["dit"])
     order = sorted(range(len(configs)), key=lambda i: configs[i][3] == "fp8")  # bf16 first, then quantise
     quantised = False
-    for index in order:
+    for index, compiled in ((i, compiled) for i in order for compiled in COMPILE_CHOICES[args.compiled]):
         size, chunk, decoder, precision, cap = configs[index]
         record = {
             "resolution": f"{size[0]}x{size[1]}", "chunk_latent_frames": chunk, "decoder": decoder, "precision": precision,
-            "attention": f"iasa-{args.backend}", "cache_frames": args.cache_frames,
+            "attention": f"iasa-{args.backend}", "cache_frames": args.cache_frames, "compiled": compiled,
         }  # fmt: skip
         try:
             if precision == "fp8" and not quantised:
@@ -255,16 +271,26 @@ def main() -> None:
                 quantised = True
             # Whole chunks only: a short last chunk would have other shapes (another compile inside the timing).
             whole = lambda frames: -(-frames // chunk) * chunk  # noqa: E731
-            stream_once(parts, size, chunk, decoder, whole(args.warmup_latent_frames), None, device)
+            started, graphs = time.perf_counter(), counters["stats"]["unique_graphs"]
+            stream_once(parts, size, chunk, decoder, whole(args.warmup_latent_frames), None, device, compiled)
+            record["warmup_s"] = time.perf_counter() - started
+            record["graphs_compiled_warmup"] = counters["stats"]["unique_graphs"] - graphs
             main_record = index < args.main
             latent_frames = whole(
                 int(np.ceil((args.main_seconds * VIDEO_FPS - 1) / TEMPORAL_STRIDE)) + 1 if main_record else args.short_latent_frames
             )
-            record.update(stream_once(parts, size, chunk, decoder, latent_frames, cap or args.main_wall_cap_s if main_record else None, device))
+            graphs = counters["stats"]["unique_graphs"]
+            record.update(
+                stream_once(parts, size, chunk, decoder, latent_frames, cap or args.main_wall_cap_s if main_record else None, device, compiled)
+            )  # fmt: skip
+            record["graphs_compiled_measured"] = counters["stats"]["unique_graphs"] - graphs
+            if compiled and compiled_block().failed:
+                record["compile_error"] = compiled_block().error
             if args.profile:  # a chunk with the cache full (every chunk from then on does the same work)
                 full = whole(args.cache_frames + 1)
-                profiled = stream_once(parts, size, chunk, decoder, full + chunk, None, device, profile_from=full)
-                path = args.out.with_name(f"{args.out.stem}_profile_{size[0]}x{size[1]}_{chunk}_{decoder}_{precision}.txt")
+                profiled = stream_once(parts, size, chunk, decoder, full + chunk, None, device, compiled, profile_from=full)
+                variant = "_compiled" if compiled else ""
+                path = args.out.with_name(f"{args.out.stem}_profile_{size[0]}x{size[1]}_{chunk}_{decoder}_{precision}{variant}.txt")
                 with atomic_output(path) as temporary:
                     temporary.write_text(profiled["profile"] + "\n")
                 record.update(profile=path.name, profiled_chunk_s=profiled["profiled_chunk_s"])

@@ -56,3 +56,21 @@ def test_profile_writes_a_table_of_one_full_cache_chunk_beside_the_results(tmp_p
     table = (tmp_path / record["profile"]).read_text()
     assert table.startswith("top ops by own CPU time") and "Self CPU time total" in table
     assert "aten::" in table  # the ops of the chunk, by name
+
+
+def test_compiled_both_measures_every_config_eager_then_compiled(tmp_path):
+    """--compiled both: each config twice, eager then through the compiled block function (Inductor on the CPU);
+    the compiled record compiled during its warm-up only and did not fall back to eager."""
+    results = run_bench(tmp_path / "streaming.json", "--configs", "64x64:2:tae:bf16", "--compiled", "both")
+    eager, compiled = results["records"]
+    assert (eager["compiled"], compiled["compiled"]) == (False, True)
+    assert {key: eager[key] for key in ("resolution", "chunk_latent_frames", "decoder", "precision")} == {
+        key: compiled[key] for key in ("resolution", "chunk_latent_frames", "decoder", "precision")
+    }
+    for record in (eager, compiled):
+        assert "error" not in record and "compile_error" not in record, record
+        assert KEYS <= record.keys() and record["sustained_fps"] > 0 and record["warmup_s"] > 0
+        assert record["graphs_compiled_measured"] == 0
+        assert record["cache_mem_gb_when_full"] == record["cache_mem_gb_end"] == record["cache_mem_gb"] > 0
+    # the compiled record's warm-up compiled the block (the eager one, on the CPU with the reference kernel: nothing)
+    assert (eager["graphs_compiled_warmup"], compiled["graphs_compiled_warmup"]) == (0, 1)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 from einops import rearrange
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from torch._dynamo.utils import counters
 
+import iasa.attention.flex as flex
+import iasa.video.compiled_blocks as compiled_blocks
 from iasa.attention.chunk_layout import chunk_dense_mask
 from iasa.attention.config import SparseAttentionConfig
 from iasa.attention.flex import build_flex_chunk_plan
@@ -72,9 +77,10 @@ def conditions(frames: int, seed: int = 3, device: str = "cpu") -> tuple[StreamC
 
 def stream(
     dit, frames: int, chunk: int, rule, poses, config: StreamingConfig | None = None, backend="reference", device="cpu",
-    state: StreamState | None = None,
+    state: StreamState | None = None, compiled: bool = False, after_chunk: Callable[[], None] = lambda: None,
 ):  # fmt: skip
-    """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk."""
+    """Latents (1, 16, frames, h, w) streamed chunk by chunk, and the states after every chunk (after_chunk is
+    called after each)."""
     config = config or StreamingConfig(chunk_latent_frames=chunk)
     shared, features = conditions(frames, device=device)
     state, pieces, states = state or StreamState(), [], []
@@ -82,10 +88,12 @@ def stream(
         stop = min(first + chunk, frames)
         noise = torch.cat([frame_noise(0, t, LATENT_GRID, torch.device(device), torch.float32) for t in range(first, stop)], 2)
         latents, state = generate_chunk(
-            dit, state, noise, TIMESTEP.to(device), SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend
+            dit, state, noise, TIMESTEP.to(device), SIGMA, shared, features[:, :, first:stop], poses[first:stop], config, rule, backend,
+            compiled,
         )
         pieces.append(latents)
         states.append(state)
+        after_chunk()
     return torch.cat(pieces, 2), states
 
 
@@ -364,3 +372,87 @@ def test_compiled_flex_stream_on_cuda_equals_the_full_clip(student):
     cuda = copy.deepcopy(student).cuda()
     streamed, _ = stream(cuda, TRAINED, 2, rule, poses, backend="flex", device="cuda")
     torch.testing.assert_close(streamed.cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def counted_compiled_blocks(monkeypatch):
+    """A fresh compiled block function (Inductor: C++ kernels on the CPU) with fresh compile caches and counters;
+    yields the list its compiled callable appends to on every call (one per block of a compiled chunk)."""
+    torch.compiler.reset()
+    counters.clear()
+    function = compiled_blocks.compile_block_function()
+    calls = []
+    compiled = function.compiled
+    monkeypatch.setattr(function, "compiled", lambda *args: calls.append(1) or compiled(*args))
+    monkeypatch.setitem(compiled_blocks._COMPILED, "inductor", function)
+    yield calls
+    assert not function.failed, function.error
+    torch.compiler.reset()
+
+
+@pytest.mark.parametrize(("rule", "backend"), [(RULE, "reference"), (RULE, "flex"), (None, "reference")], ids=["sparse", "sparse-flex", "dense"])
+def test_compiled_stream_past_the_budget_equals_the_eager_stream_with_one_compilation(
+    student, rule, backend, counted_compiled_blocks, monkeypatch, one_thread
+):  # fmt: skip
+    """Compiled chunks (speed.compile_dit) equal the eager ones over a stream five times its cache budget (slots
+    reused out of frame order), with one graph of the block function for the whole stream: a sparse stream
+    compiles at its first chunk (all 7 whole chunks run compiled), a dense one when its slots are full (chunk 3
+    of 7: before, each chunk had more keys, and ran eagerly). The short last chunk (1 frame) runs eagerly: it
+    would be a second graph. Nothing compiles after the first compiled chunk. flex runs its compiled kernel, as
+    on CUDA (its eager CPU reference cannot run inside the attention op), in both streams; inside the op the
+    kernel compiles twice more at the first compiled chunk (its inputs there carry no autograd dispatch keys,
+    and a compiled graph's first call runs its custom ops under an aliasing check), then never again."""
+    if backend == "flex":
+        monkeypatch.setattr(flex, "_run_flex", lambda q, k, v, mask: flex._compiled_flex_attention()(q, k, v, block_mask=mask))
+    frames, chunk = 15, 2
+    poses = random_poses(frames, seed=12)
+    config = StreamingConfig(chunk_latent_frames=chunk, cache_frames=3, trained_latent_frames=6)
+    hint = StreamState(slot_tokens=stream_slot_tokens(poses, rule))
+    expected, eager_states = stream(student, frames, chunk, rule, poses, config, backend, state=hint)
+    assert counted_compiled_blocks == []
+    before, compiles = counters["stats"]["unique_graphs"], []  # graphs so far, the flex kernel's included
+    got, states = stream(
+        student, frames, chunk, rule, poses, config, backend, state=hint, compiled=True,
+        after_chunk=lambda: compiles.append(counters["stats"]["unique_graphs"]),
+    )  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert [[f.index for f in s.frames] for s in states] == [[f.index for f in s.frames] for s in eager_states]
+    assert any([f.slot for f in s.frames] != sorted(f.slot for f in s.frames) for s in states)  # evictions in place
+    assert len({s.cache.keys.data_ptr() for s in states}) == 1
+    first_compiled = 0 if rule is not None else 2
+    assert len(counted_compiled_blocks) == (7 - first_compiled) * len(student.blocks)
+    assert len(_debug_get_cache_entry_list(compiled_blocks.run_block.__code__)) == 1 and not counters["graph_break"]
+    kernel_compiles = 2 if backend == "flex" else 0
+    assert compiles == [before] * first_compiled + [before + 1 + kernel_compiles] * (8 - first_compiled)
+    assert sum(counters["recompiles"].values()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_flex_stream_on_cuda_equals_eager_and_the_full_clip(student, counted_compiled_blocks):
+    """The GPU path with speed.compile_dit: compiled blocks (Inductor) around the compiled flex kernel, 128-token
+    blocks (the compiled kernel's tile; 16 fail its lowering on H100/H200), float32 (run without
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1). Within the trained length the compiled stream equals the eager CUDA
+    stream and the CPU full clip; past its cache budget it equals the eager CUDA stream. One block graph per
+    stream geometry (two here: two cache capacities), none compiled after a stream's first chunk."""
+    rule = SparseAttentionConfig(top_k=2, block_size=128)
+    cuda = copy.deepcopy(student).cuda()
+    poses = random_poses(TRAINED, seed=7)
+    selection = select_frames(latent_distances(poses, False), rule.top_k, "past", True)
+    layout = SparseLayout(selection, torch.stack([p.regions for p in poses]), TOKEN_GRID, rule.block_size, tuple(rule.regions))
+    full = full_clip(student, TRAINED, layout)
+    bounded = StreamingConfig(chunk_latent_frames=2, cache_frames=3, trained_latent_frames=6)
+    for frames, config in ((TRAINED, None), (15, bounded)):
+        hint = StreamState(slot_tokens=stream_slot_tokens(poses[:frames], rule))
+        eager, _ = stream(cuda, frames, 2, rule, poses[:frames], config, "flex", "cuda", state=hint)
+        graphs = []
+        compiled, _ = stream(
+            cuda, frames, 2, rule, poses[:frames], config, "flex", "cuda", state=hint, compiled=True,
+            after_chunk=lambda: graphs.append(counters["stats"]["unique_graphs"]),
+        )  # fmt: skip
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+        if config is None:
+            torch.testing.assert_close(compiled.cpu(), full, rtol=1e-4, atol=1e-4)
+        assert len(set(graphs)) == 1, graphs
+    assert len(counted_compiled_blocks) == (10 + 7) * len(student.blocks)
+    assert len(_debug_get_cache_entry_list(compiled_blocks.run_block.__code__)) == 2

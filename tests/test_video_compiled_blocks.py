@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+import iasa.attention.flex as flex
 import iasa.video.compiled_blocks as compiled_blocks
 from iasa.attention.layout import SparseLayout
 from iasa.video.assembly import build_random
@@ -188,3 +189,20 @@ def test_fp8_compiled_blocks_on_gpu_match_bf16():
     assert not block_function.failed, block_function.error
     assert 0 < ((eager - bf16).norm() / bf16.norm()).item() < 0.06
     assert ((compiled - eager).norm() / eager.norm()).item() < 0.02
+
+
+def test_flex_inside_the_compiled_block_equals_eager(aot_eager_blocks, monkeypatch):
+    """flex inside the compiled block's attention op: its plan is built before the blocks run
+    (prepare_sparse_attention: building a BlockMask runs vmap, which failed inside the op and sent the blocks
+    back to eager), and its kernel is the compiled one, as on CUDA (the eager CPU reference cannot run inside
+    the op either)."""
+    monkeypatch.setattr(flex, "_run_flex", lambda q, k, v, mask: flex._compiled_flex_attention()(q, k, v, block_mask=mask))
+    dit = tiny_dit()
+    latents, flow_conditions = conditions()
+    layout, t = random_layout(5), torch.tensor([800.0])
+    with torch.no_grad():
+        got = predict_flow(dit, latents, t, flow_conditions, layout, "flex", compiled=True)
+        expected = predict_flow(dit, latents, t, flow_conditions, layout, "reference")
+    block_function = compiled_blocks.compiled_block()
+    assert not block_function.failed, block_function.error
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from iasa.attention.chunk_layout import ChunkLayout
-from iasa.attention.flex import flex_chunk_attention, flex_sparse_attention
+from iasa.attention.flex import cached_flex_chunk_plan, cached_flex_plan, flex_chunk_attention, flex_sparse_attention
 from iasa.attention.layout import SparseLayout
 from iasa.attention.reference import reference_sparse_attention
 
@@ -67,3 +67,11 @@ def chunk_sparse_attention(
     if backend == "fast":
         raise ValueError("attention backend 'fast' runs full clips only; stream with attention.backend=flex")
     raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+
+
+def prepare_sparse_attention(layout: SparseLayout | ChunkLayout, backend: str, device: torch.device) -> None:
+    """Build the kernel's plan of `layout` on `device` now (it is cached with the layout for every layer). The
+    compiled DiT blocks' attention op (iasa.video.compiled_blocks) needs flex's built before it runs: building a
+    BlockMask runs vmap, which fails inside a custom op ("Cannot access storage of BatchedTensorImpl")."""
+    if backend == "flex":
+        (cached_flex_chunk_plan if isinstance(layout, ChunkLayout) else cached_flex_plan)(layout, device)

@@ -20,7 +20,7 @@ Wan's (f h w) order, the order SparseLayout uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from iasa.attention import sparse_attention
 from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
-from iasa.video.compiled_blocks import register_layout, self_attention_op
+from iasa.video.compiled_blocks import chunk_self_attention_op, register_layout, self_attention_op
 from iasa.parallel.ulysses import SequenceShards, ulysses_attention
 from iasa.video.fast_compile import CompiledWithFallback
 from iasa.video.stream_cache import StreamCache
@@ -54,8 +54,8 @@ class SelfAttentionArgs:
 
     layout: the clip's SparseLayout (None = dense attention); backend: the sparse kernel (iasa.attention.BACKENDS);
     rope_cos, rope_sin: (tokens, 1, head_dim / 2) float32 tables of the 3D RoPE angles of the tokens this
-    process holds; streamed: a streamed chunk's cache access (StreamedKeys), its layer set per block by the loop
-    (None: a full clip); shards: how the clip's tokens are split over the processes of a sequence-parallel run (iasa.parallel),
+    process holds; streamed: a streamed chunk's cache access (StreamedKeys), its layer's buffers set per block by
+    the loop (None: a full clip); shards: how the clip's tokens are split over the processes of a sequence-parallel run (iasa.parallel),
     None = this process holds them all.
     """
 
@@ -77,7 +77,7 @@ class SelfAttentionArgs:
         """From diffsynth's complex RoPE frequencies (tokens, 1, head_dim / 2) of the tokens this process holds."""
         # freqs are unit complex numbers exp(i * angle) in complex128: real = cos, imag = sin.
         table = torch.view_as_real(freqs).float()
-        if isinstance(layout, SparseLayout):  # full clips only: streamed chunks do not run compiled blocks
+        if isinstance(layout, SparseLayout):  # for the compiled blocks' attention op (a chunk's: predict_flow_streamed)
             register_layout(layout)
         return cls(layout, backend, table[..., 0].contiguous(), table[..., 1].contiguous(), shards=shards)
 
@@ -94,8 +94,10 @@ class LayerKeyValues:
 @dataclass(frozen=True, eq=False)
 class StreamedKeys:
     """What a streamed chunk's self-attention reads and writes besides its own tokens: the stream's
-    preallocated cache (iasa.video.stream_cache) and where this chunk's tokens sit in it; `layer` is set per
-    block by the loop (iasa.video.denoiser.predict_flow_streamed). Nothing is kept on a module.
+    preallocated cache (iasa.video.stream_cache) and where this chunk's tokens sit in it; `layer`, this block's
+    keys and values (b, capacity, dim), views of cache.keys[i] and cache.values[i], is set per block by the loop
+    (iasa.video.denoiser.predict_flow_streamed): the block reads the views, not the index, so that every block
+    of a compiled stream has inputs of one shape (one graph). Nothing is kept on a module.
 
     chunk_positions (Sq,) int64 on the cache's device: the buffer position of each of the chunk's tokens ((f h
     w) order), where every layer writes its keys (normed, unrotated) and values; past_start, past_stop: the
@@ -111,7 +113,24 @@ class StreamedKeys:
     past_sin: torch.Tensor
     key_start: int
     key_stop: int
-    layer: int = 0
+    layer: LayerKeyValues | None = None
+
+    def at_layer(self, index: int) -> "StreamedKeys":
+        """These keys with layer `index`'s buffers."""
+        return replace(self, layer=LayerKeyValues(self.cache.keys[index], self.cache.values[index]))
+
+    @property
+    def has_stream_shape(self) -> bool:
+        """The chunk fills the chunk area, rotates every slot and attends to every position of the buffer: its
+        shapes are the stream's fixed ones (every whole chunk of a sparse stream; of a dense one, once its slots
+        are full)."""
+        cache = self.cache
+        rotates_every_slot = (self.past_start, self.past_stop) == (cache.slot_start(0), cache.capacity)
+        return (
+            self.chunk_positions.numel() == cache.chunk_tokens
+            and rotates_every_slot
+            and (self.key_start, self.key_stop) == (0, cache.capacity)
+        )
 
 
 def dense_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -175,6 +194,8 @@ def fused_rotate(
     normed: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """`rotate`, compiled into one kernel for CUDA inference; eager under autograd and on the CPU."""
+    if torch.compiler.is_compiling():  # inside a compiled block: the block's graph fuses it
+        return rotate(normed, cos, sin, num_heads, dtype)
     if normed.is_cuda and not torch.is_grad_enabled():
         return compiled_rotate(normed, cos, sin, num_heads, dtype)
     return rotate(normed, cos, sin, num_heads, dtype)
@@ -240,6 +261,11 @@ class RoutedAttention(nn.Module):
             return attend(q, k, v, self.num_heads, layout, attention.backend)
         if layout is None:
             return self_attention_op(q, k, v, self.num_heads, None, None, 0, 0, 0, attention.backend)
+        if isinstance(layout, ChunkLayout):
+            return chunk_self_attention_op(
+                q, k, v, self.num_heads, layout.frame_selection, layout.query_regions, layout.key_frames,
+                layout.key_regions, *layout.grid_size, layout.region_ids, layout.block_size, attention.backend,
+            )  # fmt: skip
         return self_attention_op(
             q, k, v, self.num_heads, layout.frame_selection, layout.token_regions, *layout.grid_size,
             layout.block_size, attention.backend,
@@ -266,7 +292,7 @@ class RoutedSelfAttention(SelfAttention):
         the cached ones rotated to this chunk's positions for them."""
         streamed = attention.streamed
         cache = streamed.cache
-        keys, values = cache.keys[streamed.layer], cache.values[streamed.layer]
+        keys, values = streamed.layer.keys, streamed.layer.values
         normed = rms_normed(self.k(x), self.norm_k.weight, self.norm_k.eps)
         keys.index_copy_(1, streamed.chunk_positions, normed.to(x.dtype))
         values.index_copy_(1, streamed.chunk_positions, self.v(x))

@@ -6,12 +6,23 @@ each block's elementwise chain (modulation, LayerNorms, gates, residual adds, GE
 few kernels and, with FP8 linears, the activation quantisation (amax, scale, e4m3 cast) into the kernel
 that produces the activation.
 
-Attention stays out of the graph's reach but inside it: `iasa::self_attention` is a custom op, opaque to
-the compiler (no graph break), whose inputs are q, k, v and the sparse layout's tensors. So a new clip, a
-new pose (a new layout), a new timestep or a new window is new data for the same graph: no recompilation.
-Shapes are static (`dynamic=False`): one graph per token-grid shape (a resolution, a window length), the
-kernels tuned for it. The op's eager body finds the layout object by its tensors (layouts are registered
-by `SelfAttentionArgs.for_forward`), so every kernel keeps its per-layout plan cache.
+Attention stays out of the graph's reach but inside it: `iasa::self_attention` (a full clip's layout) and
+`iasa::chunk_self_attention` (a streamed chunk's, iasa.attention.chunk_layout) are custom ops, opaque to the
+compiler (no graph break), whose inputs are q, k, v and the layout's tensors. So a new clip, a new pose (a new
+layout), a new timestep or a new window is new data for the same graph: no recompilation. Shapes are static
+(`dynamic=False`): one graph per token-grid shape (a resolution, a window length), the kernels tuned for it.
+The ops' eager bodies find the layout object by its tensors (layouts are registered by
+`SelfAttentionArgs.for_forward` and `predict_flow_streamed`), so every kernel keeps its per-layout plan cache.
+The flex plan is built before the blocks run (iasa.attention.dispatch.prepare_sparse_attention): building a
+BlockMask runs vmap, which fails inside a custom op. For the same reason FlexAttention's eager CPU reference
+cannot run in the op: compiled blocks with the flex kernel want CUDA, where the kernel is compiled (on the CPU
+the first call fails and the blocks fall back to eager with a warning).
+
+A streamed chunk (iasa.video.denoiser.predict_flow_streamed) runs the same block function: its self-attention
+writes the chunk's keys and values into the stream cache, in place, and reads the cache's buffers, one layer's
+views at a time (graph inputs of one shape whatever the layer, so the 40 blocks share one graph). Under the
+sparse rule every chunk reads the whole buffer, padding included, so one graph serves a stream from its first
+chunk on (iasa.video.streaming.generate_chunk says which chunks run compiled).
 
 Inference only: the op has no autograd formula (training runs the eager blocks, with checkpointing).
 """
@@ -22,30 +33,45 @@ import weakref
 import torch
 from torch import nn
 
+from iasa.attention.chunk_layout import ChunkLayout
 from iasa.attention.layout import SparseLayout
 from iasa.video.fast_compile import CompiledWithFallback
 
 # Recompilations allowed per block code before torch.compile gives up on it (one per grid shape in use).
 BLOCK_RECOMPILE_LIMIT = 8
 
-# id(token_regions) -> layout; an entry lives as long as its layout.
-_LAYOUTS: "weakref.WeakValueDictionary[int, SparseLayout]" = weakref.WeakValueDictionary()
+# ids of a layout's tensors (layout_tensors) -> layout; an entry lives as long as its layout.
+_LAYOUTS: "weakref.WeakValueDictionary[tuple[int, ...], SparseLayout | ChunkLayout]" = weakref.WeakValueDictionary()
 
 
-def register_layout(layout: SparseLayout) -> None:
+def layout_tensors(layout: SparseLayout | ChunkLayout) -> tuple[torch.Tensor, ...]:
+    """What the attention op receives of a layout: frame_selection, token_regions (a full clip's);
+    frame_selection, query_regions, key_frames, key_regions (a streamed chunk's)."""
+    if isinstance(layout, ChunkLayout):
+        return layout.frame_selection, layout.query_regions, layout.key_frames, layout.key_regions
+    return layout.frame_selection, layout.token_regions
+
+
+def register_layout(layout: SparseLayout | ChunkLayout) -> None:
     """Make `layout` findable from its tensors inside the compiled block (called once per DiT forward)."""
-    _LAYOUTS[id(layout.token_regions)] = layout
+    _LAYOUTS[tuple(id(t) for t in layout_tensors(layout))] = layout
+
+
+def registered_layout(tensors: tuple[torch.Tensor, ...]) -> SparseLayout | ChunkLayout | None:
+    """The registered layout holding these very tensors, None if there is none (tensors the compiler copied)."""
+    layout = _LAYOUTS.get(tuple(id(t) for t in tensors))
+    if layout is not None and all(mine is given for mine, given in zip(layout_tensors(layout), tensors)):
+        return layout
+    return None
 
 
 def layout_of(
     frame_selection: torch.Tensor, token_regions: torch.Tensor, grid_size: tuple[int, int], block_size: int
 ) -> SparseLayout:
-    """The registered layout holding these very tensors; else (tensors the compiler copied) a new layout object
-    with them, correct but without the kernels' cached plan."""
-    layout = _LAYOUTS.get(id(token_regions))
-    if layout is not None and layout.token_regions is token_regions and layout.frame_selection is frame_selection:
-        return layout
-    return SparseLayout(frame_selection, token_regions, grid_size, block_size)
+    """The registered layout holding these very tensors; else a new layout object with them, correct but without
+    the kernels' cached plan."""
+    layout = registered_layout((frame_selection, token_regions))
+    return layout if layout is not None else SparseLayout(frame_selection, token_regions, grid_size, block_size)
 
 
 @torch.library.custom_op("iasa::self_attention", mutates_args=())
@@ -73,6 +99,40 @@ def self_attention_op(
 
 @self_attention_op.register_fake
 def _(q, k, v, num_heads, frame_selection, token_regions, grid_height, grid_width, block_size, backend):
+    return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("iasa::chunk_self_attention", mutates_args=())
+def chunk_self_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_heads: int,
+    frame_selection: torch.Tensor,
+    query_regions: torch.Tensor,
+    key_frames: torch.Tensor,
+    key_regions: torch.Tensor,
+    grid_height: int,
+    grid_width: int,
+    region_ids: int,
+    block_size: int,
+    backend: str,
+) -> torch.Tensor:
+    """A streamed chunk: q (b, Sq, heads * head_dim) of its tokens, k, v (b, Sk, heads * head_dim) of the cache
+    buffer, after RoPE -> (b, Sq, heads * head_dim) contiguous, the sparse kernel `backend` under the ChunkLayout
+    of these tensors (iasa.attention.chunk_layout)."""
+    from iasa.video.attention_patch import attend
+
+    tensors = (frame_selection, query_regions, key_frames, key_regions)
+    layout = registered_layout(tensors)
+    if layout is None:
+        layout = ChunkLayout(*tensors, (grid_height, grid_width), region_ids, block_size)
+    return attend(q, k, v, num_heads, layout, backend).contiguous()
+
+
+@chunk_self_attention_op.register_fake
+def _(q, k, v, num_heads, frame_selection, query_regions, key_frames, key_regions, grid_height, grid_width,
+      region_ids, block_size, backend):  # fmt: skip
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 

@@ -8,7 +8,8 @@ the clip's sparse layout and the kernel travel to every block's self-attention a
 
 `predict_flow_streamed` is the same forward on one chunk of latent frames of a stream (iasa.video.streaming):
 the stream's preallocated key/value cache goes in as an argument (iasa.video.stream_cache), every layer reads
-the cached keys of earlier frames from it and writes the chunk's own into it, in place.
+the cached keys of earlier frames from it and writes the chunk's own into it, in place. It runs its blocks
+through the same compiled block function as a full clip when asked (`compiled`).
 
 Sequence parallelism (`parallel`, a torchrun group of N processes): every process runs the whole forward on
 its contiguous shard of the (f h w) tokens (iasa.parallel.shard_tokens; the timestep, text and CLIP
@@ -26,11 +27,12 @@ from diffsynth.models.wan_video_dit import WanModel, sinusoidal_embedding_1d
 from einops import rearrange
 
 from iasa.attention.chunk_layout import ChunkLayout
+from iasa.attention.dispatch import prepare_sparse_attention
 from iasa.attention.layout import SparseLayout
 from iasa.parallel.process_group import ParallelGroup
 from iasa.parallel.ulysses import SequenceShards, check_head_split, gather_tokens, shard_tokens
 from iasa.video.attention_patch import SelfAttentionArgs, StreamedKeys, is_patched
-from iasa.video.compiled_blocks import compiled_block
+from iasa.video.compiled_blocks import compiled_block, register_layout, run_block
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +150,8 @@ def predict_flow(
     if compiled:
         if torch.is_grad_enabled():
             raise RuntimeError("compiled DiT blocks are for inference: call predict_flow under torch.no_grad()")
+        if layout is not None:
+            prepare_sparse_attention(layout, backend, x.device)
         run = compiled_block()
         for block in dit.blocks:
             x = run(block, x, context, t_mod, attention)
@@ -177,15 +181,18 @@ def predict_flow_streamed(
     streamed: StreamedKeys,
     layout: ChunkLayout | None = None,
     backend: str = "reference",
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Flow of one chunk of a stream, noisy latents (b, 16, C, h, w) -> (b, 16, C, h, w); every layer writes its
     keys and values of the chunk's C*h/2*w/2 tokens into the stream cache's chunk area (streamed.cache) for the
     caller to cache.
 
     frame_positions (C,): the chunk's temporal RoPE positions; rope: the DiT's tables on the latents' device;
-    streamed: the cache and where this chunk reads and
-    writes it (its layer is set here, block by block); layout: the chunk's keys per query (None = dense: every
-    key the window holds). conditions hold the chunk's frames of y and pose features.
+    streamed: the cache and where this chunk reads and writes it (its layer's buffers are set here, block by
+    block); layout: the chunk's keys per query (None = dense: every key the window holds). conditions hold the
+    chunk's frames of y and pose features. compiled: run the blocks through the one compiled block function
+    (iasa.video.compiled_blocks), the cache still written in place; every new shape of chunk is one more
+    compilation (iasa.video.streaming.generate_chunk asks for the stream's fixed shape only).
     """
     if not is_patched(dit):
         raise RuntimeError("the DiT's self-attention is not patched: call patch_self_attention(dit) first")
@@ -195,7 +202,13 @@ def predict_flow_streamed(
     columns = torch.arange(width).view(1, 1, width).expand(frames, height, width).reshape(-1)
     chunk_positions = positions.view(frames, 1, 1).expand(frames, height, width).reshape(-1)
     attention = SelfAttentionArgs(layout, backend, *rope.at(chunk_positions, rows, columns))
+    run = run_block
+    if compiled:
+        run = compiled_block()
+        if layout is not None:  # found by its tensors inside the compiled block, its kernel's plan built
+            register_layout(layout)
+            prepare_sparse_attention(layout, backend, x.device)
     for index, block in enumerate(dit.blocks):
-        x = block(x, context, t_mod, replace(attention, streamed=replace(streamed, layer=index)))
+        x = run(block, x, context, t_mod, replace(attention, streamed=streamed.at_layer(index)))
     x = dit.head(x, t)
     return dit.unpatchify(x, (frames, height, width))

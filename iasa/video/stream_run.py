@@ -68,6 +68,9 @@ class StreamSpeedConfig:
     decoder: str = InferenceSpeedConfig.decoder
     tae_checkpoint: Optional[str] = InferenceSpeedConfig.tae_checkpoint
     vae_memory_format: str = InferenceSpeedConfig.vae_memory_format
+    # The chunks of the stream's fixed shape run one compiled DiT block function (iasa.video.streaming.generate_chunk):
+    # the first such chunk waits for the compilation.
+    compile_dit: bool = InferenceSpeedConfig.compile_dit
 
     def validate(self) -> None:
         self.for_generator().validate()
@@ -312,7 +315,7 @@ def _chunks(
             noise = torch.cat([frame_noise(config.sampler.seed, t, latent_grid, c.device, c.dtype) for t in range(first, stop)], 2)
             latents, state = generate_chunk(
                 c.dit, state, noise, timestep, sigma, conditions, features.features(first, stop), inputs.poses(first, stop),
-                streaming, rule, config.attention.backend,
+                streaming, rule, config.attention.backend, compiled=config.speed.compile_dit,
             )  # fmt: skip
             video = decoder.decode(latents)
         if inputs.finished:  # the padding of the last latent frame is no video frame

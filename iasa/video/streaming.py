@@ -378,13 +378,22 @@ def generate_chunk(
     config: StreamingConfig,
     rule: SparseAttentionConfig | None,
     backend: str = "reference",
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, StreamState]:
     """The next C latent frames of a stream, clean latents (1, 16, C, h, w), and the state after them.
 
     noise (1, 16, C, h, w): their starting noise; timestep (1,), sigma: the student's one step; pose_features
     (1, dim, C, h/2, w/2) (PoseFeatureStream) or None; poses: the C frames' LatentFramePose; rule: the sparse
     layout rule (None = dense: every cached token and the whole chunk). The DiT must be patched. The state's
-    cache is written in place (allocated by the first chunk)."""
+    cache is written in place (allocated by the first chunk).
+
+    compiled (speed.compile_dit): the chunks of the stream's fixed shape run the DiT blocks compiled
+    (iasa.video.compiled_blocks), one compilation for the stream, the same numbers up to rounding. That shape:
+    a whole chunk (chunk_latent_frames) over the whole cache buffer, keys padded to its capacity, which is every
+    whole chunk of a sparse stream from the first on, and those of a dense stream once frame 0 and cache_frames
+    past frames fill its slots (while they fill, each chunk has more keys). Other chunks (a dense stream's first
+    ones, a shorter last chunk) run the eager blocks: each would otherwise compile once more. (A cache that grows,
+    StreamState.slot_tokens None, has a new capacity: one more compilation per growth.)"""
     chunk = noise.shape[2]
     if len(poses) != chunk:
         raise ValueError(f"a chunk of {chunk} latent frames needs {chunk} frame poses, got {len(poses)}")
@@ -432,7 +441,10 @@ def generate_chunk(
     flow_conditions = FlowConditions(
         conditions.context, conditions.clip_feature, conditions.y[:, :, positions.to(conditions.y.device)], pose_features
     )
-    flow = predict_flow_streamed(dit, noise, timestep, flow_conditions, positions, rope, streamed, layout, backend)
+    flow = predict_flow_streamed(
+        dit, noise, timestep, flow_conditions, positions, rope, streamed, layout, backend,
+        compiled=compiled and streamed.has_stream_shape,
+    )  # fmt: skip
     latents = noise - flow * sigma
 
     # Cache the chunk (under the sparse rule only its region tokens), the evicted frames' slots freed first.
