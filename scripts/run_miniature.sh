@@ -21,17 +21,19 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
-# budgets in seconds T_VAE (160), T_TEACHER (220), T_VAE_DECODER (80), T_LORA (30, each), T_DMD (55, each), T_TAE
-# (90), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The weights
-# are packed into $OUT before the evaluation, so an evaluation cut short still returns them.
+# budgets in seconds T_VAE (160), T_TEACHER (220), T_VAE_DECODER (100), T_LORA (30, each), T_DMD (55, each), T_TAE
+# (60), and BUDGET (560, of this command): the evaluation gets what is left of it (run under timeout). The weights
+# are packed into $OUT before the evaluation, so an evaluation cut short still returns them. TEACHER_FROM (part 1):
+# an earlier teacher run folder (model/, pose_guider.safetensors) to continue, with its VAE, instead of the vae stage
+# and a teacher from scratch; the teacher's budget is then the continuation's (a fresh optimiser, warmed up again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
-T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-220} T_VAE_DECODER=${T_VAE_DECODER:-80} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
-T_TAE=${T_TAE:-60} BUDGET=${BUDGET:-560}
+T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-220} T_VAE_DECODER=${T_VAE_DECODER:-100} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
+T_TAE=${T_TAE:-60} BUDGET=${BUDGET:-560} TEACHER_FROM=${TEACHER_FROM:-}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -99,9 +101,15 @@ if [[ $PART != 1 && ! -d outputs/miniature/teacher/model ]]; then  # a fresh mac
 fi
 
 if runs 1; then
-  train vae "$T_VAE" "${COMMON[@]}" "${VAE[@]}"
-  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
-  train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}"
+  if [[ -n $TEACHER_FROM ]]; then  # the teacher continued: its VAE encodes the cache, no vae stage
+    FROM=(model.model_dir="$TEACHER_FROM/model")
+    stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}" "${FROM[@]}"
+    train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}" "${FROM[@]}" pose_guider_init="$TEACHER_FROM/pose_guider.safetensors"
+  else
+    train vae "$T_VAE" "${COMMON[@]}" "${VAE[@]}"
+    stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
+    train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}"
+  fi
 fi
 if runs 2; then
   if ((T_LORA + T_DMD > 0)) && ! compgen -G "data/miniature/train_cache/*/meta.json" > /dev/null; then

@@ -344,6 +344,9 @@ class PretrainConfig:
     # The model folder the DiT starts from and whose VAE and text encoder the written model folder copies (the
     # pretrain_vae stage's run.output_dir/model); unianimate_checkpoint must be null.
     model: PoseDrivenModelConfig = field(default_factory=lambda: PoseDrivenModelConfig(unianimate_checkpoint=None))
+    # A pose_guider.safetensors to start the pose guider from, with model.model_dir an earlier pretrain run's
+    # model folder: the teacher continued in a later command (null = a random pose guider).
+    pose_guider_init: Optional[str] = None
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     attention_direction: str = "both"
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -154,8 +154,8 @@ def run_finetune(config: FinetuneConfig | PretrainConfig, components: WanCompone
         if config.lora.init_path:
             load_lora(config.lora.init_path, model.dit, ADAPTER)
         use_adapter(model.dit, ADAPTER)
-        if config.pose_guider_init:  # loaded in the guider's dtype: float32 when trained
-            load_pose_guider(config.pose_guider_init, model.pose_guider)
+    if config.pose_guider_init:  # loaded in the guider's dtype: float32 when trained
+        load_pose_guider(config.pose_guider_init, model.pose_guider)
     set_trainable([model.dit, model.pose_guider], list(trained_tensors(model, train_pose_guider, pretrain).values()))
     if uses_fsdp(accelerator):
         model = shard_pose_dit(model, device, accelerator.num_processes)
