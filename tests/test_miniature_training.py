@@ -18,6 +18,7 @@ from iasa.attention.masks import dense_mask
 from iasa.config import ConfigError, load_config
 from iasa.pose.synthetic_speaker import synthetic_speaker
 from iasa.synthetic.dataset import write_ffv1_mp4
+from iasa.tensor_files import read_tensors
 from iasa.train.cache import list_cached, read_clip
 from iasa.train.checkpoint import complete_checkpoints
 from iasa.train.config import VaePretrainConfig
@@ -205,6 +206,17 @@ def test_pretrain_lowers_the_flow_loss_and_writes_a_loadable_model_folder(tmp_pa
     assert after < 0.8 * before
     for name in ("Wan2.1_VAE.safetensors", "models_t5_umt5-xxl-enc-bf16.safetensors"):  # copied from the start
         assert (output / MODEL_FOLDER / name).read_bytes() == (start / name).read_bytes()
+
+    # Continued in a later command (run_miniature.sh TEACHER_FROM): a step too small to move any weight starts from
+    # the trained DiT and pose guider, not from a random guider.
+    continued = tmp_path / "continued"
+    main(["--config", "config/miniature/teacher.yaml", f"cache_dir={tiny_cache}", f"model.model_dir={output / MODEL_FOLDER}",
+          f"pose_guider_init={output / POSE_GUIDER_FILE}", f"run.output_dir={continued}", "run.max_steps=1",
+          "run.time_limit_s=null", "optim.warmup_steps=0", "optim.learning_rate=1e-12", *CPU])  # fmt: skip
+    trained, resumed = (read_tensors(folder / POSE_GUIDER_FILE, what="pose guider") for folder in (output, continued))
+    assert trained.keys() == resumed.keys()
+    assert all(torch.allclose(trained[key], resumed[key], atol=1e-7) for key in trained)
+    assert fixed_flow_loss(loaded(continued / MODEL_FOLDER, continued / POSE_GUIDER_FILE), tiny_cache) == pytest.approx(after, rel=1e-5)
 
 
 def test_global_only_lora_stage_runs_on_a_mini_model_folder(tmp_path: Path, tiny_cache: Path) -> None:
