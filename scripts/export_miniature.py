@@ -4,7 +4,7 @@
         [--stage dmd_region] [--model_size mini] [--identity person024] [--speech_seconds 4] [--max_bytes 20000000] [--force]
 
 Writes OUT/ (checked to hold at most --max_bytes, 20 MB):
-    <the model folder of RUNS/teacher/model>   DiT with the student LoRA (RUNS/STAGE/lora.safetensors) merged,
+    <the model folder of RUNS/vae_decoder/model> DiT with the student LoRA (RUNS/STAGE/lora.safetensors) merged,
                                                VAE, text encoder; every tensor float16 safetensors
     pose_guider.safetensors                    RUNS/STAGE/pose_guider.safetensors, float16
     reference.png, reference_keypoints.npz     a held-out identity in its rest pose (the dataset's render)

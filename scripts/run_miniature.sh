@@ -9,7 +9,7 @@
 # starting up and on its first step, data_process takes ~75 s and the evaluation of 4 clips ~180 s. So run it in
 # three commands on the same (warm) machine:
 #   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (220 s), pack      ~540 s
-#   bash scripts/run_miniature.sh --part 2   # VAE decoder (80 s), LoRA x2 (30 s each), DMD x2 (55 s each),
+#   bash scripts/run_miniature.sh --part 2   # VAE decoder (100 s), LoRA x2 (30 s each), DMD x2 (55 s each),
 #                                            # TAE (60 s), pack                                              ~520 s
 #   bash scripts/run_miniature.sh --part 3   # the evaluation                                                  ~190 s
 # Each part packs what exists into $OUT; on a fresh machine put the parts of the previous one under
