@@ -4,8 +4,10 @@
     python scripts/stream.py --config config/stream_iasa.yaml audio=speech.wav image=person.png --serve
 
 Frames are written as they are decoded (the mp4 is finalised with the speech at the end); the first-frame latency
-and the sustained fps are printed. --serve also shows the frames, with the speech, on a loopback web page
-(preview_port). --smoke: the tiny random model on the CPU, no model files. Any key can be overridden as key=value.
+and the sustained fps are printed. With speed.compile_dit: true a throwaway warm-up stream compiles the DiT blocks
+first (its duration is printed; the latency is measured after it, as a server that warmed up would see). --serve
+also shows the frames, with the speech, on a loopback web page (preview_port), once the warm-up is done.
+--smoke: the tiny random model on the CPU, no model files. Any key can be overridden as key=value.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main(argv: list[str]) -> None:
     config = load_config(StreamInferenceConfig, args.config, overrides)
     report = run_stream(config, serve=args.serve, progress=not args.no_progress)
     latency = "n/a" if report.first_frame_latency_s is None else f"{report.first_frame_latency_s:.3f} s"
+    if report.warmup_s is not None:
+        latency += " (after the warm-up)"
     sustained = "n/a" if report.sustained_fps is None else f"{report.sustained_fps:.1f} fps"
     print(f"first-frame latency {latency}; sustained {sustained} (video {report.video_fps:g} fps, {report.frames} frames)")
     print(f"wrote {config.out}")

@@ -68,8 +68,8 @@ class StreamSpeedConfig:
     decoder: str = InferenceSpeedConfig.decoder
     tae_checkpoint: Optional[str] = InferenceSpeedConfig.tae_checkpoint
     vae_memory_format: str = InferenceSpeedConfig.vae_memory_format
-    # The chunks of the stream's fixed shape run one compiled DiT block function (iasa.video.streaming.generate_chunk):
-    # the first such chunk waits for the compilation.
+    # The chunks of the stream's fixed shape run one compiled DiT block function (iasa.video.streaming.generate_chunk),
+    # compiled by a throwaway warm-up stream before the first real chunk (stream_frames).
     compile_dit: bool = InferenceSpeedConfig.compile_dit
 
     def validate(self) -> None:
@@ -107,13 +107,15 @@ class StreamInferenceConfig(GenerationInputs):
 
 @dataclass
 class StreamReport:
-    """What a stream measured: first-frame latency and sustained fps (None when undefined), frames, video fps."""
+    """What a stream measured: first-frame latency and sustained fps (None when undefined), frames, video fps, and
+    the warm-up's seconds (None: no warm-up; the latency is measured after it)."""
 
     first_frame_latency_s: Optional[float]
     sustained_fps: Optional[float]
     frames: int
     video_fps: float
     summary: str
+    warmup_s: Optional[float] = None
 
 
 def run_stream(
@@ -122,12 +124,16 @@ def run_stream(
     progress: bool = True,
     on_url: Callable[[str], None] = lambda url: print(f"preview: {url}", flush=True),
     hold: Callable[[PreviewServer], None] | None = None,
+    on_warmup: Callable[[float], None] = lambda seconds: print(
+        f"warm-up (compiling the DiT blocks) took {seconds:.1f} s; latency is measured after it", flush=True
+    ),
 ) -> StreamReport:
     """Write config.out while streaming (and serve the preview with `serve`); returns the measurements.
 
-    With `serve`: on_url(url) is called once the page is up, before generation starts; hold(server), after the
-    last frame, keeps the page up until it returns (default: until every frame has been shown at the video's
-    pace)."""
+    With speed.compile_dit, on_warmup(seconds) is called after the warm-up stream (stream_frames), which runs
+    before the clock starts and before the page is up. With `serve`: on_url(url) is called once the page is up,
+    before generation starts; hold(server), after the last frame, keeps the page up until it returns (default:
+    until every frame has been shown at the video's pace)."""
     from iasa.attention.frame_selection import DIRECTIONS
     from iasa.motion.audio import load_audio
     from iasa.pose import draw_pose_frames, motion_to_keypoints
@@ -154,6 +160,12 @@ def run_stream(
     c = generator.components
 
     reference_pose = draw_pose_frames(reference.slice_frames(0, 1), pose_style)[0] if reference is not None else None
+    warmup: list[float] = []
+
+    def warmed_up(seconds: float) -> None:
+        warmup.append(seconds)
+        on_warmup(seconds)
+
     if config.live_motion:
         from iasa.motion.procedural import LiveProceduralMotion
         from iasa.video.stream_input import live_keypoints, speech_piece_samples
@@ -163,7 +175,7 @@ def run_stream(
         piece = speech_piece_samples(config.streaming.chunk_latent_frames, fps)
         chunks = stream_frames(
             generator, config, image, reference_pose, live_keypoints(waveform, live, piece, config.pose, reference),
-            pose_style, progress,
+            pose_style, progress, reference=reference, on_warmup=warmed_up,
         )  # fmt: skip
     else:
         # The motion of the whole speech first (EMAGE needs 64-frame windows; README: streaming input).
@@ -177,7 +189,9 @@ def run_stream(
             motion = ProceduralMotionGenerator()(waveform)
         fps = motion.fps
         keypoints = motion_to_keypoints(motion, config.pose, reference=reference)
-        chunks = stream_clip_frames(generator, config, image, reference_pose, keypoints, pose_style, progress)
+        chunks = stream_clip_frames(
+            generator, config, image, reference_pose, keypoints, pose_style, progress, reference, warmed_up
+        )  # fmt: skip
     server = PreviewServer(port=config.preview_port, audio_path=config.audio, fps=fps) if serve else None
     clock = StreamClock()
     written = 0
@@ -204,7 +218,9 @@ def run_stream(
                     hold(server)
             finally:
                 server.stop()
-    return StreamReport(clock.first_frame_latency, clock.sustained_fps, written, fps, clock.summary(fps))
+    return StreamReport(
+        clock.first_frame_latency, clock.sustained_fps, written, fps, clock.summary(fps), warmup[0] if warmup else None
+    )  # fmt: skip
 
 
 def _until_shown(server: PreviewServer, video_fps: float) -> None:
@@ -223,6 +239,8 @@ def stream_frames(
     pose_style: str,
     progress: bool = True,
     slot_tokens: int | None = None,
+    reference: "WholeBodyKeypoints | None" = None,
+    on_warmup: Callable[[float], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """The stream's frames, (f, H, W, 3) uint8 per chunk as soon as it is decoded (the reference's conditions
     are encoded before this returns; the iterator runs the chunks): image (H, W, 3) uint8 the reference,
@@ -230,8 +248,13 @@ def stream_frames(
     keypoints of the video's frames in order as they become final (pulled when the next chunk needs them; the
     end is padded to 4n + 1 frames by repeating the last); slot_tokens: the most tokens a cached frame holds
     (stream_slot_tokens, when the frames are known in advance), None: the first chunk's largest, the cache
-    growing (one copy) when a later frame holds more. Uses config.attention, sampler, speed.vae_memory_format
-    and streaming."""
+    growing (one copy) when a later frame holds more. Uses config.attention, sampler, speed.vae_memory_format,
+    speed.compile_dit and streaming.
+
+    With speed.compile_dit the chunks of the stream's fixed shape run compiled (generate_chunk), and a throwaway
+    warm-up stream compiles them before this returns (warm_up_stream: reference, the reference's keypoints,
+    is its pose; on_warmup(seconds) follows it), so no real chunk waits for the compiler. The slots then hold a
+    whole frame when slot_tokens is None: a cache that grows would be a new shape, compiled mid-stream."""
     from iasa.video.conditioning import encode_clip_feature, encode_first_frame_condition, encode_prompt, image_to_tensor
 
     c = generator.components
@@ -243,7 +266,63 @@ def stream_frames(
         trained_frames = TEMPORAL_STRIDE * (config.streaming.trained_latent_frames - 1) + 1
         y = encode_first_frame_condition(c.vae, reference_tensor, trained_frames)
     encoded = (context, clip_feature, y)
+    if config.speed.compile_dit:
+        if slot_tokens is None:
+            slot_tokens = (image.shape[0] // TOKEN_STRIDE) * (image.shape[1] // TOKEN_STRIDE)
+        started = time.perf_counter()
+        warm_up_stream(generator, config, image.shape[:2], encoded, reference_pose, reference, pose_style, slot_tokens, progress)
+        if on_warmup is not None:
+            on_warmup(time.perf_counter() - started)
     return _chunks(generator, config, pieces, pose_style, image.shape[:2], encoded, reference_pose, slot_tokens, progress)
+
+
+def warmup_latent_frames(streaming: StreamingConfig, sparse: bool) -> int:
+    """Latent frames of the warm-up stream: up to and including the first chunk that runs compiled
+    (generate_chunk). Sparse: the first whole chunk, whose shape every later whole chunk shares. Dense: the
+    chunks that fill frame 0 + cache_frames slots (eager: each has more keys), then one whole chunk at the
+    full-slot shape, so that a long dense stream does not wait for the compiler when its slots fill either."""
+    chunk = streaming.chunk_latent_frames
+    if sparse:
+        return chunk
+    return -(-(streaming.cache_frames + 1) // chunk) * chunk + chunk
+
+
+def warm_up_stream(
+    generator: "VideoGenerator",
+    config: StreamInferenceConfig,
+    size: tuple[int, int],
+    encoded,
+    reference_pose: np.ndarray | None,
+    reference: "WholeBodyKeypoints | None",
+    pose_style: str,
+    slot_tokens: int,
+    progress: bool = True,
+) -> None:
+    """Stream warmup_latent_frames throwaway latent frames and discard them: the compiled block function (and the
+    flex kernel) compile for the stream's chunk shape of `size` (H, W) and slot_tokens, on a state of their own,
+    so the real stream's state and output are untouched. Their pose: the reference's keypoints repeated, else
+    (None) the rest pose of the procedural motion of silence; their noise the stream's seeded frames."""
+    from iasa.video.pipeline import pad_keypoints
+    from iasa.video.stream_input import clip_pieces
+
+    if reference is None:
+        reference = rest_pose_keypoints(config)
+    frames = warmup_latent_frames(config.streaming, config.attention.attention == "iasa")
+    keypoints = pad_keypoints(reference.slice_frames(0, 1), TEMPORAL_STRIDE * (frames - 1) + 1)
+    pieces = clip_pieces(keypoints, TEMPORAL_STRIDE * config.streaming.chunk_latent_frames)
+    for _ in _chunks(
+        generator, config, pieces, pose_style, size, encoded, reference_pose, slot_tokens, progress, "warm-up"
+    ):  # fmt: skip
+        pass
+
+
+def rest_pose_keypoints(config: StreamInferenceConfig) -> "WholeBodyKeypoints":
+    """One frame of keypoints: the procedural motion of a silent moment, in the default framing of config.pose."""
+    from iasa.motion.procedural import SAMPLE_RATE, ProceduralMotionGenerator
+    from iasa.pose import motion_to_keypoints
+
+    motion = ProceduralMotionGenerator()(np.zeros(SAMPLE_RATE // 10, np.float32))
+    return motion_to_keypoints(motion.slice_frames(0, 1), config.pose)
 
 
 def stream_clip_frames(
@@ -254,6 +333,8 @@ def stream_clip_frames(
     keypoints: "WholeBodyKeypoints",
     pose_style: str,
     progress: bool = True,
+    reference: "WholeBodyKeypoints | None" = None,
+    on_warmup: Callable[[float], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """stream_frames of a clip whose keypoints are all known: fed a chunk's frames at a time, the cache's slots
     sized for the clip's largest frame (allocated once, never grown)."""
@@ -266,13 +347,15 @@ def stream_clip_frames(
     poses = latent_frame_poses(padded, config.attention.sparse, (height // TOKEN_STRIDE, width // TOKEN_STRIDE))
     slot_tokens = stream_slot_tokens(poses, config.attention.sparse if config.attention.attention == "iasa" else None)
     pieces = clip_pieces(keypoints, TEMPORAL_STRIDE * config.streaming.chunk_latent_frames)
-    return stream_frames(generator, config, image, reference_pose, pieces, pose_style, progress, slot_tokens)
+    return stream_frames(
+        generator, config, image, reference_pose, pieces, pose_style, progress, slot_tokens, reference, on_warmup
+    )  # fmt: skip
 
 
 def _chunks(
-    generator, config, pieces, pose_style, size, encoded, reference_pose, slot_tokens, progress
+    generator, config, pieces, pose_style, size, encoded, reference_pose, slot_tokens, progress, desc="streaming"
 ) -> Iterator[np.ndarray]:
-    """stream_frames' iterator."""
+    """stream_frames' iterator (and the warm-up's)."""
     from iasa.pose import draw_pose_frames
     from iasa.video.sampler import flow_matching_schedule
     from iasa.video.stream_decode import StreamDecoder
@@ -296,7 +379,7 @@ def _chunks(
     token_grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
     inputs = StreamInputs(pieces, features, pose_images, config.attention.sparse, token_grid)
     state, conditions, first, written = StreamState(slot_tokens=slot_tokens), None, 0, 0
-    bar = tqdm(desc="streaming", unit="latent frame", disable=not progress)
+    bar = tqdm(desc=desc, unit="latent frame", disable=not progress)
     while True:
         # The chunk waits for the pose frames its features read (one latent frame of look-ahead) or the end.
         while True:
