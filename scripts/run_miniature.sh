@@ -67,7 +67,7 @@ if [[ $REHEARSAL == 1 ]]; then
   BUDGET=100000
   PROCESS=(data.height=64 data.width=64 data.num_frames=17 model.dtype=float32)
   VAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
-  DECODER=(data.num_frames=33 data.crop=32 data.batch_size=2 decoder_pieces=3)  # 9 latent frames: 3 pieces of 3
+  DECODER=(data.num_frames=17 data.crop=32 data.batch_size=2 decoder_pieces=2)  # 5 latent frames: pieces of 3 and 2
   TEACHER=(clips_per_step=2)
   TRAIN=(attention.backend=reference)
   DISTILL=(attention.backend=reference region.latent_frames=1)
