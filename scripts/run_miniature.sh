@@ -14,7 +14,8 @@
 #   bash scripts/run_miniature.sh --part 3   # the evaluation                                                  ~190 s
 # Each part packs what exists into $OUT; on a fresh machine put the parts of the previous one under
 # outputs/miniature/packed/ (carry them): the next part unpacks them and regenerates the dataset from its seed
-# (and data_process, when a LoRA or DMD stage runs). A stage budget of 0 skips that stage (its earlier output is
+# (and data_process, when a LoRA or DMD stage runs; part 2 also the decoder stage's 129-frame clips,
+# data/miniature_long, seconds). A stage budget of 0 skips that stage (its earlier output is
 # kept). Without --part every stage runs in one go.
 #
 # On the GPU machine (carry .whl), the full command:

@@ -17,7 +17,9 @@ which cuDNN's bf16 kernels often prefer. Results equal diffsynth's up to the rou
 The same loop streams (`wan_decode_step`): the caches are an explicit `WanDecoderState` passed in and
 returned, so latent frames can be decoded as they arrive and their frames handed on at once (latent frame 0
 gives 1 frame, each further latent frame 4), with memory bounded by the caches (the last 2 frames of every
-3D convolution's input).
+3D convolution's input). `decode_latent_frames` is that step with gradients (the decoder stage's truncated
+backpropagation through time decodes a clip in pieces with it, cutting the carried caches from the graph with
+`WanDecoderState.detached`).
 """
 
 from __future__ import annotations
