@@ -9,12 +9,13 @@
 # starting up and on its first step, data_process takes ~75 s and the evaluation of 4 clips ~180 s. So run it in
 # three commands on the same (warm) machine:
 #   bash scripts/run_miniature.sh --part 1   # dataset, VAE (160 s), data_process, teacher (220 s), pack      ~540 s
-#   bash scripts/run_miniature.sh --part 2   # VAE decoder (100 s), LoRA x2 (30 s each), DMD x2 (55 s each),
+#   bash scripts/run_miniature.sh --part 2   # long clips, VAE decoder (100 s), LoRA x2 (30 s each), DMD x2 (55 s each),
 #                                            # TAE (60 s), pack                                              ~520 s
 #   bash scripts/run_miniature.sh --part 3   # the evaluation                                                  ~190 s
 # Each part packs what exists into $OUT; on a fresh machine put the parts of the previous one under
 # outputs/miniature/packed/ (carry them): the next part unpacks them and regenerates the dataset from its seed
-# (and data_process, when a LoRA or DMD stage runs). A stage budget of 0 skips that stage (its earlier output is
+# (and data_process, when a LoRA or DMD stage runs; part 2 also the decoder stage's 129-frame clips,
+# data/miniature_long, seconds). A stage budget of 0 skips that stage (its earlier output is
 # kept). Without --part every stage runs in one go.
 #
 # On the GPU machine (carry .whl), the full command:
@@ -52,9 +53,13 @@ export TQDM_MININTERVAL=5  # a progress line every 5 s in the log, not one per s
 
 # Shrunk sizes of the rehearsal (every stage, same code path).
 DATA_ARGS=(--train_clips 160 --heldout_clips 16 --identities_train 16 --identities_heldout 4 --frames 33 --size 256)
-COMMON=() ; PROCESS=() ; VAE=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; TAE=() ; EVAL=(device=cuda max_clips=4)
+# The decoder stage's long clips (config/miniature/vae_decoder.yaml): the same seed and so the same people (the
+# identity seeds are drawn first; motions and framing differ), 129 frames = 33 latent frames, 4 pieces of ~33 frames.
+LONG_ARGS=(--train_clips 64 --heldout_clips 4 --identities_train 16 --identities_heldout 4 --frames 129 --size 256)
+COMMON=() ; PROCESS=() ; VAE=() ; DECODER=() ; TEACHER=() ; TRAIN=() ; DISTILL=() ; TAE=() ; EVAL=(device=cuda max_clips=4)
 if [[ $REHEARSAL == 1 ]]; then
   DATA_ARGS=(--train_clips 4 --heldout_clips 2 --identities_train 2 --identities_heldout 1 --frames 17 --size 64)
+  LONG_ARGS=(--train_clips 2 --heldout_clips 1 --identities_train 2 --identities_heldout 1 --frames 33 --size 64)
   WORKERS=2
   COMMON=(run.max_steps=2 run.mixed_precision=fp32 model.dtype=float32)
   for budget in T_VAE T_TEACHER T_VAE_DECODER T_LORA T_DMD T_TAE; do  # 20 s each; a 0 (skip) stays 0
@@ -63,6 +68,7 @@ if [[ $REHEARSAL == 1 ]]; then
   BUDGET=100000
   PROCESS=(data.height=64 data.width=64 data.num_frames=17 model.dtype=float32)
   VAE=(data.num_frames=5 data.crop=32 data.batch_size=2 data.max_videos=4)
+  DECODER=(data.num_frames=17 data.crop=32 data.batch_size=2 decoder_pieces=2)  # 5 latent frames: pieces of 3 and 2
   TEACHER=(clips_per_step=2)
   TRAIN=(attention.backend=reference)
   DISTILL=(attention.backend=reference region.latent_frames=1)
@@ -116,7 +122,10 @@ if runs 2; then
     stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml \
       model.model_dir=outputs/miniature/teacher/model "${PROCESS[@]}"
   fi
-  train vae_decoder "$T_VAE_DECODER" "${COMMON[@]}" "${VAE[@]}"
+  if ((T_VAE_DECODER > 0)) && [[ ! -f data/miniature_long/train/manifest.json ]]; then
+    stage long_dataset "$PY" scripts/make_synthetic_dataset.py --out data/miniature_long --workers "$WORKERS" --codec ffv1 "${LONG_ARGS[@]}"
+  fi
+  train vae_decoder "$T_VAE_DECODER" "${COMMON[@]}" "${DECODER[@]}"
   train lora_global "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
   train lora_global_local "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
   train dmd "$T_DMD" "${COMMON[@]}" "${DISTILL[@]}"

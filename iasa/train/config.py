@@ -414,6 +414,11 @@ class VaePretrainConfig:
     # False: only the decoder side (conv2 and the decoder) trains and the encoder is frozen, so the latents, and
     # every DiT trained on them, stay valid: e.g. to teach the decoder clips longer than the VAE was trained on.
     train_encoder: bool = True
+    # Truncated backpropagation through time (train_encoder false only): each clip's latent frames are decoded as
+    # this many consecutive pieces, the decoder's causal caches carried from one piece into the next but detached
+    # (no gradient crosses a boundary), each piece's loss backpropagated before the next is decoded: a long clip
+    # trains the caches' later states in the memory of one piece. 1: the whole clip at once.
+    decoder_pieces: int = 1
     loss: VaeLossConfig = field(default_factory=VaeLossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=3e-4))
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/vae", gradient_checkpointing=False))
@@ -425,6 +430,11 @@ class VaePretrainConfig:
         else:
             check(bool(self.model.model_dir), "model.model_dir", self.model.model_dir,
                   "set it to the model folder whose VAE decoder is fine-tuned (train_encoder=false)")  # fmt: skip
+        latent_frames = (self.data.num_frames - 1) // TEMPORAL_STRIDE + 1
+        check(1 <= self.decoder_pieces <= latent_frames, "decoder_pieces", self.decoder_pieces,
+              f"must be between 1 and the {latent_frames} latent frames of data.num_frames={self.data.num_frames}")  # fmt: skip
+        check(self.decoder_pieces == 1 or not self.train_encoder, "decoder_pieces", self.decoder_pieces,
+              "must be 1 when train_encoder is true (the pieces share the encoder's graph); set train_encoder=false")  # fmt: skip
 
 
 @dataclass

@@ -2,15 +2,22 @@
 decoder alone fine-tuned from a model folder's VAE (train_encoder false: the latents stay as they are).
 
 Every step reconstructs a batch of random clips (random video, start frame and square crop) through the VAE's
-own causal encode and decode (diffsynth's VideoVAE_, the path inference runs), with an L1 + MSE pixel loss and a
-term that keeps the normalised latents z = (mu - mean) / std, which the DiT is trained on, at unit RMS. The run
-folder gets model/: a complete model folder in the Wan layout (iasa.train.model_folder) holding the trained VAE
-and the DiT and text encoder with the random weights of run.seed, which data_process and pretrain read.
+own causal encode and decode (diffsynth's VideoVAE_ modules, one latent frame per decoder call as its decode), with
+an L1 + MSE pixel loss and a term that keeps the normalised latents z = (mu - mean) / std, which the DiT is trained
+on, at unit RMS. With decoder_pieces N > 1 (the decoder alone) the clip's latent frames are decoded as N
+consecutive pieces, truncated backpropagation through time: the decoder's causal caches go from one piece into the
+next detached, and each piece's loss is backpropagated before the next piece is decoded, so a clip N times as long
+costs the activation memory of one piece and trains the caches' states deep into a clip, where inference decodes
+too. The run folder gets model/: a complete model folder in the Wan layout (iasa.train.model_folder) holding the
+trained VAE and the DiT and text encoder with the random weights of run.seed, which data_process and pretrain read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +41,8 @@ from iasa.train.runtime import (
     start_run,
 )
 from iasa.video.assembly import WanComponents
+from iasa.video.latent_grid import latent_frame_groups
+from iasa.video.vae_decode import WanDecoderState, decode_latent_frames
 
 
 # The VAE's parameters after the latents (VideoVAE_: encoder -> conv1 -> latents -> conv2 -> decoder).
@@ -78,19 +87,73 @@ def sample_batch(videos: list[torch.Tensor], data: VaeDataConfig, device: torch.
     return rearrange(batch, "b f h w c -> b c f h w").float() / 127.5 - 1
 
 
+def latent_pieces(num_latent_frames: int, pieces: int) -> list[slice]:
+    """The latent frames split into `pieces` consecutive runs, the first ones a frame longer where they do not
+    divide evenly (33 in 4: 9, 8, 8, 8 latent frames = 33, 32, 32, 32 video frames)."""
+    if not 1 <= pieces <= num_latent_frames:
+        raise ValueError(f"{num_latent_frames} latent frames cannot be split into {pieces} pieces")
+    bounds = [-(-index * num_latent_frames // pieces) for index in range(pieces + 1)]  # ceil(index T / pieces)
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+def encode_clips(vae: WanVideoVAE, clips: torch.Tensor, train_encoder: bool) -> torch.Tensor:
+    """clips (B, 3, F, H, W) in [-1, 1] -> latents (B, 16, T, H/8, W/8), normalised as the DiT sees them, through
+    the causal encode (train_encoder False: without gradients)."""
+    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+        return vae.model.encode(clips, vae.scale)
+
+
+def piece_reconstruction_loss(
+    vae: WanVideoVAE,
+    clips: torch.Tensor,
+    latents: torch.Tensor,
+    piece: slice,
+    state: WanDecoderState,
+    loss: VaeLossConfig,
+) -> tuple[dict[str, torch.Tensor], WanDecoderState]:
+    """The losses of the latent frames `piece` of latents (B, 16, T, h, w), the encoding of clips (B, 3, F, H, W),
+    decoded from `state` (the caches of the frames before; WanDecoderState() for piece 0) -> ({"total", "l1",
+    "mse", "latent_rms"}, each times the piece's share of the F frames, so the pieces' sum is the whole clip's;
+    the state after the piece). The decoder runs one latent frame per call, as diffsynth's decode."""
+    groups = latent_frame_groups(clips.shape[2])
+    frames = slice(groups[piece.start].start, groups[piece.stop - 1].stop)
+    decoded, state = decode_latent_frames(vae, latents[:, :, piece], state, latent_frames_per_call=1)
+    decoded, target = decoded.clamp(-1, 1).float(), clips[:, :, frames].float()
+    share = decoded.shape[2] / clips.shape[2]
+    l1 = F.l1_loss(decoded, target)
+    mse = F.mse_loss(decoded, target)
+    rms = latents.float().pow(2).mean().sqrt()
+    total = loss.l1_weight * l1 + loss.mse_weight * mse + loss.latent_scale_weight * (rms - 1) ** 2
+    return {"total": share * total, "l1": share * l1, "mse": share * mse, "latent_rms": share * rms}, state
+
+
+def piece_losses(
+    vae: WanVideoVAE,
+    clips: torch.Tensor,
+    latents: torch.Tensor,
+    pieces: int,
+    loss: VaeLossConfig,
+    precision: Callable[[], ContextManager] = nullcontext,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Truncated backpropagation through time over one batch: the losses (piece_reconstruction_loss) of each of
+    the `pieces` consecutive pieces of latents in turn, each decoded under precision() from the caches the piece
+    before left, detached, so no gradient crosses a piece boundary. Backpropagate each piece's loss before asking
+    for the next: its graph, the activation memory, then goes, and memory stays that of one piece."""
+    state = WanDecoderState()
+    for piece in latent_pieces(latents.shape[2], pieces):
+        with precision():
+            losses, state = piece_reconstruction_loss(vae, clips, latents, piece, state, loss)
+        state = state.detached()
+        yield losses
+
+
 def reconstruction_loss(
     vae: WanVideoVAE, clips: torch.Tensor, loss: VaeLossConfig, train_encoder: bool = True
 ) -> dict[str, torch.Tensor]:
-    """clips (B, 3, F, H, W) in [-1, 1] -> {"total", "l1", "mse", "latent_rms"} through the causal encode/decode
-    (train_encoder False: the encode runs without gradients)."""
-    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-        latents = vae.model.encode(clips, vae.scale)  # (B, 16, T, H/8, W/8), normalised as the DiT sees them
-    decoded = vae.model.decode(latents, vae.scale).clamp(-1, 1)
-    l1 = F.l1_loss(decoded.float(), clips.float())
-    mse = F.mse_loss(decoded.float(), clips.float())
-    rms = latents.float().pow(2).mean().sqrt()
-    total = loss.l1_weight * l1 + loss.mse_weight * mse + loss.latent_scale_weight * (rms - 1) ** 2
-    return {"total": total, "l1": l1, "mse": mse, "latent_rms": rms}
+    """clips (B, 3, F, H, W) in [-1, 1] -> {"total", "l1", "mse", "latent_rms"} of the whole clip through the
+    causal encode/decode (train_encoder False: the encode runs without gradients)."""
+    latents = encode_clips(vae, clips, train_encoder)
+    return next(piece_losses(vae, clips, latents, 1, loss))
 
 
 def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Path:
@@ -125,10 +188,12 @@ def run_vae_pretrain(config: VaePretrainConfig, components: WanComponents) -> Pa
         for _ in range(run.gradient_accumulation_steps):
             clips = sample_batch(videos, config.data, device)
             with autocast(accelerator, run):
-                losses = reconstruction_loss(vae, clips, config.loss, config.train_encoder)
-            update.backward(losses["total"] / run.gradient_accumulation_steps)
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
+                latents = encode_clips(vae, clips, config.train_encoder)
+            pieces = piece_losses(vae, clips, latents, config.decoder_pieces, config.loss, lambda: autocast(accelerator, run))
+            for losses in pieces:
+                update.backward(losses["total"] / run.gradient_accumulation_steps)
+                for name, value in losses.items():  # the pieces' shares sum to the whole clip's losses
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
         totals["grad_norm"] = update.step()
         progress.set_postfix(l1=f"{totals['l1']:.4f}", rms=f"{totals['latent_rms']:.2f}")
         if end_step(step + 1, run, totals, accelerator, checkpointer, time_limit):

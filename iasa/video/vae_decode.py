@@ -17,7 +17,9 @@ which cuDNN's bf16 kernels often prefer. Results equal diffsynth's up to the rou
 The same loop streams (`wan_decode_step`): the caches are an explicit `WanDecoderState` passed in and
 returned, so latent frames can be decoded as they arrive and their frames handed on at once (latent frame 0
 gives 1 frame, each further latent frame 4), with memory bounded by the caches (the last 2 frames of every
-3D convolution's input).
+3D convolution's input). `decode_latent_frames` is that step with gradients (the decoder stage's truncated
+backpropagation through time decodes a clip in pieces with it, cutting the carried caches from the graph with
+`WanDecoderState.detached`).
 """
 
 from __future__ import annotations
@@ -54,16 +56,22 @@ class WanDecoderState:
 
     caches: tuple = ()
 
+    def detached(self) -> "WanDecoderState":
+        """The same caches cut from the autograd graph: what a later step computes from them sends no gradient
+        back into the steps before (truncated backpropagation through time)."""
+        return WanDecoderState(tuple(c.detach() if isinstance(c, torch.Tensor) else c for c in self.caches))
 
-@torch.no_grad()
-def wan_decode_step(
-    vae: WanVideoVAE, latents: torch.Tensor, state: WanDecoderState, memory_format: str = "contiguous"
+
+def decode_latent_frames(
+    vae: WanVideoVAE,
+    latents: torch.Tensor,
+    state: WanDecoderState,
+    memory_format: str = "contiguous",
+    latent_frames_per_call: int | None = None,
 ) -> tuple[torch.Tensor, WanDecoderState]:
-    """Stream a clip: latents (b, 16, t, h, w), normalised as the DiT sees them, the next t >= 1 latent
-    frames, and the state of the frames before (WanDecoderState() to start) -> the frames they complete,
-    (b, 3, f, 8 h, 8 w) in [-1, 1] in the VAE's dtype (f = 4 (t - 1) + 1 on the first step, 4 t after), and
-    the next state. Any split of a clip into steps gives the same video; `memory_format` must be the one the
-    decoder's weights are in (set_conv_memory_format)."""
+    """wan_decode_step's decode with gradients and unclamped: latents (b, 16, t, h, w) -> frames (b, 3, f, 8 h,
+    8 w) and the next state. The decoder runs latent_frames_per_call latent frames per call (None: all t in one,
+    after latent frame 0 alone on a clip's first step; 1: diffsynth's decode loop, op for op)."""
     if latents.shape[2] == 0:
         raise ValueError("a decode step needs at least one latent frame")
     model = vae.model
@@ -76,13 +84,29 @@ def wan_decode_step(
     # The decoder writes each convolution's new cache into the list (at the index it counts in feat_idx),
     # replacing entries and never changing a cached tensor, so the caller's state stays as it was.
     caches = list(state.caches) if state.caches else [None] * count_conv3d(model.decoder)
-    # Its temporal upsamplers take the clip's first call as latent frame 0 alone.
-    steps = [slice(0, 1), slice(1, None)] if not state.caches and x.shape[2] > 1 else [slice(None)]
+    frames_per_call = latent_frames_per_call or x.shape[2]
+    if state.caches:
+        steps = [slice(start, start + frames_per_call) for start in range(0, x.shape[2], frames_per_call)]
+    else:  # its temporal upsamplers take the clip's first call as latent frame 0 alone
+        steps = decoder_steps(x.shape[2], frames_per_call)
     pieces = []
     for step in steps:
         piece, caches, _ = model.decoder(x[:, :, step], feat_cache=caches, feat_idx=[0])
         pieces.append(piece)
-    return torch.cat(pieces, dim=2).clamp_(-1, 1), WanDecoderState(tuple(caches))
+    return torch.cat(pieces, dim=2), WanDecoderState(tuple(caches))
+
+
+@torch.no_grad()
+def wan_decode_step(
+    vae: WanVideoVAE, latents: torch.Tensor, state: WanDecoderState, memory_format: str = "contiguous"
+) -> tuple[torch.Tensor, WanDecoderState]:
+    """Stream a clip: latents (b, 16, t, h, w), normalised as the DiT sees them, the next t >= 1 latent
+    frames, and the state of the frames before (WanDecoderState() to start) -> the frames they complete,
+    (b, 3, f, 8 h, 8 w) in [-1, 1] in the VAE's dtype (f = 4 (t - 1) + 1 on the first step, 4 t after), and
+    the next state. Any split of a clip into steps gives the same video; `memory_format` must be the one the
+    decoder's weights are in (set_conv_memory_format)."""
+    frames, state = decode_latent_frames(vae, latents, state, memory_format)
+    return frames.clamp_(-1, 1), state
 
 
 @torch.no_grad()
