@@ -292,3 +292,38 @@ def write_synthetic_smplx(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def write_smplx_model() -> Callable[..., Path]:
     return write_synthetic_smplx
+
+
+@pytest.fixture
+def counted_compiled_blocks(monkeypatch):
+    """A fresh compiled block function (Inductor: C++ kernels on the CPU) with fresh compile caches and counters;
+    yields the list its compiled callable appends to on every call (one per block of a compiled chunk)."""
+    from torch._dynamo.utils import counters
+
+    from iasa.video import compiled_blocks
+
+    torch.compiler.reset()
+    counters.clear()
+    function = compiled_blocks.compile_block_function()
+    calls = []
+    compiled = function.compiled
+    monkeypatch.setattr(function, "compiled", lambda *args: calls.append(1) or compiled(*args))
+    monkeypatch.setitem(compiled_blocks._COMPILED, "inductor", function)
+    yield calls
+    assert not function.failed, function.error
+    torch.compiler.reset()
+
+
+@pytest.fixture
+def captured_stream(monkeypatch) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """(latents, frames): every chunk's latents that a stream decodes and every frame batch it writes, in order."""
+    from iasa.video.stream_decode import StreamDecoder
+    from iasa.video.video_io import StreamingVideoWriter
+
+    latents: list[torch.Tensor] = []
+    decode = StreamDecoder.decode
+    monkeypatch.setattr(StreamDecoder, "decode", lambda self, chunk: (latents.append(chunk.clone()), decode(self, chunk))[1])
+    written: list[np.ndarray] = []
+    append = StreamingVideoWriter.append
+    monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
+    return latents, written

@@ -143,28 +143,9 @@ def test_headless_chromium_shows_a_generated_frame(inputs, tmp_path):
     assert size == "48x32"
 
 
-@pytest.fixture
-def compiled_block_calls(monkeypatch):
-    """A fresh compiled block function with fresh compile caches and counters (as tests/test_streaming.py's
-    counted_compiled_blocks); yields the list its compiled callable appends to on every call (one per block)."""
-    import torch
-    from torch._dynamo.utils import counters
-
-    from iasa.video import compiled_blocks
-
-    torch.compiler.reset()
-    counters.clear()
-    function = compiled_blocks.compile_block_function()
-    calls = []
-    compiled = function.compiled
-    monkeypatch.setattr(function, "compiled", lambda *args: calls.append(1) or compiled(*args))
-    monkeypatch.setitem(compiled_blocks._COMPILED, "inductor", function)
-    yield calls
-    assert not function.failed, function.error
-    torch.compiler.reset()
-
-
-def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(inputs, compiled_block_calls, monkeypatch):
+def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(
+    inputs, counted_compiled_blocks, captured_stream, monkeypatch
+):
     """speed.compile_dit: the warm-up stream (its output discarded) compiles the block graph before the clock starts:
     the real stream's chunks compile nothing (the whole ones run compiled, the short last one eagerly) and its
     latents and frames equal those of the eager stream (live motion, sparse rule, a growing cache when eager)."""
@@ -173,27 +154,20 @@ def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(inputs,
 
     from iasa.video.config import LongVideoConfig
     from iasa.video.pipeline import VideoGenerator
-    from iasa.video.stream_decode import StreamDecoder
-    from iasa.video.video_io import StreamingVideoWriter
 
-    latents: list[torch.Tensor] = []
-    decode = StreamDecoder.decode
-    monkeypatch.setattr(StreamDecoder, "decode", lambda self, chunk: (latents.append(chunk.clone()), decode(self, chunk))[1])
-    written: list[np.ndarray] = []
-    append = StreamingVideoWriter.append
-    monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
+    latents, written = captured_stream
     first = config(inputs, *LARGER)
     generator = VideoGenerator.from_config(first.model, first.attention, LongVideoConfig(), first.speed.for_generator())
     monkeypatch.setattr(VideoGenerator, "from_config", classmethod(lambda cls, *args, **kwargs: generator))  # one model
 
     eager = run_stream(config(inputs, *LARGER), progress=False, on_warmup=lambda seconds: pytest.fail("warm-up without compile_dit"))
     expected_latents, expected_frames = torch.cat(latents, 2), np.concatenate(written)
-    assert compiled_block_calls == [] and eager.warmup_s is None
+    assert counted_compiled_blocks == [] and eager.warmup_s is None
     latents.clear(), written.clear()
     at_warmup: dict[str, int] = {}
 
     def warmed_up(seconds: float) -> None:  # the real stream starts from here: forget the warm-up's chunks
-        at_warmup.update(graphs=counters["stats"]["unique_graphs"], calls=len(compiled_block_calls))
+        at_warmup.update(graphs=counters["stats"]["unique_graphs"], calls=len(counted_compiled_blocks))
         latents.clear()
 
     report = run_stream(config(inputs, *LARGER, "speed.compile_dit=true"), progress=False, on_warmup=warmed_up)
@@ -201,7 +175,7 @@ def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(inputs,
     assert at_warmup["graphs"] >= 1 and at_warmup["calls"] == blocks  # the warm-up: one compiled whole chunk
     assert counters["stats"]["unique_graphs"] == at_warmup["graphs"] and sum(counters["recompiles"].values()) == 0
     assert [piece.shape[2] for piece in latents] == [2, 2, 1]  # 15 frames: 5 latent frames in chunks of 2
-    assert len(compiled_block_calls) - at_warmup["calls"] == 2 * blocks  # the two whole chunks ran compiled
+    assert len(counted_compiled_blocks) - at_warmup["calls"] == 2 * blocks  # the two whole chunks ran compiled
     torch.testing.assert_close(torch.cat(latents, 2), expected_latents, rtol=1e-5, atol=1e-5)
     assert report.frames == eager.frames and report.warmup_s is not None and report.warmup_s > 0
     assert np.abs(np.concatenate(written).astype(int) - expected_frames.astype(int)).max() <= 1

@@ -31,10 +31,9 @@ from iasa.video.inference import inference_pose_style, reference_image_and_pose
 from iasa.video.pipeline import VideoGenerator, pad_keypoints
 from iasa.video.pose_guider import PoseGuider
 from iasa.video.stream_input import StreamInputs, clip_pieces, live_keypoints, speech_piece_samples
-from iasa.video.stream_decode import StreamDecoder
 from iasa.video.stream_run import StreamInferenceConfig, run_stream, stream_clip_frames, stream_frames
 from iasa.video.streaming import PoseFeatureStream, latent_frame_poses
-from iasa.video.video_io import StreamingVideoWriter, probe_video
+from iasa.video.video_io import probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 1.0  # 30 frames, padded to 33: 9 latent frames
@@ -78,19 +77,14 @@ def whole_live_motion(waveform: np.ndarray) -> SmplxMotion:
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
-def test_the_live_stream_equals_the_stream_of_the_whole_live_motion(inputs, chunk, monkeypatch):
+def test_the_live_stream_equals_the_stream_of_the_whole_live_motion(inputs, chunk, captured_stream, monkeypatch):
     """The chunks' latents (the streaming tests' tolerance: the smoke model's random decoder makes near-black
     frames) and the written frames."""
     config = smoke_config(inputs, f"streaming.chunk_latent_frames={chunk}")
     assert config.live_motion  # the shipped default
     generator = VideoGenerator.from_config(config.model, config.attention, LongVideoConfig(), config.speed.for_generator())
     monkeypatch.setattr(VideoGenerator, "from_config", classmethod(lambda cls, *args, **kwargs: generator))
-    latents: list[torch.Tensor] = []
-    decode = StreamDecoder.decode
-    monkeypatch.setattr(StreamDecoder, "decode", lambda self, chunk: (latents.append(chunk.clone()), decode(self, chunk))[1])
-    written: list[np.ndarray] = []
-    append = StreamingVideoWriter.append
-    monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
+    latents, written = captured_stream
     report = run_stream(config, progress=False)
     assert len(np.concatenate(written)) == report.frames == probe_video(inputs["out"]).frames == round(SECONDS * 30)
     assert [piece.shape[2] for piece in latents] == [chunk] * (9 // chunk) + [9 % chunk] * (9 % chunk > 0)

@@ -374,22 +374,6 @@ def test_compiled_flex_stream_on_cuda_equals_the_full_clip(student):
     torch.testing.assert_close(streamed.cpu(), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture
-def counted_compiled_blocks(monkeypatch):
-    """A fresh compiled block function (Inductor: C++ kernels on the CPU) with fresh compile caches and counters;
-    yields the list its compiled callable appends to on every call (one per block of a compiled chunk)."""
-    torch.compiler.reset()
-    counters.clear()
-    function = compiled_blocks.compile_block_function()
-    calls = []
-    compiled = function.compiled
-    monkeypatch.setattr(function, "compiled", lambda *args: calls.append(1) or compiled(*args))
-    monkeypatch.setitem(compiled_blocks._COMPILED, "inductor", function)
-    yield calls
-    assert not function.failed, function.error
-    torch.compiler.reset()
-
-
 @pytest.mark.parametrize(("rule", "backend"), [(RULE, "reference"), (RULE, "flex"), (None, "reference")], ids=["sparse", "sparse-flex", "dense"])
 def test_compiled_stream_past_the_budget_equals_the_eager_stream_with_one_compilation(
     student, rule, backend, counted_compiled_blocks, monkeypatch, one_thread
