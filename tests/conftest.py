@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import importlib.util
 import json
 from pathlib import Path
 from typing import Callable
@@ -327,3 +328,11 @@ def captured_stream(monkeypatch) -> tuple[list[torch.Tensor], list[np.ndarray]]:
     append = StreamingVideoWriter.append
     monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
     return latents, written
+
+
+def smoke_overrides(script: str) -> list[str]:
+    """The SMOKE_OVERRIDES of scripts/<script> (its --smoke run's tiny random model), read from the script itself."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / "scripts" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SMOKE_OVERRIDES

@@ -3,7 +3,6 @@ path is checked before the video model loads, and the smoke run goes through the
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import iasa.video.pipeline as pipeline
 from iasa.config import load_config
 from iasa.errors import InputError
 from iasa.video.inference import ImageFileError, InferenceConfig, load_reference_image, run_inference
+from tests.conftest import smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (32, 48)  # (height, width) of the test images; loaded at their own size, so no resampling
@@ -59,13 +59,6 @@ def test_an_unusual_pixel_type_is_named(tmp_path: Path) -> None:
         load_reference_image(tmp_path / "float.tiff", SIZE)
 
 
-def smoke_overrides() -> list[str]:
-    spec = importlib.util.spec_from_file_location("generate_script", ROOT / "scripts" / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SMOKE_OVERRIDES
-
-
 @pytest.fixture()
 def inputs(tmp_path: Path) -> dict[str, Path]:
     time = np.arange(int(0.3 * 16000)) / 16000
@@ -75,7 +68,7 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 def smoke_config(inputs: dict[str, Path], *extra: str) -> InferenceConfig:
-    return load_config(InferenceConfig, None, [*smoke_overrides(), *(f"{k}={v}" for k, v in inputs.items()), *extra])
+    return load_config(InferenceConfig, None, [*smoke_overrides("generate.py"), *(f"{k}={v}" for k, v in inputs.items()), *extra])
 
 
 @pytest.fixture()

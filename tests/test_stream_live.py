@@ -4,7 +4,6 @@ and the video equals the stream of the same live motion computed for the whole s
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -34,18 +33,12 @@ from iasa.video.stream_input import StreamInputs, clip_pieces, live_keypoints, s
 from iasa.video.stream_run import StreamInferenceConfig, run_stream, stream_clip_frames, stream_frames
 from iasa.video.streaming import PoseFeatureStream, latent_frame_poses
 from iasa.video.video_io import probe_video
+from tests.conftest import smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 1.0  # 30 frames, padded to 33: 9 latent frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def smoke_overrides() -> list[str]:
-    spec = importlib.util.spec_from_file_location("stream_script", ROOT / "scripts" / "stream.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SMOKE_OVERRIDES
 
 
 @pytest.fixture()
@@ -57,7 +50,7 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 def smoke_config(inputs: dict[str, Path], *extra: str) -> StreamInferenceConfig:
     paths = [f"{key}={value}" for key, value in inputs.items()]
-    return load_config(StreamInferenceConfig, ROOT / "config/stream_iasa.yaml", [*smoke_overrides(), *paths, *extra])
+    return load_config(StreamInferenceConfig, ROOT / "config/stream_iasa.yaml", [*smoke_overrides("stream.py"), *paths, *extra])
 
 
 def test_cli_smoke_with_the_live_motion_writes_every_frame(inputs):
