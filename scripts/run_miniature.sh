@@ -107,15 +107,14 @@ if [[ $PART != 1 && ! -d outputs/miniature/teacher/model ]]; then  # a fresh mac
 fi
 
 if runs 1; then
+  FROM=() GUIDER=()
   if [[ -n $TEACHER_FROM ]]; then  # the teacher continued: its VAE encodes the cache, no vae stage
-    FROM=(model.model_dir="$TEACHER_FROM/model")
-    stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}" "${FROM[@]}"
-    train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}" "${FROM[@]}" pose_guider_init="$TEACHER_FROM/pose_guider.safetensors"
+    FROM=(model.model_dir="$TEACHER_FROM/model") GUIDER=(pose_guider_init="$TEACHER_FROM/pose_guider.safetensors")
   else
     train vae "$T_VAE" "${COMMON[@]}" "${VAE[@]}"
-    stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}"
-    train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}"
   fi
+  stage data_process "$PY" examples/IASA/train_iasa.py --config config/miniature/data_process.yaml "${PROCESS[@]}" "${FROM[@]}"
+  train teacher "$T_TEACHER" "${COMMON[@]}" "${TEACHER[@]}" "${FROM[@]}" "${GUIDER[@]}"
 fi
 if runs 2; then
   if ((T_LORA + T_DMD > 0)) && ! compgen -G "data/miniature/train_cache/*/meta.json" > /dev/null; then
