@@ -27,6 +27,8 @@
 # are packed into $OUT before the evaluation, so an evaluation cut short still returns them. TEACHER_FROM (part 1):
 # an earlier teacher run folder (model/, pose_guider.safetensors) to continue, with its VAE, instead of the vae stage
 # and a teacher from scratch; the teacher's budget is then the continuation's (a fresh optimiser, warmed up again).
+# DECODER_FROM (part 2): an earlier model folder whose VAE decoder the vae_decoder stage continues to fine-tune,
+# instead of the teacher's (e.g. a decoder trained on short clips, continued on the long ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,7 +36,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-outputs/miniature/export}
 WORKERS=${WORKERS:-16}
 T_VAE=${T_VAE:-160} T_TEACHER=${T_TEACHER:-220} T_VAE_DECODER=${T_VAE_DECODER:-100} T_LORA=${T_LORA:-30} T_DMD=${T_DMD:-55}
-T_TAE=${T_TAE:-60} BUDGET=${BUDGET:-560} TEACHER_FROM=${TEACHER_FROM:-}
+T_TAE=${T_TAE:-60} BUDGET=${BUDGET:-560} TEACHER_FROM=${TEACHER_FROM:-} DECODER_FROM=${DECODER_FROM:-}
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1  # TF32 for the float32 matmuls left outside bf16 autocast
 REHEARSAL=0 PART=all
 while (($#)); do
@@ -124,7 +126,9 @@ if runs 2; then
   if ((T_VAE_DECODER > 0)) && [[ ! -f data/miniature_long/train/manifest.json ]]; then
     stage long_dataset "$PY" scripts/make_synthetic_dataset.py --out data/miniature_long --workers "$WORKERS" --codec ffv1 "${LONG_ARGS[@]}"
   fi
-  train vae_decoder "$T_VAE_DECODER" "${COMMON[@]}" "${DECODER[@]}"
+  DECODER_START=()
+  if [[ -n $DECODER_FROM ]]; then DECODER_START=(model.model_dir="$DECODER_FROM"); fi
+  train vae_decoder "$T_VAE_DECODER" "${COMMON[@]}" "${DECODER[@]}" "${DECODER_START[@]}"
   train lora_global "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
   train lora_global_local "$T_LORA" "${COMMON[@]}" "${TRAIN[@]}"
   train dmd "$T_DMD" "${COMMON[@]}" "${DISTILL[@]}"
