@@ -38,6 +38,11 @@ record; a record that fails (e.g. out of memory) gets an "error" string and the 
 its tables (the top ops by their own device time, then by their own CPU time, PROFILE_ROWS each) go to a text
 file beside the JSON, named in the record's "profile" (and the chunk's wall time, profiled, in
 "profiled_chunk_s").
+
+--slots frame: every cache slot holds a whole frame's tokens, as a live compiled stream sizes them
+(iasa.video.stream_run: its poses are not known in advance, and a growing cache would compile again mid-stream);
+the default, poses, sizes them to the most region tokens of the stream's frames (stream_slot_tokens). Each record
+says "slots".
 """
 
 from __future__ import annotations
@@ -170,7 +175,8 @@ def stream_once(
     pose_frames = torch.rand(TEMPORAL_STRIDE, 3, *size, generator=generator).to(device, dtype)  # reused groups
     decoder = StreamDecoder(parts["tae"] if decoder_kind == "tae" else parts["vae"], "channels_last_3d")
     features = PoseFeatureStream(guider)
-    state, clock, cache = StreamState(slot_tokens=stream_slot_tokens(poses, rule)), StreamClock(), {}
+    slot_tokens = token_grid[0] * token_grid[1] if parts["slots"] == "frame" else stream_slot_tokens(poses, rule)
+    state, clock, cache = StreamState(slot_tokens=slot_tokens), StreamClock(), {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
@@ -240,6 +246,10 @@ def main() -> None:
         "--compiled", choices=COMPILE_CHOICES, default="off",
         help="run the DiT blocks compiled (on), or every config eager then compiled (both)",
     )  # fmt: skip
+    parser.add_argument(
+        "--slots", choices=("poses", "frame"), default="poses",
+        help="cache slot size: the stream's most region tokens (poses) or a whole frame (frame: a live compiled stream)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     arch = ARCHITECTURES["tiny" if args.tiny else "14b"]
@@ -251,7 +261,7 @@ def main() -> None:
     torch.manual_seed(0)
     parts = {
         "arch": arch, "dtype": dtype, "backend": args.backend, "block_size": 128 if not args.tiny else 16,
-        "cache_frames": args.cache_frames,
+        "cache_frames": args.cache_frames, "slots": args.slots,
         "dit": build_random("dit", arch, device, dtype), "pose_guider": build_random("pose_guider", arch, device, dtype),
         "vae": build_random("vae", arch, device, dtype),
         "tae": random_tae_decoder(TAE_ARCHITECTURES["tiny" if args.tiny else "taew2_1"], device, dtype),
@@ -264,6 +274,7 @@ def main() -> None:
         record = {
             "resolution": f"{size[0]}x{size[1]}", "chunk_latent_frames": chunk, "decoder": decoder, "precision": precision,
             "attention": f"iasa-{args.backend}", "cache_frames": args.cache_frames, "compiled": compiled,
+            "slots": args.slots,
         }  # fmt: skip
         try:
             if precision == "fp8" and not quantised:

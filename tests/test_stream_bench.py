@@ -74,3 +74,14 @@ def test_compiled_both_measures_every_config_eager_then_compiled(tmp_path):
         assert record["cache_mem_gb_when_full"] == record["cache_mem_gb_end"] == record["cache_mem_gb"] > 0
     # the compiled record's warm-up compiled the block (the eager one, on the CPU with the reference kernel: nothing)
     assert (eager["graphs_compiled_warmup"], compiled["graphs_compiled_warmup"]) == (0, 1)
+
+
+def test_whole_frame_slots_cache_more_than_pose_sized_slots_and_stay_flat(tmp_path):
+    """--slots frame (a live compiled stream's cache): every slot a whole frame, so more memory than slots sized to
+    the stream's region tokens (a third of the tokens here), and as flat."""
+    config = ("--configs", "64x64:1:tae:bf16")
+    poses = run_bench(tmp_path / "poses.json", *config)["records"][0]
+    frame = run_bench(tmp_path / "frame.json", *config, "--slots", "frame")["records"][0]
+    assert (poses["slots"], frame["slots"]) == ("poses", "frame")
+    assert frame["cache_mem_gb"] > poses["cache_mem_gb"]
+    assert frame["cache_mem_gb_first_chunk"] == frame["cache_mem_gb_end"] == frame["cache_mem_gb"]
