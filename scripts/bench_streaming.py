@@ -68,7 +68,7 @@ from iasa.attention.config import SparseAttentionConfig  # noqa: E402
 from iasa.eval.speed import synchronize  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.attention_patch import patch_self_attention  # noqa: E402
-from iasa.video.compiled_blocks import compiled_block  # noqa: E402
+from iasa.video.compiled_blocks import compiled_block, reset_compiled_blocks  # noqa: E402
 from iasa.video.config import ARCHITECTURES, CLIP_FEATURE_DIM, CLIP_TOKENS, CONDITION_CHANNELS, StreamingConfig  # noqa: E402
 from iasa.video.fp8_linear import quantize_dit_fp8  # noqa: E402
 from iasa.video.latent_grid import TEMPORAL_STRIDE, TOKEN_STRIDE, VAE_STRIDE  # noqa: E402
@@ -276,6 +276,7 @@ def main() -> None:
             "attention": f"iasa-{args.backend}", "cache_frames": args.cache_frames, "compiled": compiled,
             "slots": args.slots,
         }  # fmt: skip
+        reset_compiled_blocks()  # each record compiles in its warm-up as in a fresh process
         try:
             if precision == "fp8" and not quantised:
                 quantize_dit_fp8(parts["dit"])

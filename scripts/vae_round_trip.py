@@ -2,10 +2,12 @@
 over a long clip: the decoder stage's check).
 
     python scripts/vae_round_trip.py --model_dir outputs/miniature/vae_decoder/model \
-        --video data/miniature_long/heldout/videos/person016_0000.mp4 [--frames 121] [--model_size mini] [--device cpu]
+        --video data/miniature_long/heldout/videos/person016_0000.mp4 [--frames 121] [--model_size mini] [--device cpu] \
+        [--strip round_trip.png]
 
 Prints the PSNR of every frame, 8 to a line (the decode is decode_video, latent frame by latent frame with the
-causal caches carried, as the demo decodes).
+causal caches carried, as the demo decodes). --strip: a PNG of STRIP_FRAMES frames spread over the clip, the
+ground truth above the decoded frames.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from einops import rearrange
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from iasa.atomic_io import atomic_output  # noqa: E402
 from iasa.errors import InputError  # noqa: E402
 from iasa.eval.video_metrics import psnr  # noqa: E402
 from iasa.train.dataset import read_frames, video_frame_count  # noqa: E402
@@ -29,6 +34,7 @@ from iasa.video.latent_grid import num_latent_frames  # noqa: E402
 from iasa.video.vae_decode import decode_video  # noqa: E402
 
 FRAMES_PER_LINE = 8
+STRIP_FRAMES = 6
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--frames", type=int, default=121, help="its first FRAMES frames (4n + 1)")
     parser.add_argument("--model_size", default="mini")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strip", type=Path, default=None, help="PNG: ground truth above decoded, a few frames")
     args = parser.parse_args(argv)
     try:
         num_latent_frames(args.frames)
@@ -66,6 +73,12 @@ def main(argv: list[str]) -> int:
         line = " ".join(f"{score:5.1f}" for score in scores[start : start + FRAMES_PER_LINE])
         print(f"frames {start:3d}-{min(start + FRAMES_PER_LINE, args.frames) - 1:3d}: {line}")
     print(f"mean {sum(scores) / len(scores):.2f} dB over {args.frames} frames")
+    if args.strip is not None:
+        shown = np.linspace(0, args.frames - 1, STRIP_FRAMES).round().astype(int)
+        strip = rearrange(np.stack([truth[shown], frames[shown]]), "row f h w c -> (row h) (f w) c")
+        with atomic_output(args.strip) as temporary:
+            Image.fromarray(strip).save(temporary, format="PNG")
+        print(f"wrote {args.strip} (frames {', '.join(map(str, shown))}: ground truth above, decoded below)")
     return 0
 
 

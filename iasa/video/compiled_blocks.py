@@ -158,3 +158,12 @@ def compiled_block(backend: str = "inductor") -> CompiledWithFallback[torch.Tens
     if backend not in _COMPILED:
         _COMPILED[backend] = compile_block_function(backend)
     return _COMPILED[backend]
+
+
+def reset_compiled_blocks() -> None:
+    """Forget every compiled graph (the block function's, the flex kernel's, Dynamo's caches): the next call
+    compiles afresh, as in a new process. For a process that runs many shapes one after another (the streaming
+    bench): on an H200 its eighth record, compiled after seven others, fell back to FlexAttention's dense eager
+    reference (out of memory at 720x1280) and FP8 blocks failed to compile, while each ran alone did not."""
+    _COMPILED.clear()
+    torch._dynamo.reset()
