@@ -154,7 +154,7 @@ def test_decoder_stage_in_pieces_trains_the_decoder_alone(tmp_path: Path, make_d
     folder.mkdir()
     for save, part in ((save_dit, components.dit), (save_vae, components.vae), (save_text_encoder, components.text_encoder)):
         save(part, folder)
-    config = load_config(VaePretrainConfig, "config/miniature/vae_decoder.yaml", [
+    config = load_config(VaePretrainConfig, "config/miniature/vae_decoder_long.yaml", [
         f"data.dataset_dir={dataset}", "data.num_frames=9", "data.crop=16", "data.batch_size=2", "decoder_pieces=2",
         "model.model_size=mini", f"model.model_dir={folder}", f"run.output_dir={tmp_path / 'decoder'}",
         "run.max_steps=2", "run.time_limit_s=null", "optim.warmup_steps=0", "model.device=cpu",
@@ -173,7 +173,7 @@ def test_decoder_stage_in_pieces_trains_the_decoder_alone(tmp_path: Path, make_d
 def test_decoder_pieces_must_fit_the_clip_and_need_a_frozen_encoder() -> None:
     base = ["model.model_dir=outputs/x", "data.num_frames=9"]
     with pytest.raises(ConfigError, match="decoder_pieces"):
-        load_config(VaePretrainConfig, "config/miniature/vae_decoder.yaml", [*base, "decoder_pieces=4"])
+        load_config(VaePretrainConfig, "config/miniature/vae_decoder_long.yaml", [*base, "decoder_pieces=4"])
     with pytest.raises(ConfigError, match="train_encoder"):
         load_config(VaePretrainConfig, "config/miniature/vae.yaml", ["decoder_pieces=2"])
-    assert load_config(VaePretrainConfig, "config/miniature/vae_decoder.yaml", [*base, "decoder_pieces=3"]).decoder_pieces == 3
+    assert load_config(VaePretrainConfig, "config/miniature/vae_decoder_long.yaml", [*base, "decoder_pieces=3"]).decoder_pieces == 3
