@@ -157,7 +157,11 @@ if runs 2; then
 fi
 if runs 1 || runs 2; then pack; fi
 if ! runs 3; then
-  echo "=== part $PART done in $SECONDS s: run --part $((PART + 1)) next on this machine"
+  if [[ $PART == 1 ]] && ((T_TEACHER == 0)); then
+    echo "=== part 1 (the VAE alone) done in $SECONDS s: run --part 1 again to continue it (and train the teacher)"
+  else
+    echo "=== part $PART done in $SECONDS s: run --part $((PART + 1)) next on this machine"
+  fi
   exit 0
 fi
 
