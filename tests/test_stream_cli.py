@@ -192,3 +192,60 @@ def test_the_warm_up_reaches_the_first_compiled_chunk():
     assert warmup_latent_frames(StreamingConfig(chunk_latent_frames=2, cache_frames=3), sparse=False) == 4 + 2
     assert warmup_latent_frames(StreamingConfig(chunk_latent_frames=2, cache_frames=24), sparse=False) == 26 + 2
     assert warmup_latent_frames(StreamingConfig(chunk_latent_frames=1, cache_frames=24), sparse=False) == 25 + 1
+
+
+def test_a_compiled_clip_stream_compiles_nothing_after_a_warm_up_whose_frames_hold_more(
+    inputs, counted_compiled_blocks, captured_stream
+):
+    """A clip whose frames cache fewer region tokens than the warm-up's pose (no reference keypoints: the rest pose)
+    and so has smaller slots (stream_slot_tokens of the clip): the warm-up's one compiled chunk runs at the clip's
+    slot size (its cache grows only after it), so the real stream compiles nothing more, and its latents and frames
+    equal those of the eager stream of the clip."""
+    from dataclasses import replace
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from iasa.video.config import LongVideoConfig
+    from iasa.video.inference import inference_pose_style
+    from iasa.video.pipeline import VideoGenerator, pad_keypoints
+    from iasa.video.stream_run import rest_pose_keypoints, stream_clip_frames
+    from iasa.video.streaming import cached_tokens_of, latent_frame_poses
+
+    eager, compiled = config(inputs, *LARGER), config(inputs, *LARGER, "speed.compile_dit=true")
+    generator = VideoGenerator.from_config(eager.model, eager.attention, LongVideoConfig(), eager.speed.for_generator())
+    pose_style = inference_pose_style(eager.pose.style, eager.model)
+    image = (np.random.default_rng(1).random((96, 64, 3)) * 255).astype(np.uint8)
+    rest = pad_keypoints(rest_pose_keypoints(eager), 15)
+
+    def half_size(points: np.ndarray) -> np.ndarray:  # the speaker at half size about the image's centre
+        return (points - 0.5) * 0.5 + 0.5
+
+    clip = replace(rest, **{name: half_size(getattr(rest, name)) for name in ("body", "hands", "face", "feet")})
+    rule, grid = eager.attention.sparse, (96 // 16, 64 // 16)
+
+    def cached_tokens(keypoints) -> list[int]:
+        poses = latent_frame_poses(pad_keypoints(keypoints, 17), rule, grid)
+        return [int(cached_tokens_of(pose, rule).numel()) for pose in poses]
+
+    assert max(cached_tokens(clip)) == 9 < min(cached_tokens(rest)) == 16  # the warm-up's frames hold more
+    latents, written = captured_stream
+    expected_frames = np.concatenate(list(stream_clip_frames(generator, eager, image, None, clip, pose_style, False)))
+    expected_latents = torch.cat(latents, 2)
+    assert counted_compiled_blocks == []
+    latents.clear()
+    at_warmup: dict[str, int] = {}
+
+    def warmed_up(seconds: float) -> None:  # the real stream starts from here: forget the warm-up's chunks
+        at_warmup.update(graphs=counters["stats"]["unique_graphs"], calls=len(counted_compiled_blocks))
+        latents.clear()
+
+    frames = np.concatenate(list(stream_clip_frames(generator, compiled, image, None, clip, pose_style, False, on_warmup=warmed_up)))
+    blocks = len(generator.components.dit.blocks)
+    assert at_warmup["graphs"] >= 1 and at_warmup["calls"] == blocks  # the warm-up: one compiled whole chunk
+    assert counters["stats"]["unique_graphs"] == at_warmup["graphs"] and sum(counters["recompiles"].values()) == 0
+    assert [piece.shape[2] for piece in latents] == [2, 2, 1]  # 15 frames: 5 latent frames in chunks of 2
+    assert len(counted_compiled_blocks) - at_warmup["calls"] == 2 * blocks  # the two whole chunks ran compiled
+    torch.testing.assert_close(torch.cat(latents, 2), expected_latents, rtol=1e-5, atol=1e-5)
+    assert frames.shape == expected_frames.shape == (15, 96, 64, 3)
+    assert np.abs(frames.astype(int) - expected_frames.astype(int)).max() <= 1

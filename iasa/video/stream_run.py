@@ -301,7 +301,9 @@ def warm_up_stream(
     """Stream warmup_latent_frames throwaway latent frames and discard them: the compiled block function (and the
     flex kernel) compile for the stream's chunk shape of `size` (H, W) and slot_tokens, on a state of their own,
     so the real stream's state and output are untouched. Their pose: the reference's keypoints repeated, else
-    (None) the rest pose of the procedural motion of silence; their noise the stream's seeded frames."""
+    (None) the rest pose of the procedural motion of silence; their noise the stream's seeded frames. A pose
+    holding more cached tokens than slot_tokens (a clip's slots fit the clip's frames) grows the warm-up's cache
+    only when its last chunk is stored, after every compiled chunk ran at the stream's slot size."""
     from iasa.video.pipeline import pad_keypoints
     from iasa.video.stream_input import clip_pieces
 
