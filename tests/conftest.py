@@ -11,9 +11,12 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import inspect
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -328,6 +331,34 @@ def captured_stream(monkeypatch) -> tuple[list[torch.Tensor], list[np.ndarray]]:
     append = StreamingVideoWriter.append
     monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
     return latents, written
+
+
+@pytest.fixture
+def run_script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., object]]:
+    """Runs scripts/<name>'s main in this process as `python scripts/<name> ARGS` would (sys.argv and sys.path as
+    the interpreter sets them; Dynamo's caches empty, as in a fresh process) and returns what main returns. For tests
+    of what a script does, not of its process: a fresh interpreter spends ~9 s importing torch and the project,
+    which this process has done. What the script's module sets in os.environ is undone after the test."""
+    environment = dict(os.environ)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+    def run(name: str, *args: object) -> object:
+        path = ROOT / "scripts" / name
+        argv = [str(arg) for arg in args]
+        monkeypatch.setattr(sys, "argv", [str(path), *argv])
+        sys.path.insert(0, str(path.parent))
+        torch.compiler.reset()
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, path.stem, module)
+        spec.loader.exec_module(module)
+        return module.main(argv) if inspect.signature(module.main).parameters else module.main()
+
+    yield run
+    torch.compiler.reset()
+    for key in set(os.environ) - set(environment):
+        del os.environ[key]
+    os.environ.update(environment)
 
 
 def smoke_overrides(script: str) -> list[str]:
