@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -333,32 +333,34 @@ def captured_stream(monkeypatch) -> tuple[list[torch.Tensor], list[np.ndarray]]:
     return latents, written
 
 
-@pytest.fixture
-def run_script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., object]]:
-    """Runs scripts/<name>'s main in this process as `python scripts/<name> ARGS` would (sys.argv and sys.path as
-    the interpreter sets them; Dynamo's caches empty, as in a fresh process) and returns what main returns. For tests
+def run_script_in_process(name: str, *args: object) -> object:
+    """scripts/<name>'s main run in this process as `python scripts/<name> ARGS` would run it (sys.argv and sys.path
+    as the interpreter sets them, Dynamo's caches empty as in a fresh process); returns what main returns. For tests
     of what a script does, not of its process: a fresh interpreter spends ~9 s importing torch and the project,
-    which this process has done. What the script's module sets in os.environ is undone after the test."""
+    which this process has done. sys.argv, sys.path and what the script sets in os.environ are restored after."""
+    path = ROOT / "scripts" / name
+    argv = [str(arg) for arg in args]
     environment = dict(os.environ)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-
-    def run(name: str, *args: object) -> object:
-        path = ROOT / "scripts" / name
-        argv = [str(arg) for arg in args]
+    with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(sys, "argv", [str(path), *argv])
-        sys.path.insert(0, str(path.parent))
-        torch.compiler.reset()
+        monkeypatch.setattr(sys, "path", [str(path.parent), *sys.path])
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, path.stem, module)
-        spec.loader.exec_module(module)
-        return module.main(argv) if inspect.signature(module.main).parameters else module.main()
+        torch.compiler.reset()
+        try:
+            spec.loader.exec_module(module)
+            return module.main(argv) if inspect.signature(module.main).parameters else module.main()
+        finally:
+            torch.compiler.reset()
+            for key in set(os.environ) - set(environment):
+                del os.environ[key]
+            os.environ.update(environment)
 
-    yield run
-    torch.compiler.reset()
-    for key in set(os.environ) - set(environment):
-        del os.environ[key]
-    os.environ.update(environment)
+
+@pytest.fixture(scope="session")
+def run_script() -> Callable[..., object]:
+    return run_script_in_process
 
 
 def smoke_overrides(script: str) -> list[str]:
