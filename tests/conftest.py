@@ -11,7 +11,11 @@ import copy
 import dataclasses
 import functools
 import importlib.util
+import inspect
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -159,6 +163,62 @@ def tiny_dataset_and_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_dataset_and_cache: tuple[Path, Path]) -> Path:
     return tiny_dataset_and_cache[1]
+
+
+# The tiny training and distillation runs that the data-parallel, FSDP and DeepSpeed tests (test_train_ddp.py,
+# test_train_fsdp.py, test_train_deepspeed.py) compare with and resume: each run once for all of them.
+TRAIN_SCRIPT = ROOT / "examples" / "IASA" / "train_iasa.py"
+TINY_RUN = ("run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2")
+TINY_LORA = ("lora.rank=4", "lora.alpha=4")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRun:
+    """A finished run of train_iasa.py (read-only for the tests): its command line without run.output_dir (the
+    settings a test repeats for the runs it compares), its output folder and what it printed."""
+
+    settings: list[str]
+    output: Path
+    stdout: str
+
+
+def launch_data_parallel(arguments: list[str]) -> str:
+    """train_iasa.py in two CPU processes under torchrun (gloo), plain data parallel: no accelerate FSDP or
+    DeepSpeed settings in the environment (checked in what it prints); returns what it printed."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(TRAIN_SCRIPT), *arguments]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FSDP:" not in result.stdout and "DeepSpeed ZeRO-" not in result.stdout, result.stdout[-2000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def data_parallel_training(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingRun:
+    """3 LoRA training steps on two processes, checkpoints at steps 2 and 3."""
+    settings = ["--config", "config/train_sparseattn_lora.yaml", *training_stage_overrides(tiny_cache), *TINY_RUN, *TINY_LORA]
+    output = tmp_path_factory.mktemp("data_parallel_training") / "run"
+    return TrainingRun(settings, output, launch_data_parallel([*settings, f"run.output_dir={output}"]))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a one-step LoRA training run in this process: the teacher of the distillation runs."""
+    from iasa.train.tasks import main
+
+    output = tmp_path_factory.mktemp("tiny_teacher") / "run"
+    return main(["--config", "config/train_sparseattn_lora.yaml", *training_stage_overrides(tiny_cache), "run.mixed_precision=fp32",
+                 "run.report_to=none", "run.max_steps=1", f"run.output_dir={output}", *TINY_LORA])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def data_parallel_distillation(tiny_cache: Path, tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainingRun:
+    """3 DMD steps (critic and generator in turn) from tiny_teacher on two processes, checkpoints at steps 2 and 3."""
+    settings = ["--config", "config/distill_dmd.yaml", *training_stage_overrides(tiny_cache), *TINY_RUN,
+                f"teacher_lora={tiny_teacher / 'lora.safetensors'}", f"teacher_pose_guider={tiny_teacher / 'pose_guider.safetensors'}",
+                "critic_steps_per_generator_step=1", "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
+    output = tmp_path_factory.mktemp("data_parallel_distillation") / "run"
+    return TrainingRun(settings, output, launch_data_parallel([*settings, f"run.output_dir={output}"]))
 
 
 def checkpoint_tensors(output: Path, step: int) -> dict[str, torch.Tensor]:
@@ -328,6 +388,36 @@ def captured_stream(monkeypatch) -> tuple[list[torch.Tensor], list[np.ndarray]]:
     append = StreamingVideoWriter.append
     monkeypatch.setattr(StreamingVideoWriter, "append", lambda self, frames: (written.append(frames), append(self, frames)))
     return latents, written
+
+
+def run_script_in_process(name: str, *args: object) -> object:
+    """scripts/<name>'s main run in this process as `python scripts/<name> ARGS` would run it (sys.argv and sys.path
+    as the interpreter sets them, Dynamo's caches empty as in a fresh process); returns what main returns. For tests
+    of what a script does, not of its process: a fresh interpreter spends ~9 s importing torch and the project,
+    which this process has done. sys.argv, sys.path and what the script sets in os.environ are restored after."""
+    path = ROOT / "scripts" / name
+    argv = [str(arg) for arg in args]
+    environment = dict(os.environ)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(sys, "argv", [str(path), *argv])
+        monkeypatch.setattr(sys, "path", [str(path.parent), *sys.path])
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, path.stem, module)
+        torch.compiler.reset()
+        try:
+            spec.loader.exec_module(module)
+            return module.main(argv) if inspect.signature(module.main).parameters else module.main()
+        finally:
+            torch.compiler.reset()
+            for key in set(os.environ) - set(environment):
+                del os.environ[key]
+            os.environ.update(environment)
+
+
+@pytest.fixture(scope="session")
+def run_script() -> Callable[..., object]:
+    return run_script_in_process
 
 
 def smoke_overrides(script: str) -> list[str]:

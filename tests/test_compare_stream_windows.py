@@ -32,19 +32,17 @@ def split(tmp_path_factory) -> Path:
     return root / "heldout"
 
 
-def compare(split: Path, out: Path, clip: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, str(ROOT / "scripts/compare_stream_windows.py"), "--config", str(ROOT / "config/stream_iasa.yaml"),
-        "--split-dir", str(split), "--clip", clip, "--seconds", "1.0", "--drift-seconds", "0.3",
-        "--window-latent-frames", "5", "--overlap-latent-frames", "2", "--no-progress", "--out", str(out), *TINY,
+def arguments(split: Path, out: Path, clip: str) -> list[str]:
+    return [
+        "--config", str(ROOT / "config/stream_iasa.yaml"), "--split-dir", str(split), "--clip", clip, "--seconds", "1.0",
+        "--drift-seconds", "0.3", "--window-latent-frames", "5", "--overlap-latent-frames", "2", "--no-progress",
+        "--out", str(out), *TINY,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
-def test_stream_and_windows_are_scored_against_the_ground_truth(split, tmp_path):
+def test_stream_and_windows_are_scored_against_the_ground_truth(split, tmp_path, run_script):
     clip = next(iter(json.loads((split / "manifest.json").read_text())["clips"]))
-    done = compare(split, tmp_path / "compare.json", clip)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_script("compare_stream_windows.py", *arguments(split, tmp_path / "compare.json", clip))
     results = json.loads((tmp_path / "compare.json").read_text())
     assert results["frames"] == 33 and results["clip"] == clip  # 1 s at 30 fps, padded to 4n + 1: longer than written
     for variant in ("stream", "windows"):
@@ -55,5 +53,7 @@ def test_stream_and_windows_are_scored_against_the_ground_truth(split, tmp_path)
 
 
 def test_an_unknown_clip_is_named(split, tmp_path):
-    done = compare(split, tmp_path / "compare.json", "nobody_0000")
+    """On the command line: the one-line error of the script's process."""
+    command = [sys.executable, str(ROOT / "scripts/compare_stream_windows.py"), *arguments(split, tmp_path / "compare.json", "nobody_0000")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode != 0 and "lists no clip 'nobody_0000'" in done.stderr

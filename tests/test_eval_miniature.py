@@ -152,7 +152,7 @@ def _psnr_through_mean_mse(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return 10 * math.log10(255**2 / mse)
 
 
-def test_baselines_are_the_still_reference_and_the_vae_round_trip(evaluated, miniature, tmp_path):
+def test_baselines_are_the_still_reference_and_the_vae_round_trip(evaluated, miniature, tmp_path, run_script):
     """reference_still: each clip's frame 0 repeated; vae_round_trip: diffsynth's own encode and decode of the
     ground truth (not the project's per-latent-frame decoder). --baselines-only writes the same rows alone."""
     from iasa.eval.miniature import evaluated_clips, variant_inference_config
@@ -182,9 +182,5 @@ def test_baselines_are_the_still_reference_and_the_vae_round_trip(evaluated, min
 
     only = tmp_path / "baselines.json"
     overrides = [*tiny_eval_overrides(dataset, runs, out), f"out={only}"]
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "eval_miniature.py"), "--baselines-only", "--no-progress", *overrides],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    run_script("eval_miniature.py", "--baselines-only", "--no-progress", *overrides)
     assert json.loads(only.read_text())["baselines"] == payload["baselines"]

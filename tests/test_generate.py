@@ -3,8 +3,7 @@ reference pose detected in the image by tiny DWPose stand-ins, or read from a ke
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import warnings
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -49,21 +48,24 @@ def write_photo(folder: Path) -> tuple[Path, DetectorConfig]:
     return folder / "person.png", detector
 
 
-def test_generate_cli_writes_video_with_audio_from_a_photo_alone(tmp_path):
+def test_generate_cli_writes_video_with_audio_from_a_photo_alone(tmp_path, run_script, capsys, monkeypatch):
     waveform = write_speech(tmp_path / "speech.wav", seconds=0.6)
     expected_frames = ProceduralMotionGenerator()(waveform).num_frames
     photo, detector = write_photo(tmp_path)
     out = tmp_path / "out" / "video.mp4"
-    command = [
-        sys.executable, str(ROOT / "scripts" / "generate.py"), "--config", str(ROOT / "config" / "infer_iasa.yaml"),
-        "--smoke", "--no-progress", f"audio={tmp_path / 'speech.wav'}", f"image={photo}", f"out={out}",
-        "detect_reference_pose=true", f"detector.person_model={detector.person_model}",
-        f"detector.pose_model={detector.pose_model}", "detector.providers=cpu", "attention.backend=reference",
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "stage timings" in completed.stdout and "video generation" in completed.stdout
-    assert "reference pose" in completed.stdout and "default framing" not in completed.stderr
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_script(
+            "generate.py", "--config", ROOT / "config" / "infer_iasa.yaml", "--smoke", "--no-progress",
+            f"audio={tmp_path / 'speech.wav'}", f"image={photo}", f"out={out}", "detect_reference_pose=true",
+            f"detector.person_model={detector.person_model}", f"detector.pose_model={detector.pose_model}",
+            "detector.providers=cpu", "attention.backend=reference",
+        )  # fmt: skip
+    printed = capsys.readouterr()
+    assert "stage timings" in printed.out and "video generation" in printed.out
+    assert "reference pose" in printed.out and "default framing" not in printed.err
+    assert not [warning for warning in caught if "default framing" in str(warning.message)]
     info = probe_video(out)
     assert info.frames == expected_frames == 18
     assert (info.height, info.width) == (64, 64) and info.fps == 30 and info.has_audio

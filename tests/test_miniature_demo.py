@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from iasa.synthetic.speech import SpeechConfig, synthesize_speech
 from iasa.video.inference import InferenceConfig, inference_pose_style, reference_image_and_pose
 from iasa.video.pipeline import VideoGenerator
 from iasa.video.video_io import probe_video
+from tests.conftest import run_script_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "miniature"
@@ -129,11 +129,9 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
     write_held_out_split(root / "data", clips=1)
     write_stage_folders(root / "runs")
-    command = [sys.executable, str(ROOT / "scripts" / "export_miniature.py"), "--runs", str(root / "runs"),
-               "--dataset", str(root / "data"), "--out", str(root / "models" / "miniature"), "--stage", "student", "--model_stage", "teacher",
-               "--model_size", "tiny", "--speech_seconds", "1", "--max_bytes", str(TINY_MAX_BYTES)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
+    run_script_in_process("export_miniature.py", "--runs", root / "runs", "--dataset", root / "data", "--out", root / "models" / "miniature",
+                          "--stage", "student", "--model_stage", "teacher", "--model_size", "tiny", "--speech_seconds", "1",
+                          "--max_bytes", TINY_MAX_BYTES)  # fmt: skip
     return {"root": root, "runs": root / "runs", "folder": root / "models" / "miniature", "speech": short_speech(root)}
 
 
@@ -167,14 +165,10 @@ def test_exported_tiny_student_equals_the_model_with_its_lora(exported):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_generate_cli_writes_the_avatar_video_with_the_speech(exported, tmp_path):
+def test_generate_cli_writes_the_avatar_video_with_the_speech(exported, tmp_path, run_script):
     out = tmp_path / "avatar.mp4"
     overrides = [*tiny_overrides(exported["folder"] / "speech.wav"), *model_overrides(exported["folder"]), f"out={out}"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "generate.py"), "--config", str(CONFIG), "--no-progress", *overrides],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    run_script("generate.py", "--config", CONFIG, "--no-progress", *overrides)
     info = probe_video(out)
     assert info.has_audio and info.frames == 30 and (info.height, info.width) == (64, 64)
 

@@ -33,18 +33,30 @@ def environment(**extra: str) -> dict[str, str]:
 
 def run_worker(out_dir: Path, processes: int) -> None:
     out_dir.mkdir()
-    if processes == 1:
-        command = [sys.executable, str(WORKER), "check", str(out_dir)]
-    else:
-        command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes), str(WORKER), "check", str(out_dir)]
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes), str(WORKER), "check", str(out_dir)]
     result = subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=LAUNCH_LIMIT_S)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker's `check` as one process, in this one (no WORLD_SIZE: a group of one, as plain python runs it),
+    on one thread as under OMP_NUM_THREADS=1."""
+    from iasa.video.config import ARCHITECTURES
+
     out_dir = tmp_path_factory.mktemp("parallel") / "one"
-    run_worker(out_dir, 1)
+    out_dir.mkdir()
+    assert "WORLD_SIZE" not in os.environ
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    import parallel_generate_worker as worker  # adds its 4-head model size to ARCHITECTURES
+
+    try:
+        worker.run(out_dir, None)
+    finally:
+        torch.set_num_threads(threads)
+        ARCHITECTURES.pop(worker.MODEL_SIZE)
+        sys.modules.pop("parallel_generate_worker")
     return out_dir
 
 

@@ -4,29 +4,28 @@ the first chunk, short runs say their fps is extrapolated, and a failing record 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
 KEYS = {
     "resolution", "chunk_latent_frames", "decoder", "precision", "first_frame_latency_s", "sustained_fps",
     "peak_mem_gb", "cache_mem_gb",
 }  # fmt: skip
 
 
-def run_bench(out: Path, *extra: str) -> dict:
-    command = [
-        sys.executable, str(ROOT / "scripts/bench_streaming.py"), "--tiny", "--device", "cpu", "--backend", "reference",
-        "--out", str(out), "--short-latent-frames", "7", "--warmup-latent-frames", "2", "--cache-frames", "2",
-        "--main", "0", *extra,
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(out.read_text())
+@pytest.fixture
+def run_bench(run_script):
+    """scripts/bench_streaming.py's tiny CPU run with `extra` arguments, in this process; its results file."""
+
+    def run(out, *extra: str) -> dict:
+        run_script("bench_streaming.py", "--tiny", "--device", "cpu", "--backend", "reference", "--out", out,
+                   "--short-latent-frames", "7", "--warmup-latent-frames", "2", "--cache-frames", "2", "--main", "0", *extra)  # fmt: skip
+        return json.loads(out.read_text())
+
+    return run
 
 
-def test_bench_streaming_records_latency_fps_and_a_flat_cache(tmp_path):
+def test_bench_streaming_records_latency_fps_and_a_flat_cache(run_bench, tmp_path):
     results = run_bench(tmp_path / "streaming.json", "--configs", "64x64:1:tae:bf16", "64x64:2:wan:bf16")
     assert results["gpu"] == "cpu" and "torch" in results
     assert len(results["records"]) == 2
@@ -41,14 +40,14 @@ def test_bench_streaming_records_latency_fps_and_a_flat_cache(tmp_path):
         assert record["cache_mem_gb_first_chunk"] == record["cache_mem_gb_end"]
 
 
-def test_a_failing_record_keeps_its_error_and_the_run_goes_on(tmp_path):
+def test_a_failing_record_keeps_its_error_and_the_run_goes_on(run_bench, tmp_path):
     out = tmp_path / "streaming.json"
     results = run_bench(out, "--configs", "64x64:1:tae:bf16", "64x64:1:tae:bf16", "--backend", "fast")
     assert [("error" in r) for r in results["records"]] == [True, True]
     assert "flex" in results["records"][0]["error"]  # the fast kernels run full clips only
 
 
-def test_profile_writes_a_table_of_one_full_cache_chunk_beside_the_results(tmp_path):
+def test_profile_writes_a_table_of_one_full_cache_chunk_beside_the_results(run_bench, tmp_path):
     out = tmp_path / "streaming.json"
     results = run_bench(out, "--configs", "64x64:1:tae:bf16", "--profile")
     record = results["records"][0]
@@ -58,7 +57,7 @@ def test_profile_writes_a_table_of_one_full_cache_chunk_beside_the_results(tmp_p
     assert "aten::" in table  # the ops of the chunk, by name
 
 
-def test_compiled_both_measures_every_config_eager_then_compiled(tmp_path):
+def test_compiled_both_measures_every_config_eager_then_compiled(run_bench, tmp_path):
     """--compiled both: each config twice, eager then through the compiled block function (Inductor on the CPU);
     the compiled record compiled during its warm-up only and did not fall back to eager."""
     results = run_bench(tmp_path / "streaming.json", "--configs", "64x64:2:tae:bf16", "--compiled", "both")
@@ -76,7 +75,7 @@ def test_compiled_both_measures_every_config_eager_then_compiled(tmp_path):
     assert (eager["graphs_compiled_warmup"], compiled["graphs_compiled_warmup"]) == (0, 1)
 
 
-def test_whole_frame_slots_cache_more_than_pose_sized_slots_and_stay_flat(tmp_path):
+def test_whole_frame_slots_cache_more_than_pose_sized_slots_and_stay_flat(run_bench, tmp_path):
     """--slots frame (a live compiled stream's cache): every slot a whole frame, so more memory than slots sized to
     the stream's region tokens (a third of the tokens here), and as flat."""
     config = ("--configs", "64x64:1:tae:bf16")

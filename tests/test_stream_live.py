@@ -4,8 +4,6 @@ and the video equals the stream of the same live motion computed for the whole s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -53,11 +51,9 @@ def smoke_config(inputs: dict[str, Path], *extra: str) -> StreamInferenceConfig:
     return load_config(StreamInferenceConfig, ROOT / "config/stream_iasa.yaml", [*smoke_overrides("stream.py"), *paths, *extra])
 
 
-def test_cli_smoke_with_the_live_motion_writes_every_frame(inputs):
+def test_cli_smoke_with_the_live_motion_writes_every_frame(inputs, run_script):
     paths = [f"{key}={value}" for key, value in inputs.items()]
-    command = [sys.executable, str(ROOT / "scripts/stream.py"), "--smoke", "--no-progress", "live_motion=true", *paths]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script("stream.py", "--smoke", "--no-progress", "live_motion=true", *paths)
     info = probe_video(inputs["out"])
     assert info.frames == round(SECONDS * 30) and info.has_audio
 

@@ -1,7 +1,8 @@
 """DeepSpeed ZeRO training (a DeepSpeed accelerate config): CPU processes under torchrun (gloo) give the
 data-parallel / single-process run's weights, write full-tensor checkpoints that resume exactly, and a LoRA
 file the inference loader reads. The accelerate config's DeepSpeed settings this trainer cannot honour are
-refused with the key to change (the cached tiny dataset and the checkpoint helpers are conftest fixtures)."""
+refused with the key to change (the cached tiny dataset, the checkpoint helpers and the data-parallel distillation
+run, which the FSDP test compares with too, are conftest fixtures)."""
 
 from __future__ import annotations
 
@@ -41,13 +42,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(arguments: list[str], processes: int, zero_stage: int | None) -> None:
-    """train_iasa.py in `processes` processes; zero_stage None runs without DeepSpeed (data parallel). Checks that
-    the run reports the parallelism asked for."""
+def launch(arguments: list[str], processes: int, zero_stage: int) -> None:
+    """train_iasa.py in `processes` processes under DeepSpeed ZeRO-`zero_stage`. Checks that the run reports the
+    parallelism asked for."""
     # What accelerate launch --use_deepspeed --zero_stage N sets.
-    deepspeed = (
-        {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)} if zero_stage else {}
-    )
+    deepspeed = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": str(zero_stage)}
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ACCELERATE_")} | deepspeed
     script = str(ROOT / "examples" / "IASA" / "train_iasa.py")
     if processes == 1:  # torchrun's environment for one process, without its agent's start-up time
@@ -59,7 +58,7 @@ def launch(arguments: list[str], processes: int, zero_stage: int | None) -> None
         command = [*torchrun, script, *arguments]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (f"DeepSpeed ZeRO-{zero_stage}:" in result.stdout) == bool(zero_stage), result.stdout[-2000:]
+    assert f"DeepSpeed ZeRO-{zero_stage}:" in result.stdout, result.stdout[-2000:]
 
 
 def resume_from_step_two(source: Path, output: Path, settings: list[str], processes: int, zero_stage: int) -> None:
@@ -134,18 +133,11 @@ def test_zero2_train_on_one_process_matches_plain_run_and_resumes_exactly(
 
 @needs_deepspeed
 def test_zero2_distill_on_two_processes_matches_data_parallel_and_resumes_exactly(
-    tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path
+    data_parallel_distillation, weights, assert_close, tmp_path: Path
 ) -> None:
     """Two engines (generator, critic) over one DiT, each partitioned over the processes; the phases switch which
     one trains."""
-    model = [*stage_overrides(tiny_cache), "run.mixed_precision=fp32"]
-    teacher = main(["--config", "config/train_sparseattn_lora.yaml", *model, "run.report_to=none", "run.max_steps=1",
-                    f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
-    settings = ["--config", "config/distill_dmd.yaml", *model, *RUN, f"teacher_lora={teacher / 'lora.safetensors'}",
-                f"teacher_pose_guider={teacher / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
-                "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
-    data_parallel, zero = tmp_path / "data_parallel", tmp_path / "zero"
-    launch([*settings, f"run.output_dir={data_parallel}"], processes=2, zero_stage=None)
+    settings, data_parallel, zero = data_parallel_distillation.settings, data_parallel_distillation.output, tmp_path / "zero"
     launch([*settings, f"run.output_dir={zero}"], processes=2, zero_stage=2)
     # Same windows and noise per process: ZeRO-2's reduce-scattered gradients and partitioned AdamW give data
     # parallel's weights, up to the order of float sums.

@@ -1,6 +1,8 @@
 """FSDP training (an FSDP accelerate config): two CPU processes under torchrun (gloo) with FSDP2 shards give
 the data-parallel run's weights, write full checkpoints that resume exactly under either parallelism, and a
-LoRA file the inference loader reads; the same for distillation, with its three adapters on one sharded DiT."""
+LoRA file the inference loader reads; the same for distillation, with its three adapters on one sharded DiT.
+The data-parallel runs are conftest's data_parallel_training and data_parallel_distillation (the DDP and
+DeepSpeed tests use them too)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iasa.train.tasks import main
 from iasa.video.assembly import load_wan_components
 from iasa.video.config import VideoModelConfig
 from iasa.video.lora import load_lora
+from tests.conftest import launch_data_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -25,12 +27,15 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 def launch(arguments: list[str], fsdp: bool) -> None:
     """Run train_iasa.py in two processes; checks that the run reports the parallelism asked for."""
+    if not fsdp:
+        launch_data_parallel(arguments)
+        return
     # ACCELERATE_USE_FSDP is what accelerate launch sets for an FSDP accelerate config.
-    environment = {**os.environ, "ACCELERATE_USE_FSDP": "true" if fsdp else "false"}
+    environment = {**os.environ, "ACCELERATE_USE_FSDP": "true"}
     command = [str(TORCHRUN), "--nproc_per_node", "2", str(ROOT / "examples" / "IASA" / "train_iasa.py"), *arguments]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("FSDP: DiT and pose guider sharded over 2 processes" in result.stdout) == fsdp, result.stdout[-2000:]
+    assert "FSDP: DiT and pose guider sharded over 2 processes" in result.stdout, result.stdout[-2000:]
 
 
 def resume_from_step_two(source: Path, output: Path, settings: list[str], fsdp: bool = True) -> None:
@@ -43,12 +48,8 @@ def resume_from_step_two(source: Path, output: Path, settings: list[str], fsdp: 
 pytestmark = pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed next to python")
 
 
-def test_fsdp_train_matches_data_parallel_and_resumes_exactly(tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path) -> None:
-    settings = ["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tiny_cache),
-                "run.mixed_precision=fp32", "run.report_to=none", "run.max_steps=3", "run.checkpoint_every=2",
-                "lora.rank=4", "lora.alpha=4"]  # fmt: skip
-    data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
-    launch([*settings, f"run.output_dir={data_parallel}"], fsdp=False)
+def test_fsdp_train_matches_data_parallel_and_resumes_exactly(data_parallel_training, weights, assert_close, tmp_path: Path) -> None:
+    settings, data_parallel, sharded = data_parallel_training.settings, data_parallel_training.output, tmp_path / "sharded"
     launch([*settings, f"run.output_dir={sharded}"], fsdp=True)
 
     # Same seeds, windows and noise per process: FSDP's averaged gradients are data parallel's, up to the
@@ -83,16 +84,9 @@ def test_fsdp_train_matches_data_parallel_and_resumes_exactly(tiny_cache: Path, 
         assert torch.equal(value, final[f"lora.{key}"])
 
 
-def test_fsdp_distill_matches_data_parallel_and_resumes_exactly(tiny_cache: Path, stage_overrides, weights, assert_close, tmp_path: Path) -> None:
+def test_fsdp_distill_matches_data_parallel_and_resumes_exactly(data_parallel_distillation, weights, assert_close, tmp_path: Path) -> None:
     """Distillation switches the trained adapter (critic, generator) between phases on the sharded DiT."""
-    teacher = main(["--config", "config/train_sparseattn_lora.yaml", *stage_overrides(tiny_cache), "run.mixed_precision=fp32",
-                    "run.report_to=none", "run.max_steps=1", f"run.output_dir={tmp_path / 'teacher'}", "lora.rank=4", "lora.alpha=4"])  # fmt: skip
-    settings = ["--config", "config/distill_dmd.yaml", *stage_overrides(tiny_cache), "run.mixed_precision=fp32", "run.report_to=none",
-                "run.max_steps=3", "run.checkpoint_every=2", f"teacher_lora={teacher / 'lora.safetensors'}",
-                f"teacher_pose_guider={teacher / 'pose_guider.safetensors'}", "critic_steps_per_generator_step=1",
-                "generator_sigmas=[1.0,0.5]", "teacher_cfg_scale=2.0"]  # fmt: skip
-    data_parallel, sharded = tmp_path / "data_parallel", tmp_path / "sharded"
-    launch([*settings, f"run.output_dir={data_parallel}"], fsdp=False)
+    settings, data_parallel, sharded = data_parallel_distillation.settings, data_parallel_distillation.output, tmp_path / "sharded"
     launch([*settings, f"run.output_dir={sharded}"], fsdp=True)
     assert_close(weights(data_parallel, 3), weights(sharded, 3))
     final = weights(sharded, 3)

@@ -4,22 +4,12 @@ against the Wan VAE eager baseline of the same run, video shapes Wan's 4 (T - 1)
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_decoders_smoke_run_records_every_variant(tmp_path):
+def test_bench_decoders_smoke_run_records_every_variant(run_script, tmp_path):
     out = tmp_path / "decoders.json"
-    command = [
-        sys.executable, str(ROOT / "scripts" / "bench_decoders.py"), "--tiny", "--device", "cpu",
-        "--resolutions", "32x48", "--latent-frames", "3", "--repeats", "1", "--compile-backend", "eager",
-        "--out", str(out),
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_script("bench_decoders.py", "--tiny", "--device", "cpu", "--resolutions", "32x48", "--latent-frames", "3", "--repeats", "1",
+               "--compile-backend", "eager", "--out", out)  # fmt: skip
     results = json.loads(out.read_text())
     assert results["gpu"] == "cpu" and results["video_frames"] == 9 and results["baseline"] == "wan_eager"
     records = {record["variant"]: record for record in results["records"]}

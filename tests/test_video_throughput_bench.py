@@ -5,23 +5,15 @@ and a variant that fails (FP8 off an FP8 GPU) recorded without stopping the run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("bf16", False), ("fp8", True), ("bf16", True)]
 
 
-def test_throughput_matrix_on_cpu(tmp_path):
+def test_throughput_matrix_on_cpu(run_script, tmp_path):
     out = tmp_path / "pipeline.json"
-    command = [
-        sys.executable, str(ROOT / "scripts" / "bench_pipeline.py"), "--throughput", "--model-size", "tiny",
-        "--device", "cpu", "--motion", "procedural", "--resolutions", "32x32", "32x48", "--sparse-backends",
-        "reference", "--repeats", "1", "--compile-backend", "aot_eager", "--out", str(out),
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    run_script("bench_pipeline.py", "--throughput", "--model-size", "tiny", "--device", "cpu", "--motion", "procedural",
+               "--resolutions", "32x32", "32x48", "--sparse-backends", "reference", "--repeats", "1", "--compile-backend",
+               "aot_eager", "--out", out)  # fmt: skip
     results = json.loads(out.read_text())
     assert results["suite"] == "throughput"
     records = results["records"]
