@@ -141,6 +141,16 @@ def test_headless_chromium_shows_a_generated_frame(inputs, tmp_path):
     assert size == "48x32"
 
 
+def assert_compiled_nothing_after_the_warm_up(at_warmup: dict[str, int], counted_calls: list, blocks: int) -> None:
+    """at_warmup: the graph count and compiled block calls when the warm-up ended. The warm-up ran one compiled
+    whole chunk; the real stream compiled nothing more and ran its two whole chunks compiled."""
+    from torch._dynamo.utils import counters
+
+    assert at_warmup["graphs"] >= 1 and at_warmup["calls"] == blocks
+    assert counters["stats"]["unique_graphs"] == at_warmup["graphs"] and sum(counters["recompiles"].values()) == 0
+    assert len(counted_calls) - at_warmup["calls"] == 2 * blocks
+
+
 def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(
     inputs, counted_compiled_blocks, captured_stream, monkeypatch
 ):
@@ -169,11 +179,8 @@ def test_compiled_live_stream_warms_up_first_and_equals_the_eager_stream(
         latents.clear()
 
     report = run_stream(config(inputs, *LARGER, "speed.compile_dit=true"), progress=False, on_warmup=warmed_up)
-    blocks = len(generator.components.dit.blocks)
-    assert at_warmup["graphs"] >= 1 and at_warmup["calls"] == blocks  # the warm-up: one compiled whole chunk
-    assert counters["stats"]["unique_graphs"] == at_warmup["graphs"] and sum(counters["recompiles"].values()) == 0
+    assert_compiled_nothing_after_the_warm_up(at_warmup, counted_compiled_blocks, len(generator.components.dit.blocks))
     assert [piece.shape[2] for piece in latents] == [2, 2, 1]  # 15 frames: 5 latent frames in chunks of 2
-    assert len(counted_compiled_blocks) - at_warmup["calls"] == 2 * blocks  # the two whole chunks ran compiled
     torch.testing.assert_close(torch.cat(latents, 2), expected_latents, rtol=1e-5, atol=1e-5)
     assert report.frames == eager.frames and report.warmup_s is not None and report.warmup_s > 0
     assert np.abs(np.concatenate(written).astype(int) - expected_frames.astype(int)).max() <= 1
@@ -239,11 +246,8 @@ def test_a_compiled_clip_stream_compiles_nothing_after_a_warm_up_whose_frames_ho
         latents.clear()
 
     frames = np.concatenate(list(stream_clip_frames(generator, compiled, image, None, clip, pose_style, False, on_warmup=warmed_up)))
-    blocks = len(generator.components.dit.blocks)
-    assert at_warmup["graphs"] >= 1 and at_warmup["calls"] == blocks  # the warm-up: one compiled whole chunk
-    assert counters["stats"]["unique_graphs"] == at_warmup["graphs"] and sum(counters["recompiles"].values()) == 0
+    assert_compiled_nothing_after_the_warm_up(at_warmup, counted_compiled_blocks, len(generator.components.dit.blocks))
     assert [piece.shape[2] for piece in latents] == [2, 2, 1]  # 15 frames: 5 latent frames in chunks of 2
-    assert len(counted_compiled_blocks) - at_warmup["calls"] == 2 * blocks  # the two whole chunks ran compiled
     torch.testing.assert_close(torch.cat(latents, 2), expected_latents, rtol=1e-5, atol=1e-5)
     assert frames.shape == expected_frames.shape == (15, 96, 64, 3)
     assert np.abs(frames.astype(int) - expected_frames.astype(int)).max() <= 1
