@@ -4,10 +4,11 @@ which shape trains the most pixels a second (config/miniature/vae.yaml's data.ba
     python scripts/bench_vae_step.py                                   # GPU, bf16 autocast, the grid below
     python scripts/bench_vae_step.py --shapes 24x128x5 96x128x5 --device cpu --model-size tiny --steps 2
 
-A shape is BATCHxCROPxFRAMES. Random weights at --model-size (no files); every step is the task's: the causal
+A shape is BATCHxCROPxFRAMES; --memory-formats contiguous channels_last times each shape in both (the VAE's
+weights and the clips in torch.channels_last_3d: NDHWC cuDNN kernels). Random weights at --model-size (no files); every step is the task's: the causal
 encode and decode of a random batch (iasa.train.vae_pretrain.reconstruction_loss), backward, AdamW. Per shape:
 seconds per step (median of --steps after --warmup untimed), samples_per_s, pixels_per_s (batch x crop^2 x
-frames / seconds), peak_gib, and pixels_vs_baseline (pixels_per_s over the first shape's, same run). Results:
+frames / seconds), peak_gib, and pixels_vs_baseline (pixels_per_s over the first record's, same run). Results:
 benchmarks/results/vae_step.json, rewritten after every shape; a shape that fails (e.g. out of memory) becomes a
 record with "error".
 """
@@ -15,6 +16,7 @@ record with "error".
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -48,13 +50,25 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return batch, crop, frames
 
 
-def time_shape(vae, shape: tuple[int, int, int], steps: int, warmup: int, device: torch.device) -> dict:
-    """The task's step on random clips of `shape`, timed."""
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
+
+
+def set_memory_format(vae, memory_format: torch.memory_format) -> None:
+    """Every 3D convolution's weight, encoder and decoder, in `memory_format` (the other weights are not 5D)."""
+    for module in vae.model.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
+
+
+def time_shape(
+    vae, shape: tuple[int, int, int], memory_format: torch.memory_format, steps: int, warmup: int, device: torch.device
+) -> dict:
+    """The task's step on random clips of `shape` in `memory_format` (the VAE already in it), timed."""
     batch, crop, frames = shape
     parameters = [parameter for parameter in vae.model.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=1e-4)
     loss = VaeLossConfig()
-    clips = torch.rand(batch, 3, frames, crop, crop, device=device) * 2 - 1
+    clips = (torch.rand(batch, 3, frames, crop, crop, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -80,6 +94,7 @@ def time_shape(vae, shape: tuple[int, int, int], steps: int, warmup: int, device
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in DEFAULT_SHAPES])
+    parser.add_argument("--memory-formats", nargs="+", choices=sorted(MEMORY_FORMATS), default=["contiguous"])
     parser.add_argument("--model-size", default="mini", choices=sorted(ARCHITECTURES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -102,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         "records": [],
     }
     baseline = None
-    for shape in args.shapes:
-        record = dict(zip(("batch", "crop", "frames"), shape))
+    for format_name, shape in itertools.product(args.memory_formats, args.shapes):
+        record = dict(zip(("batch", "crop", "frames"), shape)) | {"memory_format": format_name}
+        set_memory_format(vae, MEMORY_FORMATS[format_name])
         try:
-            record |= time_shape(vae, shape, args.steps, args.warmup, device)
+            record |= time_shape(vae, shape, MEMORY_FORMATS[format_name], args.steps, args.warmup, device)
             baseline = baseline or record["pixels_per_s"]
             record["pixels_vs_baseline"] = record["pixels_per_s"] / baseline
-            print(f"{shape}: {record['seconds_per_step'] * 1e3:.1f} ms/step, x{record['pixels_vs_baseline']:.2f} pixels/s", flush=True)
+            print(f"{format_name} {shape}: {record['seconds_per_step'] * 1e3:.1f} ms/step, x{record['pixels_vs_baseline']:.2f} pixels/s", flush=True)
         except Exception as error:  # noqa: BLE001 - a failed shape is a record, the grid goes on
             record["error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()
