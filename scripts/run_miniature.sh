@@ -18,7 +18,8 @@
 # 129-frame clips, data/miniature_long, seconds). A stage budget of 0 skips that stage (its earlier output is
 # kept). Without --part every stage runs in one go.
 #
-# On the GPU machine (carry .whl), the full command:
+# On the GPU machine (carry .whl: bash ../shared/gpu/wheels.sh yunchang, since every training entry point imports
+# iasa.parallel, which needs yunchang), the full command:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PYTHONPATH || exit; bash scripts/run_miniature.sh
 # Rehearsal on a CPU (tiny sizes, a few steps; minutes):  bash scripts/run_miniature.sh --rehearsal
 # Environment: PYTHON (default python3), OUT (default outputs/miniature/export), WORKERS (default 16), the stage
