@@ -4,9 +4,10 @@ which shape trains the most pixels a second (config/miniature/vae.yaml's data.ba
     python scripts/bench_vae_step.py                                   # GPU, bf16 autocast, the grid below
     python scripts/bench_vae_step.py --shapes 24x128x5 96x128x5 --device cpu --model-size tiny --steps 2
 
-A shape is BATCHxCROPxFRAMES; --memory-formats contiguous channels_last times each shape in both (the VAE's
-weights and the clips in torch.channels_last_3d: NDHWC cuDNN kernels). Random weights at --model-size (no files); every step is the task's: the causal
-encode and decode of a random batch (iasa.train.vae_pretrain.reconstruction_loss), backward, AdamW. Per shape:
+A shape is BATCHxCROPxFRAMES; --memory-formats contiguous channels_last_3d times each shape in both (every 3D
+convolution's weights and the clips in that layout: NDHWC cuDNN kernels). Random weights at --model-size (no
+files); every step is the task's: the causal encode and decode of a random batch
+(iasa.train.vae_pretrain.reconstruction_loss), backward, AdamW. Per shape:
 seconds per step (median of --steps after --warmup untimed), samples_per_s, pixels_per_s (batch x crop^2 x
 frames / seconds), peak_gib, and pixels_vs_baseline (pixels_per_s over the first record's, same run). Results:
 benchmarks/results/vae_step.json, rewritten after every shape; a shape that fails (e.g. out of memory) becomes a
@@ -34,6 +35,7 @@ from iasa.train.config import VaeLossConfig  # noqa: E402
 from iasa.train.vae_pretrain import move_vae_scale, reconstruction_loss  # noqa: E402
 from iasa.video.assembly import build_random  # noqa: E402
 from iasa.video.config import ARCHITECTURES  # noqa: E402
+from iasa.video.vae_decode import MEMORY_LAYOUTS, VAE_PARTS, set_conv_memory_format  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "vae_step.json"
 # The shipped recipe first (the baseline), then more samples, larger crops and longer clips.
@@ -50,23 +52,12 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return batch, crop, frames
 
 
-MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last_3d}
-
-
-def set_memory_format(vae, memory_format: torch.memory_format) -> None:
-    """Every 3D convolution's weight, encoder and decoder, in `memory_format` (the other weights are not 5D)."""
-    for module in vae.model.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
-
-
 def time_shape(
     vae, shape: tuple[int, int, int], memory_format: torch.memory_format, steps: int, warmup: int, device: torch.device
 ) -> dict:
     """The task's step on random clips of `shape` in `memory_format` (the VAE already in it), timed."""
     batch, crop, frames = shape
-    parameters = [parameter for parameter in vae.model.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+    optimizer = torch.optim.AdamW(vae.model.parameters(), lr=1e-4)
     loss = VaeLossConfig()
     clips = (torch.rand(batch, 3, frames, crop, crop, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
@@ -94,7 +85,7 @@ def time_shape(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=[parse_shape(s) for s in DEFAULT_SHAPES])
-    parser.add_argument("--memory-formats", nargs="+", choices=sorted(MEMORY_FORMATS), default=["contiguous"])
+    parser.add_argument("--memory-formats", nargs="+", choices=sorted(MEMORY_LAYOUTS), default=["contiguous"])
     parser.add_argument("--model-size", default="mini", choices=sorted(ARCHITECTURES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -119,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = None
     for format_name, shape in itertools.product(args.memory_formats, args.shapes):
         record = dict(zip(("batch", "crop", "frames"), shape)) | {"memory_format": format_name}
-        set_memory_format(vae, MEMORY_FORMATS[format_name])
+        set_conv_memory_format(vae, format_name, parts=VAE_PARTS)
         try:
-            record |= time_shape(vae, shape, MEMORY_FORMATS[format_name], args.steps, args.warmup, device)
+            record |= time_shape(vae, shape, MEMORY_LAYOUTS[format_name], args.steps, args.warmup, device)
             baseline = baseline or record["pixels_per_s"]
             record["pixels_vs_baseline"] = record["pixels_per_s"] / baseline
             print(f"{format_name} {shape}: {record['seconds_per_step'] * 1e3:.1f} ms/step, x{record['pixels_vs_baseline']:.2f} pixels/s", flush=True)

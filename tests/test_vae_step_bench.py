@@ -10,13 +10,13 @@ import pytest
 
 def test_bench_vae_step_records_every_format_and_shape(run_script, tmp_path):
     out = tmp_path / "vae_step.json"
-    run_script("bench_vae_step.py", "--shapes", "2x32x5", "1x32x9", "--memory-formats", "contiguous", "channels_last",
+    run_script("bench_vae_step.py", "--shapes", "2x32x5", "1x32x9", "--memory-formats", "contiguous", "channels_last_3d",
                "--model-size", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--out", out)  # fmt: skip
     results = json.loads(out.read_text())
     assert results["device"] == "cpu" and results["model_size"] == "tiny"
     records = results["records"]
     assert [(r["memory_format"], r["batch"], r["crop"], r["frames"]) for r in records] == [
-        ("contiguous", 2, 32, 5), ("contiguous", 1, 32, 9), ("channels_last", 2, 32, 5), ("channels_last", 1, 32, 9),
+        ("contiguous", 2, 32, 5), ("contiguous", 1, 32, 9), ("channels_last_3d", 2, 32, 5), ("channels_last_3d", 1, 32, 9),
     ]  # fmt: skip
     assert all("error" not in record for record in records), [r.get("error") for r in records]
     for record in records:

@@ -30,16 +30,20 @@ import torch
 from diffsynth.models.wan_video_vae import WanVideoVAE, count_conv3d
 from einops import rearrange
 
-VAE_MEMORY_FORMATS = ("contiguous", "channels_last_3d")
+MEMORY_LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+VAE_MEMORY_FORMATS = tuple(MEMORY_LAYOUTS)
+# VideoVAE_'s submodules, all of which hold 3D convolutions: decoding runs the last two, training all four.
+VAE_PARTS = ("encoder", "conv1", "conv2", "decoder")
 
 
-def set_conv_memory_format(vae: WanVideoVAE, memory_format: str) -> None:
-    """Store every decoder 3D convolution's weight in `memory_format` (values unchanged; a no-op when they
-    already are; the decoder's weights are small, so switching costs little)."""
-    layout = torch.channels_last_3d if memory_format == "channels_last_3d" else torch.contiguous_format
-    for module in vae.model.decoder.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.weight.data = module.weight.data.contiguous(memory_format=layout)
+def set_conv_memory_format(vae: WanVideoVAE, memory_format: str, parts: tuple[str, ...] = ("decoder",)) -> None:
+    """Store every 3D convolution's weight in the VAE's `parts` (of VAE_PARTS; the decoder's by default) in
+    `memory_format` (values unchanged; a no-op when they already are; the weights are small, so switching costs
+    little)."""
+    for part in parts:
+        for module in getattr(vae.model, part).modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=MEMORY_LAYOUTS[memory_format])
 
 
 def decoder_steps(num_latent_frames: int, latent_frames_per_call: int) -> list[slice]:
